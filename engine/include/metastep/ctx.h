@@ -1,0 +1,107 @@
+/*
+ * metastep engine context: allocator, random generator, last error, interrupt flag.
+ *
+ * Every engine call takes an explicit ms_ctx. The engine keeps no global or static
+ * mutable state, so two contexts in one process never interfere. Engine functions
+ * return a status code (MS_OK on success) and never abort, exit or print; on failure
+ * the context holds a message naming the function, the argument and the values involved.
+ */
+#ifndef METASTEP_CTX_H
+#define METASTEP_CTX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Status codes. MS_OK is 0; every failure is a small positive number. */
+enum {
+  MS_OK = 0,
+  MS_ENOMEM,     /* allocation failed or the context's memory budget is exhausted */
+  MS_EARG,       /* invalid argument value (negative size, bad axis, non-finite, ...) */
+  MS_ESHAPE,     /* shapes do not agree */
+  MS_EINDEX,     /* index out of range */
+  MS_ENUMERIC,   /* numerical failure (singular matrix, not positive definite, LAPACK info) */
+  MS_ESTATE,     /* object in the wrong state (released, modified in place after being saved) */
+  MS_EINTERRUPT, /* the computation was interrupted through ms_ctx_interrupt */
+  MS_ECALLBACK   /* a user callback reported an error */
+};
+
+/* Returns a static string naming a status code ("ok", "out of memory", ...). */
+const char *ms_status_name(int status);
+
+/*
+ * Allocator, with the same contract as lua_Alloc: nsize == 0 frees ptr and returns NULL;
+ * otherwise (re)allocates ptr from osize to nsize bytes and returns NULL on failure.
+ */
+typedef void *(*ms_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
+
+/* A xoshiro256** generator. Plain value: copy it to fork a stream. */
+typedef struct ms_rng {
+  uint64_t s[4];
+  int has_spare;  /* Box-Muller produces normals in pairs */
+  double spare;
+} ms_rng;
+
+/* Seeds a generator; the same seed gives the same stream on every machine. */
+void ms_rng_seed(ms_rng *rng, uint64_t seed);
+/* Next 64 random bits. */
+uint64_t ms_rng_next(ms_rng *rng);
+/* Uniform double in [0, 1) with 53 random bits. */
+double ms_rng_uniform(ms_rng *rng);
+/* Standard normal (Box-Muller on two uniforms). */
+double ms_rng_normal(ms_rng *rng);
+
+typedef struct ms_ctx ms_ctx;
+
+/*
+ * Creates a context. alloc may be NULL for the C library's malloc/realloc/free.
+ * Returns NULL only if the first allocation (the context itself) fails.
+ * The generator starts from seed 0.
+ */
+ms_ctx *ms_ctx_new(ms_alloc_fn alloc, void *ud);
+/* Frees the context. Every tensor made in it must have been released first. */
+void ms_ctx_free(ms_ctx *ctx);
+
+/* Message of the last failure (never NULL; "" when none). Borrowed, valid until the next call. */
+const char *ms_ctx_error(const ms_ctx *ctx);
+/* Status of the last failure (MS_OK when none). */
+int ms_ctx_status(const ms_ctx *ctx);
+/* Records a failure message (printf format) and returns status, for `return ms_ctx_fail(...)`. */
+int ms_ctx_fail(ms_ctx *ctx, int status, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 3, 4)))
+#endif
+    ;
+/* Clears the last error. */
+void ms_ctx_clear_error(ms_ctx *ctx);
+
+/* Allocation through the context's allocator, counted against its budget. */
+void *ms_ctx_alloc(ms_ctx *ctx, size_t nbytes);
+void ms_ctx_dealloc(ms_ctx *ctx, void *ptr, size_t nbytes);
+/* Bytes currently allocated through the context (tensor storage and bookkeeping). */
+size_t ms_ctx_bytes(const ms_ctx *ctx);
+/* Sets a budget in bytes (0 = unlimited); allocations beyond it fail with MS_ENOMEM. */
+void ms_ctx_set_limit(ms_ctx *ctx, size_t nbytes);
+size_t ms_ctx_limit(const ms_ctx *ctx);
+
+/* The context's own generator (borrowed). */
+ms_rng *ms_ctx_rng(ms_ctx *ctx);
+void ms_ctx_seed(ms_ctx *ctx, uint64_t seed);
+
+/*
+ * Asks long-running engine loops to stop with MS_EINTERRUPT at their next check.
+ * Async-signal-safe: it only stores to a volatile sig_atomic_t, so a SIGINT handler may call it.
+ * The flag is cleared when a loop reports MS_EINTERRUPT, or by ms_ctx_clear_interrupt.
+ */
+void ms_ctx_interrupt(ms_ctx *ctx);
+void ms_ctx_clear_interrupt(ms_ctx *ctx);
+/* Returns MS_EINTERRUPT (with a message naming `where`) and clears the flag if it was set. */
+int ms_ctx_check_interrupt(ms_ctx *ctx, const char *where);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,12 @@
+/* Umbrella header: the whole metastep engine C API. */
+#ifndef METASTEP_METASTEP_H
+#define METASTEP_METASTEP_H
+
+#define METASTEP_VERSION "0.1.0"
+
+#include "metastep/ctx.h"
+#include "metastep/tensor.h"
+#include "metastep/ops.h"
+#include "metastep/linalg.h"
+
+#endif

@@ -1,0 +1,56 @@
+/* Engine-internal definitions shared by the engine sources. Not installed. */
+#ifndef METASTEP_INTERNAL_H
+#define METASTEP_INTERNAL_H
+
+#include <signal.h>
+
+#include "metastep/metastep.h"
+
+struct ms_ctx {
+  ms_alloc_fn alloc;
+  void *ud;
+  size_t bytes; /* live bytes allocated through the context */
+  size_t limit; /* 0 = unlimited */
+  ms_rng rng;
+  int status;
+  volatile sig_atomic_t interrupted;
+  char err[512];
+};
+
+typedef struct ms_storage {
+  ms_ctx *ctx;
+  int refcount;
+  uint64_t version;
+  int64_t n;    /* number of doubles */
+  double *data;
+} ms_storage;
+
+struct ms_tensor {
+  ms_ctx *ctx;
+  int refcount;
+  ms_storage *st;
+  int64_t offset; /* in elements */
+  int ndim;
+  int64_t numel;
+  int64_t shape[MS_MAXDIM];
+  int64_t strides[MS_MAXDIM]; /* in elements; may be 0 (expanded) */
+};
+
+/* New tensor with fresh contiguous storage of the given shape (contents uninitialized). */
+int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **out);
+/* New view sharing t's storage with the given geometry. */
+int ms__tensor_view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
+                    const int64_t *strides, int64_t offset, ms_tensor **out);
+/* Bumps the storage version after an in-place write. */
+void ms__tensor_touch(ms_tensor *t);
+/* Checks ndim/shape entries for a constructor; message names `what`. */
+int ms__check_shape(ms_ctx *ctx, const char *what, int ndim, const int64_t *shape);
+/* Normalizes a possibly negative axis for an ndim-dimensional tensor; message names `what`. */
+int ms__axis(ms_ctx *ctx, const char *what, int axis, int ndim, int *out);
+/* Row-major strided iteration helper: offset of the element at flat row-major index i. */
+int64_t ms__offset_of(const ms_tensor *t, int64_t i);
+
+/* Element-wise iteration over a (possibly strided) tensor in row-major order. */
+#define MS_TENSOR_DATA(t) ((t)->st->data + (t)->offset)
+
+#endif

@@ -1,0 +1,67 @@
+--- metastep: learning to learn, on a C engine.
+-- The front library: the C core's functions plus Lua-side conveniences.
+-- Tensor views (share storage with their source): view, reshape of a contiguous
+-- tensor, transpose/t, permute, slice, select, expand and indexing t[i] of a
+-- multi-dimensional tensor. Everything else returns a fresh tensor.
+local core = require "metastep.core"
+
+local M = {}
+for k, v in pairs(core) do M[k] = v end
+
+M.Tensor = core.Tensor
+
+--- Linear algebra, also available at the top level.
+M.linalg = {
+  dot = core.dot, matvec = core.matvec, matmul = core.matmul, outer = core.outer,
+  eigh = core.eigh, solve = core.solve, cholesky = core.cholesky, qr = core.qr,
+  inv = core.inv, det = core.det,
+}
+
+--- True if t is a metastep tensor.
+function M.is_tensor(t)
+  return getmetatable(t) == getmetatable(core.zeros(0))
+end
+
+--- True if a and b have the same shape and |a - b| <= atol + rtol * |b| element-wise.
+function M.allclose(a, b, rtol, atol)
+  rtol, atol = rtol or 1e-9, atol or 1e-12
+  local sa, sb = a:shape(), b:shape()
+  if #sa ~= #sb then return false end
+  for i = 1, #sa do if sa[i] ~= sb[i] then return false end end
+  local tol = core.abs(b) * rtol + atol
+  return core.max(core.gt(core.abs(a - b), tol)):item() == 0
+end
+
+local function sorted_keys(t, pred)
+  local keys = {}
+  for k, v in pairs(t) do if pred(k, v) then keys[#keys + 1] = k end end
+  table.sort(keys)
+  return keys
+end
+
+--- Text of help(): the modules and their functions.
+function M.help_text()
+  local lines = {
+    "metastep " .. M.version .. " — learning to learn on a C engine (Lua 5.4)",
+    "",
+    "local ms = require \"metastep\"",
+    "  constructors: tensor, zeros, ones, full, eye, diag, arange, linspace, rand, randn",
+    "  methods:      t:shape() t:numel() t:item() t:totable() t[i] t[{i, j}] t:t() t:view(...)",
+  }
+  local fns = sorted_keys(M, function(_, v) return type(v) == "function" end)
+  local mods = sorted_keys(M, function(k, v) return type(v) == "table" and k ~= "Tensor" end)
+  lines[#lines + 1] = "  functions:    " .. table.concat(fns, " ")
+  for _, m in ipairs(mods) do
+    local sub = sorted_keys(M[m], function(_, v) return type(v) == "function" end)
+    lines[#lines + 1] = ("  ms.%s: %s"):format(m, table.concat(sub, " "))
+  end
+  lines[#lines + 1] = "  tensor methods: " .. table.concat(sorted_keys(M.Tensor, function() return true end), " ")
+  return table.concat(lines, "\n")
+end
+
+--- Prints the modules and how to start.
+function M.help()
+  print(M.help_text())
+end
+
+return M

@@ -1,0 +1,1046 @@
+/*
+ * Lua bindings of the engine's tensor core: the Tensor userdata, constructors,
+ * arithmetic, math, reductions and linear algebra. Each binding checks its
+ * arguments, calls one engine function, then pushes the result or raises.
+ *
+ * Rule kept throughout: a Lua error never jumps over a C resource. Result boxes are
+ * created (lms_newbox) before the engine allocates, so every tensor is owned by the
+ * Lua stack the moment it exists, and lms_error is the last statement of a failure.
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lms.h"
+
+/* ---- per-state context ---- */
+
+typedef struct lms_state {
+  ms_ctx *ctx;
+  size_t gc_threshold; /* live engine bytes at which the next full collection runs */
+} lms_state;
+
+static const char *const STATE_KEY = "metastep.state";
+#define GC_MIN_THRESHOLD ((size_t)64 << 20)
+
+static int state_gc(lua_State *L) {
+  lms_state *s = lua_touserdata(L, 1);
+  if (s->ctx) ms_ctx_free(s->ctx);
+  s->ctx = NULL;
+  return 0;
+}
+
+static lms_state *getstate(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) == LUA_TUSERDATA) {
+    lms_state *s = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    return s;
+  }
+  lua_pop(L, 1);
+  /* The box exists (empty) before the context is acquired, so a failure cannot leak it. */
+  lms_state *s = lua_newuserdatauv(L, sizeof *s, 0);
+  s->ctx = NULL;
+  s->gc_threshold = GC_MIN_THRESHOLD;
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
+  s->ctx = ms_ctx_new(NULL, NULL);
+  if (s->ctx == NULL) luaL_error(L, "metastep: cannot create the engine context (out of memory)");
+  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
+  return s;
+}
+
+ms_ctx *lms_ctx(lua_State *L) { return getstate(L)->ctx; }
+
+int lms_error(lua_State *L) {
+  ms_ctx *ctx = lms_ctx(L);
+  const char *msg = ms_ctx_error(ctx);
+  luaL_where(L, 1);
+  lua_pushstring(L, *msg ? msg : ms_status_name(ms_ctx_status(ctx)));
+  ms_ctx_clear_error(ctx);
+  lua_concat(L, 2);
+  return lua_error(L);
+}
+
+/* ---- the Tensor userdata ---- */
+
+ms_tensor *lms_testtensor(lua_State *L, int arg) {
+  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
+  return box ? *box : NULL;
+}
+
+ms_tensor *lms_checktensor(lua_State *L, int arg) {
+  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
+  if (box == NULL) luaL_typeerror(L, arg, "tensor");
+  if (*box == NULL) luaL_argerror(L, arg, "tensor has been released");
+  return *box;
+}
+
+ms_tensor **lms_newbox(lua_State *L) {
+  ms_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = NULL;
+  luaL_setmetatable(L, LMS_TENSOR);
+  return box;
+}
+
+/* Runs a full collection once live tensor bytes pass a threshold: a tensor userdata is
+ * small to Lua's collector but may own megabytes, so the collector must be told. */
+static void gc_step(lua_State *L) {
+  lms_state *s = getstate(L);
+  size_t bytes = ms_ctx_bytes(s->ctx);
+  if (bytes < s->gc_threshold) return;
+  lua_gc(L, LUA_GCCOLLECT);
+  bytes = ms_ctx_bytes(s->ctx);
+  s->gc_threshold = bytes * 2 > GC_MIN_THRESHOLD ? bytes * 2 : GC_MIN_THRESHOLD;
+}
+
+/* Completes a box made by lms_newbox: on failure the (empty) box is simply garbage.
+ * t is passed by address because the engine call that sets it is a sibling argument,
+ * and C leaves the order of argument evaluation unspecified. */
+static int finish(lua_State *L, ms_tensor **box, int st, ms_tensor **t) {
+  if (st != MS_OK) return lms_error(L);
+  *box = *t;
+  gc_step(L);
+  return 1;
+}
+
+void lms_pushtensor(lua_State *L, ms_tensor *t) {
+  ms_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
+  *box = t;
+  luaL_setmetatable(L, LMS_TENSOR);
+}
+
+ms_tensor *lms_checktensorish(lua_State *L, int arg) {
+  if (lua_type(L, arg) == LUA_TNUMBER) {
+    /* The scalar tensor lives in a box that replaces the number: Lua owns it at once. */
+    arg = lua_absindex(L, arg);
+    double v = lua_tonumber(L, arg);
+    ms_tensor **box = lms_newbox(L);
+    if (ms_tensor_scalar(lms_ctx(L), v, box) != MS_OK) lms_error(L);
+    lua_replace(L, arg);
+    return *box;
+  }
+  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
+  if (box == NULL) luaL_typeerror(L, arg, "tensor or number");
+  if (*box == NULL) luaL_argerror(L, arg, "tensor has been released");
+  return *box;
+}
+
+static int tensor_gc(lua_State *L) {
+  ms_tensor **box = luaL_checkudata(L, 1, LMS_TENSOR);
+  ms_tensor_release(*box);
+  *box = NULL;
+  return 0;
+}
+
+/* ---- argument helpers ---- */
+
+int lms_checkshape(lua_State *L, int arg, int64_t *shape) {
+  int n;
+  if (lua_istable(L, arg)) {
+    n = (int)luaL_len(L, arg);
+    if (n > MS_MAXDIM) luaL_argerror(L, arg, lua_pushfstring(L, "at most %d dimensions, got %d", MS_MAXDIM, n));
+    for (int i = 0; i < n; i++) {
+      lua_geti(L, arg, i + 1);
+      int isint;
+      lua_Integer v = lua_tointegerx(L, -1, &isint);
+      if (!isint)
+        luaL_argerror(L, arg, lua_pushfstring(L, "shape entry %d must be an integer, got %s", i + 1,
+                                              luaL_typename(L, -1)));
+      if (v < 0)
+        luaL_argerror(L, arg, lua_pushfstring(L, "shape entry %d must be >= 0, got %I", i + 1, v));
+      shape[i] = v;
+      lua_pop(L, 1);
+    }
+    return n;
+  }
+  int top = lua_gettop(L);
+  for (n = 0; arg + n <= top && lua_type(L, arg + n) == LUA_TNUMBER; n++) {
+    if (n >= MS_MAXDIM) luaL_argerror(L, arg + n, lua_pushfstring(L, "at most %d dimensions", MS_MAXDIM));
+    lua_Integer v = luaL_checkinteger(L, arg + n);
+    if (v < 0) luaL_argerror(L, arg + n, lua_pushfstring(L, "size must be >= 0, got %I", v));
+    shape[n] = v;
+  }
+  if (n == 0 && lua_type(L, arg) != LUA_TNONE && lua_type(L, arg) != LUA_TTABLE &&
+      lua_type(L, arg) != LUA_TNIL)
+    luaL_typeerror(L, arg, "shape (table of sizes or sizes)");
+  return n;
+}
+
+/* Lua axis (1-based, negative from the end) -> engine axis (0-based, negative from the end). */
+static int checkaxis(lua_State *L, int arg, int ndim) {
+  lua_Integer a = luaL_checkinteger(L, arg);
+  if (a == 0 || a > ndim || a < -ndim)
+    luaL_argerror(L, arg, lua_pushfstring(L, "dimension %I out of range for %d-d tensor", a, ndim));
+  return a > 0 ? (int)a - 1 : (int)(a + ndim);
+}
+
+/* Options table at arg (or nil): number field with default. */
+static double optfield(lua_State *L, int arg, const char *name, double def) {
+  if (lua_isnoneornil(L, arg)) return def;
+  luaL_checktype(L, arg, LUA_TTABLE);
+  double v = def;
+  int t = lua_getfield(L, arg, name);
+  if (t != LUA_TNIL) {
+    if (t != LUA_TNUMBER)
+      luaL_argerror(L, arg, lua_pushfstring(L, "field '%s' must be a number, got %s", name, luaL_typename(L, -1)));
+    v = lua_tonumber(L, -1);
+  }
+  lua_pop(L, 1);
+  return v;
+}
+
+/* ---- constructors ---- */
+
+/* Walks a nested table once to find its shape (along the first elements). */
+static int nested_shape(lua_State *L, int idx, int64_t *shape) {
+  int nd = 0;
+  lua_pushvalue(L, idx);
+  while (lua_istable(L, -1)) {
+    if (nd >= MS_MAXDIM) luaL_error(L, "tensor: nested table deeper than %d levels", MS_MAXDIM);
+    shape[nd++] = (int64_t)luaL_len(L, -1);
+    if (shape[nd - 1] == 0) break;
+    lua_geti(L, -1, 1);
+    lua_remove(L, -2);
+  }
+  lua_pop(L, 1);
+  return nd;
+}
+
+/* Copies a nested table into data, checking that it is rectangular and numeric. */
+static void nested_fill(lua_State *L, int idx, int depth, int nd, const int64_t *shape,
+                        double **data, char *path, size_t pathlen) {
+  int64_t n = (int64_t)luaL_len(L, idx);
+  if (n != shape[depth])
+    luaL_error(L, "tensor: ragged nested table: %s has %I elements, expected %I",
+               depth == 0 ? "the table" : path, (lua_Integer)n, (lua_Integer)shape[depth]);
+  for (int64_t i = 1; i <= n; i++) {
+    int t = lua_geti(L, idx, i);
+    size_t len = strlen(path);
+    snprintf(path + len, pathlen - len, "[%lld]", (long long)i);
+    if (depth + 1 < nd) {
+      if (t != LUA_TTABLE)
+        luaL_error(L, "tensor: expected a table at %s, got %s", path, luaL_typename(L, -1));
+      nested_fill(L, lua_gettop(L), depth + 1, nd, shape, data, path, pathlen);
+    } else {
+      int isnum;
+      lua_Number v = lua_tonumberx(L, -1, &isnum);
+      if (!isnum || t == LUA_TSTRING)
+        luaL_error(L, "tensor: expected a number at %s, got %s", path, luaL_typename(L, -1));
+      *(*data)++ = v;
+    }
+    path[len] = '\0';
+    lua_pop(L, 1);
+  }
+}
+
+static int l_tensor(lua_State *L) {
+  ms_ctx *ctx = lms_ctx(L);
+  if (lua_type(L, 1) == LUA_TNUMBER) {
+    ms_tensor **box = lms_newbox(L);
+    ms_tensor *t;
+    return finish(L, box, ms_tensor_scalar(ctx, lua_tonumber(L, 1), &t), &t);
+  }
+  ms_tensor *src = lms_testtensor(L, 1);
+  if (src) {
+    ms_tensor **box = lms_newbox(L);
+    ms_tensor *t;
+    return finish(L, box, ms_tensor_copy(ctx, src, &t), &t);
+  }
+  if (!lua_istable(L, 1)) return luaL_typeerror(L, 1, "table, number or tensor");
+  int64_t shape[MS_MAXDIM];
+  int nd = nested_shape(L, 1, shape);
+  int64_t n = 1;
+  for (int i = 0; i < nd; i++) n *= shape[i];
+  /* Stage the numbers in a Lua-owned buffer so an error while reading leaks nothing. */
+  double *buf = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(double), 0);
+  int bufidx = lua_gettop(L);
+  double *p = buf;
+  char path[MS_MAXDIM * 24 + 1] = "";
+  if (n > 0) nested_fill(L, 1, 0, nd, shape, &p, path, sizeof path);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  int st = ms_tensor_from_data(ctx, nd, shape, buf, &t);
+  lua_remove(L, bufidx);
+  return finish(L, box, st, &t);
+}
+
+static int l_zeros(lua_State *L) {
+  int64_t shape[MS_MAXDIM];
+  int nd = lms_checkshape(L, 1, shape);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_zeros(lms_ctx(L), nd, shape, &t), &t);
+}
+
+static int l_ones(lua_State *L) {
+  int64_t shape[MS_MAXDIM];
+  int nd = lms_checkshape(L, 1, shape);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_ones(lms_ctx(L), nd, shape, &t), &t);
+}
+
+static int l_full(lua_State *L) {
+  int64_t shape[MS_MAXDIM];
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int nd = lms_checkshape(L, 1, shape);
+  double v = luaL_checknumber(L, 2);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_full(lms_ctx(L), nd, shape, v, &t), &t);
+}
+
+static int l_eye(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  lua_Integer m = luaL_optinteger(L, 2, n);
+  luaL_argcheck(L, n >= 0, 1, "size must be >= 0");
+  luaL_argcheck(L, m >= 0, 2, "size must be >= 0");
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_eye(lms_ctx(L), n, m, &t), &t);
+}
+
+static int l_diag(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_diag(lms_ctx(L), a, &t), &t);
+}
+
+static int l_arange(lua_State *L) {
+  double start = 0, stop, step = 1;
+  if (lua_isnoneornil(L, 2)) {
+    stop = luaL_checknumber(L, 1);
+  } else {
+    start = luaL_checknumber(L, 1);
+    stop = luaL_checknumber(L, 2);
+    step = luaL_optnumber(L, 3, 1);
+  }
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_arange(lms_ctx(L), start, stop, step, &t), &t);
+}
+
+static int l_linspace(lua_State *L) {
+  double a = luaL_checknumber(L, 1), b = luaL_checknumber(L, 2);
+  lua_Integer n = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, n >= 1, 3, lua_pushfstring(L, "count must be >= 1, got %I", n));
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_linspace(lms_ctx(L), a, b, n, &t), &t);
+}
+
+/* rand(shape [, {seed=, lo=, hi=}]) and randn(shape [, {seed=, mean=, std=}]):
+ * with a seed the numbers come from a fresh generator, else from the context's. */
+static int random_tensor(lua_State *L, int normal) {
+  int64_t shape[MS_MAXDIM];
+  luaL_argcheck(L, lua_istable(L, 1), 1, "shape table expected");
+  int nd = lms_checkshape(L, 1, shape);
+  ms_rng local, *rng = NULL;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TTABLE);
+    if (lua_getfield(L, 2, "seed") != LUA_TNIL) {
+      int isint;
+      lua_Integer seed = lua_tointegerx(L, -1, &isint);
+      if (!isint) luaL_argerror(L, 2, lua_pushfstring(L, "field 'seed' must be an integer, got %s", luaL_typename(L, -1)));
+      ms_rng_seed(&local, (uint64_t)seed);
+      rng = &local;
+    }
+    lua_pop(L, 1);
+  }
+  double a = optfield(L, 2, normal ? "mean" : "lo", 0.0);
+  double b = optfield(L, 2, normal ? "std" : "hi", 1.0);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  int st = normal ? ms_tensor_randn(lms_ctx(L), rng, nd, shape, a, b, &t)
+                  : ms_tensor_rand(lms_ctx(L), rng, nd, shape, a, b, &t);
+  return finish(L, box, st, &t);
+}
+
+static int l_rand(lua_State *L) { return random_tensor(L, 0); }
+static int l_randn(lua_State *L) { return random_tensor(L, 1); }
+
+static int l_seed(lua_State *L) {
+  lua_Integer s = luaL_checkinteger(L, 1);
+  ms_ctx_seed(lms_ctx(L), (uint64_t)s);
+  return 0;
+}
+
+static int l_memory(lua_State *L) {
+  ms_ctx *ctx = lms_ctx(L);
+  lua_pushinteger(L, (lua_Integer)ms_ctx_bytes(ctx));
+  lua_pushinteger(L, (lua_Integer)ms_ctx_limit(ctx));
+  return 2;
+}
+
+static int l_set_memory_limit(lua_State *L) {
+  lua_Integer n = luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0, 1, "limit must be >= 0 bytes (0 = unlimited)");
+  ms_ctx_set_limit(lms_ctx(L), (size_t)n);
+  return 0;
+}
+
+/* ---- inspection ---- */
+
+static int m_shape(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  int nd = ms_tensor_ndim(t);
+  lua_createtable(L, nd, 0);
+  for (int i = 0; i < nd; i++) {
+    lua_pushinteger(L, ms_tensor_dim(t, i));
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int m_size(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  if (lua_isnoneornil(L, 2)) return m_shape(L);
+  int a = checkaxis(L, 2, ms_tensor_ndim(t));
+  lua_pushinteger(L, ms_tensor_dim(t, a));
+  return 1;
+}
+
+static int m_numel(lua_State *L) {
+  lua_pushinteger(L, ms_tensor_numel(lms_checktensor(L, 1)));
+  return 1;
+}
+
+static int m_ndim(lua_State *L) {
+  lua_pushinteger(L, ms_tensor_ndim(lms_checktensor(L, 1)));
+  return 1;
+}
+
+static int m_is_contiguous(lua_State *L) {
+  lua_pushboolean(L, ms_tensor_is_contiguous(lms_checktensor(L, 1)));
+  return 1;
+}
+
+static int m_shares_storage(lua_State *L) {
+  lua_pushboolean(L, ms_tensor_shares_storage(lms_checktensor(L, 1), lms_checktensor(L, 2)));
+  return 1;
+}
+
+static int m_version(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)ms_tensor_version(lms_checktensor(L, 1)));
+  return 1;
+}
+
+static int m_item(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  double v;
+  if (ms_tensor_item(lms_ctx(L), t, &v) != MS_OK) return lms_error(L);
+  lua_pushnumber(L, v);
+  return 1;
+}
+
+static void push_nested(lua_State *L, const double *data, int nd, const int64_t *shape, int depth,
+                        int64_t *pos) {
+  if (depth == nd) {
+    lua_pushnumber(L, data[(*pos)++]);
+    return;
+  }
+  luaL_checkstack(L, 4, "tensor too deep");
+  lua_createtable(L, (int)shape[depth], 0);
+  for (int64_t i = 0; i < shape[depth]; i++) {
+    push_nested(L, data, nd, shape, depth + 1, pos);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+static int m_totable(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  if (ms_tensor_ndim(t) == 0) {
+    lua_pushnumber(L, ms_tensor_data(t)[0]);
+    return 1;
+  }
+  ms_tensor *c;
+  if (ms_tensor_contiguous(lms_ctx(L), t, &c) != MS_OK) return lms_error(L);
+  /* Keep c owned by the stack while building tables (they may raise on memory errors). */
+  ms_tensor **box = lms_newbox(L);
+  *box = c;
+  int64_t pos = 0;
+  push_nested(L, ms_tensor_data(c), ms_tensor_ndim(c), ms_tensor_shape(c), 0, &pos);
+  return 1;
+}
+
+/* A formatted string lives in a box with __gc until Lua has copied it. */
+typedef struct strbox {
+  ms_ctx *ctx;
+  char *s;
+} strbox;
+
+static int strbox_gc(lua_State *L) {
+  strbox *b = lua_touserdata(L, 1);
+  if (b->s) ms_string_free(b->ctx, b->s);
+  b->s = NULL;
+  return 0;
+}
+
+static int m_tostring(lua_State *L) {
+  ms_tensor **tb = luaL_checkudata(L, 1, LMS_TENSOR);
+  if (*tb == NULL) {
+    lua_pushliteral(L, "tensor (released)");
+    return 1;
+  }
+  lua_Integer threshold = luaL_optinteger(L, 2, 1000);
+  lua_Integer edge = luaL_optinteger(L, 3, 3);
+  strbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->ctx = lms_ctx(L);
+  b->s = NULL;
+  if (luaL_newmetatable(L, "metastep.String")) {
+    lua_pushcfunction(L, strbox_gc);
+    lua_setfield(L, -2, "__gc");
+  }
+  lua_setmetatable(L, -2);
+  if (ms_tensor_format(b->ctx, *tb, threshold, (int)edge, &b->s) != MS_OK) return lms_error(L);
+  lua_pushstring(L, b->s);
+  ms_string_free(b->ctx, b->s);
+  b->s = NULL;
+  return 1;
+}
+
+static int m_len(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  if (ms_tensor_ndim(t) == 0) return luaL_error(L, "len: a 0-d tensor has no length");
+  lua_pushinteger(L, ms_tensor_dim(t, 0));
+  return 1;
+}
+
+/* ---- copies and views ---- */
+
+static int m_clone(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_copy(lms_ctx(L), a, &t), &t);
+}
+
+static int m_contiguous(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_contiguous(lms_ctx(L), a, &t), &t);
+}
+
+static int reshape_impl(lua_State *L, int is_view) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  int64_t shape[MS_MAXDIM];
+  int nd;
+  if (lua_istable(L, 2)) {
+    nd = lms_checkshape(L, 2, shape);
+  } else {
+    int top = lua_gettop(L);
+    nd = top - 1;
+    if (nd > MS_MAXDIM) return luaL_argerror(L, 2, "too many dimensions");
+    for (int i = 0; i < nd; i++) shape[i] = luaL_checkinteger(L, i + 2);
+  }
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  int st = is_view ? ms_tensor_view(lms_ctx(L), a, nd, shape, &t)
+                   : ms_tensor_reshape(lms_ctx(L), a, nd, shape, &t);
+  return finish(L, box, st, &t);
+}
+
+static int m_view(lua_State *L) { return reshape_impl(L, 1); }
+static int m_reshape(lua_State *L) { return reshape_impl(L, 0); }
+
+static int m_flatten(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  int64_t n = ms_tensor_numel(a);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_reshape(lms_ctx(L), a, 1, &n, &t), &t);
+}
+
+static int m_transpose(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  int nd = ms_tensor_ndim(a);
+  int d0, d1;
+  if (lua_isnoneornil(L, 2)) {
+    if (nd != 2)
+      return luaL_argerror(L, 2, lua_pushfstring(L, "dimensions required for a %d-d tensor", nd));
+    d0 = 0, d1 = 1;
+  } else {
+    d0 = checkaxis(L, 2, nd);
+    d1 = checkaxis(L, 3, nd);
+  }
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_transpose(lms_ctx(L), a, d0, d1, &t), &t);
+}
+
+static int m_permute(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  int nd = ms_tensor_ndim(a), perm[MS_MAXDIM];
+  luaL_checktype(L, 2, LUA_TTABLE);
+  if (luaL_len(L, 2) != nd)
+    return luaL_argerror(L, 2, lua_pushfstring(L, "expected %d dimensions, got %d", nd, (int)luaL_len(L, 2)));
+  for (int i = 0; i < nd; i++) {
+    lua_geti(L, 2, i + 1);
+    perm[i] = checkaxis(L, -1, nd);
+    lua_pop(L, 1);
+  }
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_permute(lms_ctx(L), a, perm, &t), &t);
+}
+
+/* t:slice(dim, i, j [, step]): elements i..j inclusive (1-based, negative from the end). */
+static int m_slice(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  int nd = ms_tensor_ndim(a);
+  int d = checkaxis(L, 2, nd);
+  int64_t n = ms_tensor_dim(a, d);
+  lua_Integer i = luaL_optinteger(L, 3, 1), j = luaL_optinteger(L, 4, n);
+  lua_Integer step = luaL_optinteger(L, 5, 1);
+  if (i < 0) i += n + 1;
+  if (j < 0) j += n + 1;
+  luaL_argcheck(L, step >= 1, 5, lua_pushfstring(L, "step must be >= 1, got %I", step));
+  if (i < 1 || i > n + 1)
+    return luaL_argerror(L, 3, lua_pushfstring(L, "start %I out of range for size %I", i, (lua_Integer)n));
+  if (j < i - 1 || j > n)
+    return luaL_argerror(L, 4, lua_pushfstring(L, "end %I out of range for start %I and size %I", j, i, (lua_Integer)n));
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_slice(lms_ctx(L), a, d, i - 1, j, step, &t), &t);
+}
+
+static int m_select(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  int d = checkaxis(L, 2, ms_tensor_ndim(a));
+  lua_Integer i = luaL_checkinteger(L, 3);
+  int64_t n = ms_tensor_dim(a, d);
+  if (i < 0) i += n + 1;
+  if (i < 1 || i > n)
+    return luaL_argerror(L, 3, lua_pushfstring(L, "index %I out of range for size %I", i, (lua_Integer)n));
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_select(lms_ctx(L), a, d, i - 1, &t), &t);
+}
+
+static int m_expand(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  int64_t shape[MS_MAXDIM];
+  int nd = lms_checkshape(L, 2, shape);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_expand(lms_ctx(L), a, nd, shape, &t), &t);
+}
+
+static int l_cat(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  int n = (int)luaL_len(L, 1);
+  luaL_argcheck(L, n >= 1, 1, "expected a non-empty table of tensors");
+  ms_tensor **ts = lua_newuserdatauv(L, (size_t)n * sizeof *ts, 0);
+  int nd = 0;
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, 1, i + 1);
+    ms_tensor *t = lms_testtensor(L, -1);
+    if (t == NULL)
+      return luaL_argerror(L, 1, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
+    ts[i] = t;
+    nd = ms_tensor_ndim(t);
+    lua_pop(L, 1); /* still referenced by the table at arg 1 */
+  }
+  int axis = lua_isnoneornil(L, 2) ? 0 : checkaxis(L, 2, nd);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_tensor_cat(lms_ctx(L), n, ts, axis, &t), &t);
+}
+
+/* ---- element access and indexing ---- */
+
+/* Reads indices (1-based, negative from the end) from the table at idx into 0-based idxs. */
+static int checkindex_table(lua_State *L, int idx, ms_tensor *t, int64_t *out) {
+  int n = (int)luaL_len(L, idx), nd = ms_tensor_ndim(t);
+  if (n > nd) return luaL_error(L, "index: %d indices for a %d-d tensor", n, nd);
+  for (int i = 0; i < n; i++) {
+    lua_geti(L, idx, i + 1);
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint) return luaL_error(L, "index: entry %d must be an integer, got %s", i + 1, luaL_typename(L, -1));
+    int64_t size = ms_tensor_dim(t, i);
+    if (v < 0) v += size + 1;
+    if (v < 1 || v > size)
+      return luaL_error(L, "index: %I out of range for dimension %d of size %I", lua_tointeger(L, -1), i + 1,
+                        (lua_Integer)size);
+    out[i] = v - 1;
+    lua_pop(L, 1);
+  }
+  return n;
+}
+
+/* Resolves an integer or table key into a sub-view (pushed) or, when the key addresses one
+ * element, returns 1 and stores its offset via the full index. */
+static int index_view(lua_State *L, ms_tensor *t, int key, int64_t *idx, ms_tensor **view) {
+  int n;
+  if (lua_type(L, key) == LUA_TNUMBER) {
+    int isint;
+    lua_Integer v = lua_tointegerx(L, key, &isint);
+    if (!isint) return luaL_error(L, "index: expected an integer, got %s", lua_tostring(L, key));
+    if (ms_tensor_ndim(t) == 0) return luaL_error(L, "index: cannot index a 0-d tensor (use :item())");
+    int64_t size = ms_tensor_dim(t, 0);
+    if (v < 0) v += size + 1;
+    if (v < 1 || v > size)
+      return luaL_error(L, "index: %I out of range for dimension 1 of size %I", lua_tointeger(L, key), (lua_Integer)size);
+    idx[0] = v - 1;
+    n = 1;
+  } else {
+    n = checkindex_table(L, key, t, idx);
+  }
+  if (n == ms_tensor_ndim(t)) return 1;
+  ms_tensor *cur = ms_tensor_retain(t), *next;
+  for (int i = 0; i < n; i++) {
+    int st = ms_tensor_select(lms_ctx(L), cur, 0, idx[i], &next);
+    ms_tensor_release(cur);
+    if (st != MS_OK) return lms_error(L);
+    cur = next;
+  }
+  *view = cur;
+  return 0;
+}
+
+static int tensor_index(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  int kt = lua_type(L, 2);
+  if (kt == LUA_TSTRING) {
+    lua_pushvalue(L, 2);
+    lua_gettable(L, lua_upvalueindex(1)); /* methods */
+    return 1;
+  }
+  if (kt != LUA_TNUMBER && kt != LUA_TTABLE)
+    return luaL_error(L, "index: expected an integer, a table of integers or a method name, got %s", luaL_typename(L, 2));
+  int64_t idx[MS_MAXDIM];
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *view = NULL;
+  if (index_view(L, t, 2, idx, &view)) {
+    double v;
+    if (ms_tensor_get(lms_ctx(L), t, idx, &v) != MS_OK) return lms_error(L);
+    lua_pushnumber(L, v);
+    return 1;
+  }
+  *box = view;
+  return 1;
+}
+
+static int tensor_newindex(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  int kt = lua_type(L, 2);
+  if (kt != LUA_TNUMBER && kt != LUA_TTABLE)
+    return luaL_error(L, "index: expected an integer or a table of integers, got %s", luaL_typename(L, 2));
+  int64_t idx[MS_MAXDIM];
+  ms_tensor **box = lms_newbox(L); /* owns the sub-view, if any */
+  ms_tensor *view = NULL;
+  int whole = index_view(L, t, 2, idx, &view);
+  *box = view;
+  ms_ctx *ctx = lms_ctx(L);
+  if (lua_type(L, 3) == LUA_TNUMBER) {
+    double v = lua_tonumber(L, 3);
+    int st = whole ? ms_tensor_set(ctx, t, idx, v) : ms_tensor_fill_(ctx, view, v);
+    if (st != MS_OK) return lms_error(L);
+    return 0;
+  }
+  ms_tensor *src = lms_testtensor(L, 3);
+  if (src == NULL) return luaL_error(L, "index assignment: expected a number or a tensor, got %s", luaL_typename(L, 3));
+  if (whole) {
+    double v;
+    if (ms_tensor_item(ctx, src, &v) != MS_OK) return lms_error(L);
+    if (ms_tensor_set(ctx, t, idx, v) != MS_OK) return lms_error(L);
+    return 0;
+  }
+  if (ms_tensor_copy_(ctx, view, src) != MS_OK) return lms_error(L);
+  return 0;
+}
+
+static int m_fill(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  double v = luaL_checknumber(L, 2);
+  if (ms_tensor_fill_(lms_ctx(L), t, v) != MS_OK) return lms_error(L);
+  lua_settop(L, 1);
+  return 1;
+}
+
+static int m_assign(lua_State *L) {
+  ms_tensor *t = lms_checktensor(L, 1);
+  ms_tensor *src = lms_checktensor(L, 2);
+  if (ms_tensor_copy_(lms_ctx(L), t, src) != MS_OK) return lms_error(L);
+  lua_settop(L, 1);
+  return 1;
+}
+
+/* ---- arithmetic, math and reductions (op code in upvalue 1) ---- */
+
+static int binary(lua_State *L, ms_binop op, int a_arg, int b_arg) {
+  ms_ctx *ctx = lms_ctx(L);
+  ms_tensor *a = lms_testtensor(L, a_arg), *b = lms_testtensor(L, b_arg), *t;
+  int st;
+  if (a == NULL && b == NULL) {
+    /* two numbers, or a wrong type: report the first offender */
+    if (lua_type(L, a_arg) != LUA_TNUMBER) return luaL_typeerror(L, a_arg, "tensor or number");
+    if (lua_type(L, b_arg) != LUA_TNUMBER) return luaL_typeerror(L, b_arg, "tensor or number");
+  }
+  if (a == NULL && lua_type(L, a_arg) != LUA_TNUMBER) return luaL_typeerror(L, a_arg, "tensor or number");
+  if (b == NULL && lua_type(L, b_arg) != LUA_TNUMBER) return luaL_typeerror(L, b_arg, "tensor or number");
+  if ((a && *(ms_tensor **)lua_touserdata(L, a_arg) == NULL) || (b && *(ms_tensor **)lua_touserdata(L, b_arg) == NULL))
+    return luaL_error(L, "%s: tensor has been released", ms_binop_name(op));
+  ms_tensor **box = lms_newbox(L);
+  if (a && b) {
+    st = ms_binary(ctx, op, a, b, &t);
+  } else if (a) {
+    st = ms_binary_scalar(ctx, op, a, lua_tonumber(L, b_arg), 0, &t);
+  } else if (b) {
+    st = ms_binary_scalar(ctx, op, b, lua_tonumber(L, a_arg), 1, &t);
+  } else {
+    ms_tensor *s;
+    st = ms_tensor_scalar(ctx, lua_tonumber(L, a_arg), &s);
+    if (st == MS_OK) {
+      st = ms_binary_scalar(ctx, op, s, lua_tonumber(L, b_arg), 0, &t);
+      ms_tensor_release(s);
+    }
+  }
+  return finish(L, box, st, &t);
+}
+
+static int l_binary(lua_State *L) {
+  return binary(L, (ms_binop)lua_tointeger(L, lua_upvalueindex(1)), 1, 2);
+}
+
+static int l_unary(lua_State *L) {
+  ms_unop op = (ms_unop)lua_tointeger(L, lua_upvalueindex(1));
+  ms_tensor *a = lms_checktensorish(L, 1);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_unary(lms_ctx(L), op, a, &t), &t);
+}
+
+static int tensor_unm(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_unary(lms_ctx(L), MS_NEG, a, &t), &t);
+}
+
+/* t:sum([dim [, keepdim]]): over everything gives a 0-d tensor; argmax/argmin are 1-based. */
+static int l_reduce(lua_State *L) {
+  ms_redop op = (ms_redop)lua_tointeger(L, lua_upvalueindex(1));
+  ms_tensor *a = lms_checktensor(L, 1);
+  int axis = lua_isnoneornil(L, 2) ? MS_ALL : checkaxis(L, 2, ms_tensor_ndim(a));
+  int keepdim = lua_toboolean(L, 3);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t, *t1;
+  int st = ms_reduce(lms_ctx(L), op, a, axis, keepdim, &t);
+  if (st == MS_OK && (op == MS_ARGMAX || op == MS_ARGMIN)) {
+    st = ms_binary_scalar(lms_ctx(L), MS_ADD, t, 1.0, 0, &t1);
+    ms_tensor_release(t);
+    t = t1;
+  }
+  return finish(L, box, st, &t);
+}
+
+static int l_where(lua_State *L) {
+  ms_tensor *c = lms_checktensorish(L, 1);
+  ms_tensor *a = lms_checktensorish(L, 2);
+  ms_tensor *b = lms_checktensorish(L, 3);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_where(lms_ctx(L), c, a, b, &t), &t);
+}
+
+static int l_clamp(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  double lo = luaL_optnumber(L, 2, -HUGE_VAL), hi = luaL_optnumber(L, 3, HUGE_VAL);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, ms_clamp(lms_ctx(L), a, lo, hi, &t), &t);
+}
+
+static int l_all_finite(lua_State *L) {
+  lua_pushboolean(L, ms_tensor_all_finite(lms_checktensor(L, 1)));
+  return 1;
+}
+
+static int l_max_abs_diff(lua_State *L) {
+  ms_tensor *a = lms_checktensor(L, 1), *b = lms_checktensor(L, 2);
+  double d;
+  if (ms_max_abs_diff(lms_ctx(L), a, b, &d) != MS_OK) return lms_error(L);
+  lua_pushnumber(L, d);
+  return 1;
+}
+
+/* Comparisons with < and <= give booleans, so only one-element operands make sense. */
+static double checkscalar(lua_State *L, int arg, const char *op) {
+  if (lua_type(L, arg) == LUA_TNUMBER) return lua_tonumber(L, arg);
+  ms_tensor *t = lms_checktensor(L, arg);
+  double v;
+  if (ms_tensor_numel(t) != 1)
+    luaL_error(L, "%s: comparison operators need one-element tensors (use ms.%s for element-wise)", op,
+               op[0] == '<' && op[1] == '=' ? "le" : "lt");
+  ms_tensor_item(lms_ctx(L), t, &v);
+  return v;
+}
+
+static int tensor_lt(lua_State *L) {
+  double a = checkscalar(L, 1, "<"), b = checkscalar(L, 2, "<");
+  lua_pushboolean(L, a < b);
+  return 1;
+}
+
+static int tensor_le(lua_State *L) {
+  double a = checkscalar(L, 1, "<="), b = checkscalar(L, 2, "<=");
+  lua_pushboolean(L, a <= b);
+  return 1;
+}
+
+/* ---- linear algebra ---- */
+
+typedef int (*binfn)(ms_ctx *, const ms_tensor *, const ms_tensor *, ms_tensor **);
+
+static int linalg2(lua_State *L, binfn fn) {
+  ms_tensor *a = lms_checktensor(L, 1), *b = lms_checktensor(L, 2);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, fn(lms_ctx(L), a, b, &t), &t);
+}
+
+static int l_dot(lua_State *L) { return linalg2(L, ms_dot); }
+static int l_matvec(lua_State *L) { return linalg2(L, ms_matvec); }
+static int l_matmul(lua_State *L) { return linalg2(L, ms_matmul); }
+static int l_outer(lua_State *L) { return linalg2(L, ms_outer); }
+static int l_solve(lua_State *L) { return linalg2(L, ms_solve); }
+
+typedef int (*unfn)(ms_ctx *, const ms_tensor *, ms_tensor **);
+
+static int linalg1(lua_State *L, unfn fn) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *t;
+  return finish(L, box, fn(lms_ctx(L), a, &t), &t);
+}
+
+static int l_cholesky(lua_State *L) { return linalg1(L, ms_cholesky); }
+static int l_inv(lua_State *L) { return linalg1(L, ms_inv); }
+static int l_det(lua_State *L) { return linalg1(L, ms_det); }
+
+typedef int (*pairfn)(ms_ctx *, const ms_tensor *, ms_tensor **, ms_tensor **);
+
+static int linalg_pair(lua_State *L, pairfn fn) {
+  ms_tensor *a = lms_checktensor(L, 1);
+  ms_tensor **b1 = lms_newbox(L);
+  ms_tensor **b2 = lms_newbox(L);
+  ms_tensor *x, *y;
+  if (fn(lms_ctx(L), a, &x, &y) != MS_OK) return lms_error(L);
+  *b1 = x;
+  *b2 = y;
+  gc_step(L);
+  return 2;
+}
+
+static int l_eigh(lua_State *L) { return linalg_pair(L, ms_eigh); }
+static int l_qr(lua_State *L) { return linalg_pair(L, ms_qr); }
+
+/* ---- registration ---- */
+
+static const luaL_Reg functions[] = {
+  {"tensor", l_tensor}, {"zeros", l_zeros}, {"ones", l_ones}, {"full", l_full},
+  {"eye", l_eye}, {"diag", l_diag}, {"arange", l_arange}, {"linspace", l_linspace},
+  {"rand", l_rand}, {"randn", l_randn}, {"seed", l_seed}, {"cat", l_cat},
+  {"where", l_where}, {"clamp", l_clamp}, {"all_finite", l_all_finite},
+  {"max_abs_diff", l_max_abs_diff},
+  {"dot", l_dot}, {"matvec", l_matvec}, {"matmul", l_matmul}, {"outer", l_outer},
+  {"solve", l_solve}, {"cholesky", l_cholesky}, {"inv", l_inv}, {"det", l_det},
+  {"eigh", l_eigh}, {"qr", l_qr},
+  {"memory", l_memory}, {"set_memory_limit", l_set_memory_limit},
+  {NULL, NULL}
+};
+
+static const luaL_Reg methods[] = {
+  {"shape", m_shape}, {"size", m_size}, {"numel", m_numel}, {"ndim", m_ndim},
+  {"is_contiguous", m_is_contiguous}, {"shares_storage", m_shares_storage},
+  {"version", m_version}, {"item", m_item}, {"totable", m_totable},
+  {"clone", m_clone}, {"contiguous", m_contiguous}, {"view", m_view}, {"reshape", m_reshape},
+  {"flatten", m_flatten}, {"transpose", m_transpose}, {"t", m_transpose},
+  {"permute", m_permute}, {"slice", m_slice}, {"select", m_select}, {"expand", m_expand},
+  {"fill", m_fill}, {"assign", m_assign}, {"diag", l_diag},
+  {"where", l_where}, {"clamp", l_clamp}, {"all_finite", l_all_finite},
+  {"dot", l_dot}, {"matvec", l_matvec}, {"matmul", l_matmul}, {"outer", l_outer},
+  {"tostring", m_tostring},
+  {NULL, NULL}
+};
+
+static void register_ops(lua_State *L, int functions_idx, int methods_idx) {
+  for (int op = 0; op < MS_BINOP_COUNT; op++) {
+    lua_pushinteger(L, op);
+    lua_pushcclosure(L, l_binary, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, functions_idx, ms_binop_name((ms_binop)op));
+    lua_setfield(L, methods_idx, ms_binop_name((ms_binop)op));
+  }
+  for (int op = 0; op < MS_UNOP_COUNT; op++) {
+    lua_pushinteger(L, op);
+    lua_pushcclosure(L, l_unary, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, functions_idx, ms_unop_name((ms_unop)op));
+    lua_setfield(L, methods_idx, ms_unop_name((ms_unop)op));
+  }
+  for (int op = 0; op < MS_REDOP_COUNT; op++) {
+    lua_pushinteger(L, op);
+    lua_pushcclosure(L, l_reduce, 1);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, functions_idx, ms_redop_name((ms_redop)op));
+    lua_setfield(L, methods_idx, ms_redop_name((ms_redop)op));
+  }
+}
+
+static void set_arith(lua_State *L, const char *event, ms_binop op) {
+  lua_pushinteger(L, op);
+  lua_pushcclosure(L, l_binary, 1);
+  lua_setfield(L, -2, event);
+}
+
+int luaopen_metastep_core(lua_State *L) {
+  lms_ctx(L); /* create the context before any tensor can exist */
+  luaL_newlib(L, functions);
+  int lib = lua_gettop(L);
+  luaL_newlib(L, methods);
+  int meths = lua_gettop(L);
+  register_ops(L, lib, meths);
+
+  if (luaL_newmetatable(L, LMS_TENSOR)) {
+    lua_pushvalue(L, meths);
+    lua_pushcclosure(L, tensor_index, 1);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, tensor_newindex);
+    lua_setfield(L, -2, "__newindex");
+    lua_pushcfunction(L, tensor_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, tensor_gc);
+    lua_setfield(L, -2, "__close");
+    lua_pushcfunction(L, m_tostring);
+    lua_setfield(L, -2, "__tostring");
+    lua_pushcfunction(L, m_len);
+    lua_setfield(L, -2, "__len");
+    lua_pushcfunction(L, tensor_unm);
+    lua_setfield(L, -2, "__unm");
+    lua_pushcfunction(L, tensor_lt);
+    lua_setfield(L, -2, "__lt");
+    lua_pushcfunction(L, tensor_le);
+    lua_setfield(L, -2, "__le");
+    set_arith(L, "__add", MS_ADD);
+    set_arith(L, "__sub", MS_SUB);
+    set_arith(L, "__mul", MS_MUL);
+    set_arith(L, "__div", MS_DIV);
+    set_arith(L, "__pow", MS_POW);
+    lua_pushliteral(L, "Tensor");
+    lua_setfield(L, -2, "__name");
+  }
+  lua_pop(L, 1);
+  lua_pushvalue(L, meths);
+  lua_setfield(L, lib, "Tensor"); /* methods table, so Lua code can add methods */
+  lua_pop(L, 1);
+  lua_pushliteral(L, METASTEP_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

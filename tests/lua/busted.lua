@@ -1,0 +1,3 @@
+-- Runs busted inside the metastep executable, so the specs exercise the real host
+-- (as Neovim runs busted inside its own binary). Usage: metastep tests/lua/busted.lua [busted args] specs...
+require "busted.runner" ({ standalone = false })
