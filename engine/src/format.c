@@ -17,7 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ad.h"
 
 #define LINE_WIDTH 75
 #define ELEM_MAX 64

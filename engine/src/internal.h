@@ -6,6 +6,8 @@
 
 #include "metastep/metastep.h"
 
+typedef struct ms_level ms_level;
+
 struct ms_ctx {
   ms_alloc_fn alloc;
   void *ud;
@@ -15,6 +17,10 @@ struct ms_ctx {
   int status;
   volatile sig_atomic_t interrupted;
   char err[512];
+  /* autodiff: the stack of active levels, innermost last */
+  ms_level *levels[8];
+  int nlevels;
+  uint64_t next_level_id;
 };
 
 typedef struct ms_storage {
@@ -34,6 +40,13 @@ struct ms_tensor {
   int64_t numel;
   int64_t shape[MS_MAXDIM];
   int64_t strides[MS_MAXDIM]; /* in elements; may be 0 (expanded) */
+  /* autodiff: one entry per level this tensor is tracked on (see ad.c) */
+  int ntrack;
+  struct ms_track {
+    uint64_t level;     /* level id */
+    int64_t node;       /* node index on a reverse tape */
+    ms_tensor *tangent; /* tangent on a forward level (owned) */
+  } track[8];
 };
 
 /* New tensor with fresh contiguous storage of the given shape (contents uninitialized). */

@@ -5,7 +5,7 @@
  * BLAS products read strided inputs in place when the layout allows it (a row-major
  * matrix with a padded leading dimension, or a transposed view passed as CblasTrans);
  * anything else is copied to contiguous storage first. LAPACK overwrites its input,
- * so the LAPACK wrappers always work on a fresh copy (ms_tensor_copy), never on a
+ * so the LAPACK wrappers always work on a fresh copy (ms__copy), never on a
  * retained input.
  */
 #include <cblas.h>
@@ -14,7 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ad.h"
 
 /* ---- helpers ---- */
 
@@ -138,7 +138,7 @@ static int blas_layout(const ms_tensor *t, blasmat *m) {
 static int prep_mat(ms_ctx *ctx, const ms_tensor *t, blasmat *m) {
   m->keep = NULL;
   if (!blas_layout(t, m)) {
-    int st = ms_tensor_contiguous(ctx, t, &m->keep);
+    int st = ms__contiguous(ctx, t, &m->keep);
     if (st != MS_OK) return st;
     m->tr = CblasNoTrans;
     m->ld = (int)max1(t->shape[1]);
@@ -166,7 +166,7 @@ static int prep_vec(ms_ctx *ctx, const ms_tensor *t, blasvec *v) {
     v->inc = (int)s;
     return MS_OK;
   }
-  int st = ms_tensor_contiguous(ctx, t, &v->keep);
+  int st = ms__contiguous(ctx, t, &v->keep);
   if (st != MS_OK) return st;
   v->p = MS_TENSOR_DATA(v->keep);
   v->inc = 1;
@@ -265,7 +265,7 @@ static int gemm_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_ten
   return st;
 }
 
-int ms_dot(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
+int ms__dot(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
   *out = NULL;
   int st = check_not_null(ctx, "dot", a, b);
   if (st != MS_OK) return st;
@@ -280,7 +280,7 @@ int ms_dot(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out)
   return dot_impl(ctx, a, b, out);
 }
 
-int ms_matvec(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, ms_tensor **out) {
+int ms__matvec(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, ms_tensor **out) {
   *out = NULL;
   int st = check_not_null(ctx, "matvec", a, x);
   if (st != MS_OK) return st;
@@ -295,7 +295,7 @@ int ms_matvec(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, ms_tensor **o
   return gemv_impl(ctx, a, x, 1, out);
 }
 
-int ms_matmul(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
+int ms__matmul(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
   *out = NULL;
   int st = check_not_null(ctx, "matmul", a, b);
   if (st != MS_OK) return st;
@@ -317,7 +317,7 @@ int ms_matmul(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **o
   return gemm_impl(ctx, a, b, out);
 }
 
-int ms_outer(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
+int ms__outer(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
   *out = NULL;
   int st = check_not_null(ctx, "outer", a, b);
   if (st != MS_OK) return st;
@@ -347,7 +347,7 @@ int ms_outer(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **ou
 static int lapack_copy(ms_ctx *ctx, const char *what, const char *arg, const ms_tensor *a,
                        ms_tensor **out) {
   ms_tensor *c = NULL;
-  int st = ms_tensor_copy(ctx, a, &c);
+  int st = ms__copy(ctx, a, &c);
   if (st == MS_OK) st = check_finite(ctx, what, arg, c);
   if (st != MS_OK) {
     ms_tensor_release(c);

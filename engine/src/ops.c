@@ -12,7 +12,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ad.h"
 
 /* ---- names ---- */
 
@@ -262,7 +262,7 @@ static void binary_row(void *arg, int64_t n, const double *const *p, const int64
   binary_kernel(*(const ms_binop *)arg, n, p[0], s[0], p[1], s[1], out);
 }
 
-int ms_binary(ms_ctx *ctx, ms_binop op, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
+int ms__binary(ms_ctx *ctx, ms_binop op, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
   *out = NULL;
   if ((unsigned)op >= MS_BINOP_COUNT)
     return ms_ctx_fail(ctx, MS_EARG, "binary: unknown op %d", (int)op);
@@ -298,7 +298,7 @@ static void scalar_row(void *arg, int64_t n, const double *const *p, const int64
     binary_kernel(sc->op, n, p[0], s[0], &sc->s, 0, out);
 }
 
-int ms_binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, int scalar_left,
+int ms__binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, int scalar_left,
                      ms_tensor **out) {
   *out = NULL;
   if ((unsigned)op >= MS_BINOP_COUNT)
@@ -384,7 +384,7 @@ static void unary_row(void *arg, int64_t n, const double *const *p, const int64_
   }
 }
 
-int ms_unary(ms_ctx *ctx, ms_unop op, const ms_tensor *a, ms_tensor **out) {
+int ms__unary(ms_ctx *ctx, ms_unop op, const ms_tensor *a, ms_tensor **out) {
   *out = NULL;
   if ((unsigned)op >= MS_UNOP_COUNT)
     return ms_ctx_fail(ctx, MS_EARG, "unary: unknown op %d", (int)op);
@@ -409,7 +409,7 @@ static void where_row(void *arg, int64_t n, const double *const *p, const int64_
   for (int64_t i = 0; i < n; i++) o[i] = c[i * s[0]] != 0 ? a[i * s[1]] : b[i * s[2]];
 }
 
-int ms_where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_tensor *b,
+int ms__where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_tensor *b,
              ms_tensor **out) {
   *out = NULL;
   const ms_tensor *ts[3] = {cond, a, b};
@@ -440,7 +440,7 @@ static void clamp_row(void *arg, int64_t n, const double *const *p, const int64_
   }
 }
 
-int ms_clamp(ms_ctx *ctx, const ms_tensor *a, double lo, double hi, ms_tensor **out) {
+int ms__clamp(ms_ctx *ctx, const ms_tensor *a, double lo, double hi, ms_tensor **out) {
   *out = NULL;
   if (!(lo <= hi)) /* also rejects NaN bounds */
     return ms_ctx_fail(ctx, MS_EARG, "clamp: lo (%g) must be <= hi (%g)", lo, hi);
@@ -719,7 +719,7 @@ static int reduce_all(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int keepdim,
   return MS_OK;
 }
 
-int ms_reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepdim,
+int ms__reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepdim,
               ms_tensor **out) {
   *out = NULL;
   if ((unsigned)op >= MS_REDOP_COUNT)

@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "internal.h"
+#include "ad.h"
 
 /* Largest element count we accept: keeps numel * sizeof(double) far from overflow. */
 #define MS_MAX_NUMEL ((int64_t)1 << 50)
@@ -134,6 +134,7 @@ void ms_tensor_release(ms_tensor *t) {
   if (t == NULL || --t->refcount > 0) return;
   ms_ctx *ctx = t->ctx;
   ms_storage *s = t->st;
+  if (t->ntrack) ms__track_clear(t);
   if (--s->refcount == 0) ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (size_t)s->n * sizeof(double));
   ms_ctx_dealloc(ctx, t, sizeof(ms_tensor));
 }
@@ -205,7 +206,7 @@ int ms_tensor_eye(ms_ctx *ctx, int64_t n, int64_t m, ms_tensor **out) {
   return MS_OK;
 }
 
-int ms_tensor_diag(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
+int ms__diag(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
   *out = NULL;
   const double *src = MS_TENSOR_DATA(t);
   if (t->ndim == 1) {
@@ -316,19 +317,19 @@ static void gather(const ms_tensor *t, double *dst) {
   }
 }
 
-int ms_tensor_copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
+int ms__copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
   int st = ms__tensor_alloc(ctx, t->ndim, t->shape, out);
   if (st) return st;
   gather(t, MS_TENSOR_DATA(*out));
   return MS_OK;
 }
 
-int ms_tensor_contiguous(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
+int ms__contiguous(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
   if (ms_tensor_is_contiguous(t)) {
     *out = ms_tensor_retain((ms_tensor *)t);
     return MS_OK;
   }
-  return ms_tensor_copy(ctx, t, out);
+  return ms__copy(ctx, t, out);
 }
 
 /* Resolves a target shape with at most one -1 against numel; message names `what`. */
@@ -367,7 +368,7 @@ static int resolve_shape(ms_ctx *ctx, const char *what, const ms_tensor *t, int 
   return MS_OK;
 }
 
-int ms_tensor_view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
+int ms__view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                    ms_tensor **out) {
   int64_t res[MS_MAXDIM], strides[MS_MAXDIM];
   *out = NULL;
@@ -383,22 +384,22 @@ int ms_tensor_view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *sha
   return ms__tensor_view(ctx, t, ndim, res, strides, t->offset, out);
 }
 
-int ms_tensor_reshape(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
+int ms__reshape(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                       ms_tensor **out) {
   int64_t res[MS_MAXDIM];
   *out = NULL;
   int st = resolve_shape(ctx, "reshape", t, ndim, shape, res);
   if (st) return st;
-  if (ms_tensor_is_contiguous(t)) return ms_tensor_view(ctx, t, ndim, res, out);
+  if (ms_tensor_is_contiguous(t)) return ms__view(ctx, t, ndim, res, out);
   ms_tensor *c;
-  st = ms_tensor_copy(ctx, t, &c);
+  st = ms__copy(ctx, t, &c);
   if (st) return st;
-  st = ms_tensor_view(ctx, c, ndim, res, out);
+  st = ms__view(ctx, c, ndim, res, out);
   ms_tensor_release(c);
   return st;
 }
 
-int ms_tensor_transpose(ms_ctx *ctx, const ms_tensor *t, int axis0, int axis1, ms_tensor **out) {
+int ms__transpose(ms_ctx *ctx, const ms_tensor *t, int axis0, int axis1, ms_tensor **out) {
   int a = 0, b = 0; /* set by ms__axis; initialized for gcc -O2 -Wmaybe-uninitialized */
   *out = NULL;
   int st = ms__axis(ctx, "transpose", axis0, t->ndim, &a);
@@ -412,7 +413,7 @@ int ms_tensor_transpose(ms_ctx *ctx, const ms_tensor *t, int axis0, int axis1, m
   return ms__tensor_view(ctx, t, t->ndim, shape, strides, t->offset, out);
 }
 
-int ms_tensor_permute(ms_ctx *ctx, const ms_tensor *t, const int *perm, ms_tensor **out) {
+int ms__permute(ms_ctx *ctx, const ms_tensor *t, const int *perm, ms_tensor **out) {
   int seen[MS_MAXDIM] = {0};
   int64_t shape[MS_MAXDIM], strides[MS_MAXDIM];
   *out = NULL;
@@ -427,7 +428,7 @@ int ms_tensor_permute(ms_ctx *ctx, const ms_tensor *t, const int *perm, ms_tenso
   return ms__tensor_view(ctx, t, t->ndim, shape, strides, t->offset, out);
 }
 
-int ms_tensor_slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop,
+int ms__slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop,
                     int64_t step, ms_tensor **out) {
   int a = 0;
   *out = NULL;
@@ -447,7 +448,7 @@ int ms_tensor_slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, in
   return ms__tensor_view(ctx, t, t->ndim, shape, strides, t->offset + start * t->strides[a], out);
 }
 
-int ms_tensor_select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tensor **out) {
+int ms__select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tensor **out) {
   int a = 0;
   *out = NULL;
   int st = ms__axis(ctx, "select", axis, t->ndim, &a);
@@ -466,7 +467,7 @@ int ms_tensor_select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, m
                          out);
 }
 
-int ms_tensor_expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
+int ms__expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                      ms_tensor **out) {
   char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
   *out = NULL;
@@ -493,7 +494,7 @@ bad:
                      ms_shape_str(ndim, shape, b2, sizeof b2));
 }
 
-int ms_tensor_cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out) {
+int ms__cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out) {
   char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
   *out = NULL;
   if (n < 1) return ms_ctx_fail(ctx, MS_EARG, "cat: expected at least one tensor");
@@ -521,7 +522,7 @@ int ms_tensor_cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor 
   int64_t pos = 0;
   for (int k = 0; k < n; k++) {
     ms_tensor *dst;
-    st = ms_tensor_slice(ctx, *out, a, pos, pos + ts[k]->shape[a], 1, &dst);
+    st = ms__slice(ctx, *out, a, pos, pos + ts[k]->shape[a], 1, &dst);
     if (!st) st = ms_tensor_copy_(ctx, dst, ts[k]);
     ms_tensor_release(dst);
     if (st) {
@@ -594,11 +595,11 @@ int ms_tensor_fill_(ms_ctx *ctx, ms_tensor *t, double value) {
 
 int ms_tensor_copy_(ms_ctx *ctx, ms_tensor *dst, const ms_tensor *src) {
   ms_tensor *e, *tmp = NULL;
-  int st = ms_tensor_expand(ctx, src, dst->ndim, dst->shape, &e);
+  int st = ms__expand(ctx, src, dst->ndim, dst->shape, &e);
   if (st) return st;
   /* If src shares dst's storage, read everything first so overlapping views copy correctly. */
   if (src->st == dst->st) {
-    st = ms_tensor_copy(ctx, e, &tmp);
+    st = ms__copy(ctx, e, &tmp);
     ms_tensor_release(e);
     if (st) return st;
     e = tmp;

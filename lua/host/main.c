@@ -11,19 +11,17 @@
 #define _DEFAULT_SOURCE
 
 #include <errno.h>
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <readline/history.h>
+#include <readline/readline.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/select.h>
 #include <unistd.h>
-
-#include <readline/history.h>
-#include <readline/readline.h>
-
-#include <lauxlib.h>
-#include <lua.h>
-#include <lualib.h>
 
 #include "lms.h"
 #include "metastep/metastep.h"
@@ -175,9 +173,7 @@ static int dochunk(lua_State *L, int status) {
 }
 
 /* name == NULL reads stdin. */
-static int dofile(lua_State *L, const char *name) {
-  return dochunk(L, luaL_loadfile(L, name));
-}
+static int dofile(lua_State *L, const char *name) { return dochunk(L, luaL_loadfile(L, name)); }
 
 static int dostring(lua_State *L, const char *s, const char *name) {
   return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
@@ -339,7 +335,10 @@ static int handle_luainit(lua_State *L) {
 
 /*
  * The global `help`, in Lua because it only walks tables. It is loaded with the
- * version as its vararg and returns the help function.
+ * version as its vararg and returns the help function. help() defers to the front
+ * library's own ms.help when there is one (it knows its API best) and otherwise
+ * lists the fields of require "metastep"; help("linalg") or help(ms.linalg) lists
+ * a submodule.
  */
 static const char help_source[] =
     "local version = ...\n"
@@ -381,8 +380,11 @@ static const char help_source[] =
     "    write('help: cannot load metastep: ', tostring(ms), '\\n')\n"
     "    return\n"
     "  end\n"
-    "  if what == nil then\n"
-    "    write('metastep ', version, ': tensors, autodiff and optimizers for learning to learn\\n')\n"
+    "  if what == nil and type(ms) == 'table' and type(ms.help) == 'function' then\n"
+    "    return ms.help()\n"
+    "  elseif what == nil then\n"
+    "    write('metastep ', version, ': tensors, autodiff and optimizers for learning to "
+    "learn\\n')\n"
     "    write('Start with:  local ms = require \"metastep\"\\n\\n')\n"
     "    if type(ms) ~= 'table' then\n"
     "      write('require \"metastep\" returned a ', type(ms), '\\n')\n"
@@ -406,8 +408,7 @@ static const char help_source[] =
     "end\n";
 
 static void sethelp(lua_State *L) {
-  if (luaL_loadbuffer(L, help_source, sizeof(help_source) - 1, "=help") != LUA_OK)
-    lua_error(L);
+  if (luaL_loadbuffer(L, help_source, sizeof(help_source) - 1, "=help") != LUA_OK) lua_error(L);
   lua_pushliteral(L, METASTEP_VERSION);
   lua_call(L, 1, 1);
   lua_setglobal(L, "help");
@@ -528,18 +529,25 @@ static const char *get_prompt(lua_State *L, int firstline) {
   }
 }
 
+/*
+ * The last line read. It is freed at the next read rather than right after being
+ * pushed, so a memory error raised while pushing it cannot leak it.
+ */
+static char *last_line = NULL;
+
 /* Reads a line and pushes it; returns a LINE_* code (nothing pushed unless LINE_OK). */
 static int pushline(lua_State *L, int firstline) {
-  char *b = NULL;
   const char *prompt = get_prompt(L, firstline);
-  int rc = read_line(prompt, &b);
+  int rc;
+  free(last_line);
+  last_line = NULL;
+  rc = read_line(prompt, &last_line);
   lua_pop(L, 1); /* the prompt */
   if (rc != LINE_OK) return rc;
-  if (firstline && b[0] == '=') /* "=expr", kept for compatibility with Lua 5.2 */
-    lua_pushfstring(L, "return %s", b + 1);
+  if (firstline && last_line[0] == '=') /* "=expr", kept for compatibility with Lua 5.2 */
+    lua_pushfstring(L, "return %s", last_line + 1);
   else
-    lua_pushstring(L, b);
-  free(b);
+    lua_pushstring(L, last_line);
   return LINE_OK;
 }
 
@@ -670,6 +678,8 @@ static void doREPL(lua_State *L) {
   }
   lua_settop(L, 0);
   lua_writeline();
+  free(last_line);
+  last_line = NULL;
   history_save();
   progname = oldprogname;
 }

@@ -6,7 +6,15 @@
  * Rule kept throughout: a Lua error never jumps over a C resource. Result boxes are
  * created (lms_newbox) before the engine allocates, so every tensor is owned by the
  * Lua stack the moment it exists, and lms_error is the last statement of a failure.
+ *
+ * Second rule: a raw ms_tensor pointer is fetched from its box only after the binding's
+ * last Lua allocation and the last call that can run Lua code (luaL_len, lua_geti on a
+ * user table). An allocation can run finalizers, and a finalizer or metamethod can close
+ * any tensor (getmetatable(t).__close(t), or a to-be-closed variable), so a pointer read
+ * earlier may be freed before the engine uses it. Hence the shape of most bindings:
+ * lua_settop to fix the argument slots, lms_newbox, then lms_checktensor, then the engine.
  */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,6 +76,12 @@ int lms_error(lua_State *L) {
 ms_tensor *lms_testtensor(lua_State *L, int arg) {
   ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
   return box ? *box : NULL;
+}
+
+/* True if arg is a tensor box whose tensor was released (closed or collected). */
+static int isreleased(lua_State *L, int arg) {
+  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
+  return box != NULL && *box == NULL;
 }
 
 ms_tensor *lms_checktensor(lua_State *L, int arg) {
@@ -237,22 +251,29 @@ static void nested_fill(lua_State *L, int idx, int depth, int nd, const int64_t 
 
 static int l_tensor(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
+  lua_settop(L, 1);
   if (lua_type(L, 1) == LUA_TNUMBER) {
     ms_tensor **box = lms_newbox(L);
     ms_tensor *t;
     return finish(L, box, ms_tensor_scalar(ctx, lua_tonumber(L, 1), &t), &t);
   }
-  ms_tensor *src = lms_testtensor(L, 1);
-  if (src) {
+  if (luaL_testudata(L, 1, LMS_TENSOR)) {
     ms_tensor **box = lms_newbox(L);
-    ms_tensor *t;
+    ms_tensor *src = lms_checktensor(L, 1), *t;
     return finish(L, box, ms_tensor_copy(ctx, src, &t), &t);
   }
   if (!lua_istable(L, 1)) return luaL_typeerror(L, 1, "table, number or tensor");
   int64_t shape[MS_MAXDIM];
   int nd = nested_shape(L, 1, shape);
   int64_t n = 1;
-  for (int i = 0; i < nd; i++) n *= shape[i];
+  /* __len may report any size: refuse products the staging buffer cannot hold (and
+   * that would overflow n) before sizing it, since nested_fill trusts n. */
+  for (int i = 0; i < nd; i++) {
+    if (shape[i] < 0) return luaL_error(L, "tensor: nested table has negative length %I", (lua_Integer)shape[i]);
+    if (shape[i] > 0 && n > ((int64_t)1 << 50) / shape[i])
+      return luaL_error(L, "tensor: nested table has more than 2^50 elements");
+    n *= shape[i];
+  }
   /* Stage the numbers in a Lua-owned buffer so an error while reading leaks nothing. */
   double *buf = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(double), 0);
   int bufidx = lua_gettop(L);
@@ -295,17 +316,17 @@ static int l_full(lua_State *L) {
 static int l_eye(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   lua_Integer m = luaL_optinteger(L, 2, n);
-  luaL_argcheck(L, n >= 0, 1, "size must be >= 0");
-  luaL_argcheck(L, m >= 0, 2, "size must be >= 0");
+  if (n < 0) return luaL_argerror(L, 1, lua_pushfstring(L, "size must be >= 0, got %I", n));
+  if (m < 0) return luaL_argerror(L, 2, lua_pushfstring(L, "size must be >= 0, got %I", m));
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
   return finish(L, box, ms_tensor_eye(lms_ctx(L), n, m, &t), &t);
 }
 
 static int l_diag(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   return finish(L, box, ms_tensor_diag(lms_ctx(L), a, &t), &t);
 }
 
@@ -336,7 +357,7 @@ static int l_linspace(lua_State *L) {
  * with a seed the numbers come from a fresh generator, else from the context's. */
 static int random_tensor(lua_State *L, int normal) {
   int64_t shape[MS_MAXDIM];
-  luaL_argcheck(L, lua_istable(L, 1), 1, "shape table expected");
+  if (!lua_istable(L, 1)) return luaL_typeerror(L, 1, "shape table");
   int nd = lms_checkshape(L, 1, shape);
   ms_rng local, *rng = NULL;
   if (!lua_isnoneornil(L, 2)) {
@@ -385,9 +406,10 @@ static int l_set_memory_limit(lua_State *L) {
 /* ---- inspection ---- */
 
 static int m_shape(lua_State *L) {
+  lms_checktensor(L, 1);
+  lua_createtable(L, MS_MAXDIM, 0); /* presized: the loop below allocates nothing */
   ms_tensor *t = lms_checktensor(L, 1);
   int nd = ms_tensor_ndim(t);
-  lua_createtable(L, nd, 0);
   for (int i = 0; i < nd; i++) {
     lua_pushinteger(L, ms_tensor_dim(t, i));
     lua_rawseti(L, -2, i + 1);
@@ -451,6 +473,9 @@ static void push_nested(lua_State *L, const double *data, int nd, const int64_t 
 }
 
 static int m_totable(lua_State *L) {
+  lua_settop(L, 1);
+  /* Keep c owned by the stack while building tables (they may raise on memory errors). */
+  ms_tensor **box = lms_newbox(L);
   ms_tensor *t = lms_checktensor(L, 1);
   if (ms_tensor_ndim(t) == 0) {
     lua_pushnumber(L, ms_tensor_data(t)[0]);
@@ -458,8 +483,6 @@ static int m_totable(lua_State *L) {
   }
   ms_tensor *c;
   if (ms_tensor_contiguous(lms_ctx(L), t, &c) != MS_OK) return lms_error(L);
-  /* Keep c owned by the stack while building tables (they may raise on memory errors). */
-  ms_tensor **box = lms_newbox(L);
   *box = c;
   int64_t pos = 0;
   push_nested(L, ms_tensor_data(c), ms_tensor_ndim(c), ms_tensor_shape(c), 0, &pos);
@@ -481,10 +504,6 @@ static int strbox_gc(lua_State *L) {
 
 static int m_tostring(lua_State *L) {
   ms_tensor **tb = luaL_checkudata(L, 1, LMS_TENSOR);
-  if (*tb == NULL) {
-    lua_pushliteral(L, "tensor (released)");
-    return 1;
-  }
   lua_Integer threshold = luaL_optinteger(L, 2, 1000);
   lua_Integer edge = luaL_optinteger(L, 3, 3);
   strbox *b = lua_newuserdatauv(L, sizeof *b, 0);
@@ -495,6 +514,10 @@ static int m_tostring(lua_State *L) {
     lua_setfield(L, -2, "__gc");
   }
   lua_setmetatable(L, -2);
+  if (*tb == NULL) { /* checked after the allocations above, which may run finalizers */
+    lua_pushliteral(L, "tensor (released)");
+    return 1;
+  }
   if (ms_tensor_format(b->ctx, *tb, threshold, (int)edge, &b->s) != MS_OK) return lms_error(L);
   lua_pushstring(L, b->s);
   ms_string_free(b->ctx, b->s);
@@ -512,21 +535,21 @@ static int m_len(lua_State *L) {
 /* ---- copies and views ---- */
 
 static int m_clone(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   return finish(L, box, ms_tensor_copy(lms_ctx(L), a, &t), &t);
 }
 
 static int m_contiguous(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   return finish(L, box, ms_tensor_contiguous(lms_ctx(L), a, &t), &t);
 }
 
 static int reshape_impl(lua_State *L, int is_view) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lms_checktensor(L, 1);
   int64_t shape[MS_MAXDIM];
   int nd;
   if (lua_istable(L, 2)) {
@@ -538,7 +561,7 @@ static int reshape_impl(lua_State *L, int is_view) {
     for (int i = 0; i < nd; i++) shape[i] = luaL_checkinteger(L, i + 2);
   }
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   int st = is_view ? ms_tensor_view(lms_ctx(L), a, nd, shape, &t)
                    : ms_tensor_reshape(lms_ctx(L), a, nd, shape, &t);
   return finish(L, box, st, &t);
@@ -548,15 +571,17 @@ static int m_view(lua_State *L) { return reshape_impl(L, 1); }
 static int m_reshape(lua_State *L) { return reshape_impl(L, 0); }
 
 static int m_flatten(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
-  int64_t n = ms_tensor_numel(a);
+  lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
+  int64_t n = ms_tensor_numel(a);
   return finish(L, box, ms_tensor_reshape(lms_ctx(L), a, 1, &n, &t), &t);
 }
 
 static int m_transpose(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 3);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   int nd = ms_tensor_ndim(a);
   int d0, d1;
   if (lua_isnoneornil(L, 2)) {
@@ -567,30 +592,41 @@ static int m_transpose(lua_State *L) {
     d0 = checkaxis(L, 2, nd);
     d1 = checkaxis(L, 3, nd);
   }
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
   return finish(L, box, ms_tensor_transpose(lms_ctx(L), a, d0, d1, &t), &t);
 }
 
+/* t:permute{...}: the table is read raw, so no Lua code runs while a is held. */
 static int m_permute(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
-  int nd = ms_tensor_ndim(a), perm[MS_MAXDIM];
+  lms_checktensor(L, 1);
   luaL_checktype(L, 2, LUA_TTABLE);
-  if (luaL_len(L, 2) != nd)
-    return luaL_argerror(L, 2, lua_pushfstring(L, "expected %d dimensions, got %d", nd, (int)luaL_len(L, 2)));
+  lua_settop(L, 2);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *a = lms_checktensor(L, 1), *t;
+  int nd = ms_tensor_ndim(a), perm[MS_MAXDIM], seen[MS_MAXDIM] = {0};
+  lua_Unsigned n = lua_rawlen(L, 2);
+  if (n != (lua_Unsigned)nd)
+    return luaL_argerror(L, 2, lua_pushfstring(L, "expected %d dimensions, got %I", nd, (lua_Integer)n));
   for (int i = 0; i < nd; i++) {
-    lua_geti(L, 2, i + 1);
-    perm[i] = checkaxis(L, -1, nd);
+    lua_rawgeti(L, 2, i + 1);
+    int isint;
+    lua_Integer v = lua_tointegerx(L, -1, &isint);
+    if (!isint || lua_type(L, -1) != LUA_TNUMBER)
+      return luaL_argerror(L, 2, lua_pushfstring(L, "entry %d must be an integer, got %s", i + 1, luaL_typename(L, -1)));
+    if (v == 0 || v > nd || v < -nd)
+      return luaL_argerror(L, 2, lua_pushfstring(L, "entry %d: dimension %I out of range for %d-d tensor", i + 1, v, nd));
+    perm[i] = v > 0 ? (int)v - 1 : (int)(v + nd);
+    if (seen[perm[i]]++)
+      return luaL_argerror(L, 2, lua_pushfstring(L, "entry %d: dimension %I repeated", i + 1, v));
     lua_pop(L, 1);
   }
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
   return finish(L, box, ms_tensor_permute(lms_ctx(L), a, perm, &t), &t);
 }
 
 /* t:slice(dim, i, j [, step]): elements i..j inclusive (1-based, negative from the end). */
 static int m_slice(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 5);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   int nd = ms_tensor_ndim(a);
   int d = checkaxis(L, 2, nd);
   int64_t n = ms_tensor_dim(a, d);
@@ -603,62 +639,75 @@ static int m_slice(lua_State *L) {
     return luaL_argerror(L, 3, lua_pushfstring(L, "start %I out of range for size %I", i, (lua_Integer)n));
   if (j < i - 1 || j > n)
     return luaL_argerror(L, 4, lua_pushfstring(L, "end %I out of range for start %I and size %I", j, i, (lua_Integer)n));
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
   return finish(L, box, ms_tensor_slice(lms_ctx(L), a, d, i - 1, j, step, &t), &t);
 }
 
 static int m_select(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 3);
+  ms_tensor **box = lms_newbox(L);
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   int d = checkaxis(L, 2, ms_tensor_ndim(a));
   lua_Integer i = luaL_checkinteger(L, 3);
   int64_t n = ms_tensor_dim(a, d);
   if (i < 0) i += n + 1;
   if (i < 1 || i > n)
     return luaL_argerror(L, 3, lua_pushfstring(L, "index %I out of range for size %I", i, (lua_Integer)n));
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
   return finish(L, box, ms_tensor_select(lms_ctx(L), a, d, i - 1, &t), &t);
 }
 
 static int m_expand(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lms_checktensor(L, 1);
   int64_t shape[MS_MAXDIM];
-  int nd = lms_checkshape(L, 2, shape);
+  int nd = lms_checkshape(L, 2, shape); /* may run __len/__index: before a is fetched */
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   return finish(L, box, ms_tensor_expand(lms_ctx(L), a, nd, shape, &t), &t);
 }
 
+/* ms.cat(list [, dim]). The list may be a proxy whose __index runs Lua code (which may
+ * collect or close tensors), so every element is first anchored in a fresh table; the
+ * pointers are read from that table only after the last allocation. */
 static int l_cat(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
-  int n = (int)luaL_len(L, 1);
-  luaL_argcheck(L, n >= 1, 1, "expected a non-empty table of tensors");
+  lua_settop(L, 2);
+  lua_Integer n = luaL_len(L, 1);
+  if (n < 1 || n > INT_MAX)
+    return luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty table of tensors, got %I elements", n));
+  lua_createtable(L, (int)n, 0); /* 3: the anchor */
+  for (int i = 1; i <= (int)n; i++) {
+    lua_geti(L, 1, i);
+    lua_rawseti(L, 3, i);
+  }
   ms_tensor **ts = lua_newuserdatauv(L, (size_t)n * sizeof *ts, 0);
+  ms_tensor **box = lms_newbox(L);
   int nd = 0;
-  for (int i = 0; i < n; i++) {
-    lua_geti(L, 1, i + 1);
+  for (int i = 0; i < (int)n; i++) {
+    lua_rawgeti(L, 3, i + 1);
     ms_tensor *t = lms_testtensor(L, -1);
+    if (t == NULL && isreleased(L, -1))
+      return luaL_argerror(L, 1, lua_pushfstring(L, "element %d has been released", i + 1));
     if (t == NULL)
       return luaL_argerror(L, 1, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
     ts[i] = t;
-    nd = ms_tensor_ndim(t);
-    lua_pop(L, 1); /* still referenced by the table at arg 1 */
+    if (i == 0) nd = ms_tensor_ndim(t);
+    lua_pop(L, 1); /* still referenced by the anchor */
   }
   int axis = lua_isnoneornil(L, 2) ? 0 : checkaxis(L, 2, nd);
-  ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_cat(lms_ctx(L), n, ts, axis, &t), &t);
+  return finish(L, box, ms_tensor_cat(lms_ctx(L), (int)n, ts, axis, &t), &t);
 }
 
 /* ---- element access and indexing ---- */
 
 /* Reads indices (1-based, negative from the end) from the table at idx into 0-based idxs. */
+/* The key table is read raw: no metamethod (Lua code) may run while t is held. */
 static int checkindex_table(lua_State *L, int idx, ms_tensor *t, int64_t *out) {
-  int n = (int)luaL_len(L, idx), nd = ms_tensor_ndim(t);
-  if (n > nd) return luaL_error(L, "index: %d indices for a %d-d tensor", n, nd);
+  lua_Unsigned len = lua_rawlen(L, idx);
+  int nd = ms_tensor_ndim(t);
+  if (len > (lua_Unsigned)nd) return luaL_error(L, "index: %I indices for a %d-d tensor", (lua_Integer)len, nd);
+  int n = (int)len;
   for (int i = 0; i < n; i++) {
-    lua_geti(L, idx, i + 1);
+    lua_rawgeti(L, idx, i + 1);
     int isint;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
     if (!isint) return luaL_error(L, "index: entry %d must be an integer, got %s", i + 1, luaL_typename(L, -1));
@@ -704,7 +753,8 @@ static int index_view(lua_State *L, ms_tensor *t, int key, int64_t *idx, ms_tens
 }
 
 static int tensor_index(lua_State *L) {
-  ms_tensor *t = lms_checktensor(L, 1);
+  lms_checktensor(L, 1);
+  lua_settop(L, 2);
   int kt = lua_type(L, 2);
   if (kt == LUA_TSTRING) {
     lua_pushvalue(L, 2);
@@ -715,7 +765,7 @@ static int tensor_index(lua_State *L) {
     return luaL_error(L, "index: expected an integer, a table of integers or a method name, got %s", luaL_typename(L, 2));
   int64_t idx[MS_MAXDIM];
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *view = NULL;
+  ms_tensor *t = lms_checktensor(L, 1), *view = NULL;
   if (index_view(L, t, 2, idx, &view)) {
     double v;
     if (ms_tensor_get(lms_ctx(L), t, idx, &v) != MS_OK) return lms_error(L);
@@ -726,32 +776,52 @@ static int tensor_index(lua_State *L) {
   return 1;
 }
 
+/* Raises "what: cannot broadcast source of shape [..] to destination of shape [..]" for a
+ * failed ms_tensor_copy_ (whose own message names its helper, expand). */
+static int copy_error(lua_State *L, const char *what, const ms_tensor *dst, const ms_tensor *src) {
+  ms_ctx *ctx = lms_ctx(L);
+  if (ms_ctx_status(ctx) != MS_ESHAPE) return lms_error(L);
+  char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
+  ms_ctx_clear_error(ctx);
+  return luaL_error(L, "%s: cannot broadcast source of shape %s to destination of shape %s", what,
+                    ms_shape_str(ms_tensor_ndim(src), ms_tensor_shape(src), b1, sizeof b1),
+                    ms_shape_str(ms_tensor_ndim(dst), ms_tensor_shape(dst), b2, sizeof b2));
+}
+
 static int tensor_newindex(lua_State *L) {
-  ms_tensor *t = lms_checktensor(L, 1);
+  lms_checktensor(L, 1);
+  lua_settop(L, 3);
   int kt = lua_type(L, 2);
   if (kt != LUA_TNUMBER && kt != LUA_TTABLE)
     return luaL_error(L, "index: expected an integer or a table of integers, got %s", luaL_typename(L, 2));
+  if (lua_type(L, 3) != LUA_TNUMBER && !luaL_testudata(L, 3, LMS_TENSOR))
+    return luaL_error(L, "index assignment: expected a number or a tensor, got %s", luaL_typename(L, 3));
+  if (isreleased(L, 3)) return luaL_error(L, "index assignment: the source tensor has been released");
   int64_t idx[MS_MAXDIM];
   ms_tensor **box = lms_newbox(L); /* owns the sub-view, if any */
-  ms_tensor *view = NULL;
+  ms_tensor *t = lms_checktensor(L, 1), *view = NULL;
+  ms_tensor *src = lms_testtensor(L, 3);
   int whole = index_view(L, t, 2, idx, &view);
   *box = view;
   ms_ctx *ctx = lms_ctx(L);
-  if (lua_type(L, 3) == LUA_TNUMBER) {
+  if (src == NULL) {
     double v = lua_tonumber(L, 3);
     int st = whole ? ms_tensor_set(ctx, t, idx, v) : ms_tensor_fill_(ctx, view, v);
     if (st != MS_OK) return lms_error(L);
     return 0;
   }
-  ms_tensor *src = lms_testtensor(L, 3);
-  if (src == NULL) return luaL_error(L, "index assignment: expected a number or a tensor, got %s", luaL_typename(L, 3));
   if (whole) {
     double v;
+    if (ms_tensor_numel(src) != 1) {
+      char b[MS_SHAPE_STRLEN];
+      return luaL_error(L, "index assignment: one element needs a number or a one-element tensor, got shape %s",
+                        ms_shape_str(ms_tensor_ndim(src), ms_tensor_shape(src), b, sizeof b));
+    }
     if (ms_tensor_item(ctx, src, &v) != MS_OK) return lms_error(L);
     if (ms_tensor_set(ctx, t, idx, v) != MS_OK) return lms_error(L);
     return 0;
   }
-  if (ms_tensor_copy_(ctx, view, src) != MS_OK) return lms_error(L);
+  if (ms_tensor_copy_(ctx, view, src) != MS_OK) return copy_error(L, "index assignment", view, src);
   return 0;
 }
 
@@ -766,27 +836,30 @@ static int m_fill(lua_State *L) {
 static int m_assign(lua_State *L) {
   ms_tensor *t = lms_checktensor(L, 1);
   ms_tensor *src = lms_checktensor(L, 2);
-  if (ms_tensor_copy_(lms_ctx(L), t, src) != MS_OK) return lms_error(L);
+  if (ms_tensor_copy_(lms_ctx(L), t, src) != MS_OK) return copy_error(L, "assign", t, src);
   lua_settop(L, 1);
   return 1;
 }
 
 /* ---- arithmetic, math and reductions (op code in upvalue 1) ---- */
 
+/* A tensor-or-number argument: raises on any other type and on a released tensor. */
+static void checkoperand(lua_State *L, int arg) {
+  if (lua_type(L, arg) == LUA_TNUMBER) return;
+  if (!luaL_testudata(L, arg, LMS_TENSOR)) luaL_typeerror(L, arg, "tensor or number");
+  if (isreleased(L, arg)) luaL_argerror(L, arg, "tensor has been released");
+}
+
 static int binary(lua_State *L, ms_binop op, int a_arg, int b_arg) {
   ms_ctx *ctx = lms_ctx(L);
+  checkoperand(L, a_arg);
+  checkoperand(L, b_arg);
+  ms_tensor **box = lms_newbox(L);
+  /* Read after the last allocation; an operand released meanwhile is reported by the check. */
+  checkoperand(L, a_arg);
+  checkoperand(L, b_arg);
   ms_tensor *a = lms_testtensor(L, a_arg), *b = lms_testtensor(L, b_arg), *t;
   int st;
-  if (a == NULL && b == NULL) {
-    /* two numbers, or a wrong type: report the first offender */
-    if (lua_type(L, a_arg) != LUA_TNUMBER) return luaL_typeerror(L, a_arg, "tensor or number");
-    if (lua_type(L, b_arg) != LUA_TNUMBER) return luaL_typeerror(L, b_arg, "tensor or number");
-  }
-  if (a == NULL && lua_type(L, a_arg) != LUA_TNUMBER) return luaL_typeerror(L, a_arg, "tensor or number");
-  if (b == NULL && lua_type(L, b_arg) != LUA_TNUMBER) return luaL_typeerror(L, b_arg, "tensor or number");
-  if ((a && *(ms_tensor **)lua_touserdata(L, a_arg) == NULL) || (b && *(ms_tensor **)lua_touserdata(L, b_arg) == NULL))
-    return luaL_error(L, "%s: tensor has been released", ms_binop_name(op));
-  ms_tensor **box = lms_newbox(L);
   if (a && b) {
     st = ms_binary(ctx, op, a, b, &t);
   } else if (a) {
@@ -805,31 +878,34 @@ static int binary(lua_State *L, ms_binop op, int a_arg, int b_arg) {
 }
 
 static int l_binary(lua_State *L) {
+  lua_settop(L, 2);
   return binary(L, (ms_binop)lua_tointeger(L, lua_upvalueindex(1)), 1, 2);
 }
 
 static int l_unary(lua_State *L) {
   ms_unop op = (ms_unop)lua_tointeger(L, lua_upvalueindex(1));
-  ms_tensor *a = lms_checktensorish(L, 1);
+  lua_settop(L, 1);
+  lms_checktensorish(L, 1); /* a number becomes a 0-d tensor in slot 1 */
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   return finish(L, box, ms_unary(lms_ctx(L), op, a, &t), &t);
 }
 
 static int tensor_unm(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   return finish(L, box, ms_unary(lms_ctx(L), MS_NEG, a, &t), &t);
 }
 
 /* t:sum([dim [, keepdim]]): over everything gives a 0-d tensor; argmax/argmin are 1-based. */
 static int l_reduce(lua_State *L) {
   ms_redop op = (ms_redop)lua_tointeger(L, lua_upvalueindex(1));
+  lua_settop(L, 3);
+  ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1);
   int axis = lua_isnoneornil(L, 2) ? MS_ALL : checkaxis(L, 2, ms_tensor_ndim(a));
   int keepdim = lua_toboolean(L, 3);
-  ms_tensor **box = lms_newbox(L);
   ms_tensor *t, *t1;
   int st = ms_reduce(lms_ctx(L), op, a, axis, keepdim, &t);
   if (st == MS_OK && (op == MS_ARGMAX || op == MS_ARGMIN)) {
@@ -841,19 +917,18 @@ static int l_reduce(lua_State *L) {
 }
 
 static int l_where(lua_State *L) {
-  ms_tensor *c = lms_checktensorish(L, 1);
-  ms_tensor *a = lms_checktensorish(L, 2);
-  ms_tensor *b = lms_checktensorish(L, 3);
+  lua_settop(L, 3);
+  for (int i = 1; i <= 3; i++) lms_checktensorish(L, i); /* numbers become 0-d tensors */
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *c = lms_checktensor(L, 1), *a = lms_checktensor(L, 2), *b = lms_checktensor(L, 3), *t;
   return finish(L, box, ms_where(lms_ctx(L), c, a, b, &t), &t);
 }
 
 static int l_clamp(lua_State *L) {
-  ms_tensor *a = lms_checktensor(L, 1);
-  double lo = luaL_optnumber(L, 2, -HUGE_VAL), hi = luaL_optnumber(L, 3, HUGE_VAL);
+  lua_settop(L, 3);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
+  double lo = luaL_optnumber(L, 2, -HUGE_VAL), hi = luaL_optnumber(L, 3, HUGE_VAL);
   return finish(L, box, ms_clamp(lms_ctx(L), a, lo, hi, &t), &t);
 }
 
@@ -872,12 +947,15 @@ static int l_max_abs_diff(lua_State *L) {
 
 /* Comparisons with < and <= give booleans, so only one-element operands make sense. */
 static double checkscalar(lua_State *L, int arg, const char *op) {
+  checkoperand(L, arg);
   if (lua_type(L, arg) == LUA_TNUMBER) return lua_tonumber(L, arg);
   ms_tensor *t = lms_checktensor(L, arg);
   double v;
-  if (ms_tensor_numel(t) != 1)
-    luaL_error(L, "%s: comparison operators need one-element tensors (use ms.%s for element-wise)", op,
-               op[0] == '<' && op[1] == '=' ? "le" : "lt");
+  if (ms_tensor_numel(t) != 1) {
+    char b[MS_SHAPE_STRLEN];
+    luaL_error(L, "%s: comparison operators need one-element tensors, got shape %s (use ms.%s for element-wise)", op,
+               ms_shape_str(ms_tensor_ndim(t), ms_tensor_shape(t), b, sizeof b), op[0] == '<' && op[1] == '=' ? "le" : "lt");
+  }
   ms_tensor_item(lms_ctx(L), t, &v);
   return v;
 }
@@ -899,9 +977,9 @@ static int tensor_le(lua_State *L) {
 typedef int (*binfn)(ms_ctx *, const ms_tensor *, const ms_tensor *, ms_tensor **);
 
 static int linalg2(lua_State *L, binfn fn) {
-  ms_tensor *a = lms_checktensor(L, 1), *b = lms_checktensor(L, 2);
+  lua_settop(L, 2);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *b = lms_checktensor(L, 2), *t;
   return finish(L, box, fn(lms_ctx(L), a, b, &t), &t);
 }
 
@@ -914,9 +992,9 @@ static int l_solve(lua_State *L) { return linalg2(L, ms_solve); }
 typedef int (*unfn)(ms_ctx *, const ms_tensor *, ms_tensor **);
 
 static int linalg1(lua_State *L, unfn fn) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
+  ms_tensor *a = lms_checktensor(L, 1), *t;
   return finish(L, box, fn(lms_ctx(L), a, &t), &t);
 }
 
@@ -927,10 +1005,10 @@ static int l_det(lua_State *L) { return linalg1(L, ms_det); }
 typedef int (*pairfn)(ms_ctx *, const ms_tensor *, ms_tensor **, ms_tensor **);
 
 static int linalg_pair(lua_State *L, pairfn fn) {
-  ms_tensor *a = lms_checktensor(L, 1);
+  lua_settop(L, 1);
   ms_tensor **b1 = lms_newbox(L);
   ms_tensor **b2 = lms_newbox(L);
-  ms_tensor *x, *y;
+  ms_tensor *a = lms_checktensor(L, 1), *x, *y;
   if (fn(lms_ctx(L), a, &x, &y) != MS_OK) return lms_error(L);
   *b1 = x;
   *b2 = y;

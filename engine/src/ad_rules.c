@@ -1,0 +1,985 @@
+/*
+ * The primitive table: forward (raw kernels), reverse-mode rule (VJP) and forward-mode
+ * rule (JVP) of every differentiable operation, in one place. Rules are written with
+ * the public, differentiable operations, so they are themselves recorded on the levels
+ * outside the one being differentiated: that is what makes grad(grad(f)) work.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "ad.h"
+
+/* ---- small differentiable helpers (each returns a status; *out is a new reference) ---- */
+
+#define TRY(call)              \
+  do {                         \
+    int st_ = (call);          \
+    if (st_) return st_;       \
+  } while (0)
+
+static int bin(ms_ctx *ctx, ms_binop op, ms_tensor *a, ms_tensor *b, ms_tensor **out) {
+  return ms_binary(ctx, op, a, b, out);
+}
+
+/* a op b, then release a (for chaining temporaries). */
+static int bin_take(ms_ctx *ctx, ms_binop op, ms_tensor *a, ms_tensor *b, ms_tensor **out) {
+  int st = ms_binary(ctx, op, a, b, out);
+  ms_tensor_release(a);
+  return st;
+}
+
+static int scal(ms_ctx *ctx, ms_binop op, ms_tensor *a, double s, ms_tensor **out) {
+  return ms_binary_scalar(ctx, op, a, s, 0, out);
+}
+
+static int un(ms_ctx *ctx, ms_unop op, ms_tensor *a, ms_tensor **out) {
+  return ms_unary(ctx, op, a, out);
+}
+
+static int sum_to_like(ms_ctx *ctx, ms_tensor *g, const ms_tensor *like, ms_tensor **out) {
+  return ms_sum_to(ctx, g, like->ndim, like->shape, out);
+}
+
+/* Same as sum_to_like but releases g. */
+static int sum_to_take(ms_ctx *ctx, ms_tensor *g, const ms_tensor *like, ms_tensor **out) {
+  int st = sum_to_like(ctx, g, like, out);
+  ms_tensor_release(g);
+  return st;
+}
+
+/* Broadcasts t to out's shape (view, differentiable). */
+static int expand_like(ms_ctx *ctx, ms_tensor *t, const ms_tensor *like, ms_tensor **out) {
+  return ms_tensor_expand(ctx, t, like->ndim, like->shape, out);
+}
+
+/* ---- identity, copy ---- */
+
+static int f_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__tensor_view(ctx, in[0], in[0]->ndim, in[0]->shape, in[0]->strides, in[0]->offset, out);
+}
+
+static int f_copy(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__copy(ctx, in[0], out);
+}
+
+static int v_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                      ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)ctx, (void)attr, (void)in, (void)out, (void)need;
+  gin[0] = ms_tensor_retain(g);
+  return MS_OK;
+}
+
+static int j_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                      ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)ctx, (void)attr, (void)in, (void)out;
+  *tout = ms_tensor_retain(tin[0]);
+  return MS_OK;
+}
+
+/* ---- element-wise binary ---- */
+
+static int f_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__binary(ctx, (ms_binop)attr->code, in[0], in[1], out);
+}
+
+/* Partial derivatives d out / d a and d out / d b (element-wise, broadcast shape). */
+static int binary_partials(ms_ctx *ctx, ms_binop op, ms_tensor *a, ms_tensor *b, ms_tensor *out,
+                           int want_a, int want_b, ms_tensor **da, ms_tensor **db) {
+  ms_tensor *t = NULL, *u = NULL;
+  *da = *db = NULL;
+  switch (op) {
+    case MS_MUL:
+      if (want_a) TRY(expand_like(ctx, b, out, da));
+      if (want_b) TRY(expand_like(ctx, a, out, db));
+      return MS_OK;
+    case MS_DIV: /* 1/b and -out/b */
+      if (want_a) TRY(ms_binary_scalar(ctx, MS_DIV, b, 1.0, 1, da));
+      if (want_b) {
+        TRY(bin(ctx, MS_DIV, out, b, &t));
+        int st = un(ctx, MS_NEG, t, db);
+        ms_tensor_release(t);
+        return st;
+      }
+      return MS_OK;
+    case MS_POW: /* b a^(b-1) and out log(a) (0 where a <= 0, the limit for a = 0) */
+      if (want_a) {
+        TRY(scal(ctx, MS_SUB, b, 1.0, &t));
+        int st = bin(ctx, MS_POW, a, t, &u);
+        ms_tensor_release(t);
+        if (st) return st;
+        st = bin(ctx, MS_MUL, u, b, da);
+        ms_tensor_release(u);
+        if (st) return st;
+      }
+      if (want_b) {
+        ms_tensor *pos, *la, *zero;
+        TRY(ms__binary_scalar(ctx, MS_GT, a, 0.0, 0, &pos));
+        TRY(ms__where(ctx, pos, a, pos, &t)); /* a where a > 0, else 1: keeps log finite */
+        if (un(ctx, MS_LOG, t, &la)) goto fail_b;
+        ms_tensor_release(t);
+        if (ms_tensor_scalar(ctx, 0.0, &zero)) goto fail_b2;
+        if (ms_where(ctx, pos, la, zero, &t)) goto fail_b3;
+        ms_tensor_release(la);
+        ms_tensor_release(zero);
+        ms_tensor_release(pos);
+        return bin_take(ctx, MS_MUL, t, out, db);
+      fail_b3:
+        ms_tensor_release(zero);
+      fail_b2:
+        ms_tensor_release(la);
+        ms_tensor_release(pos);
+        return ms_ctx_status(ctx);
+      fail_b:
+        ms_tensor_release(t);
+        ms_tensor_release(pos);
+        return ms_ctx_status(ctx);
+      }
+      return MS_OK;
+    case MS_MAXIMUM:
+    case MS_MINIMUM: { /* ties go to a */
+      ms_tensor *mask;
+      TRY(ms__binary(ctx, op == MS_MAXIMUM ? MS_GE : MS_LE, a, b, &mask));
+      if (want_a) TRY(expand_like(ctx, mask, out, da));
+      if (want_b) {
+        TRY(ms__binary_scalar(ctx, MS_SUB, mask, 1.0, 1, &t));
+        TRY(expand_like(ctx, t, out, db));
+        ms_tensor_release(t);
+      }
+      ms_tensor_release(mask);
+      return MS_OK;
+    }
+    case MS_ATAN2: { /* atan2(a, b): b/(a²+b²), -a/(a²+b²) */
+      ms_tensor *a2, *b2, *r;
+      TRY(un(ctx, MS_SQUARE, a, &a2));
+      TRY(un(ctx, MS_SQUARE, b, &b2));
+      int st0 = bin(ctx, MS_ADD, a2, b2, &r);
+      ms_tensor_release(a2);
+      ms_tensor_release(b2);
+      if (st0) return st0;
+      int st = MS_OK;
+      if (want_a) st = bin(ctx, MS_DIV, b, r, da);
+      if (st == MS_OK && want_b) {
+        st = bin(ctx, MS_DIV, a, r, &t);
+        if (st == MS_OK) st = un(ctx, MS_NEG, t, db), ms_tensor_release(t);
+      }
+      ms_tensor_release(r);
+      return st;
+    }
+    default:
+      return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_binop_name(op));
+  }
+}
+
+static int v_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                    ms_tensor *g, const int *need, ms_tensor **gin) {
+  ms_binop op = (ms_binop)attr->code;
+  ms_tensor *t;
+  if (op == MS_ADD || op == MS_SUB) {
+    if (need[0]) TRY(sum_to_like(ctx, g, in[0], &gin[0]));
+    if (need[1]) {
+      if (op == MS_ADD) {
+        TRY(sum_to_like(ctx, g, in[1], &gin[1]));
+      } else {
+        TRY(un(ctx, MS_NEG, g, &t));
+        TRY(sum_to_take(ctx, t, in[1], &gin[1]));
+      }
+    }
+    return MS_OK;
+  }
+  ms_tensor *da, *db;
+  int st = binary_partials(ctx, op, in[0], in[1], out, need[0], need[1], &da, &db);
+  if (st == MS_OK && da) {
+    if ((st = bin(ctx, MS_MUL, g, da, &t)) == MS_OK) st = sum_to_take(ctx, t, in[0], &gin[0]);
+  }
+  if (st == MS_OK && db) {
+    if ((st = bin(ctx, MS_MUL, g, db, &t)) == MS_OK) st = sum_to_take(ctx, t, in[1], &gin[1]);
+  }
+  ms_tensor_release(da);
+  ms_tensor_release(db);
+  return st;
+}
+
+/* Broadcasts a (possibly NULL) tangent term to out's shape and adds it to *acc. */
+static int add_term(ms_ctx *ctx, ms_tensor **acc, ms_tensor *term, const ms_tensor *out) {
+  if (term == NULL) return MS_OK;
+  if (*acc == NULL) return expand_like(ctx, term, out, acc);
+  ms_tensor *s;
+  TRY(bin(ctx, MS_ADD, *acc, term, &s));
+  ms_tensor_release(*acc);
+  *acc = s;
+  return MS_OK;
+}
+
+static int j_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  ms_binop op = (ms_binop)attr->code;
+  ms_tensor *acc = NULL, *t = NULL;
+  int st = MS_OK;
+  if (op == MS_ADD || op == MS_SUB) {
+    st = add_term(ctx, &acc, tin[0], out);
+    if (st == MS_OK && tin[1]) {
+      if (op == MS_SUB) {
+        if ((st = un(ctx, MS_NEG, tin[1], &t)) == MS_OK) st = add_term(ctx, &acc, t, out);
+      } else {
+        st = add_term(ctx, &acc, tin[1], out);
+      }
+    }
+  } else {
+    ms_tensor *da, *db;
+    st = binary_partials(ctx, op, in[0], in[1], out, tin[0] != NULL, tin[1] != NULL, &da, &db);
+    if (st == MS_OK && da) {
+      if ((st = bin(ctx, MS_MUL, tin[0], da, &t)) == MS_OK) st = add_term(ctx, &acc, t, out);
+      ms_tensor_release(t);
+      t = NULL;
+    }
+    if (st == MS_OK && db) {
+      if ((st = bin(ctx, MS_MUL, tin[1], db, &t)) == MS_OK) st = add_term(ctx, &acc, t, out);
+    }
+    ms_tensor_release(da);
+    ms_tensor_release(db);
+  }
+  ms_tensor_release(t);
+  if (st) {
+    ms_tensor_release(acc);
+    return st;
+  }
+  *tout = acc;
+  return MS_OK;
+}
+
+/* ---- element-wise unary ---- */
+
+static int f_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__unary(ctx, (ms_unop)attr->code, in[0], out);
+}
+
+/* d out / d a, element-wise, as a differentiable expression of a and out. */
+static int unary_deriv(ms_ctx *ctx, ms_unop op, ms_tensor *a, ms_tensor *out, ms_tensor **d) {
+  ms_tensor *t;
+  switch (op) {
+    case MS_NEG: return ms_tensor_full(ctx, a->ndim, a->shape, -1.0, d);
+    case MS_ABS: return ms__unary(ctx, MS_SIGN, a, d); /* piecewise constant */
+    case MS_EXP: *d = ms_tensor_retain(out); return MS_OK;
+    case MS_LOG: return un(ctx, MS_RECIPROCAL, a, d);
+    case MS_LOG1P: TRY(scal(ctx, MS_ADD, a, 1.0, &t)); TRY(un(ctx, MS_RECIPROCAL, t, d)); ms_tensor_release(t); return MS_OK;
+    case MS_EXPM1: return scal(ctx, MS_ADD, out, 1.0, d);
+    case MS_SQRT: TRY(un(ctx, MS_RECIPROCAL, out, &t)); TRY(scal(ctx, MS_MUL, t, 0.5, d)); ms_tensor_release(t); return MS_OK;
+    case MS_SQUARE: return scal(ctx, MS_MUL, a, 2.0, d);
+    case MS_RECIPROCAL: TRY(un(ctx, MS_SQUARE, out, &t)); TRY(un(ctx, MS_NEG, t, d)); ms_tensor_release(t); return MS_OK;
+    case MS_TANH: TRY(un(ctx, MS_SQUARE, out, &t)); TRY(ms_binary_scalar(ctx, MS_SUB, t, 1.0, 1, d)); ms_tensor_release(t); return MS_OK;
+    case MS_SIGMOID: TRY(ms_binary_scalar(ctx, MS_SUB, out, 1.0, 1, &t)); TRY(bin_take(ctx, MS_MUL, t, out, d)); return MS_OK;
+    case MS_RELU: return ms__binary_scalar(ctx, MS_GT, a, 0.0, 0, d);
+    case MS_SOFTPLUS: return un(ctx, MS_SIGMOID, a, d);
+    case MS_SIN: return un(ctx, MS_COS, a, d);
+    case MS_COS: TRY(un(ctx, MS_SIN, a, &t)); TRY(un(ctx, MS_NEG, t, d)); ms_tensor_release(t); return MS_OK;
+    default: return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_unop_name(op));
+  }
+}
+
+static int v_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                   ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)need;
+  ms_tensor *d;
+  if (attr->code == MS_NEG) return un(ctx, MS_NEG, g, &gin[0]);
+  TRY(unary_deriv(ctx, (ms_unop)attr->code, in[0], out, &d));
+  return bin_take(ctx, MS_MUL, d, g, &gin[0]);
+}
+
+static int j_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  ms_tensor *d;
+  if (attr->code == MS_NEG) return un(ctx, MS_NEG, tin[0], tout);
+  TRY(unary_deriv(ctx, (ms_unop)attr->code, in[0], out, &d));
+  return bin_take(ctx, MS_MUL, d, tin[0], tout);
+}
+
+/* ---- reductions ---- */
+
+static int f_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__reduce(ctx, (ms_redop)attr->code, in[0], attr->axis, attr->keepdim, out);
+}
+
+/* Reshapes a reduction's result r to keep the reduced axes as size 1 (broadcastable to a). */
+static int keepdims(ms_ctx *ctx, const ms_attr *attr, const ms_tensor *a, ms_tensor *r,
+                    ms_tensor **out) {
+  int64_t shape[MS_MAXDIM];
+  for (int d = 0; d < a->ndim; d++) shape[d] = a->shape[d];
+  if (attr->axis == MS_ALL) {
+    for (int d = 0; d < a->ndim; d++) shape[d] = 1;
+  } else {
+    int ax = attr->axis < 0 ? attr->axis + a->ndim : attr->axis;
+    shape[ax] = 1;
+  }
+  return ms_tensor_reshape(ctx, r, a->ndim, shape, out);
+}
+
+/* Weights w with d out / d a = w (broadcast against a, reduced axes kept). */
+static int reduce_weights(ms_ctx *ctx, const ms_attr *attr, ms_tensor *a, ms_tensor *out,
+                          ms_tensor **w) {
+  ms_tensor *ok = NULL, *t = NULL, *u = NULL;
+  int st;
+  switch ((ms_redop)attr->code) {
+    case MS_SUM:
+      return ms_tensor_ones(ctx, a->ndim, a->shape, w);
+    case MS_MEAN: {
+      double n = attr->axis == MS_ALL
+                     ? (double)a->numel
+                     : (double)a->shape[attr->axis < 0 ? attr->axis + a->ndim : attr->axis];
+      return ms_tensor_full(ctx, a->ndim, a->shape, 1.0 / n, w);
+    }
+    case MS_MAX:
+    case MS_MIN: { /* ties share the derivative equally */
+      ms_tensor *mask, *cnt, *cntk;
+      TRY(keepdims(ctx, attr, a, out, &ok));
+      st = ms__binary(ctx, MS_EQ, a, ok, &mask);
+      ms_tensor_release(ok);
+      if (st) return st;
+      st = ms__reduce(ctx, MS_SUM, mask, attr->axis, attr->keepdim, &cnt);
+      if (st == MS_OK) {
+        st = keepdims(ctx, attr, a, cnt, &cntk);
+        ms_tensor_release(cnt);
+        if (st == MS_OK) st = ms__binary(ctx, MS_DIV, mask, cntk, w), ms_tensor_release(cntk);
+      }
+      ms_tensor_release(mask);
+      return st;
+    }
+    case MS_PROD: /* out / a (undefined where a = 0) */
+      TRY(keepdims(ctx, attr, a, out, &ok));
+      st = bin(ctx, MS_DIV, ok, a, w);
+      ms_tensor_release(ok);
+      return st;
+    case MS_NORM: /* a / norm, 0 where the norm is 0 */
+      TRY(keepdims(ctx, attr, a, out, &ok));
+      st = bin(ctx, MS_DIV, a, ok, &t);
+      if (st == MS_OK) st = ms__binary_scalar(ctx, MS_EQ, ok, 0.0, 0, &u);
+      ms_tensor_release(ok);
+      if (st == MS_OK) {
+        ms_tensor *zero, *fin;
+        if ((st = ms_tensor_scalar(ctx, 0.0, &zero)) == MS_OK) {
+          if ((st = ms_tensor_expand(ctx, u, t->ndim, t->shape, &fin)) == MS_OK) {
+            st = ms_where(ctx, fin, zero, t, w);
+            ms_tensor_release(fin);
+          }
+          ms_tensor_release(zero);
+        }
+      }
+      ms_tensor_release(t);
+      ms_tensor_release(u);
+      return st;
+    case MS_LOGSUMEXP: /* softmax */
+      TRY(keepdims(ctx, attr, a, out, &ok));
+      st = bin(ctx, MS_SUB, a, ok, &t);
+      ms_tensor_release(ok);
+      if (st) return st;
+      st = un(ctx, MS_EXP, t, w);
+      ms_tensor_release(t);
+      return st;
+    default:
+      return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_redop_name((ms_redop)attr->code));
+  }
+}
+
+static int v_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                    ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)need;
+  ms_tensor *w, *gk;
+  TRY(reduce_weights(ctx, attr, in[0], out, &w));
+  int st = keepdims(ctx, attr, in[0], g, &gk);
+  if (st == MS_OK) {
+    st = bin(ctx, MS_MUL, w, gk, &gin[0]);
+    ms_tensor_release(gk);
+  }
+  ms_tensor_release(w);
+  return st;
+}
+
+static int j_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)out;
+  ms_tensor *w, *t;
+  TRY(reduce_weights(ctx, attr, in[0], out, &w));
+  int st = bin(ctx, MS_MUL, w, tin[0], &t);
+  ms_tensor_release(w);
+  if (st) return st;
+  st = ms_reduce(ctx, MS_SUM, t, attr->axis, attr->keepdim, tout);
+  ms_tensor_release(t);
+  return st;
+}
+
+/* ---- where, clamp ---- */
+
+static int f_where(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__where(ctx, in[0], in[1], in[2], out);
+}
+
+/* where(cond, g, 0) or where(cond, 0, g), broadcast to out, as branch k (1 or 2). */
+static int masked(ms_ctx *ctx, ms_tensor *cond, ms_tensor *g, int branch, ms_tensor **out) {
+  ms_tensor *zero;
+  TRY(ms_tensor_scalar(ctx, 0.0, &zero));
+  int st = branch == 1 ? ms_where(ctx, cond, g, zero, out) : ms_where(ctx, cond, zero, g, out);
+  ms_tensor_release(zero);
+  return st;
+}
+
+static int v_where(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                   ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)attr, (void)out;
+  ms_tensor *t;
+  for (int k = 1; k <= 2; k++) {
+    if (!need[k]) continue;
+    TRY(masked(ctx, in[0], g, k, &t));
+    TRY(sum_to_take(ctx, t, in[k], &gin[k]));
+  }
+  return MS_OK; /* the condition is not differentiable: gin[0] stays NULL */
+}
+
+static int j_where(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)attr;
+  ms_tensor *ta = tin[1], *tb = tin[2], *zero = NULL, *t;
+  int st = MS_OK;
+  if (ta == NULL || tb == NULL) TRY(ms_tensor_scalar(ctx, 0.0, &zero));
+  st = ms_where(ctx, in[0], ta ? ta : zero, tb ? tb : zero, &t);
+  ms_tensor_release(zero);
+  if (st) return st;
+  st = expand_like(ctx, t, out, tout);
+  ms_tensor_release(t);
+  return st;
+}
+
+static int f_clamp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__clamp(ctx, in[0], attr->lo, attr->hi, out);
+}
+
+static int clamp_mask(ms_ctx *ctx, const ms_attr *attr, ms_tensor *a, ms_tensor **mask) {
+  ms_tensor *lo, *hi;
+  TRY(ms__binary_scalar(ctx, MS_GE, a, attr->lo, 0, &lo));
+  int st = ms__binary_scalar(ctx, MS_LE, a, attr->hi, 0, &hi);
+  if (st == MS_OK) st = ms__binary(ctx, MS_MUL, lo, hi, mask), ms_tensor_release(hi);
+  ms_tensor_release(lo);
+  return st;
+}
+
+static int v_clamp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                   ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)out, (void)need;
+  ms_tensor *m;
+  TRY(clamp_mask(ctx, attr, in[0], &m));
+  return bin_take(ctx, MS_MUL, m, g, &gin[0]);
+}
+
+static int j_clamp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)out;
+  ms_tensor *m;
+  TRY(clamp_mask(ctx, attr, in[0], &m));
+  return bin_take(ctx, MS_MUL, m, tin[0], tout);
+}
+
+/* ---- products ---- */
+
+static int f_dot(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__dot(ctx, in[0], in[1], out);
+}
+static int f_matvec(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__matvec(ctx, in[0], in[1], out);
+}
+static int f_matmul(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__matmul(ctx, in[0], in[1], out);
+}
+static int f_outer(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__outer(ctx, in[0], in[1], out);
+}
+
+/* Transpose of a matrix (view); vectors are returned as they are. */
+static int tr(ms_ctx *ctx, ms_tensor *a, ms_tensor **out) {
+  if (a->ndim < 2) {
+    *out = ms_tensor_retain(a);
+    return MS_OK;
+  }
+  return ms_tensor_transpose(ctx, a, 0, 1, out);
+}
+
+/*
+ * Gradients of out = A @ B for every 1-D/2-D case (dot, matvec, matmul and outer are
+ * all instances): gA = g @ B^T and gB = A^T @ g, with vectors promoted as NumPy does.
+ */
+static int v_product(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                     ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)attr, (void)out;
+  ms_tensor *a = in[0], *b = in[1], *t;
+  int outer = a->ndim == 1 && b->ndim == 1 && out->ndim == 2;
+  if (need[0]) {
+    if (outer) {
+      TRY(ms_matvec(ctx, g, b, &gin[0]));
+    } else if (a->ndim == 1 && b->ndim == 1) {
+      TRY(bin(ctx, MS_MUL, g, b, &gin[0]));
+    } else if (a->ndim == 2 && b->ndim == 1) {
+      TRY(ms_outer(ctx, g, b, &gin[0]));
+    } else { /* g @ B^T: [n] x [n,k]^T or [m,n] x [k,n]^T */
+      TRY(tr(ctx, b, &t));
+      int st = ms_matmul(ctx, g, t, &gin[0]);
+      ms_tensor_release(t);
+      if (st) return st;
+    }
+  }
+  if (need[1]) {
+    if (outer) {
+      TRY(tr(ctx, g, &t));
+      int st = ms_matvec(ctx, t, a, &gin[1]);
+      ms_tensor_release(t);
+      if (st) return st;
+    } else if (a->ndim == 1 && b->ndim == 1) {
+      TRY(bin(ctx, MS_MUL, g, a, &gin[1]));
+    } else if (a->ndim == 1 && b->ndim == 2) {
+      TRY(ms_outer(ctx, a, g, &gin[1]));
+    } else { /* A^T @ g */
+      TRY(tr(ctx, a, &t));
+      int st = ms_matmul(ctx, t, g, &gin[1]);
+      ms_tensor_release(t);
+      if (st) return st;
+    }
+  }
+  return MS_OK;
+}
+
+/* Bilinear: d(A op B) = dA op B + A op dB, op being the node's own forward. */
+static int j_product(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout, ms_prim p) {
+  ms_tensor *acc = NULL, *t, *args[2];
+  for (int k = 0; k < 2; k++) {
+    if (tin[k] == NULL) continue;
+    args[0] = k == 0 ? tin[0] : in[0];
+    args[1] = k == 1 ? tin[1] : in[1];
+    TRY(ms__apply(ctx, p, attr, 2, args, &t));
+    int st = add_term(ctx, &acc, t, out);
+    ms_tensor_release(t);
+    if (st) {
+      ms_tensor_release(acc);
+      return st;
+    }
+  }
+  *tout = acc;
+  return MS_OK;
+}
+
+static int j_dot(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_DOT); }
+static int j_matvec(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_MATVEC); }
+static int j_matmul(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_MATMUL); }
+static int j_outer(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_OUTER); }
+
+/* ---- diag ---- */
+
+static int f_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  (void)attr;
+  return ms__diag(ctx, in[0], out);
+}
+
+static int v_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                  ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)attr, (void)out, (void)need;
+  if (in[0]->ndim == 2 && in[0]->shape[0] != in[0]->shape[1]) {
+    /* the diagonal of a rectangular matrix: embed g into the leading square block */
+    char b[MS_SHAPE_STRLEN];
+    return ms_ctx_fail(ctx, MS_EARG, "diag: gradient for a non-square matrix %s is not supported",
+                       ms_shape_str(in[0]->ndim, in[0]->shape, b, sizeof b));
+  }
+  return ms_tensor_diag(ctx, g, &gin[0]);
+}
+
+static int j_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                  ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)attr, (void)in, (void)out;
+  return ms_tensor_diag(ctx, tin[0], tout);
+}
+
+/* ---- shape operations ---- */
+
+static int f_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return attr->code ? ms__view(ctx, in[0], attr->ndim, attr->shape, out)
+                    : ms__reshape(ctx, in[0], attr->ndim, attr->shape, out);
+}
+
+static int v_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                     ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)attr, (void)out, (void)need;
+  return ms_tensor_reshape(ctx, g, in[0]->ndim, in[0]->shape, &gin[0]);
+}
+
+static int j_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)attr, (void)in;
+  return ms_tensor_reshape(ctx, tin[0], out->ndim, out->shape, tout);
+}
+
+static int f_transpose(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__transpose(ctx, in[0], attr->axis, attr->axis2, out);
+}
+
+static int v_transpose(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                       ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)in, (void)out, (void)need;
+  return ms_tensor_transpose(ctx, g, attr->axis, attr->axis2, &gin[0]);
+}
+
+static int j_transpose(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                       ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)in, (void)out;
+  return ms_tensor_transpose(ctx, tin[0], attr->axis, attr->axis2, tout);
+}
+
+static int f_permute(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__permute(ctx, in[0], attr->perm, out);
+}
+
+static int v_permute(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                     ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)out, (void)need;
+  int inv[MS_MAXDIM];
+  for (int i = 0; i < in[0]->ndim; i++) {
+    int p = attr->perm[i] < 0 ? attr->perm[i] + in[0]->ndim : attr->perm[i];
+    inv[p] = i;
+  }
+  return ms_tensor_permute(ctx, g, inv, &gin[0]);
+}
+
+static int j_permute(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)in, (void)out;
+  return ms_tensor_permute(ctx, tin[0], attr->perm, tout);
+}
+
+static int f_slice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__slice(ctx, in[0], attr->axis, attr->start, attr->stop, attr->step, out);
+}
+
+/* Scatter of a slice back into zeros of the source's shape (attr->shape). */
+static int f_unslice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  ms_tensor *z, *dst;
+  TRY(ms_tensor_zeros(ctx, attr->ndim, attr->shape, &z));
+  int st = ms__slice(ctx, z, attr->axis, attr->start, attr->stop, attr->step, &dst);
+  if (st == MS_OK) {
+    st = ms_tensor_copy_(ctx, dst, in[0]);
+    ms_tensor_release(dst);
+  }
+  if (st) {
+    ms_tensor_release(z);
+    return st;
+  }
+  z->st->version = 0;
+  *out = z;
+  return MS_OK;
+}
+
+static int unslice(ms_ctx *ctx, const ms_attr *attr, const ms_tensor *src, ms_tensor *g,
+                   ms_tensor **out) {
+  ms_attr u = *attr;
+  u.ndim = src->ndim;
+  memcpy(u.shape, src->shape, sizeof(int64_t) * (size_t)src->ndim);
+  return ms__apply(ctx, P_UNSLICE, &u, 1, &g, out);
+}
+
+static int v_slice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                   ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)out, (void)need;
+  return unslice(ctx, attr, in[0], g, &gin[0]);
+}
+
+static int j_slice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)in, (void)out;
+  return ms__apply(ctx, P_SLICE, attr, 1, &tin[0], tout);
+}
+
+static int v_unslice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                     ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)in, (void)out, (void)need;
+  return ms__apply(ctx, P_SLICE, attr, 1, &g, &gin[0]);
+}
+
+static int j_unslice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)in, (void)out;
+  return ms__apply(ctx, P_UNSLICE, attr, 1, &tin[0], tout);
+}
+
+static int f_expand(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__expand(ctx, in[0], attr->ndim, attr->shape, out);
+}
+
+static int v_expand(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                    ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)attr, (void)out, (void)need;
+  return sum_to_like(ctx, g, in[0], &gin[0]);
+}
+
+static int j_expand(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)in, (void)out;
+  return ms_tensor_expand(ctx, tin[0], attr->ndim, attr->shape, tout);
+}
+
+/* Raw sum of t over broadcast axes down to shape (checked to broadcast to t's shape). */
+static int f_sum_to(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  const ms_tensor *t = in[0];
+  int nd = attr->ndim, lead = t->ndim - nd;
+  char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
+  int ok = lead >= 0;
+  for (int i = 0; ok && i < nd; i++)
+    ok = attr->shape[i] == t->shape[lead + i] || attr->shape[i] == 1;
+  if (!ok)
+    return ms_ctx_fail(ctx, MS_ESHAPE, "sum_to: cannot sum shape %s down to %s",
+                       ms_shape_str(t->ndim, t->shape, b1, sizeof b1),
+                       ms_shape_str(nd, attr->shape, b2, sizeof b2));
+  ms_tensor *cur = ms_tensor_retain((ms_tensor *)t), *next;
+  for (int i = 0; i < lead; i++) {
+    int st = ms__reduce(ctx, MS_SUM, cur, 0, 0, &next);
+    ms_tensor_release(cur);
+    if (st) return st;
+    cur = next;
+  }
+  for (int i = 0; i < nd; i++) {
+    if (attr->shape[i] != 1 || cur->shape[i] == 1) continue;
+    int st = ms__reduce(ctx, MS_SUM, cur, i, 1, &next);
+    ms_tensor_release(cur);
+    if (st) return st;
+    cur = next;
+  }
+  if (cur == t) { /* nothing to sum: hand out a fresh header */
+    int st = ms__tensor_view(ctx, cur, cur->ndim, cur->shape, cur->strides, cur->offset, &next);
+    ms_tensor_release(cur);
+    if (st) return st;
+    cur = next;
+  }
+  *out = cur;
+  return MS_OK;
+}
+
+static int v_sum_to(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                    ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)attr, (void)out, (void)need;
+  return expand_like(ctx, g, in[0], &gin[0]);
+}
+
+static int j_sum_to(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)in, (void)out;
+  return ms_sum_to(ctx, tin[0], attr->ndim, attr->shape, tout);
+}
+
+static int f_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  return ms__cat(ctx, attr->code, in, attr->axis, out);
+}
+
+static int v_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                 ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)out;
+  int ax = attr->axis < 0 ? attr->axis + in[0]->ndim : attr->axis;
+  int64_t pos = 0;
+  for (int k = 0; k < attr->code; k++) {
+    int64_t len = in[k]->shape[ax];
+    if (need[k]) {
+      ms_attr s;
+      memset(&s, 0, sizeof s);
+      s.axis = ax, s.start = pos, s.stop = pos + len, s.step = 1;
+      TRY(ms__apply(ctx, P_SLICE, &s, 1, &g, &gin[k]));
+    }
+    pos += len;
+  }
+  return MS_OK;
+}
+
+static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                 ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)out;
+  int n = attr->code, st = MS_OK;
+  ms_tensor *parts[64];
+  if (n > 64) return ms_ctx_fail(ctx, MS_EARG, "cat: forward mode supports at most 64 inputs");
+  for (int k = 0; k < n; k++) {
+    parts[k] = NULL;
+    if (st) continue;
+    if (tin[k]) {
+      parts[k] = ms_tensor_retain(tin[k]);
+    } else {
+      st = ms_tensor_zeros(ctx, in[k]->ndim, in[k]->shape, &parts[k]);
+    }
+  }
+  if (st == MS_OK) st = ms_tensor_cat(ctx, n, parts, attr->axis, tout);
+  for (int k = 0; k < n; k++) ms_tensor_release(parts[k]);
+  return st;
+}
+
+/* ---- losses ---- */
+
+static int f_log_softmax(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                         ms_tensor **out) {
+  ms_tensor *lse;
+  TRY(ms__reduce(ctx, MS_LOGSUMEXP, in[0], attr->axis, 1, &lse));
+  int st = ms__binary(ctx, MS_SUB, in[0], lse, out);
+  ms_tensor_release(lse);
+  return st;
+}
+
+/* g - softmax * sum(g): the VJP, and with g = tangent the JVP is t - sum(softmax * t). */
+static int v_log_softmax(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                         ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)in, (void)need;
+  ms_tensor *p, *s, *t;
+  TRY(un(ctx, MS_EXP, out, &p));
+  int st = ms_reduce(ctx, MS_SUM, g, attr->axis, 1, &s);
+  if (st == MS_OK) {
+    st = bin(ctx, MS_MUL, p, s, &t);
+    ms_tensor_release(s);
+    if (st == MS_OK) st = bin(ctx, MS_SUB, g, t, &gin[0]), ms_tensor_release(t);
+  }
+  ms_tensor_release(p);
+  return st;
+}
+
+static int j_log_softmax(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                         ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)in;
+  ms_tensor *p, *pt, *s;
+  TRY(un(ctx, MS_EXP, out, &p));
+  int st = bin(ctx, MS_MUL, p, tin[0], &pt);
+  ms_tensor_release(p);
+  if (st) return st;
+  st = ms_reduce(ctx, MS_SUM, pt, attr->axis, 1, &s);
+  ms_tensor_release(pt);
+  if (st) return st;
+  st = bin(ctx, MS_SUB, tin[0], s, tout);
+  ms_tensor_release(s);
+  return st;
+}
+
+/* Checks labels and builds the one-hot matrix [n,k] (a constant). */
+static int onehot(ms_ctx *ctx, const ms_tensor *logits, const ms_tensor *labels, ms_tensor **out) {
+  char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
+  if (logits->ndim != 2 || labels->ndim != 1 || labels->shape[0] != logits->shape[0])
+    return ms_ctx_fail(ctx, MS_ESHAPE,
+                       "softmax_xent: expected logits [n,k] and labels [n], got %s and %s",
+                       ms_shape_str(logits->ndim, logits->shape, b1, sizeof b1),
+                       ms_shape_str(labels->ndim, labels->shape, b2, sizeof b2));
+  int64_t n = logits->shape[0], k = logits->shape[1];
+  TRY(ms_tensor_zeros(ctx, 2, logits->shape, out));
+  double *oh = MS_TENSOR_DATA(*out);
+  const double *lab = MS_TENSOR_DATA(labels);
+  for (int64_t i = 0; i < n; i++) {
+    double c = lab[i * labels->strides[0]];
+    if (!(c >= 0 && c < (double)k) || c != floor(c)) {
+      ms_tensor_release(*out);
+      *out = NULL;
+      return ms_ctx_fail(ctx, MS_EINDEX,
+                         "softmax_xent: label %g of example %lld is not a class index in 0..%lld",
+                         c, (long long)i, (long long)k - 1);
+    }
+    oh[i * k + (int64_t)c] = 1.0;
+  }
+  return MS_OK;
+}
+
+static int f_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                          ms_tensor **out) {
+  (void)attr;
+  ms_tensor *oh, *lse, *picked, *prod;
+  TRY(onehot(ctx, in[0], in[1], &oh));
+  int st = ms__binary(ctx, MS_MUL, in[0], oh, &prod);
+  ms_tensor_release(oh);
+  if (st) return st;
+  st = ms__reduce(ctx, MS_SUM, prod, 1, 0, &picked);
+  ms_tensor_release(prod);
+  if (st) return st;
+  st = ms__reduce(ctx, MS_LOGSUMEXP, in[0], 1, 0, &lse);
+  if (st == MS_OK) st = ms__binary(ctx, MS_SUB, lse, picked, out), ms_tensor_release(lse);
+  ms_tensor_release(picked);
+  return st;
+}
+
+/* d loss_i / d logits_i = softmax_i - onehot_i */
+static int xent_partial(ms_ctx *ctx, ms_tensor *logits, ms_tensor *labels, ms_tensor **d) {
+  ms_tensor *oh, *ls, *p;
+  TRY(onehot(ctx, logits, labels, &oh));
+  int st = ms_log_softmax(ctx, logits, 1, &ls);
+  if (st == MS_OK) {
+    st = un(ctx, MS_EXP, ls, &p);
+    ms_tensor_release(ls);
+    if (st == MS_OK) st = bin_take(ctx, MS_SUB, p, oh, d);
+  }
+  ms_tensor_release(oh);
+  return st;
+}
+
+static int v_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                          ms_tensor *out, ms_tensor *g, const int *need, ms_tensor **gin) {
+  (void)attr, (void)out;
+  if (!need[0]) return MS_OK; /* labels are not differentiable */
+  ms_tensor *d, *gc;
+  int64_t shape[2] = {g->shape[0], 1};
+  TRY(xent_partial(ctx, in[0], in[1], &d));
+  int st = ms_tensor_reshape(ctx, g, 2, shape, &gc);
+  if (st == MS_OK) st = bin(ctx, MS_MUL, d, gc, &gin[0]), ms_tensor_release(gc);
+  ms_tensor_release(d);
+  return st;
+}
+
+static int j_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
+                          ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+  (void)attr, (void)out;
+  if (tin[0] == NULL) return MS_OK;
+  ms_tensor *d, *t;
+  TRY(xent_partial(ctx, in[0], in[1], &d));
+  int st = bin_take(ctx, MS_MUL, d, tin[0], &t);
+  if (st) return st;
+  st = ms_reduce(ctx, MS_SUM, t, 1, 0, tout);
+  ms_tensor_release(t);
+  return st;
+}
+
+/* ---- the table ---- */
+
+#define BIN(P, NAME, OP) [P] = {NAME, 2, OP, f_binary, v_binary, j_binary}
+#define UN(P, NAME, OP) [P] = {NAME, 1, OP, f_unary, v_unary, j_unary}
+#define RED(P, NAME, OP) [P] = {NAME, 1, OP, f_reduce, v_reduce, j_reduce}
+
+const ms_prim_def ms__prims[P_COUNT] = {
+  [P_LEAF] = {"leaf", 0, 0, NULL, NULL, NULL},
+  [P_IDENTITY] = {"identity", 1, 0, f_identity, v_identity, j_identity},
+  [P_COPY] = {"copy", 1, 0, f_copy, v_identity, j_identity},
+  BIN(P_ADD, "add", MS_ADD), BIN(P_SUB, "sub", MS_SUB), BIN(P_MUL, "mul", MS_MUL),
+  BIN(P_DIV, "div", MS_DIV), BIN(P_POW, "pow", MS_POW), BIN(P_MAXIMUM, "maximum", MS_MAXIMUM),
+  BIN(P_MINIMUM, "minimum", MS_MINIMUM), BIN(P_ATAN2, "atan2", MS_ATAN2),
+  UN(P_NEG, "neg", MS_NEG), UN(P_ABS, "abs", MS_ABS), UN(P_EXP, "exp", MS_EXP),
+  UN(P_LOG, "log", MS_LOG), UN(P_LOG1P, "log1p", MS_LOG1P), UN(P_EXPM1, "expm1", MS_EXPM1),
+  UN(P_SQRT, "sqrt", MS_SQRT), UN(P_SQUARE, "square", MS_SQUARE),
+  UN(P_RECIPROCAL, "reciprocal", MS_RECIPROCAL), UN(P_TANH, "tanh", MS_TANH),
+  UN(P_SIGMOID, "sigmoid", MS_SIGMOID), UN(P_RELU, "relu", MS_RELU),
+  UN(P_SOFTPLUS, "softplus", MS_SOFTPLUS), UN(P_SIN, "sin", MS_SIN), UN(P_COS, "cos", MS_COS),
+  RED(P_SUM, "sum", MS_SUM), RED(P_MEAN, "mean", MS_MEAN), RED(P_MAX, "max", MS_MAX),
+  RED(P_MIN, "min", MS_MIN), RED(P_PROD, "prod", MS_PROD), RED(P_NORM, "norm", MS_NORM),
+  RED(P_LOGSUMEXP, "logsumexp", MS_LOGSUMEXP),
+  [P_WHERE] = {"where", 3, 0, f_where, v_where, j_where},
+  [P_CLAMP] = {"clamp", 1, 0, f_clamp, v_clamp, j_clamp},
+  [P_DOT] = {"dot", 2, 0, f_dot, v_product, j_dot},
+  [P_MATVEC] = {"matvec", 2, 0, f_matvec, v_product, j_matvec},
+  [P_MATMUL] = {"matmul", 2, 0, f_matmul, v_product, j_matmul},
+  [P_OUTER] = {"outer", 2, 0, f_outer, v_product, j_outer},
+  [P_DIAG] = {"diag", 1, 0, f_diag, v_diag, j_diag},
+  [P_RESHAPE] = {"reshape", 1, 0, f_reshape, v_reshape, j_reshape},
+  [P_TRANSPOSE] = {"transpose", 1, 0, f_transpose, v_transpose, j_transpose},
+  [P_PERMUTE] = {"permute", 1, 0, f_permute, v_permute, j_permute},
+  [P_SLICE] = {"slice", 1, 0, f_slice, v_slice, j_slice},
+  [P_UNSLICE] = {"unslice", 1, 0, f_unslice, v_unslice, j_unslice},
+  [P_EXPAND] = {"expand", 1, 0, f_expand, v_expand, j_expand},
+  [P_SUM_TO] = {"sum_to", 1, 0, f_sum_to, v_sum_to, j_sum_to},
+  [P_CAT] = {"cat", -1, 0, f_cat, v_cat, j_cat},
+  [P_LOG_SOFTMAX] = {"log_softmax", 1, 0, f_log_softmax, v_log_softmax, j_log_softmax},
+  [P_SOFTMAX_XENT] = {"softmax_xent", 2, 0, f_softmax_xent, v_softmax_xent, j_softmax_xent},
+  [P_CUSTOM] = {"custom", -1, 0, ms__custom_forward, ms__custom_vjp, ms__custom_jvp},
+};
