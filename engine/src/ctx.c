@@ -144,6 +144,9 @@ size_t ms_ctx_bytes(const ms_ctx *ctx) { return ctx->bytes; }
 void ms_ctx_set_limit(ms_ctx *ctx, size_t nbytes) { ctx->limit = nbytes; }
 size_t ms_ctx_limit(const ms_ctx *ctx) { return ctx->limit; }
 
+void ms_ctx_set_userdata(ms_ctx *ctx, void *ud) { ctx->host = ud; }
+void *ms_ctx_userdata(const ms_ctx *ctx) { return ctx->host; }
+
 ms_rng *ms_ctx_rng(ms_ctx *ctx) { return &ctx->rng; }
 void ms_ctx_seed(ms_ctx *ctx, uint64_t seed) { ms_rng_seed(&ctx->rng, seed); }
 

@@ -16,6 +16,7 @@ struct ms_ctx {
   ms_rng rng;
   int status;
   volatile sig_atomic_t interrupted;
+  void *host; /* ms_ctx_userdata */
   char err[512];
   /* autodiff: the stack of active levels, innermost last */
   ms_level *levels[8];

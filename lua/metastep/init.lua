@@ -10,6 +10,14 @@ for k, v in pairs(core) do M[k] = v end
 
 M.Tensor = core.Tensor
 
+--- Automatic differentiation (also at the top level): grad, value_and_grad, jvp, vjp,
+-- hvp, check_grad, custom, stop_gradient.
+M.autodiff = require "metastep.autodiff"
+for _, k in ipairs{"grad", "value_and_grad", "jvp", "vjp", "hvp", "check_grad", "custom",
+                    "stop_gradient"} do
+  M[k] = M.autodiff[k]
+end
+
 --- Linear algebra, also available at the top level.
 M.linalg = {
   dot = core.dot, matvec = core.matvec, matmul = core.matmul, outer = core.outer,
@@ -19,7 +27,7 @@ M.linalg = {
 
 --- True if t is a metastep tensor.
 function M.is_tensor(t)
-  return getmetatable(t) == getmetatable(core.zeros(0))
+  return getmetatable(t) == core.Tensor_mt
 end
 
 --- True if a and b have the same shape and |a - b| <= atol + rtol * |b| element-wise.

@@ -39,5 +39,7 @@ int lms_checkshape(lua_State *L, int arg, int64_t *shape);
 void lms_preload(lua_State *L);
 /* luaopen for the C core (engine functions and the Tensor metatable). */
 int luaopen_metastep_core(lua_State *L);
+/* Adds the autodiff bindings to the table on top of the stack (lms_autodiff.c). */
+void lms_open_autodiff(lua_State *L);
 
 #endif

@@ -552,12 +552,26 @@ static int reshape_impl(lua_State *L, int is_view) {
   lms_checktensor(L, 1);
   int64_t shape[MS_MAXDIM];
   int nd;
+  /* Sizes are not sign-checked here: one may be -1 (inferred), and the engine names any
+   * other negative size together with the whole shape. */
   if (lua_istable(L, 2)) {
-    nd = lms_checkshape(L, 2, shape);
+    lua_Integer n = luaL_len(L, 2);
+    if (n > MS_MAXDIM)
+      return luaL_argerror(L, 2, lua_pushfstring(L, "at most %d dimensions, got %I", MS_MAXDIM, n));
+    nd = (int)n;
+    for (int i = 0; i < nd; i++) {
+      lua_geti(L, 2, i + 1);
+      int isint;
+      shape[i] = lua_tointegerx(L, -1, &isint);
+      if (!isint || lua_type(L, -1) != LUA_TNUMBER)
+        return luaL_argerror(L, 2, lua_pushfstring(L, "shape entry %d must be an integer, got %s", i + 1,
+                                                   luaL_typename(L, -1)));
+      lua_pop(L, 1);
+    }
   } else {
-    int top = lua_gettop(L);
-    nd = top - 1;
-    if (nd > MS_MAXDIM) return luaL_argerror(L, 2, "too many dimensions");
+    nd = lua_gettop(L) - 1;
+    if (nd > MS_MAXDIM)
+      return luaL_argerror(L, 2 + MS_MAXDIM, lua_pushfstring(L, "at most %d dimensions, got %d", MS_MAXDIM, nd));
     for (int i = 0; i < nd; i++) shape[i] = luaL_checkinteger(L, i + 2);
   }
   ms_tensor **box = lms_newbox(L);
@@ -685,7 +699,7 @@ static int l_cat(lua_State *L) {
     lua_rawgeti(L, 3, i + 1);
     ms_tensor *t = lms_testtensor(L, -1);
     if (t == NULL && isreleased(L, -1))
-      return luaL_argerror(L, 1, lua_pushfstring(L, "element %d has been released", i + 1));
+      return luaL_argerror(L, 1, lua_pushfstring(L, "element %d: tensor has been released", i + 1));
     if (t == NULL)
       return luaL_argerror(L, 1, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
     ts[i] = t;
@@ -1114,10 +1128,11 @@ int luaopen_metastep_core(lua_State *L) {
     lua_pushliteral(L, "Tensor");
     lua_setfield(L, -2, "__name");
   }
-  lua_pop(L, 1);
+  lua_setfield(L, lib, "Tensor_mt"); /* the metatable, for type tests */
   lua_pushvalue(L, meths);
   lua_setfield(L, lib, "Tensor"); /* methods table, so Lua code can add methods */
   lua_pop(L, 1);
+  lms_open_autodiff(L);
   lua_pushliteral(L, METASTEP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

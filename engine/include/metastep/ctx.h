@@ -87,6 +87,11 @@ size_t ms_ctx_bytes(const ms_ctx *ctx);
 void ms_ctx_set_limit(ms_ctx *ctx, size_t nbytes);
 size_t ms_ctx_limit(const ms_ctx *ctx);
 
+/* An opaque pointer for the host (the Lua bindings keep the running lua_State here so
+ * callbacks into Lua run on the right thread). The engine never looks at it. */
+void ms_ctx_set_userdata(ms_ctx *ctx, void *ud);
+void *ms_ctx_userdata(const ms_ctx *ctx);
+
 /* The context's own generator (borrowed). */
 ms_rng *ms_ctx_rng(ms_ctx *ctx);
 void ms_ctx_seed(ms_ctx *ctx, uint64_t seed);

@@ -8,5 +8,6 @@
 #include "metastep/tensor.h"
 #include "metastep/ops.h"
 #include "metastep/linalg.h"
+#include "metastep/autodiff.h"
 
 #endif
