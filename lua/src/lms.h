@@ -41,5 +41,7 @@ void lms_preload(lua_State *L);
 int luaopen_metastep_core(lua_State *L);
 /* Adds the autodiff bindings to the table on top of the stack (lms_autodiff.c). */
 void lms_open_autodiff(lua_State *L);
+/* Adds the meta-objective bindings (lms_meta.c). */
+void lms_open_meta(lua_State *L);
 
 #endif

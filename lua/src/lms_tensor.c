@@ -503,7 +503,8 @@ static int strbox_gc(lua_State *L) {
 }
 
 static int m_tostring(lua_State *L) {
-  ms_tensor **tb = luaL_checkudata(L, 1, LMS_TENSOR);
+  ms_tensor **tb = luaL_testudata(L, 1, LMS_TENSOR); /* a released tensor prints, not raises */
+  if (tb == NULL) return luaL_typeerror(L, 1, "tensor");
   lua_Integer threshold = luaL_optinteger(L, 2, 1000);
   lua_Integer edge = luaL_optinteger(L, 3, 3);
   strbox *b = lua_newuserdatauv(L, sizeof *b, 0);
@@ -1133,6 +1134,7 @@ int luaopen_metastep_core(lua_State *L) {
   lua_setfield(L, lib, "Tensor"); /* methods table, so Lua code can add methods */
   lua_pop(L, 1);
   lms_open_autodiff(L);
+  lms_open_meta(L);
   lua_pushliteral(L, METASTEP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -9,5 +9,6 @@
 #include "metastep/ops.h"
 #include "metastep/linalg.h"
 #include "metastep/autodiff.h"
+#include "metastep/meta.h"
 
 #endif
