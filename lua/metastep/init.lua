@@ -18,6 +18,13 @@ for _, k in ipairs{"grad", "value_and_grad", "jvp", "vjp", "hvp", "check_grad", 
   M[k] = M.autodiff[k]
 end
 
+--- Learning to learn: objectives and task samplers, optimizers with meta-parameters,
+-- unrolls, meta-objectives, meta-gradients and meta-training.
+M.objective = require "metastep.objective"
+M.tasks = M.objective.tasks
+M.optim = require "metastep.optim"
+M.meta = require "metastep.meta"
+
 --- Linear algebra, also available at the top level.
 M.linalg = {
   dot = core.dot, matvec = core.matvec, matmul = core.matmul, outer = core.outer,
