@@ -24,6 +24,7 @@ M.objective = require "metastep.objective"
 M.tasks = M.objective.tasks
 M.optim = require "metastep.optim"
 M.meta = require "metastep.meta"
+M.plot = require "metastep.plot"
 
 --- Linear algebra, also available at the top level.
 M.linalg = {
