@@ -110,6 +110,7 @@ end
 
 --- grad(f [, {argnums = 1}]) -> function returning only the gradient.
 function M.grad(f, opts)
+  check_fn(f, "grad")
   local vg = M.value_and_grad(f, opts)
   return function(...)
     return select(2, vg(...))
@@ -187,7 +188,8 @@ function M.check_grad(f, x, opts)
   local eps, rtol, atol = opts.eps or 1e-6, opts.rtol or 1e-6, opts.atol or 1e-8
   local scalar = type(x) == "number"
   local x0 = scalar and core.tensor(x) or x:clone()
-  local g = M.grad(f)(scalar and x0 or x0)
+  -- f sees the same kind of argument (number or tensor) here as in the differences below
+  local g = M.grad(f)(scalar and x or x0)
   if scalar then g = core.tensor(g) end
   local function val(t)
     local y = f(scalar and t:item() or t)

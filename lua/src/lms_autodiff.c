@@ -89,8 +89,10 @@ static int level_gradient(lua_State *L) {
   }
   ms_tensor **grads = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *grads, 0);
   ms_ctx *ctx = lms_ctx(L);
+  void *prev = ms_ctx_userdata(ctx);
   ms_ctx_set_userdata(ctx, L);
   int st = ms_ad_gradient(ctx, *lv, y, seed, n, xs, grads);
+  ms_ctx_set_userdata(ctx, prev);
   if (st != MS_OK) return lms_error(L);
   for (int i = 0; i < n; i++) *boxes[i] = grads[i];
   lua_settop(L, res);
@@ -170,7 +172,11 @@ static int callback_msgh(lua_State *L) {
   return 1;
 }
 
-/* Callbacks run on the thread that called into the engine (kept in the context). */
+/* Callbacks run on the thread that called into the engine, kept in the context by the two
+ * entry points (custom_call, level_gradient) for the duration of their engine call only:
+ * each restores the previous thread before returning, because a rule may apply a custom
+ * primitive from a coroutine that is finished and collected by the time the engine calls
+ * the next rule. */
 static lua_State *current(ms_ctx *ctx, lcustom *c) {
   lua_State *L = ms_ctx_userdata(ctx);
   return L ? L : c->L0;
@@ -349,8 +355,11 @@ static int custom_call(lua_State *L) {
   for (int i = 0; i < nin; i++) in[i] = lms_checktensorish(L, i + 2);
   ms_tensor **box = lms_newbox(L);
   ms_ctx *ctx = lms_ctx(L);
+  void *prev = ms_ctx_userdata(ctx);
   ms_ctx_set_userdata(ctx, L);
-  if (ms_custom_apply(ctx, b->op, in, box) != MS_OK) return lms_error(L);
+  int st = ms_custom_apply(ctx, b->op, in, box);
+  ms_ctx_set_userdata(ctx, prev);
+  if (st != MS_OK) return lms_error(L);
   return 1;
 }
 

@@ -279,7 +279,7 @@ static int l_tensor(lua_State *L) {
   int bufidx = lua_gettop(L);
   double *p = buf;
   char path[MS_MAXDIM * 24 + 1] = "";
-  if (n > 0) nested_fill(L, 1, 0, nd, shape, &p, path, sizeof path);
+  nested_fill(L, 1, 0, nd, shape, &p, path, sizeof path); /* also when n == 0: {{}, {1}} is ragged */
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
   int st = ms_tensor_from_data(ctx, nd, shape, buf, &t);
@@ -714,8 +714,8 @@ static int l_cat(lua_State *L) {
 
 /* ---- element access and indexing ---- */
 
-/* Reads indices (1-based, negative from the end) from the table at idx into 0-based idxs. */
-/* The key table is read raw: no metamethod (Lua code) may run while t is held. */
+/* Reads indices (1-based, negative from the end) from the table at idx into 0-based idxs.
+ * The table is read raw: no metamethod (Lua code) may run while t is held. */
 static int checkindex_table(lua_State *L, int idx, ms_tensor *t, int64_t *out) {
   lua_Unsigned len = lua_rawlen(L, idx);
   int nd = ms_tensor_ndim(t);
@@ -814,8 +814,9 @@ static int tensor_newindex(lua_State *L) {
   if (isreleased(L, 3)) return luaL_error(L, "index assignment: the source tensor has been released");
   int64_t idx[MS_MAXDIM];
   ms_tensor **box = lms_newbox(L); /* owns the sub-view, if any */
-  ms_tensor *t = lms_checktensor(L, 1), *view = NULL;
-  ms_tensor *src = lms_testtensor(L, 3);
+  ms_tensor *t = lms_checktensor(L, 1), *view = NULL, *src = NULL;
+  if (lua_type(L, 3) != LUA_TNUMBER && (src = lms_testtensor(L, 3)) == NULL)
+    return luaL_error(L, "index assignment: the source tensor has been released");
   int whole = index_view(L, t, 2, idx, &view);
   *box = view;
   ms_ctx *ctx = lms_ctx(L);
@@ -1135,6 +1136,7 @@ int luaopen_metastep_core(lua_State *L) {
   lua_pop(L, 1);
   lms_open_autodiff(L);
   lms_open_meta(L);
+  lms_open_objective(L);
   lua_pushliteral(L, METASTEP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -68,6 +68,7 @@ describe("construction", function()
   it("rejects ragged and non-numeric tables", function()
     assert.has_error(function() ms.tensor{{1, 2}, {3}} end,
       "tensor: ragged nested table: [2] has 1 elements, expected 2")
+    assert.has_error(function() ms.tensor{{}, {1}} end, "tensor: ragged nested table: [2] has 1 elements, expected 0")
     assert.has_error(function() ms.tensor{1, "2"} end, "tensor: expected a number at [2], got string")
     assert.has_error(function() ms.tensor{{1}, 2} end, "tensor: expected a table at [2], got number")
     assert.has_error(function() ms.tensor(true) end,
@@ -485,6 +486,6 @@ describe("memory", function()
     assert.is_truthy(err:find("out of memory", 1, true))
     ms.set_memory_limit(0)
     assert.are.equal(1000, ms.zeros(1000):numel())
-    t = nil
+    assert.are.equal(1000, t:numel())
   end)
 end)
