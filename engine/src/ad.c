@@ -197,9 +197,10 @@ static int propagate(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_te
       e->node = node;
     } else {
       const ms_prim_def *def = &ms__prims[p];
+      const char *name = p == P_CUSTOM ? ms__custom_name(attr->custom) : def->name;
       if (def->jvp == NULL)
-        return ms_ctx_fail(ctx, MS_EARG, "%s: no forward-mode rule", def->name);
-      if (nin > 16) return ms_ctx_fail(ctx, MS_EARG, "%s: forward mode supports at most 16 inputs", def->name);
+        return ms_ctx_fail(ctx, MS_EARG, "%s: no forward-mode rule", name);
+      if (nin > 16) return ms_ctx_fail(ctx, MS_EARG, "%s: forward mode supports at most 16 inputs", name);
       int any_t = 0;
       for (int i = 0; i < nin; i++) any_t |= tin[i] != NULL;
       if (!any_t) continue;
@@ -211,10 +212,12 @@ static int propagate(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_te
       if (tout == NULL) continue;
       if (tout->ndim != out->ndim || memcmp(tout->shape, out->shape, sizeof(int64_t) * (size_t)out->ndim)) {
         char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
+        /* format before releasing: the message reads tout's shape */
+        st = ms_ctx_fail(ctx, MS_ESHAPE, "%s: forward-mode rule returned shape %s for an output of shape %s",
+                         name, ms_shape_str(tout->ndim, tout->shape, b1, sizeof b1),
+                         ms_shape_str(out->ndim, out->shape, b2, sizeof b2));
         ms_tensor_release(tout);
-        return ms_ctx_fail(ctx, MS_ESHAPE, "%s: forward-mode rule returned shape %s for an output of shape %s",
-                           def->name, ms_shape_str(tout->ndim, tout->shape, b1, sizeof b1),
-                           ms_shape_str(out->ndim, out->shape, b2, sizeof b2));
+        return st;
       }
       struct ms_track *e = add_track(ctx, out, l->id);
       e->tangent = tout;
@@ -285,8 +288,13 @@ int ms_ad_watch(ms_ctx *ctx, ms_level *level, ms_tensor *x, ms_tensor *tangent, 
     st = record(ctx, level, P_LEAF, NULL, 0, NULL, *out, &node);
     if (st == MS_OK) add_track(ctx, *out, level->id)->node = node;
   } else if (tangent) {
+    /* Made contiguous with the differentiable op, recorded on the outer levels: a tangent
+     * may itself depend on an outer level's variables (reverse over forward), and the raw
+     * copy of a strided tangent would cut that dependence. */
     ms_tensor *t = NULL;
-    st = ms__contiguous(ctx, tangent, &t); /* keep the caller's tensor out of our entry */
+    ctx->nlevels = li;
+    st = ms_tensor_contiguous(ctx, tangent, &t);
+    ctx->nlevels = depth;
     if (st == MS_OK) add_track(ctx, *out, level->id)->tangent = t;
   } else {
     st = ms_tensor_zeros(ctx, x->ndim, x->shape, &tangent);
@@ -341,12 +349,12 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
   char *keep = NULL;
   if (top >= 0) {
     g = ms_ctx_alloc(ctx, (size_t)(top + 1) * sizeof *g);
+    if (g) memset(g, 0, (size_t)(top + 1) * sizeof *g); /* before any goto done: it is released */
     keep = ms_ctx_alloc(ctx, (size_t)(top + 1));
     if (g == NULL || keep == NULL) {
       st = MS_ENOMEM;
       goto done;
     }
-    memset(g, 0, (size_t)(top + 1) * sizeof *g);
     memset(keep, 0, (size_t)(top + 1));
     for (int i = 0; i < n; i++) {
       struct ms_track *e = find_track(xs[i], tape->id);
@@ -402,16 +410,19 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
       }
       for (int i = 0; i < nd->nin; i++) {
         if (gin[i] == NULL) continue;
-        if (!need[i] || !same_shape(gin[i], nd->in[i])) {
-          if (need[i])
-            st = ms_ctx_fail(ctx, MS_ESHAPE,
-                             "gradient: the reverse-mode rule of '%s' returned shape %s for input "
-                             "%d of shape %s",
-                             name, ms_shape_str(gin[i]->ndim, gin[i]->shape, b1, sizeof b1), i + 1,
-                             ms_shape_str(nd->in[i]->ndim, nd->in[i]->shape, b2, sizeof b2));
+        if (!need[i]) { /* a rule may compute more than asked: drop it, keep the others */
+          ms_tensor_release(gin[i]);
+          gin[i] = NULL;
+          continue;
+        }
+        if (!same_shape(gin[i], nd->in[i])) {
+          st = ms_ctx_fail(ctx, MS_ESHAPE,
+                           "gradient: the reverse-mode rule of '%s' returned shape %s for input "
+                           "%d of shape %s",
+                           name, ms_shape_str(gin[i]->ndim, gin[i]->shape, b1, sizeof b1), i + 1,
+                           ms_shape_str(nd->in[i]->ndim, nd->in[i]->shape, b2, sizeof b2));
           for (int j = i; j < nd->nin; j++) ms_tensor_release(gin[j]);
-          if (st) goto done;
-          break;
+          goto done;
         }
         st = accumulate(ctx, &g[nd->in_node[i]], gin[i]);
         gin[i] = NULL;

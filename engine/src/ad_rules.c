@@ -36,6 +36,20 @@ static int un(ms_ctx *ctx, ms_unop op, ms_tensor *a, ms_tensor **out) {
   return ms_unary(ctx, op, a, out);
 }
 
+/* op(a) / a op s, then release a (for chaining temporaries without leaking on failure). */
+static int un_take(ms_ctx *ctx, ms_unop op, ms_tensor *a, ms_tensor **out) {
+  int st = ms_unary(ctx, op, a, out);
+  ms_tensor_release(a);
+  return st;
+}
+
+static int scal_take(ms_ctx *ctx, ms_binop op, ms_tensor *a, double s, int scalar_left,
+                     ms_tensor **out) {
+  int st = ms_binary_scalar(ctx, op, a, s, scalar_left, out);
+  ms_tensor_release(a);
+  return st;
+}
+
 static int sum_to_like(ms_ctx *ctx, ms_tensor *g, const ms_tensor *like, ms_tensor **out) {
   return ms_sum_to(ctx, g, like->ndim, like->shape, out);
 }
@@ -114,51 +128,47 @@ static int binary_partials(ms_ctx *ctx, ms_binop op, ms_tensor *a, ms_tensor *b,
         if (st) return st;
       }
       if (want_b) {
-        ms_tensor *pos, *la, *zero;
-        TRY(ms__binary_scalar(ctx, MS_GT, a, 0.0, 0, &pos));
-        TRY(ms__where(ctx, pos, a, pos, &t)); /* a where a > 0, else 1: keeps log finite */
-        if (un(ctx, MS_LOG, t, &la)) goto fail_b;
-        ms_tensor_release(t);
-        if (ms_tensor_scalar(ctx, 0.0, &zero)) goto fail_b2;
-        if (ms_where(ctx, pos, la, zero, &t)) goto fail_b3;
+        /* log(a) is read through where(a > 0, a, 1) so it stays finite, and with the
+         * differentiable where so that d/da of this partial (the mixed second
+         * derivative a^(b-1) (1 + b log a)) is not lost. */
+        ms_tensor *pos = NULL, *one = NULL, *safe = NULL, *la = NULL, *zero = NULL, *lg = NULL;
+        int st = ms__binary_scalar(ctx, MS_GT, a, 0.0, 0, &pos);
+        if (st == MS_OK) st = ms_tensor_scalar(ctx, 1.0, &one);
+        if (st == MS_OK) st = ms_where(ctx, pos, a, one, &safe);
+        if (st == MS_OK) st = un(ctx, MS_LOG, safe, &la);
+        if (st == MS_OK) st = ms_tensor_scalar(ctx, 0.0, &zero);
+        if (st == MS_OK) st = ms_where(ctx, pos, la, zero, &lg);
+        if (st == MS_OK) st = bin(ctx, MS_MUL, lg, out, db);
+        ms_tensor_release(pos);
+        ms_tensor_release(one);
+        ms_tensor_release(safe);
         ms_tensor_release(la);
         ms_tensor_release(zero);
-        ms_tensor_release(pos);
-        return bin_take(ctx, MS_MUL, t, out, db);
-      fail_b3:
-        ms_tensor_release(zero);
-      fail_b2:
-        ms_tensor_release(la);
-        ms_tensor_release(pos);
-        return ms_ctx_status(ctx);
-      fail_b:
-        ms_tensor_release(t);
-        ms_tensor_release(pos);
-        return ms_ctx_status(ctx);
+        ms_tensor_release(lg);
+        return st;
       }
       return MS_OK;
     case MS_MAXIMUM:
     case MS_MINIMUM: { /* ties go to a */
       ms_tensor *mask;
       TRY(ms__binary(ctx, op == MS_MAXIMUM ? MS_GE : MS_LE, a, b, &mask));
-      if (want_a) TRY(expand_like(ctx, mask, out, da));
-      if (want_b) {
-        TRY(ms__binary_scalar(ctx, MS_SUB, mask, 1.0, 1, &t));
-        TRY(expand_like(ctx, t, out, db));
-        ms_tensor_release(t);
+      int st = MS_OK;
+      if (want_a) st = expand_like(ctx, mask, out, da);
+      if (st == MS_OK && want_b) {
+        st = ms__binary_scalar(ctx, MS_SUB, mask, 1.0, 1, &t);
+        if (st == MS_OK) st = expand_like(ctx, t, out, db), ms_tensor_release(t);
       }
       ms_tensor_release(mask);
-      return MS_OK;
+      return st;
     }
     case MS_ATAN2: { /* atan2(a, b): b/(a²+b²), -a/(a²+b²) */
-      ms_tensor *a2, *b2, *r;
-      TRY(un(ctx, MS_SQUARE, a, &a2));
-      TRY(un(ctx, MS_SQUARE, b, &b2));
-      int st0 = bin(ctx, MS_ADD, a2, b2, &r);
+      ms_tensor *a2 = NULL, *b2 = NULL, *r = NULL;
+      int st = un(ctx, MS_SQUARE, a, &a2);
+      if (st == MS_OK) st = un(ctx, MS_SQUARE, b, &b2);
+      if (st == MS_OK) st = bin(ctx, MS_ADD, a2, b2, &r);
       ms_tensor_release(a2);
       ms_tensor_release(b2);
-      if (st0) return st0;
-      int st = MS_OK;
+      if (st) return st;
       if (want_a) st = bin(ctx, MS_DIV, b, r, da);
       if (st == MS_OK && want_b) {
         st = bin(ctx, MS_DIV, a, r, &t);
@@ -263,17 +273,17 @@ static int unary_deriv(ms_ctx *ctx, ms_unop op, ms_tensor *a, ms_tensor *out, ms
     case MS_ABS: return ms__unary(ctx, MS_SIGN, a, d); /* piecewise constant */
     case MS_EXP: *d = ms_tensor_retain(out); return MS_OK;
     case MS_LOG: return un(ctx, MS_RECIPROCAL, a, d);
-    case MS_LOG1P: TRY(scal(ctx, MS_ADD, a, 1.0, &t)); TRY(un(ctx, MS_RECIPROCAL, t, d)); ms_tensor_release(t); return MS_OK;
+    case MS_LOG1P: TRY(scal(ctx, MS_ADD, a, 1.0, &t)); return un_take(ctx, MS_RECIPROCAL, t, d);
     case MS_EXPM1: return scal(ctx, MS_ADD, out, 1.0, d);
-    case MS_SQRT: TRY(un(ctx, MS_RECIPROCAL, out, &t)); TRY(scal(ctx, MS_MUL, t, 0.5, d)); ms_tensor_release(t); return MS_OK;
+    case MS_SQRT: TRY(un(ctx, MS_RECIPROCAL, out, &t)); return scal_take(ctx, MS_MUL, t, 0.5, 0, d);
     case MS_SQUARE: return scal(ctx, MS_MUL, a, 2.0, d);
-    case MS_RECIPROCAL: TRY(un(ctx, MS_SQUARE, out, &t)); TRY(un(ctx, MS_NEG, t, d)); ms_tensor_release(t); return MS_OK;
-    case MS_TANH: TRY(un(ctx, MS_SQUARE, out, &t)); TRY(ms_binary_scalar(ctx, MS_SUB, t, 1.0, 1, d)); ms_tensor_release(t); return MS_OK;
-    case MS_SIGMOID: TRY(ms_binary_scalar(ctx, MS_SUB, out, 1.0, 1, &t)); TRY(bin_take(ctx, MS_MUL, t, out, d)); return MS_OK;
+    case MS_RECIPROCAL: TRY(un(ctx, MS_SQUARE, out, &t)); return un_take(ctx, MS_NEG, t, d);
+    case MS_TANH: TRY(un(ctx, MS_SQUARE, out, &t)); return scal_take(ctx, MS_SUB, t, 1.0, 1, d);
+    case MS_SIGMOID: TRY(ms_binary_scalar(ctx, MS_SUB, out, 1.0, 1, &t)); return bin_take(ctx, MS_MUL, t, out, d);
     case MS_RELU: return ms__binary_scalar(ctx, MS_GT, a, 0.0, 0, d);
     case MS_SOFTPLUS: return un(ctx, MS_SIGMOID, a, d);
     case MS_SIN: return un(ctx, MS_COS, a, d);
-    case MS_COS: TRY(un(ctx, MS_SIN, a, &t)); TRY(un(ctx, MS_NEG, t, d)); ms_tensor_release(t); return MS_OK;
+    case MS_COS: TRY(un(ctx, MS_SIN, a, &t)); return un_take(ctx, MS_NEG, t, d);
     default: return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_unop_name(op));
   }
 }
@@ -558,8 +568,12 @@ static int j_product(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
     if (tin[k] == NULL) continue;
     args[0] = k == 0 ? tin[0] : in[0];
     args[1] = k == 1 ? tin[1] : in[1];
-    TRY(ms__apply(ctx, p, attr, 2, args, &t));
-    int st = add_term(ctx, &acc, t, out);
+    int st = ms__apply(ctx, p, attr, 2, args, &t);
+    if (st) {
+      ms_tensor_release(acc);
+      return st;
+    }
+    st = add_term(ctx, &acc, t, out);
     ms_tensor_release(t);
     if (st) {
       ms_tensor_release(acc);
@@ -577,6 +591,9 @@ static int j_outer(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *
 
 /* ---- diag ---- */
 
+static int unslice(ms_ctx *ctx, const ms_attr *attr, const ms_tensor *src, ms_tensor *g,
+                   ms_tensor **out);
+
 static int f_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   (void)attr;
   return ms__diag(ctx, in[0], out);
@@ -586,10 +603,17 @@ static int v_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_ten
                   ms_tensor *g, const int *need, ms_tensor **gin) {
   (void)attr, (void)out, (void)need;
   if (in[0]->ndim == 2 && in[0]->shape[0] != in[0]->shape[1]) {
-    /* the diagonal of a rectangular matrix: embed g into the leading square block */
-    char b[MS_SHAPE_STRLEN];
-    return ms_ctx_fail(ctx, MS_EARG, "diag: gradient for a non-square matrix %s is not supported",
-                       ms_shape_str(in[0]->ndim, in[0]->shape, b, sizeof b));
+    /* the diagonal of a rectangular matrix: diag(g) is the gradient's leading square
+     * block, scattered (differentiably) into zeros along the longer axis */
+    ms_tensor *d;
+    ms_attr u;
+    memset(&u, 0, sizeof u);
+    u.axis = in[0]->shape[0] > in[0]->shape[1] ? 0 : 1;
+    u.start = 0, u.stop = g->shape[0], u.step = 1;
+    TRY(ms_tensor_diag(ctx, g, &d));
+    int st = unslice(ctx, &u, in[0], d, &gin[0]);
+    ms_tensor_release(d);
+    return st;
   }
   return ms_tensor_diag(ctx, g, &gin[0]);
 }
@@ -602,7 +626,10 @@ static int j_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 /* ---- shape operations ---- */
 
+/* attr->code: 0 reshape, 1 view, 2 drop the size-1 axis attr->axis (the second half of a
+ * tracked select; a view even when the input is strided, where ms__view would refuse). */
 static int f_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
+  if (attr->code == 2) return ms__select(ctx, in[0], attr->axis, 0, out);
   return attr->code ? ms__view(ctx, in[0], attr->ndim, attr->shape, out)
                     : ms__reshape(ctx, in[0], attr->ndim, attr->shape, out);
 }
@@ -800,7 +827,7 @@ static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
                  ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
   (void)out;
   int n = attr->code, st = MS_OK;
-  ms_tensor *parts[64];
+  ms_tensor *parts[64] = {0}; /* zeroed: gcc -O2 cannot see that n >= 1 */
   if (n > 64) return ms_ctx_fail(ctx, MS_EARG, "cat: forward mode supports at most 64 inputs");
   for (int k = 0; k < n; k++) {
     parts[k] = NULL;

@@ -189,7 +189,8 @@ int ms_tensor_slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, in
   return ms__apply(ctx, P_SLICE, &at, 1, (ms_tensor *const *)&t, out);
 }
 
-/* A tracked select is a one-element slice followed by a reshape that drops the axis. */
+/* A tracked select is a one-element slice followed by a reshape that drops the axis (as a
+ * view: the slice of a column is strided, so it cannot go through ms_tensor_view). */
 int ms_tensor_select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tensor **out) {
   if (!tracked(ctx, 1, &t)) return ms__select(ctx, t, axis, index, out);
   int a;
@@ -202,11 +203,12 @@ int ms_tensor_select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, m
   ms_tensor *s;
   st = ms_tensor_slice(ctx, t, a, index, index + 1, 1, &s);
   if (st) return st;
-  int64_t shape[MS_MAXDIM];
-  int k = 0;
+  ms_attr at = attr0();
+  at.code = 2;
+  at.axis = a;
   for (int d = 0; d < t->ndim; d++)
-    if (d != a) shape[k++] = t->shape[d];
-  st = ms_tensor_view(ctx, s, k, shape, out);
+    if (d != a) at.shape[at.ndim++] = t->shape[d];
+  st = ms__apply(ctx, P_RESHAPE, &at, 1, &s, out);
   ms_tensor_release(s);
   return st;
 }

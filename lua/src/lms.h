@@ -43,5 +43,7 @@ int luaopen_metastep_core(lua_State *L);
 void lms_open_autodiff(lua_State *L);
 /* Adds the meta-objective bindings (lms_meta.c). */
 void lms_open_meta(lua_State *L);
+/* Adds the objective bindings (lms_objective.c). */
+void lms_open_objective(lua_State *L);
 
 #endif
