@@ -362,6 +362,7 @@ int ms_eigh(ms_ctx *ctx, const ms_tensor *a, ms_tensor **w, ms_tensor **v) {
   *v = NULL;
   int st = check_square(ctx, "eigh", a);
   if (st != MS_OK) return st;
+  if ((st = ms__not_differentiable(ctx, "eigh", 1, &a))) return st;
   int64_t n = a->shape[0];
   ms_tensor *vec = NULL, *val = NULL;
   st = lapack_copy(ctx, "eigh", "matrix", a, &vec);
@@ -390,6 +391,8 @@ int ms_solve(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **x)
   *x = NULL;
   int st = check_not_null(ctx, "solve", a, b);
   if (st != MS_OK) return st;
+  const ms_tensor *ab[2] = {a, b};
+  if ((st = ms__not_differentiable(ctx, "solve", 2, ab))) return st;
   shapes s;
   if (a->ndim != 2 || a->shape[0] != a->shape[1])
     return ms_ctx_fail(ctx, MS_ESHAPE, "solve: expected a square matrix, got %s", sa(&s, a));
@@ -438,6 +441,7 @@ int ms_cholesky(ms_ctx *ctx, const ms_tensor *a, ms_tensor **l) {
   *l = NULL;
   int st = check_square(ctx, "cholesky", a);
   if (st != MS_OK) return st;
+  if ((st = ms__not_differentiable(ctx, "cholesky", 1, &a))) return st;
   int64_t n = a->shape[0];
   ms_tensor *r = NULL;
   if ((st = lapack_copy(ctx, "cholesky", "matrix", a, &r)) != MS_OK) return st;
@@ -466,6 +470,8 @@ int ms_qr(ms_ctx *ctx, const ms_tensor *a, ms_tensor **q, ms_tensor **r) {
   *q = NULL;
   *r = NULL;
   if (a == NULL) return ms_ctx_fail(ctx, MS_EARG, "qr: tensor argument is NULL");
+  int nd_st = ms__not_differentiable(ctx, "qr", 1, &a);
+  if (nd_st) return nd_st;
   if (a->ndim != 2) {
     shapes s;
     return ms_ctx_fail(ctx, MS_ESHAPE, "qr: expected a matrix, got %s", sa(&s, a));
@@ -544,6 +550,7 @@ int ms_inv(ms_ctx *ctx, const ms_tensor *a, ms_tensor **out) {
   *out = NULL;
   int st = check_square(ctx, "inv", a);
   if (st != MS_OK) return st;
+  if ((st = ms__not_differentiable(ctx, "inv", 1, &a))) return st;
   int64_t n = a->shape[0];
   ms_tensor *lu = NULL;
   lapack_int *ipiv = NULL, info = 0;
@@ -570,6 +577,7 @@ int ms_det(ms_ctx *ctx, const ms_tensor *a, ms_tensor **out) {
   *out = NULL;
   int st = check_square(ctx, "det", a);
   if (st != MS_OK) return st;
+  if ((st = ms__not_differentiable(ctx, "det", 1, &a))) return st;
   int64_t n = a->shape[0];
   ms_tensor *lu = NULL, *r = NULL;
   lapack_int *ipiv = NULL, info = 0;

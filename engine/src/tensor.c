@@ -595,7 +595,10 @@ int ms_tensor_fill_(ms_ctx *ctx, ms_tensor *t, double value) {
 
 int ms_tensor_copy_(ms_ctx *ctx, ms_tensor *dst, const ms_tensor *src) {
   ms_tensor *e, *tmp = NULL;
-  int st = ms__expand(ctx, src, dst->ndim, dst->shape, &e);
+  /* an in-place copy is not recorded: refuse to drop a derivative silently */
+  int st = ms__not_differentiable(ctx, "in-place copy (assign)", 1, &src);
+  if (st) return st;
+  st = ms__expand(ctx, src, dst->ndim, dst->shape, &e);
   if (st) return st;
   /* If src shares dst's storage, read everything first so overlapping views copy correctly. */
   if (src->st == dst->st) {
