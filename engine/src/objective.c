@@ -7,13 +7,14 @@
  * data, so a tape active around a call records every step (the engine's own derived
  * hvp relies on that too).
  */
+#include "metastep/objective.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "metastep/autodiff.h"
 #include "metastep/linalg.h"
-#include "metastep/objective.h"
 #include "metastep/ops.h"
 
 struct ms_objective {
@@ -31,8 +32,7 @@ int ms_objective_new(ms_ctx *ctx, const ms_objective_def *def, ms_objective **ou
   if (def->value == NULL)
     return ms_ctx_fail(ctx, MS_EARG, "%s: a value callback is required", name);
   if (def->dim < 1)
-    return ms_ctx_fail(ctx, MS_EARG, "%s: dim must be >= 1, got %lld", name,
-                       (long long)def->dim);
+    return ms_ctx_fail(ctx, MS_EARG, "%s: dim must be >= 1, got %lld", name, (long long)def->dim);
   ms_objective *o = ms_ctx_alloc(ctx, sizeof *o);
   if (o == NULL) return MS_ENOMEM;
   o->ctx = ctx;
@@ -85,8 +85,7 @@ static int after_callback(ms_ctx *ctx, const ms_objective *o, const char *what, 
       ms_ctx_fail(ctx, st, "%s: %s callback failed (%s)", o->name, what, ms_status_name(st));
     return st;
   }
-  if (*t == NULL)
-    return ms_ctx_fail(ctx, MS_ECALLBACK, "%s: %s returned no tensor", o->name, what);
+  if (*t == NULL) return ms_ctx_fail(ctx, MS_ECALLBACK, "%s: %s returned no tensor", o->name, what);
   return MS_OK;
 }
 
@@ -95,8 +94,8 @@ static int check_vector_result(ms_ctx *ctx, const ms_objective *o, const char *w
                                ms_tensor **t) {
   char b[MS_SHAPE_STRLEN];
   if (ms_tensor_ndim(*t) == 1 && ms_tensor_dim(*t, 0) == o->def.dim) return MS_OK;
-  int st = ms_ctx_fail(ctx, MS_ESHAPE, "%s: %s returned shape %s, expected [%lld]", o->name,
-                       what, ms_shape_str(ms_tensor_ndim(*t), ms_tensor_shape(*t), b, sizeof b),
+  int st = ms_ctx_fail(ctx, MS_ESHAPE, "%s: %s returned shape %s, expected [%lld]", o->name, what,
+                       ms_shape_str(ms_tensor_ndim(*t), ms_tensor_shape(*t), b, sizeof b),
                        (long long)o->def.dim);
   ms_tensor_release(*t);
   *t = NULL;
@@ -154,8 +153,7 @@ static int call_grad(ms_ctx *ctx, ms_objective *o, ms_tensor *w, ms_tensor **out
 }
 
 /* Forward mode over grad: the tangent of grad(w) along v. */
-static int derived_hvp(ms_ctx *ctx, ms_objective *o, ms_tensor *w, ms_tensor *v,
-                       ms_tensor **out) {
+static int derived_hvp(ms_ctx *ctx, ms_objective *o, ms_tensor *w, ms_tensor *v, ms_tensor **out) {
   ms_level *level = NULL;
   ms_tensor *wf = NULL, *g = NULL;
   int st = ms_ad_push(ctx, MS_AD_FORWARD, &level);
@@ -184,8 +182,7 @@ int ms_objective_grad(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor **
   return call_grad(ctx, obj, w, out);
 }
 
-int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v,
-                     ms_tensor **out) {
+int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v, ms_tensor **out) {
   *out = NULL;
   int st = check_point(ctx, obj, "w", w);
   if (st == MS_OK) st = check_point(ctx, obj, "v", v);
@@ -242,8 +239,8 @@ static builtin *builtin_alloc(ms_ctx *ctx) {
   return bi;
 }
 
-#define TRY(call)                  \
-  do {                             \
+#define TRY(call)                          \
+  do {                                     \
     if ((st = (call)) != MS_OK) goto done; \
   } while (0)
 
@@ -304,8 +301,8 @@ static int quad_hvp(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *v, ms_tensor
   return ms_matvec(ctx, q->a, v, out);
 }
 
-int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wstar,
-                           double fstar, ms_objective **out) {
+int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wstar, double fstar,
+                           ms_objective **out) {
   char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
   *out = NULL;
   if (H == NULL) return ms_ctx_fail(ctx, MS_EARG, "quadratic: H is NULL");
@@ -313,12 +310,13 @@ int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wst
     return ms_ctx_fail(ctx, MS_ESHAPE, "quadratic: H must be a square matrix [d,d], got shape %s",
                        ms_shape_str(ms_tensor_ndim(H), ms_tensor_shape(H), b1, sizeof b1));
   int64_t d = ms_tensor_dim(H, 0);
-  if (d < 1) return ms_ctx_fail(ctx, MS_ESHAPE, "quadratic: H must not be empty, got shape [0, 0]");
+  if (d < 1) return ms_ctx_fail(ctx, MS_ESHAPE, "quadratic: H must not be empty, got shape [0,0]");
   if (wstar && (ms_tensor_ndim(wstar) != 1 || ms_tensor_dim(wstar, 0) != d))
     return ms_ctx_fail(ctx, MS_ESHAPE, "quadratic: wstar has shape %s, expected [%lld] (H is %s)",
                        ms_shape_str(ms_tensor_ndim(wstar), ms_tensor_shape(wstar), b1, sizeof b1),
                        (long long)d, ms_shape_str(2, ms_tensor_shape(H), b2, sizeof b2));
-  if (!isfinite(fstar)) return ms_ctx_fail(ctx, MS_EARG, "quadratic: fstar must be finite, got %g", fstar);
+  if (!isfinite(fstar))
+    return ms_ctx_fail(ctx, MS_EARG, "quadratic: fstar must be finite, got %g", fstar);
   builtin *q = builtin_alloc(ctx);
   if (q == NULL) return MS_ENOMEM;
   q->c = fstar;
@@ -334,9 +332,11 @@ int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wst
   double scale = 0;
   for (int64_t i = 0; i < d * d; i++) {
     if (!isfinite(h[i])) {
+      double bad = h[i];
       builtin_free(q);
-      return ms_ctx_fail(ctx, MS_EARG, "quadratic: H must be finite, got H[%lld,%lld] = %g (0-based)",
-                         (long long)(i / d), (long long)(i % d), h[i]);
+      return ms_ctx_fail(ctx, MS_EARG,
+                         "quadratic: H must be finite, got H[%lld,%lld] = %g (0-based)",
+                         (long long)(i / d), (long long)(i % d), bad);
     }
     if (fabs(h[i]) > scale) scale = fabs(h[i]);
   }
@@ -347,8 +347,8 @@ int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wst
       if (fabs(hij - hji) > tol) {
         builtin_free(q);
         return ms_ctx_fail(ctx, MS_EARG,
-                           "quadratic: H must be symmetric, got H[%lld,%lld] = %.17g and "
-                           "H[%lld,%lld] = %.17g (0-based; tolerance 1e-10 * max|H| = %g)",
+                           "quadratic: H must be symmetric, got H[%lld,%lld] = %.16g and "
+                           "H[%lld,%lld] = %.16g (0-based; tolerance 1e-10 * max|H| = %g)",
                            (long long)i, (long long)j, hij, (long long)j, (long long)i, hji, tol);
       }
     }
@@ -359,7 +359,8 @@ int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wst
       if (!isfinite(ws[i])) {
         double bad = ws[i];
         builtin_free(q);
-        return ms_ctx_fail(ctx, MS_EARG, "quadratic: wstar must be finite, got wstar[%lld] = %g (0-based)",
+        return ms_ctx_fail(ctx, MS_EARG,
+                           "quadratic: wstar must be finite, got wstar[%lld] = %g (0-based)",
                            (long long)i, bad);
       }
     }
@@ -390,13 +391,14 @@ static int check_data(ms_ctx *ctx, const char *name, const ms_tensor *X, const m
     return ms_ctx_fail(ctx, MS_ESHAPE, "%s: X must be a matrix [n,d], got shape %s", name,
                        ms_shape_str(ms_tensor_ndim(X), ms_tensor_shape(X), b1, sizeof b1));
   if (ms_tensor_dim(X, 0) < 1 || ms_tensor_dim(X, 1) < 1)
-    return ms_ctx_fail(ctx, MS_ESHAPE, "%s: X must have at least one row and one column, got shape %s",
-                       name, ms_shape_str(2, ms_tensor_shape(X), b1, sizeof b1));
+    return ms_ctx_fail(ctx, MS_ESHAPE,
+                       "%s: X must have at least one row and one column, got shape %s", name,
+                       ms_shape_str(2, ms_tensor_shape(X), b1, sizeof b1));
   if (ms_tensor_ndim(y) != 1 || ms_tensor_dim(y, 0) != ms_tensor_dim(X, 0))
-    return ms_ctx_fail(ctx, MS_ESHAPE, "%s: y has shape %s, expected [%lld] (one entry per row of X %s)",
-                       name, ms_shape_str(ms_tensor_ndim(y), ms_tensor_shape(y), b1, sizeof b1),
-                       (long long)ms_tensor_dim(X, 0),
-                       ms_shape_str(2, ms_tensor_shape(X), b2, sizeof b2));
+    return ms_ctx_fail(
+        ctx, MS_ESHAPE, "%s: y has shape %s, expected [%lld] (one entry per row of X %s)", name,
+        ms_shape_str(ms_tensor_ndim(y), ms_tensor_shape(y), b1, sizeof b1),
+        (long long)ms_tensor_dim(X, 0), ms_shape_str(2, ms_tensor_shape(X), b2, sizeof b2));
   return MS_OK;
 }
 
@@ -466,8 +468,7 @@ int ms_objective_least_squares(ms_ctx *ctx, const ms_tensor *X, const ms_tensor 
     builtin_free(ls);
     return st;
   }
-  return builtin_new(ctx, ls, "least_squares", ms_tensor_dim(X, 1), ls_value, ls_grad, ls_hvp,
-                     out);
+  return builtin_new(ctx, ls, "least_squares", ms_tensor_dim(X, 1), ls_value, ls_grad, ls_hvp, out);
 }
 
 /* ---- logistic regression ---- */
@@ -582,7 +583,8 @@ int ms_objective_logistic(ms_ctx *ctx, const ms_tensor *X, const ms_tensor *y, d
     const double *yd = ms_tensor_data(yc);
     for (int64_t i = 0; i < ms_tensor_numel(yc); i++) {
       if (yd[i] != 0 && yd[i] != 1) {
-        st = ms_ctx_fail(ctx, MS_EARG, "logistic: y must hold labels 0 or 1, got y[%lld] = %g (0-based)",
+        st = ms_ctx_fail(ctx, MS_EARG,
+                         "logistic: y must hold labels 0 or 1, got y[%lld] = %g (0-based)",
                          (long long)i, yd[i]);
         break;
       }

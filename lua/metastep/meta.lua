@@ -46,7 +46,25 @@ M.objectives = {
 
 -- ---------------------------------------------------------------- checking inputs
 
-local function spec_error(msg, ...) error(("meta: " .. msg):format(...), 4) end
+-- Raises "meta: <msg>" blamed on the first Lua caller outside this file, as luaL_argerror
+-- blames the caller: the checks sit at different depths (check_spec, tasks_of, the methods),
+-- and a fixed level pointed some messages at meta.lua itself.
+local SOURCE = debug.getinfo(1, "S").source
+local function spec_error(msg, ...)
+  local level = 2
+  while true do
+    local info = debug.getinfo(level, "S")
+    if not info or (info.source ~= SOURCE and info.what ~= "C") then break end
+    level = level + 1
+  end
+  error(("meta: " .. msg):format(...), level)
+end
+
+-- A number for a message: NaN prints as "nan" on every platform (tostring gives "-nan" on x86).
+local function show(v)
+  if type(v) == "number" and v ~= v then return "nan" end
+  return tostring(v)
+end
 
 local function check_spec(spec)
   if type(spec) ~= "table" then error(("meta: expected a spec table, got %s"):format(type(spec)), 3) end
@@ -54,18 +72,18 @@ local function check_spec(spec)
   if type(opt) ~= "table" or type(opt.step) ~= "function" then
     spec_error("'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opt))
   end
-  local T = spec.steps
-  if math.type(T) ~= "integer" and not (type(T) == "number" and T == math.floor(T)) then
-    spec_error("'steps' must be an integer, got %s", tostring(T))
-  end
-  if T < 1 then spec_error("'steps' must be >= 1, got %s", tostring(T)) end
+  -- math.tointeger also rejects inf and floats beyond the integer range, which passed
+  -- a T == floor(T) test and then broke the unroll's loop.
+  local T = type(spec.steps) == "number" and math.tointeger(spec.steps) or nil
+  if not T then spec_error("'steps' must be an integer, got %s", show(spec.steps)) end
+  if T < 1 then spec_error("'steps' must be >= 1, got %d", T) end
   local theta = {}
   for k, v in pairs(opt.theta or {}) do theta[k] = v end
   for k, v in pairs(spec.theta or {}) do theta[k] = v end
   for k, v in pairs(theta) do
     if type(v) ~= "number" then spec_error("meta-parameter '%s' must be a number, got %s", k, type(v)) end
     if v ~= v or v == math.huge or v == -math.huge then
-      spec_error("meta-parameter '%s' must be finite, got %s", k, tostring(v))
+      spec_error("meta-parameter '%s' must be finite, got %s", k, show(v))
     end
     if (k == "lr" or k == "beta") and v < 0 then
       spec_error("meta-parameter '%s' must be >= 0, got %g", k, v)
@@ -80,7 +98,7 @@ local function check_spec(spec)
   if spec.truncate ~= nil and (type(spec.truncate) ~= "number" or spec.truncate < 1) then
     spec_error("'truncate' must be a number of steps >= 1, got %s", tostring(spec.truncate))
   end
-  return theta, math.tointeger(T), meta
+  return theta, T, meta
 end
 
 -- The tasks of a spec: {objective, w0, task} entries.
@@ -280,7 +298,7 @@ local function quadratic_parts(spec, entry, method, meta, allowed_opt, allowed_m
   end
   if type(meta) ~= "string" or not allowed_meta[meta] then
     spec_error("method '%s' handles the meta-objectives %s, got %s", method,
-      table.concat(allowed_meta, ", "), tostring(meta))
+      table.concat(allowed_meta, ", "), type(meta) == "function" and "a function" or tostring(meta))
   end
   if opt.schedule then spec_error("method '%s' does not handle step-size schedules", method) end
   if spec.truncate then spec_error("method '%s' does not handle truncation", method) end

@@ -9,17 +9,20 @@ local ms_core = require "metastep.core"
 
 local M = {}
 
-local function check_number(fname, opts, key, default, lo, lo_open)
+-- level: the error level of the user's call (3 when called from a constructor directly,
+-- 4 from base). NaN prints as "nan" (tostring gives "-nan" on x86).
+local function check_number(fname, opts, key, default, lo, lo_open, level)
+  level = level or 3
   local v = opts[key]
   if v == nil then v = default end
   if type(v) ~= "number" then
-    error(("%s: option '%s' must be a number, got %s"):format(fname, key, type(v)), 3)
+    error(("%s: option '%s' must be a number, got %s"):format(fname, key, type(v)), level)
   end
   if v ~= v or v == math.huge or v == -math.huge then
-    error(("%s: option '%s' must be finite, got %s"):format(fname, key, tostring(v)), 3)
+    error(("%s: option '%s' must be finite, got %s"):format(fname, key, v ~= v and "nan" or tostring(v)), level)
   end
   if lo and (v < lo or (lo_open and v == lo)) then
-    error(("%s: option '%s' must be %s %g, got %g"):format(fname, key, lo_open and ">" or ">=", lo, v), 3)
+    error(("%s: option '%s' must be %s %g, got %g"):format(fname, key, lo_open and ">" or ">=", lo, v), level)
   end
   return v
 end
@@ -42,7 +45,7 @@ local function base(fname, opts, extra)
   opts = opts or {}
   if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(fname, type(opts)), 3) end
   local o = {name = fname:match("optim%.(.*)") or fname, log_lr = opts.log_lr and true or false}
-  local lr = check_number(fname, opts, "lr", extra and extra.lr_default or nil, 0)
+  local lr = check_number(fname, opts, "lr", extra and extra.lr_default or nil, 0, false, 4)
   o.theta = {}
   if o.log_lr then o.theta.log_lr = math.log(lr) else o.theta.lr = lr end
   if opts.schedule ~= nil then

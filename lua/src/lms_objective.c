@@ -24,9 +24,9 @@
 #define LMS_OBJECTIVE "metastep.Objective"
 
 typedef struct lobj {
-  ms_ctx *ctx;           /* the lobj is allocated in this context (counted in its bytes) */
-  lua_State *L0;         /* main thread, used when no binding set the running thread */
-  int value, grad, hvp;  /* registry references (LUA_NOREF when absent or released) */
+  ms_ctx *ctx;          /* the lobj is allocated in this context (counted in its bytes) */
+  lua_State *L0;        /* main thread, used when no binding set the running thread */
+  int value, grad, hvp; /* registry references (LUA_NOREF when absent or released) */
   char name[64];
 } lobj;
 
@@ -87,9 +87,12 @@ static int run(lua_State *L, int which) {
   ms_tensor_retain(w);
   ms_tensor_retain(v);
   int st;
-  if (which == CALL_VALUE) st = ms_objective_value(ctx, o, w, res);
-  else if (which == CALL_GRAD) st = ms_objective_grad(ctx, o, w, res);
-  else st = ms_objective_hvp(ctx, o, w, v, res);
+  if (which == CALL_VALUE)
+    st = ms_objective_value(ctx, o, w, res);
+  else if (which == CALL_GRAD)
+    st = ms_objective_grad(ctx, o, w, res);
+  else
+    st = ms_objective_hvp(ctx, o, w, v, res);
   ms_tensor_release(v);
   ms_tensor_release(w);
   ms_objective_release(o);
@@ -153,8 +156,9 @@ static void checkfieldtensor(lua_State *L, int arg, const char *name) {
   if (lua_isnil(L, -1)) return;
   ms_tensor **box = luaL_testudata(L, -1, LMS_TENSOR);
   if (box == NULL)
-    luaL_argerror(L, arg, lua_pushfstring(L, "field '%s' must be a tensor, got %s", name,
-                                          luaL_typename(L, -1)));
+    luaL_argerror(
+        L, arg,
+        lua_pushfstring(L, "field '%s' must be a tensor, got %s", name, luaL_typename(L, -1)));
   if (*box == NULL)
     luaL_argerror(L, arg, lua_pushfstring(L, "field '%s': tensor has been released", name));
 }
@@ -170,8 +174,8 @@ static int l_quadratic(lua_State *L) {
     checkfieldtensor(L, 2, "wstar"); /* 3 */
     int t = lua_getfield(L, 2, "fstar");
     if (t != LUA_TNIL && t != LUA_TNUMBER)
-      return luaL_argerror(L, 2, lua_pushfstring(L, "field 'fstar' must be a number, got %s",
-                                                 luaL_typename(L, -1)));
+      return luaL_argerror(
+          L, 2, lua_pushfstring(L, "field 'fstar' must be a number, got %s", luaL_typename(L, -1)));
     fstar = t == LUA_TNIL ? 0.0 : lua_tonumber(L, -1);
     lua_pop(L, 1);
   }
@@ -296,8 +300,9 @@ static int checkfieldfunction(lua_State *L, int arg, const char *name, int requi
   int t = lua_getfield(L, arg, name);
   if (t == LUA_TFUNCTION) return 1;
   if (t == LUA_TNIL && !required) return 0;
-  return luaL_argerror(L, arg, lua_pushfstring(L, "field '%s' must be a function, got %s", name,
-                                               luaL_typename(L, -1)));
+  return luaL_argerror(
+      L, arg,
+      lua_pushfstring(L, "field '%s' must be a function, got %s", name, luaL_typename(L, -1)));
 }
 
 /* objective_from_callbacks{name =, dim =, value =, grad = (optional), hvp = (optional)} */
@@ -306,18 +311,19 @@ static int l_from_callbacks(lua_State *L) {
   lua_settop(L, 1);
   int t = lua_getfield(L, 1, "name"); /* 2 */
   if (t != LUA_TNIL && t != LUA_TSTRING)
-    return luaL_argerror(L, 1, lua_pushfstring(L, "field 'name' must be a string, got %s",
-                                               luaL_typename(L, 2)));
+    return luaL_argerror(
+        L, 1, lua_pushfstring(L, "field 'name' must be a string, got %s", luaL_typename(L, 2)));
   t = lua_getfield(L, 1, "dim"); /* 3 */
   int isint = 0;
   lua_Integer dim = lua_tointegerx(L, 3, &isint);
   if (t != LUA_TNUMBER || !isint || dim < 1)
-    return luaL_argerror(L, 1, lua_pushfstring(L, "field 'dim' must be an integer >= 1, got %s",
-                                               t == LUA_TNUMBER ? lua_tostring(L, 3)
-                                                                : luaL_typename(L, 3)));
-  checkfieldfunction(L, 1, "value", 1);                /* 4 */
-  int has_grad = checkfieldfunction(L, 1, "grad", 0);  /* 5 */
-  int has_hvp = checkfieldfunction(L, 1, "hvp", 0);    /* 6 */
+    return luaL_argerror(
+        L, 1,
+        lua_pushfstring(L, "field 'dim' must be an integer >= 1, got %s",
+                        t == LUA_TNUMBER ? lua_tostring(L, 3) : luaL_typename(L, 3)));
+  checkfieldfunction(L, 1, "value", 1);                   /* 4 */
+  int has_grad = checkfieldfunction(L, 1, "grad", 0);     /* 5 */
+  int has_hvp = checkfieldfunction(L, 1, "hvp", 0);       /* 6 */
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* 7 */
   lua_State *L0 = lua_tothread(L, 7);
   objbox *b = newbox(L); /* 8 */
@@ -328,8 +334,13 @@ static int l_from_callbacks(lua_State *L) {
   lo->L0 = L0;
   lo->value = lo->grad = lo->hvp = LUA_NOREF;
   snprintf(lo->name, sizeof lo->name, "%s", lua_isstring(L, 2) ? lua_tostring(L, 2) : "objective");
-  ms_objective_def def = {lo->name, (int64_t)dim, cb_value, has_grad ? cb_grad : NULL,
-                          has_hvp ? cb_hvp : NULL, lobj_free, lo};
+  ms_objective_def def = {lo->name,
+                          (int64_t)dim,
+                          cb_value,
+                          has_grad ? cb_grad : NULL,
+                          has_hvp ? cb_hvp : NULL,
+                          lobj_free,
+                          lo};
   if (ms_objective_new(ctx, &def, &b->obj) != MS_OK) {
     ms_ctx_dealloc(ctx, lo, sizeof *lo);
     return lms_error(L);
@@ -349,16 +360,15 @@ static int l_from_callbacks(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg methods[] = {
-  {"value", obj_value}, {"grad", obj_grad}, {"hvp", obj_hvp}, {"dim", obj_dim},
-  {"name", obj_name}, {"parts", obj_parts}, {NULL, NULL}
-};
+static const luaL_Reg methods[] = {{"value", obj_value}, {"grad", obj_grad}, {"hvp", obj_hvp},
+                                   {"dim", obj_dim},     {"name", obj_name}, {"parts", obj_parts},
+                                   {NULL, NULL}};
 
-static const luaL_Reg functions[] = {
-  {"objective_quadratic", l_quadratic}, {"objective_least_squares", l_least_squares},
-  {"objective_logistic", l_logistic}, {"objective_from_callbacks", l_from_callbacks},
-  {NULL, NULL}
-};
+static const luaL_Reg functions[] = {{"objective_quadratic", l_quadratic},
+                                     {"objective_least_squares", l_least_squares},
+                                     {"objective_logistic", l_logistic},
+                                     {"objective_from_callbacks", l_from_callbacks},
+                                     {NULL, NULL}};
 
 /* Adds the objective constructors to the core table on top of the stack, with
  * core.Objective (the methods table, so Lua code can add methods) and core.Objective_mt

@@ -10,5 +10,6 @@
 #include "metastep/linalg.h"
 #include "metastep/autodiff.h"
 #include "metastep/meta.h"
+#include "metastep/objective.h"
 
 #endif

@@ -73,8 +73,7 @@ int ms_objective_value(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *
 /* grad f(w), [d] (new reference). */
 int ms_objective_grad(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor **out);
 /* Hessian of f at w times v, [d] (new reference). w, v: [d], borrowed. */
-int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v,
-                     ms_tensor **out);
+int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v, ms_tensor **out);
 
 /*
  * Built-in objectives. Each keeps private copies of its tensor arguments (borrowed), so
@@ -87,8 +86,8 @@ int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v,
  *   (|H_ij - H_ji| <= 1e-10 max|H|, MS_EARG otherwise); wstar: [d] or NULL (= 0);
  *   fstar finite.
  */
-int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wstar,
-                           double fstar, ms_objective **out);
+int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wstar, double fstar,
+                           ms_objective **out);
 /*
  * The parts of a quadratic: *H ([d,d]) and *wstar ([d], or NULL when none was given)
  * are BORROWED (valid while obj lives; do not write to them). Any out pointer may be

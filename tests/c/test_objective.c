@@ -1,0 +1,811 @@
+/*
+ * Objectives (engine/src/objective.c).
+ *
+ * Golden values are closed forms computed here with plain loops over plain arrays
+ * (never with engine operations): values, gradients and Hessians of the quadratic,
+ * least-squares and logistic objectives. On top of that: gradients against central
+ * differences of value, Hessian-vector products against central differences of grad,
+ * the Hessian obtained by differentiating ms_objective_grad on a tape (second order),
+ * objectives with C callbacks whose missing grad/hvp the engine derives, every error
+ * message, and allocation failures at every point (no leak, no wrong status).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "metastep/metastep.h"
+#include "metastep/objective.h"
+
+#define MAXD 8
+#define MAXN 16
+
+/* A call that must succeed: on failure records it and jumps to the function's `out`. */
+#define OK(call)                                                                          \
+  do {                                                                                    \
+    int ok_st_ = (call);                                                                  \
+    if (ok_st_ != MS_OK) {                                                                \
+      check_failed++;                                                                     \
+      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, ok_st_, \
+              ms_ctx_error(ctx));                                                         \
+      goto out;                                                                           \
+    }                                                                                     \
+  } while (0)
+
+/* max |a - b| <= tol * max(1, max |b|) over n elements. */
+static void near_arr(const char *what, const double *a, const double *b, int n, double tol) {
+  double num = 0, den = 1;
+  int worst = 0;
+  for (int i = 0; i < n; i++) {
+    double d = fabs(a[i] - b[i]);
+    if (!(d <= num)) num = d, worst = i;
+    if (fabs(b[i]) > den) den = fabs(b[i]);
+  }
+  if (num <= tol * den) {
+    check_passed++;
+  } else {
+    check_failed++;
+    fprintf(stderr, "%s: error %.3g > %.3g (element %d: %.17g vs %.17g)\n", what, num / den, tol,
+            worst, a[worst], b[worst]);
+  }
+}
+
+static ms_tensor *vec(ms_ctx *ctx, int n, const double *x) {
+  ms_tensor *t = NULL;
+  int64_t shape[1] = {n};
+  ms_tensor_from_data(ctx, 1, shape, x, &t);
+  return t;
+}
+
+static ms_tensor *mat(ms_ctx *ctx, int n, int m, const double *x) {
+  ms_tensor *t = NULL;
+  int64_t shape[2] = {n, m};
+  ms_tensor_from_data(ctx, 2, shape, x, &t);
+  return t;
+}
+
+/* Reads a tensor of n elements into buf; checks the shape is [n] (or 0-d when n == 0). */
+static int readv(ms_ctx *ctx, const ms_tensor *t, int n, double *buf) {
+  if (n == 0) return ms_tensor_ndim(t) == 0 ? ms_tensor_read(ctx, t, buf, 1) : MS_ESHAPE;
+  if (ms_tensor_ndim(t) != 1 || ms_tensor_dim(t, 0) != n) return MS_ESHAPE;
+  return ms_tensor_read(ctx, t, buf, n);
+}
+
+static void fill_normal(ms_rng *rng, double *x, int n) {
+  for (int i = 0; i < n; i++) x[i] = ms_rng_normal(rng);
+}
+
+/* ---- closed forms (plain loops) ---- */
+
+typedef struct problem {
+  int kind; /* 0 quadratic, 1 least squares, 2 logistic */
+  int d, n;
+  double H[MAXD * MAXD], ws[MAXD], fstar; /* quadratic */
+  int has_ws;
+  double X[MAXN * MAXD], y[MAXN], l2; /* data objectives */
+} problem;
+
+static double sigm(double x) { return 1 / (1 + exp(-x)); }
+
+static void closed_form(const problem *p, const double *w, double *f, double *g, double *Hm) {
+  int d = p->d, n = p->n;
+  memset(g, 0, sizeof(double) * (size_t)d);
+  memset(Hm, 0, sizeof(double) * (size_t)(d * d));
+  *f = 0;
+  if (p->kind == 0) {
+    double r[MAXD];
+    for (int i = 0; i < d; i++) r[i] = w[i] - (p->has_ws ? p->ws[i] : 0);
+    for (int i = 0; i < d; i++)
+      for (int j = 0; j < d; j++) {
+        *f += 0.5 * r[i] * p->H[i * d + j] * r[j];
+        g[i] += p->H[i * d + j] * r[j];
+        Hm[i * d + j] = p->H[i * d + j];
+      }
+    *f += p->fstar;
+  } else if (p->kind == 1) {
+    for (int k = 0; k < n; k++) {
+      double r = -p->y[k];
+      for (int j = 0; j < d; j++) r += p->X[k * d + j] * w[j];
+      *f += r * r / (2.0 * n);
+      for (int i = 0; i < d; i++) {
+        g[i] += p->X[k * d + i] * r / n;
+        for (int j = 0; j < d; j++) Hm[i * d + j] += p->X[k * d + i] * p->X[k * d + j] / n;
+      }
+    }
+  } else {
+    for (int k = 0; k < n; k++) {
+      double z = 0, s = 2 * p->y[k] - 1;
+      for (int j = 0; j < d; j++) z += p->X[k * d + j] * w[j];
+      *f += log1p(exp(-s * z)) / n;
+      double a = sigm(z) * (1 - sigm(z));
+      for (int i = 0; i < d; i++) {
+        g[i] += -s * sigm(-s * z) * p->X[k * d + i] / n;
+        for (int j = 0; j < d; j++) Hm[i * d + j] += a * p->X[k * d + i] * p->X[k * d + j] / n;
+      }
+    }
+    for (int i = 0; i < d; i++) {
+      *f += 0.5 * p->l2 * w[i] * w[i];
+      g[i] += p->l2 * w[i];
+      Hm[i * d + i] += p->l2;
+    }
+  }
+}
+
+static void make_problem(problem *p, int kind, int d, int n, uint64_t seed) {
+  ms_rng rng;
+  ms_rng_seed(&rng, seed);
+  memset(p, 0, sizeof *p);
+  p->kind = kind, p->d = d, p->n = n;
+  if (kind == 0) {
+    double A[MAXD * MAXD];
+    fill_normal(&rng, A, d * d);
+    for (int i = 0; i < d; i++)
+      for (int j = 0; j < d; j++) {
+        double s = 0;
+        for (int k = 0; k < d; k++) s += A[k * d + i] * A[k * d + j]; /* A^T A: PSD */
+        p->H[i * d + j] = s + (i == j);
+      }
+    fill_normal(&rng, p->ws, d);
+    p->has_ws = 1;
+    p->fstar = 0.75;
+  } else {
+    fill_normal(&rng, p->X, n * d);
+    fill_normal(&rng, p->y, n);
+    if (kind == 2) {
+      for (int k = 0; k < n; k++) p->y[k] = p->y[k] > 0 ? 1 : 0;
+      p->l2 = 0.3;
+    }
+  }
+}
+
+static int make_objective(ms_ctx *ctx, const problem *p, ms_objective **obj) {
+  ms_tensor *a = NULL, *b = NULL;
+  int st;
+  *obj = NULL;
+  if (p->kind == 0) {
+    a = mat(ctx, p->d, p->d, p->H);
+    b = p->has_ws ? vec(ctx, p->d, p->ws) : NULL;
+    st = (a == NULL || (p->has_ws && b == NULL)) ? MS_ENOMEM
+                                                 : ms_objective_quadratic(ctx, a, b, p->fstar, obj);
+  } else {
+    a = mat(ctx, p->n, p->d, p->X);
+    b = vec(ctx, p->n, p->y);
+    if (a == NULL || b == NULL)
+      st = MS_ENOMEM;
+    else if (p->kind == 1)
+      st = ms_objective_least_squares(ctx, a, b, obj);
+    else
+      st = ms_objective_logistic(ctx, a, b, p->l2, obj);
+  }
+  ms_tensor_release(a);
+  ms_tensor_release(b);
+  return st;
+}
+
+static const char *kind_name[] = {"quadratic", "least_squares", "logistic"};
+
+/* ---- values, gradients, Hessian-vector products against closed forms ---- */
+
+static void check_problem(const problem *p) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  ms_objective *obj = NULL;
+  ms_tensor *w = NULL, *v = NULL, *f = NULL, *g = NULL, *hv = NULL, *wp = NULL, *t = NULL;
+  int d = p->d;
+  double wd[MAXD], vd[MAXD], f0, g0[MAXD], H0[MAXD * MAXD], buf[MAXD], ref[MAXD];
+  ms_rng rng;
+  ms_rng_seed(&rng, 99 + (uint64_t)p->kind);
+  fill_normal(&rng, wd, d);
+  fill_normal(&rng, vd, d);
+  closed_form(p, wd, &f0, g0, H0);
+  char what[96];
+  const char *name = kind_name[p->kind];
+
+  OK(make_objective(ctx, p, &obj));
+  CHECK(strcmp(ms_objective_name(obj), name) == 0);
+  CHECK(ms_objective_dim(obj) == d);
+  w = vec(ctx, d, wd);
+  v = vec(ctx, d, vd);
+  OK(ms_objective_value(ctx, obj, w, &f));
+  CHECK(ms_tensor_ndim(f) == 0);
+  OK(ms_tensor_item(ctx, f, &buf[0]));
+  snprintf(what, sizeof what, "%s value%s", name, p->has_ws ? "" : " (no wstar)");
+  near_arr(what, buf, &f0, 1, 1e-12);
+
+  OK(ms_objective_grad(ctx, obj, w, &g));
+  OK(readv(ctx, g, d, buf));
+  snprintf(what, sizeof what, "%s grad vs closed form", name);
+  near_arr(what, buf, g0, d, 1e-12);
+
+  OK(ms_objective_hvp(ctx, obj, w, v, &hv));
+  OK(readv(ctx, hv, d, buf));
+  for (int i = 0; i < d; i++) {
+    ref[i] = 0;
+    for (int j = 0; j < d; j++) ref[i] += H0[i * d + j] * vd[j];
+  }
+  snprintf(what, sizeof what, "%s hvp vs closed form", name);
+  near_arr(what, buf, ref, d, 1e-12);
+
+  /* grad against central differences of value */
+  double num[MAXD], gd[MAXD];
+  OK(readv(ctx, g, d, gd));
+  for (int i = 0; i < d; i++) {
+    double x[MAXD], fp, fm, h = 1e-6;
+    memcpy(x, wd, sizeof x);
+    x[i] = wd[i] + h;
+    wp = vec(ctx, d, x);
+    OK(ms_objective_value(ctx, obj, wp, &t));
+    OK(ms_tensor_item(ctx, t, &fp));
+    ms_tensor_release(wp), ms_tensor_release(t), wp = t = NULL;
+    x[i] = wd[i] - h;
+    wp = vec(ctx, d, x);
+    OK(ms_objective_value(ctx, obj, wp, &t));
+    OK(ms_tensor_item(ctx, t, &fm));
+    ms_tensor_release(wp), ms_tensor_release(t), wp = t = NULL;
+    num[i] = (fp - fm) / (2 * h);
+  }
+  snprintf(what, sizeof what, "%s grad vs central differences", name);
+  near_arr(what, gd, num, d, 1e-7);
+
+  /* hvp against central differences of grad along v */
+  {
+    double x[MAXD], gp[MAXD], gm[MAXD], h = 1e-6, hd[MAXD];
+    for (int i = 0; i < d; i++) x[i] = wd[i] + h * vd[i];
+    wp = vec(ctx, d, x);
+    OK(ms_objective_grad(ctx, obj, wp, &t));
+    OK(readv(ctx, t, d, gp));
+    ms_tensor_release(wp), ms_tensor_release(t), wp = t = NULL;
+    for (int i = 0; i < d; i++) x[i] = wd[i] - h * vd[i];
+    wp = vec(ctx, d, x);
+    OK(ms_objective_grad(ctx, obj, wp, &t));
+    OK(readv(ctx, t, d, gm));
+    ms_tensor_release(wp), ms_tensor_release(t), wp = t = NULL;
+    for (int i = 0; i < d; i++) num[i] = (gp[i] - gm[i]) / (2 * h);
+    OK(readv(ctx, hv, d, hd));
+    snprintf(what, sizeof what, "%s hvp vs central differences", name);
+    near_arr(what, hd, num, d, 1e-7);
+  }
+out:
+  ms_tensor_release(w), ms_tensor_release(v), ms_tensor_release(f), ms_tensor_release(g);
+  ms_tensor_release(hv), ms_tensor_release(wp), ms_tensor_release(t);
+  ms_objective_release(obj);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* ---- second order: a tape around ms_objective_grad gives the Hessian ---- */
+
+static void check_hessian_by_tape(const problem *p) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  ms_objective *obj = NULL;
+  ms_level *tape = NULL, *fwd = NULL;
+  ms_tensor *w = NULL, *ww = NULL, *g = NULL, *e = NULL, *row = NULL, *f = NULL, *gf = NULL;
+  ms_tensor *v = NULL, *hv = NULL, *hvt = NULL;
+  int d = p->d;
+  double wd[MAXD], f0, g0[MAXD], H0[MAXD * MAXD], Ht[MAXD * MAXD], buf[MAXD];
+  char what[96];
+  ms_rng rng;
+  ms_rng_seed(&rng, 7 + (uint64_t)p->kind);
+  fill_normal(&rng, wd, d);
+  closed_form(p, wd, &f0, g0, H0);
+  OK(make_objective(ctx, p, &obj));
+  w = vec(ctx, d, wd);
+
+  /* reverse over the objective's grad: row i of H is the gradient of e_i . grad(w) */
+  OK(ms_ad_push(ctx, MS_AD_REVERSE, &tape));
+  OK(ms_ad_watch(ctx, tape, w, NULL, &ww));
+  OK(ms_objective_grad(ctx, obj, ww, &g));
+  OK(ms_objective_value(ctx, obj, ww, &f));
+  OK(ms_ad_pop(ctx, tape));
+  for (int i = 0; i < d; i++) {
+    double ed[MAXD] = {0};
+    ed[i] = 1;
+    e = vec(ctx, d, ed);
+    OK(ms_ad_gradient(ctx, tape, g, e, 1, &ww, &row));
+    OK(readv(ctx, row, d, &Ht[i * d]));
+    ms_tensor_release(e), ms_tensor_release(row), e = row = NULL;
+  }
+  snprintf(what, sizeof what, "%s Hessian by a tape over grad", kind_name[p->kind]);
+  near_arr(what, Ht, H0, d * d, 1e-12);
+  /* and the tape over value gives the gradient */
+  OK(ms_ad_gradient(ctx, tape, f, NULL, 1, &ww, &gf));
+  OK(readv(ctx, gf, d, buf));
+  snprintf(what, sizeof what, "%s gradient by a tape over value", kind_name[p->kind]);
+  near_arr(what, buf, g0, d, 1e-12);
+  ms_ad_free(tape), tape = NULL;
+
+  /* forward mode over the objective's hvp: for the quadratic and least squares the
+   * Hessian is constant, so the tangent of H(w) v along any direction is 0; for the
+   * logistic objective it is a third derivative, checked against differences of hvp. */
+  {
+    double vd[MAXD], ud[MAXD], tv[MAXD], num[MAXD], h = 1e-5;
+    fill_normal(&rng, vd, d);
+    fill_normal(&rng, ud, d);
+    v = vec(ctx, d, vd);
+    e = vec(ctx, d, ud);
+    ms_tensor *wf = NULL;
+    OK(ms_ad_push(ctx, MS_AD_FORWARD, &fwd));
+    OK(ms_ad_watch(ctx, fwd, w, e, &wf));
+    int st = ms_objective_hvp(ctx, obj, wf, v, &hv);
+    ms_tensor_release(wf);
+    OK(st);
+    OK(ms_ad_pop(ctx, fwd));
+    OK(ms_ad_tangent(ctx, fwd, hv, &hvt));
+    OK(readv(ctx, hvt, d, tv));
+    for (int sgn = 1; sgn >= -1; sgn -= 2) {
+      double x[MAXD], gp[MAXD];
+      for (int i = 0; i < d; i++) x[i] = wd[i] + sgn * h * ud[i];
+      ms_tensor *xp = vec(ctx, d, x), *r = NULL;
+      st = ms_objective_hvp(ctx, obj, xp, v, &r);
+      if (st == MS_OK) st = readv(ctx, r, d, gp);
+      ms_tensor_release(xp), ms_tensor_release(r);
+      OK(st);
+      for (int i = 0; i < d; i++) num[i] = sgn == 1 ? gp[i] : (num[i] - gp[i]) / (2 * h);
+    }
+    snprintf(what, sizeof what, "%s third derivative (forward over hvp)", kind_name[p->kind]);
+    near_arr(what, tv, num, d, 1e-6);
+  }
+out:
+  ms_ad_free(tape);
+  ms_ad_free(fwd);
+  ms_tensor_release(w), ms_tensor_release(ww), ms_tensor_release(g), ms_tensor_release(e);
+  ms_tensor_release(row), ms_tensor_release(f), ms_tensor_release(gf), ms_tensor_release(v);
+  ms_tensor_release(hv), ms_tensor_release(hvt);
+  ms_objective_release(obj);
+  CHECK(ms_ad_depth(ctx) == 0);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* ---- objectives from C callbacks ---- */
+
+/*
+ * f(w) = 1/4 sum_i c_i w_i^4 + sum_i w_i, written with engine ops:
+ * grad c w^3 + 1, H = diag(3 c w^2).
+ */
+typedef struct quartic {
+  ms_tensor *c;
+  int freed;
+  int mode; /* which misbehaviour the callbacks show (0 = none) */
+} quartic;
+
+enum {
+  Q_FINE,
+  Q_GRAD_SHAPE,
+  Q_VALUE_SHAPE,
+  Q_VALUE_ONE,
+  Q_NO_TENSOR,
+  Q_FAIL_MSG,
+  Q_FAIL_SILENT,
+  Q_HVP_SHAPE
+};
+
+static int q_value(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
+  quartic *q = ud;
+  ms_tensor *w4 = NULL, *cw = NULL, *s = NULL, *s4 = NULL, *sw = NULL;
+  int st;
+  if (q->mode == Q_NO_TENSOR) return MS_OK;
+  if (q->mode == Q_FAIL_MSG) return ms_ctx_fail(ctx, MS_ENUMERIC, "quartic exploded at step 3");
+  if (q->mode == Q_FAIL_SILENT) return MS_ENUMERIC;
+  if (q->mode == Q_VALUE_SHAPE) return ms_tensor_copy(ctx, w, out);
+  st = ms_binary_scalar(ctx, MS_POW, w, 4.0, 0, &w4);
+  if (st == MS_OK) st = ms_binary(ctx, MS_MUL, q->c, w4, &cw);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, cw, MS_ALL, 0, &s);
+  if (st == MS_OK) st = ms_binary_scalar(ctx, MS_MUL, s, 0.25, 0, &s4);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, w, MS_ALL, 0, &sw);
+  if (st == MS_OK) st = ms_binary(ctx, MS_ADD, s4, sw, out);
+  if (st == MS_OK && q->mode == Q_VALUE_ONE) { /* a one-element [1] instead of 0-d */
+    ms_tensor *r = NULL;
+    int64_t one = 1;
+    st = ms_tensor_reshape(ctx, *out, 1, &one, &r);
+    ms_tensor_release(*out);
+    *out = r;
+  }
+  ms_tensor_release(w4), ms_tensor_release(cw), ms_tensor_release(s), ms_tensor_release(s4);
+  ms_tensor_release(sw);
+  return st;
+}
+
+static int q_grad(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
+  quartic *q = ud;
+  ms_tensor *w3 = NULL, *cw = NULL;
+  if (q->mode == Q_GRAD_SHAPE) {
+    int64_t two = 2;
+    return ms_tensor_zeros(ctx, 1, &two, out);
+  }
+  int st = ms_binary_scalar(ctx, MS_POW, w, 3.0, 0, &w3);
+  if (st == MS_OK) st = ms_binary(ctx, MS_MUL, q->c, w3, &cw);
+  if (st == MS_OK) st = ms_binary_scalar(ctx, MS_ADD, cw, 1.0, 0, out);
+  ms_tensor_release(w3), ms_tensor_release(cw);
+  return st;
+}
+
+static int q_hvp(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *v, ms_tensor **out) {
+  (void)ud, (void)w, (void)v;
+  ms_tensor_scalar(ctx, 1.0, out); /* Q_HVP_SHAPE: a 0-d result */
+  return MS_OK;
+}
+
+static void q_free(void *ud) { ((quartic *)ud)->freed++; }
+
+static void quartic_closed(const double *c, const double *w, const double *v, int d, double *f,
+                           double *g, double *hv) {
+  *f = 0;
+  for (int i = 0; i < d; i++) {
+    *f += 0.25 * c[i] * pow(w[i], 4) + w[i];
+    g[i] = c[i] * pow(w[i], 3) + 1;
+    hv[i] = 3 * c[i] * w[i] * w[i] * v[i];
+  }
+}
+
+static void test_callbacks(void) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  enum { D = 3 };
+  double cd[D] = {1.5, 0.5, 2}, wd[D] = {0.7, -1.2, 0.4}, vd[D] = {1, -0.5, 2};
+  double f0, g0[D], hv0[D], buf[D];
+  quartic q = {NULL, 0, Q_FINE};
+  ms_objective *full = NULL, *vonly = NULL, *withgrad = NULL;
+  ms_tensor *w = NULL, *v = NULL, *f = NULL, *g = NULL, *hv = NULL, *bad = NULL;
+  quartic_closed(cd, wd, vd, D, &f0, g0, hv0);
+  q.c = vec(ctx, D, cd);
+  w = vec(ctx, D, wd);
+  v = vec(ctx, D, vd);
+
+  /* value + grad: hvp derived by forward mode over grad */
+  ms_objective_def def = {"quartic", D, q_value, q_grad, NULL, q_free, &q};
+  OK(ms_objective_new(ctx, &def, &withgrad));
+  CHECK(strcmp(ms_objective_name(withgrad), "quartic") == 0);
+  OK(ms_objective_value(ctx, withgrad, w, &f));
+  OK(ms_tensor_item(ctx, f, &buf[0]));
+  near_arr("callback value", buf, &f0, 1, 1e-14);
+  OK(ms_objective_hvp(ctx, withgrad, w, v, &hv));
+  OK(readv(ctx, hv, D, buf));
+  near_arr("hvp derived from a C grad (forward over grad)", buf, hv0, D, 1e-13);
+  ms_tensor_release(hv), ms_tensor_release(f), f = hv = NULL;
+
+  /* value only: grad by reverse mode, hvp by forward over reverse */
+  def.name = "quartic_value_only";
+  def.grad = NULL;
+  def.free_ud = NULL;
+  OK(ms_objective_new(ctx, &def, &vonly));
+  OK(ms_objective_grad(ctx, vonly, w, &g));
+  OK(readv(ctx, g, D, buf));
+  near_arr("grad derived from a C value (reverse mode)", buf, g0, D, 1e-13);
+  OK(ms_objective_hvp(ctx, vonly, w, v, &hv));
+  OK(readv(ctx, hv, D, buf));
+  near_arr("hvp derived from a C value (forward over reverse)", buf, hv0, D, 1e-13);
+  CHECK(ms_ad_depth(ctx) == 0);
+  ms_tensor_release(hv), ms_tensor_release(g), g = hv = NULL;
+
+  /* refcounting: free_ud runs once, with the last reference */
+  CHECK(ms_objective_retain(withgrad) == withgrad);
+  ms_objective_release(withgrad);
+  CHECK(q.freed == 0);
+  ms_objective_release(withgrad), withgrad = NULL;
+  CHECK(q.freed == 1);
+
+  /* misbehaving callbacks */
+  def.name = "quartic";
+  def.grad = q_grad;
+  def.hvp = q_hvp;
+  def.free_ud = q_free;
+  OK(ms_objective_new(ctx, &def, &full));
+  q.mode = Q_GRAD_SHAPE;
+  CHECK_FAILS(ctx, ms_objective_grad(ctx, full, w, &g), MS_ESHAPE,
+              "quartic: grad returned shape [2], expected [3]");
+  CHECK(g == NULL);
+  q.mode = Q_HVP_SHAPE;
+  CHECK_FAILS(ctx, ms_objective_hvp(ctx, full, w, v, &hv), MS_ESHAPE,
+              "quartic: hvp returned shape [], expected [3]");
+  q.mode = Q_VALUE_SHAPE;
+  CHECK_FAILS(ctx, ms_objective_value(ctx, full, w, &f), MS_ESHAPE,
+              "quartic: value returned shape [3], expected a scalar (0-d tensor)");
+  q.mode = Q_NO_TENSOR;
+  CHECK_FAILS(ctx, ms_objective_value(ctx, full, w, &f), MS_ECALLBACK,
+              "quartic: value returned no tensor");
+  q.mode = Q_FAIL_MSG;
+  CHECK_FAILS(ctx, ms_objective_value(ctx, full, w, &f), MS_ENUMERIC, "quartic exploded at step 3");
+  q.mode = Q_FAIL_SILENT;
+  CHECK_FAILS(ctx, ms_objective_value(ctx, full, w, &f), MS_ENUMERIC,
+              "quartic: value callback failed (");
+  CHECK(f == NULL);
+  /* a failure inside a derived gradient or hvp leaves no level behind */
+  q.mode = Q_FAIL_MSG;
+  CHECK_FAILS(ctx, ms_objective_grad(ctx, vonly, w, &g), MS_ENUMERIC, "quartic exploded");
+  CHECK_FAILS(ctx, ms_objective_hvp(ctx, vonly, w, v, &hv), MS_ENUMERIC, "quartic exploded");
+  CHECK(ms_ad_depth(ctx) == 0);
+  q.mode = Q_VALUE_SHAPE;
+  CHECK_FAILS(ctx, ms_objective_hvp(ctx, vonly, w, v, &hv), MS_ESHAPE,
+              "quartic_value_only: value returned shape [3]");
+  CHECK(ms_ad_depth(ctx) == 0);
+  /* a one-element [1] value is handed out as 0-d */
+  q.mode = Q_VALUE_ONE;
+  OK(ms_objective_value(ctx, full, w, &f));
+  CHECK(ms_tensor_ndim(f) == 0);
+  OK(ms_tensor_item(ctx, f, &buf[0]));
+  near_arr("one-element value", buf, &f0, 1, 1e-14);
+  OK(ms_objective_grad(ctx, vonly, w, &g));
+  OK(readv(ctx, g, D, buf));
+  near_arr("grad derived from a one-element value", buf, g0, D, 1e-13);
+  q.mode = Q_FINE;
+  ms_tensor_release(f), ms_tensor_release(g), f = g = NULL;
+
+  /* definitions the engine refuses */
+  ms_objective *none = NULL;
+  ms_objective_def nodef = {"nofun", 3, NULL, NULL, NULL, NULL, NULL};
+  CHECK_FAILS(ctx, ms_objective_new(ctx, &nodef, &none), MS_EARG,
+              "nofun: a value callback is required");
+  nodef.value = q_value;
+  nodef.dim = 0;
+  CHECK_FAILS(ctx, ms_objective_new(ctx, &nodef, &none), MS_EARG, "nofun: dim must be >= 1, got 0");
+  nodef.name = NULL;
+  CHECK_FAILS(ctx, ms_objective_new(ctx, &nodef, &none), MS_EARG, "objective: dim must be >= 1");
+  CHECK(none == NULL);
+  /* not a quadratic */
+  CHECK_FAILS(ctx, ms_objective_quadratic_parts(full, NULL, NULL, NULL), MS_EARG,
+              "quadratic_parts: objective 'quartic' is not a quadratic");
+  /* wrong points */
+  bad = vec(ctx, 2, wd);
+  CHECK_FAILS(ctx, ms_objective_value(ctx, full, bad, &f), MS_ESHAPE,
+              "quartic: w has shape [2], expected [3]");
+out:
+  ms_tensor_release(w), ms_tensor_release(v), ms_tensor_release(f), ms_tensor_release(g);
+  ms_tensor_release(hv), ms_tensor_release(bad);
+  ms_objective_release(withgrad);
+  ms_objective_release(vonly);
+  ms_objective_release(full);
+  CHECK(q.freed == 2);
+  ms_tensor_release(q.c);
+  CHECK(ms_ad_depth(ctx) == 0);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* ---- built-ins: parts, wstar/fstar defaults, argument errors ---- */
+
+static void test_builtin_args(void) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  double Hd[9] = {2, 1, 0, 1, 3, 0.5, 0, 0.5, 1}, wsd[3] = {1, -1, 2}, buf[9];
+  double Xd[8] = {1, 2, 3, 4, 5, 6, 7, 8}, yd[4] = {1, 0, 1, 1};
+  ms_tensor *H = mat(ctx, 3, 3, Hd), *ws = vec(ctx, 3, wsd), *X = mat(ctx, 4, 2, Xd),
+            *y = vec(ctx, 4, yd);
+  ms_tensor *t = NULL, *w2 = vec(ctx, 2, wsd), *w5 = NULL, *m = NULL, *e = NULL;
+  ms_objective *q = NULL, *q0 = NULL, *obj = NULL;
+  ms_tensor *pH = NULL, *pw = NULL;
+  double fs = -1;
+  double five[5] = {0};
+  w5 = vec(ctx, 5, five);
+
+  OK(ms_objective_quadratic(ctx, H, ws, 1.25, &q));
+  OK(ms_objective_quadratic_parts(q, &pH, &pw, &fs));
+  OK(ms_tensor_read(ctx, pH, buf, 9));
+  near_arr("parts H", buf, Hd, 9, 0);
+  OK(readv(ctx, pw, 3, buf));
+  near_arr("parts wstar", buf, wsd, 3, 0);
+  CHECK(fs == 1.25);
+  /* the objective keeps copies: writing to H afterwards does not change it */
+  OK(ms_tensor_fill_(ctx, H, 100));
+  OK(ms_tensor_read(ctx, pH, buf, 9));
+  near_arr("parts H after writing to the argument", buf, Hd, 9, 0);
+  OK(ms_objective_value(ctx, q, ws, &t)); /* at w = w*: f = fstar */
+  OK(ms_tensor_item(ctx, t, &buf[0]));
+  CHECK(buf[0] == 1.25);
+  ms_tensor_release(t), t = NULL;
+  ms_tensor_release(H);
+  H = mat(ctx, 3, 3, Hd);
+
+  /* no wstar, fstar 0 */
+  OK(ms_objective_quadratic(ctx, H, NULL, 0, &q0));
+  OK(ms_objective_quadratic_parts(q0, NULL, &pw, &fs));
+  CHECK(pw == NULL);
+  CHECK(fs == 0);
+
+  /* point shapes */
+  CHECK_FAILS(ctx, ms_objective_value(ctx, q, w5, &t), MS_ESHAPE,
+              "quadratic: w has shape [5], expected [3]");
+  CHECK_FAILS(ctx, ms_objective_grad(ctx, q, w2, &t), MS_ESHAPE,
+              "quadratic: w has shape [2], expected [3]");
+  CHECK_FAILS(ctx, ms_objective_hvp(ctx, q, ws, w2, &t), MS_ESHAPE,
+              "quadratic: v has shape [2], expected [3]");
+  CHECK_FAILS(ctx, ms_objective_hvp(ctx, q, ws, NULL, &t), MS_EARG, "quadratic: v is NULL");
+  CHECK_FAILS(ctx, ms_objective_value(ctx, q, H, &t), MS_ESHAPE,
+              "quadratic: w has shape [3,3], expected [3]");
+  CHECK(t == NULL);
+
+  /* quadratic arguments */
+  CHECK_FAILS(ctx, ms_objective_quadratic(ctx, X, NULL, 0, &obj), MS_ESHAPE,
+              "quadratic: H must be a square matrix [d,d], got shape [4,2]");
+  CHECK_FAILS(ctx, ms_objective_quadratic(ctx, ws, NULL, 0, &obj), MS_ESHAPE,
+              "quadratic: H must be a square matrix [d,d], got shape [3]");
+  CHECK_FAILS(ctx, ms_objective_quadratic(ctx, NULL, NULL, 0, &obj), MS_EARG,
+              "quadratic: H is NULL");
+  CHECK_FAILS(ctx, ms_objective_quadratic(ctx, H, w2, 0, &obj), MS_ESHAPE,
+              "quadratic: wstar has shape [2], expected [3] (H is [3,3])");
+  CHECK_FAILS(ctx, ms_objective_quadratic(ctx, H, ws, INFINITY, &obj), MS_EARG,
+              "quadratic: fstar must be finite, got inf");
+  {
+    int64_t zero[2] = {0, 0};
+    OK(ms_tensor_zeros(ctx, 2, zero, &e));
+    CHECK_FAILS(ctx, ms_objective_quadratic(ctx, e, NULL, 0, &obj), MS_ESHAPE,
+                "quadratic: H must not be empty");
+  }
+  {
+    double A[9];
+    memcpy(A, Hd, sizeof A);
+    A[1] = 1 + 1e-6; /* H[0,1] != H[1,0] */
+    m = mat(ctx, 3, 3, A);
+    CHECK_FAILS(ctx, ms_objective_quadratic(ctx, m, NULL, 0, &obj), MS_EARG,
+                "quadratic: H must be symmetric, got H[0,1] = 1.000001");
+    ms_tensor_release(m);
+    A[1] = 1 + 1e-12; /* within 1e-10 * max|H| = 3e-10 */
+    m = mat(ctx, 3, 3, A);
+    OK(ms_objective_quadratic(ctx, m, NULL, 0, &obj));
+    ms_objective_release(obj), obj = NULL;
+    ms_tensor_release(m);
+    A[1] = 1, A[5] = NAN;
+    m = mat(ctx, 3, 3, A);
+    CHECK_FAILS(ctx, ms_objective_quadratic(ctx, m, NULL, 0, &obj), MS_EARG,
+                "quadratic: H must be finite, got H[1,2] = nan");
+    ms_tensor_release(m);
+    double bw[3] = {0, INFINITY, 0};
+    m = vec(ctx, 3, bw);
+    CHECK_FAILS(ctx, ms_objective_quadratic(ctx, H, m, 0, &obj), MS_EARG,
+                "quadratic: wstar must be finite, got wstar[1] = inf");
+    ms_tensor_release(m), m = NULL;
+  }
+  /* a transposed (strided) symmetric H is accepted */
+  OK(ms_tensor_transpose(ctx, H, 0, 1, &m));
+  OK(ms_objective_quadratic(ctx, m, NULL, 0, &obj));
+  ms_objective_release(obj), obj = NULL;
+  ms_tensor_release(m), m = NULL;
+
+  /* data objectives */
+  CHECK_FAILS(ctx, ms_objective_least_squares(ctx, y, y, &obj), MS_ESHAPE,
+              "least_squares: X must be a matrix [n,d], got shape [4]");
+  CHECK_FAILS(ctx, ms_objective_least_squares(ctx, X, ws, &obj), MS_ESHAPE,
+              "least_squares: y has shape [3], expected [4] (one entry per row of X [4,2])");
+  CHECK_FAILS(ctx, ms_objective_least_squares(ctx, X, NULL, &obj), MS_EARG,
+              "least_squares: y is NULL");
+  CHECK_FAILS(ctx, ms_objective_logistic(ctx, X, X, 0, &obj), MS_ESHAPE,
+              "logistic: y has shape [4,2], expected [4]");
+  CHECK_FAILS(ctx, ms_objective_logistic(ctx, X, y, -1, &obj), MS_EARG,
+              "logistic: l2 must be finite and >= 0, got -1");
+  CHECK_FAILS(ctx, ms_objective_logistic(ctx, X, y, NAN, &obj), MS_EARG,
+              "logistic: l2 must be finite and >= 0, got nan");
+  {
+    double yb[4] = {1, 0, 0.5, 1};
+    m = vec(ctx, 4, yb);
+    CHECK_FAILS(ctx, ms_objective_logistic(ctx, X, m, 0, &obj), MS_EARG,
+                "logistic: y must hold labels 0 or 1, got y[2] = 0.5");
+    ms_tensor_release(m), m = NULL;
+  }
+  {
+    int64_t shape[2] = {0, 2};
+    ms_tensor_release(e), e = NULL;
+    OK(ms_tensor_zeros(ctx, 2, shape, &e));
+    CHECK_FAILS(ctx, ms_objective_least_squares(ctx, e, y, &obj), MS_ESHAPE,
+                "least_squares: X must have at least one row and one column, got shape [0,2]");
+  }
+  CHECK(obj == NULL);
+  OK(ms_objective_logistic(ctx, X, y, 0, &obj));
+  CHECK(ms_objective_dim(obj) == 2);
+  CHECK_FAILS(ctx, ms_objective_quadratic_parts(obj, &pH, NULL, NULL), MS_EARG,
+              "quadratic_parts: objective 'logistic' is not a quadratic");
+  CHECK_FAILS(ctx, ms_objective_grad(ctx, obj, ws, &t), MS_ESHAPE,
+              "logistic: w has shape [3], expected [2]");
+out:
+  ms_tensor_release(H), ms_tensor_release(ws), ms_tensor_release(X), ms_tensor_release(y);
+  ms_tensor_release(t), ms_tensor_release(w2), ms_tensor_release(w5), ms_tensor_release(m);
+  ms_tensor_release(e);
+  ms_objective_release(q), ms_objective_release(q0), ms_objective_release(obj);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* ---- allocation failures at every point ---- */
+
+typedef struct fail_alloc_state {
+  long n, fail_at;
+} fail_alloc_state;
+
+static void *fail_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  fail_alloc_state *s = ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  if (s->fail_at >= 0 && s->n++ == s->fail_at) return NULL;
+  return realloc(ptr, nsize);
+}
+
+/* Builds the objective and runs value, grad, hvp and a tape over grad; returns a status. */
+static int exercise_once(ms_ctx *ctx, const problem *p, int derived, quartic *qq, ms_tensor *w,
+                         ms_tensor *v) {
+  ms_objective *obj = NULL;
+  ms_tensor *f = NULL, *g = NULL, *hv = NULL, *ww = NULL, *gg = NULL, *h = NULL;
+  ms_level *tape = NULL;
+  int st;
+  if (derived) {
+    ms_objective_def def = {"quartic", p->d, q_value, NULL, NULL, NULL, qq};
+    st = ms_objective_new(ctx, &def, &obj);
+  } else {
+    st = make_objective(ctx, p, &obj);
+  }
+  if (st == MS_OK) st = ms_objective_value(ctx, obj, w, &f);
+  if (st == MS_OK) st = ms_objective_grad(ctx, obj, w, &g);
+  if (st == MS_OK) st = ms_objective_hvp(ctx, obj, w, v, &hv);
+  if (st == MS_OK) st = ms_ad_push(ctx, MS_AD_REVERSE, &tape);
+  if (st == MS_OK) st = ms_ad_watch(ctx, tape, w, NULL, &ww);
+  if (st == MS_OK) st = ms_objective_grad(ctx, obj, ww, &gg);
+  if (st == MS_OK) st = ms_ad_pop(ctx, tape);
+  if (st == MS_OK) st = ms_ad_gradient(ctx, tape, gg, v, 1, &ww, &h);
+  ms_ad_free(tape);
+  ms_tensor_release(f), ms_tensor_release(g), ms_tensor_release(hv), ms_tensor_release(ww);
+  ms_tensor_release(gg), ms_tensor_release(h);
+  ms_objective_release(obj);
+  return st;
+}
+
+static void test_alloc_failures(void) {
+  for (int kind = 0; kind < 4; kind++) {
+    problem p;
+    make_problem(&p, kind == 3 ? 0 : kind, 3, 5, 500 + (uint64_t)kind);
+    fail_alloc_state fs = {0, -1};
+    ms_ctx *ctx = ms_ctx_new(fail_alloc, &fs);
+    double wd[3] = {0.3, -0.2, 0.9}, vd[3] = {1, 2, -1}, cd[3] = {1, 2, 3};
+    quartic qq = {vec(ctx, 3, cd), 0, Q_FINE};
+    ms_tensor *w = vec(ctx, 3, wd), *v = vec(ctx, 3, vd);
+    size_t base = ms_ctx_bytes(ctx);
+    int ok = 0, wrong = 0, leaks = 0;
+    for (long k = 0; k < 100000 && !ok; k++) {
+      fs.n = 0, fs.fail_at = k;
+      int st = exercise_once(ctx, &p, kind == 3, &qq, w, v);
+      if (st == MS_OK)
+        ok = 1;
+      else if (st != MS_ENOMEM) {
+        if (!wrong)
+          fprintf(stderr, "[alloc %d] failing allocation %ld gave %d: %s\n", kind, k, st,
+                  ms_ctx_error(ctx));
+        wrong++;
+      }
+      if (ms_ctx_bytes(ctx) != base || ms_ad_depth(ctx) != 0) {
+        fprintf(stderr, "[alloc %d] failing allocation %ld: %zu bytes leaked, depth %d\n", kind, k,
+                ms_ctx_bytes(ctx) - base, ms_ad_depth(ctx));
+        leaks++;
+        break;
+      }
+    }
+    fs.fail_at = -1;
+    CHECK(ok);
+    CHECK(wrong == 0);
+    CHECK(leaks == 0);
+    ms_tensor_release(w), ms_tensor_release(v), ms_tensor_release(qq.c);
+    CHECK(ms_ctx_bytes(ctx) == 0);
+    ms_ctx_free(ctx);
+  }
+}
+
+int main(void) {
+  for (int kind = 0; kind < 3; kind++) {
+    problem p;
+    make_problem(&p, kind, kind == 0 ? 5 : 4, 9, 100 + (uint64_t)kind);
+    check_problem(&p);
+    check_hessian_by_tape(&p);
+    if (kind == 0) { /* no wstar, no fstar */
+      p.has_ws = 0;
+      p.fstar = 0;
+      check_problem(&p);
+    }
+    if (kind == 2) { /* no regularization */
+      p.l2 = 0;
+      check_problem(&p);
+      check_hessian_by_tape(&p);
+    }
+  }
+  test_callbacks();
+  test_builtin_args();
+  test_alloc_failures();
+  return check_report();
+}
