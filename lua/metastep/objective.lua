@@ -2,8 +2,10 @@
 -- Every objective has obj:value(w) (0-d tensor), obj:grad(w), obj:hvp(w, v), obj:dim()
 -- and obj:name(); all are written with differentiable tensor operations, so tapes and
 -- forward levels see through them (meta-gradients differentiate through obj:grad).
--- Built-ins: quadratic, least_squares, logistic; from_function wraps any Lua function of
--- a tensor (gradient and Hessian-vector product by autodiff).
+-- Built-ins: quadratic, least_squares, logistic are the engine's C objectives (registered
+-- in engine/src/objective.c; obj.c is the C userdata); from_function wraps any Lua function
+-- of a tensor (gradient and Hessian-vector product by autodiff). C hosts add objectives
+-- with ms_objective_new; Lua code with from_function or any table with these methods.
 local core = require "metastep.core"
 local ad = require "metastep.autodiff"
 
@@ -82,12 +84,12 @@ function M.quadratic(H, opts)
     end
   end
   if type(fstar) ~= "number" then error("objective.quadratic: fstar must be a number", 2) end
-  local function e(w) return wstar and w - wstar or w end
+  local c = core.objective_quadratic(H, {wstar = wstar, fstar = fstar})
   return new("quadratic", d,
-    function(w) local x = e(w); return core.dot(x, core.matvec(H, x)) * 0.5 + fstar end,
-    function(w) return core.matvec(H, e(w)) end,
-    function(_, v) return core.matvec(H, v) end,
-    {kind = "quadratic", H = H, wstar = wstar, fstar = fstar})
+    function(w) return c:value(w) end,
+    function(w) return c:grad(w) end,
+    function(w, v) return c:hvp(w, v) end,
+    {kind = "quadratic", H = H, wstar = wstar, fstar = fstar, c = c})
 end
 
 --- random_quadratic{d =, eigenvalues = {lo, hi} or tensor, spacing = "uniform"|"linspace", seed =}
@@ -131,12 +133,12 @@ function M.least_squares(X, y)
     error(("objective.least_squares: X has %d rows but y has shape %s"):format(n, shape_str(y)), 2)
   end
   if n < 1 then error("objective.least_squares: needs at least one sample", 2) end
-  local Xt = X:t()
+  local c = core.objective_least_squares(X, y)
   local o = new("least_squares", d,
-    function(w) local r = core.matvec(X, w) - y; return core.dot(r, r) * (0.5 / n) end,
-    function(w) return core.matvec(Xt, core.matvec(X, w) - y) * (1 / n) end,
-    function(_, v) return core.matvec(Xt, core.matvec(X, v)) * (1 / n) end,
-    {kind = "least_squares", X = X, y = y, n = n})
+    function(w) return c:value(w) end,
+    function(w) return c:grad(w) end,
+    function(w, v) return c:hvp(w, v) end,
+    {kind = "least_squares", X = X, y = y, n = n, c = c})
   --- The same objective on the rows idx (a table of 1-based indices).
   function o:minibatch(idx)
     local rows, ys = {}, {}
@@ -159,19 +161,12 @@ function M.logistic(X, y, l2)
   if bad ~= 0 then error("objective.logistic: labels y must be 0 or 1", 2) end
   l2 = l2 or 0
   if type(l2) ~= "number" or l2 < 0 then error("objective.logistic: l2 must be a number >= 0", 2) end
-  local s = y * 2 - 1
-  local SX = X * s:reshape(n, 1) -- rows multiplied by their sign
-  local function value(w)
-    local v = core.softplus(-core.matvec(SX, w)):mean()
-    if l2 > 0 then v = v + core.dot(w, w) * (l2 / 2) end
-    return v
-  end
-  local o = new("logistic", d, value, function(w)
-    local p = core.sigmoid(-core.matvec(SX, w)) -- d softplus(-z)/dz = -sigmoid(-z)
-    local g = -core.matvec(SX:t(), p) * (1 / n)
-    if l2 > 0 then g = g + w * l2 end
-    return g
-  end, nil, {kind = "logistic", X = X, y = y, n = n, l2 = l2})
+  local c = core.objective_logistic(X, y, l2)
+  local o = new("logistic", d,
+    function(w) return c:value(w) end,
+    function(w) return c:grad(w) end,
+    function(w, v) return c:hvp(w, v) end,
+    {kind = "logistic", X = X, y = y, n = n, l2 = l2, c = c})
   function o:minibatch(idx)
     local rows, ys = {}, {}
     for k, i in ipairs(idx) do rows[k] = X:select(1, i):reshape(1, d); ys[k] = y:slice(1, i, i) end
