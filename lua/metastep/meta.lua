@@ -6,7 +6,9 @@
 --   w0 = tensor (default: zeros), steps = T, meta = "log" | "naive" | "sum" | "logsum" |
 --   "train" | "valid" | function(traj) -> number or tensor,
 --   method = "reverse" | "forward" | "exact" | "stable" | "fd",
---   truncate = K (reverse mode through the last K steps only), freeze_norm = R (a task's
+--   truncate = K (derivatives through the last K steps only: w_{T-K}, its loss and the
+--   optimizer state are held constant; losses f(w_t), t <= T - K, that a meta-objective reads
+--   keep their full derivatives), freeze_norm = R (a task's
 --   run is frozen once |w_t| >= R, projected to norm R), theta = {...} (overrides).
 -- value_and_grad(spec) returns {value =, grad = {name = number}, status =, method =,
 -- fail_step =}: status is "ok", or "overflow", "underflow", "nan" when the method could
@@ -95,8 +97,10 @@ local function check_spec(spec)
   elseif type(meta) ~= "string" and type(meta) ~= "function" then
     spec_error("'meta' must be a name or a function of the trajectory, got %s", type(meta))
   end
-  if spec.truncate ~= nil and (type(spec.truncate) ~= "number" or spec.truncate < 1) then
-    spec_error("'truncate' must be a number of steps >= 1, got %s", tostring(spec.truncate))
+  -- an integer: the unroll cuts the graph at step T - K + 1, which a fraction never equals
+  if spec.truncate ~= nil and (math.type(spec.truncate) == nil or math.tointeger(spec.truncate) == nil
+                               or spec.truncate < 1) then
+    spec_error("'truncate' must be an integer number of steps >= 1, got %s", show(spec.truncate))
   end
   return theta, T, meta
 end
@@ -157,7 +161,8 @@ function M.unroll(spec, theta, entry)
   local rng_seed = opt.seed or 0
   for t = 1, T do
     if K and t == T - K + 1 then
-      w = core.stop_gradient(w)
+      -- everything the next step reads from the held steps: the iterate, its loss, the state
+      w, fw = core.stop_gradient(w), core.stop_gradient(fw)
       for k, v in pairs(state) do if is_tensor(v) then state[k] = core.stop_gradient(v) end end
     end
     if not frozen then
@@ -438,7 +443,7 @@ end
 -- iteration; optimizer; steps; meta; method) plus
 --   iterations = 100, meta_lr = 0.01, schedule = "inv_sqrt" | "constant" | f(k),
 --   meta_optimizer = "gd" | "adam", clip = c (clip each meta-gradient entry to [-c, c]),
---   bounds = {lr = {0, math.huge}} (projection after each step; lr >= 0 by default),
+--   bounds = {name = {lo, hi}} (projection after each step; lr >= 0 unless bounds.lr says otherwise),
 --   on_failure = "skip" | "zero" | "error" (what to do when a meta-gradient is not "ok":
 --   skip the update, use 0 for non-finite entries as the authors' TensorFlow code did, or raise),
 --   progress = true (a progress line on stderr), log = "file.csv", callback = f(k, record).
@@ -454,7 +459,16 @@ function M.train(opts)
     else error(("meta.train: unknown schedule '%s' (inv_sqrt, constant or a function)"):format(sched), 2) end
   end
   local on_failure = opts.on_failure or "skip"
-  local bounds = opts.bounds or {lr = {0, math.huge}}
+  if on_failure ~= "skip" and on_failure ~= "zero" and on_failure ~= "error" then
+    error(("meta.train: unknown on_failure '%s' (skip, zero or error)"):format(tostring(on_failure)), 2)
+  end
+  local meta_opt = opts.meta_optimizer or "gd"
+  if meta_opt ~= "gd" and meta_opt ~= "adam" then
+    error(("meta.train: unknown meta_optimizer '%s' (gd or adam)"):format(tostring(meta_opt)), 2)
+  end
+  -- lr >= 0 stays unless the caller bounds lr itself (bounds for other parameters add to it)
+  local bounds = {lr = {0, math.huge}}
+  for k, b in pairs(opts.bounds or {}) do bounds[k] = b end
   local spec = {}
   for k, v in pairs(opts) do spec[k] = v end
   local theta = {}
@@ -462,7 +476,7 @@ function M.train(opts)
   for k, v in pairs(opts.theta or {}) do theta[k] = v end
   spec.theta = theta
   local names = param_names(theta, spec)
-  local adam = opts.meta_optimizer == "adam"
+  local adam = meta_opt == "adam"
   local m, v = {}, {}
   for _, k in ipairs(names) do m[k], v[k] = 0, 0 end
   local logf

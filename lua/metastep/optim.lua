@@ -45,13 +45,20 @@ local function base(fname, opts, extra)
   opts = opts or {}
   if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(fname, type(opts)), 3) end
   local o = {name = fname:match("optim%.(.*)") or fname, log_lr = opts.log_lr and true or false}
-  local lr = check_number(fname, opts, "lr", extra and extra.lr_default or nil, 0, false, 4)
+  -- log(0) = -inf would only be refused later, by meta, far from the cause
+  local lr = check_number(fname, opts, "lr", extra and extra.lr_default or nil, 0, o.log_lr, 4)
   o.theta = {}
   if o.log_lr then o.theta.log_lr = math.log(lr) else o.theta.lr = lr end
   if opts.schedule ~= nil then
     local s = opts.schedule
     if type(s) == "table" then
-      local tbl = s
+      if #s == 0 then error(("%s: option 'schedule' must not be an empty table"):format(fname), 3) end
+      for i = 1, #s do
+        if type(s[i]) ~= "number" then
+          error(("%s: option 'schedule' must hold numbers, entry %d is a %s"):format(fname, i, type(s[i])), 3)
+        end
+      end
+      local tbl = table.move(s, 1, #s, 1, {}) -- a copy: later edits of the caller's table do not leak in
       s = function(t) return tbl[t] or tbl[#tbl] end
     elseif type(s) ~= "function" then
       error(("%s: option 'schedule' must be a function of the step or a table of factors, got %s"):format(fname, type(s)), 3)
