@@ -133,6 +133,10 @@ void ms_ad_free(ms_level *level) {
 int ms_ad_depth(const ms_ctx *ctx) { return ctx->nlevels; }
 int64_t ms_ad_size(const ms_level *level) { return level->n; }
 
+int ms_ad_is_traced(ms_ctx *ctx, const ms_tensor *t) {
+  return ctx->nlevels > 0 && ms__any_tracked(ctx, 1, &t);
+}
+
 int ms_ad_is_tracked(const ms_level *level, const ms_tensor *t) {
   return find_track(t, level->id) != NULL;
 }

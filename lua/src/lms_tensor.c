@@ -782,8 +782,22 @@ static int tensor_index(lua_State *L) {
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t = lms_checktensor(L, 1), *view = NULL;
   if (index_view(L, t, 2, idx, &view)) {
+    ms_ctx *ctx = lms_ctx(L);
+    if (ms_ad_is_traced(ctx, t)) {
+      /* Under grad/jvp an element stays a (0-d) tensor: a plain number would silently
+       * drop its derivative. */
+      ms_tensor *cur = ms_tensor_retain(t), *next;
+      for (int i = 0, nd = ms_tensor_ndim(t); i < nd; i++) {
+        int st = ms_tensor_select(ctx, cur, 0, idx[i], &next);
+        ms_tensor_release(cur);
+        if (st != MS_OK) return lms_error(L);
+        cur = next;
+      }
+      *box = cur;
+      return 1;
+    }
     double v;
-    if (ms_tensor_get(lms_ctx(L), t, idx, &v) != MS_OK) return lms_error(L);
+    if (ms_tensor_get(ctx, t, idx, &v) != MS_OK) return lms_error(L);
     lua_pushnumber(L, v);
     return 1;
   }

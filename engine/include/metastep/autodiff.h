@@ -57,6 +57,8 @@ int64_t ms_ad_size(const ms_level *level);
 int ms_ad_watch(ms_ctx *ctx, ms_level *level, ms_tensor *x, ms_tensor *tangent, ms_tensor **out);
 /* Nonzero if t is tracked on level. */
 int ms_ad_is_tracked(const ms_level *level, const ms_tensor *t);
+/* Nonzero if t is tracked on any active level (its derivative matters right now). */
+int ms_ad_is_traced(ms_ctx *ctx, const ms_tensor *t);
 
 /*
  * Reverse mode, after ms_ad_pop: gradients of y with respect to xs[0..n-1] (tensors
