@@ -523,9 +523,8 @@ function M.train(opts)
         local lr = base_lr * sched(k)
         for _, n in ipairs(names) do
           local g = r.grad[n]
-          if g ~= g or g == math.huge or g == -math.huge then
-            g = on_failure == "zero" and ((g == math.huge and 1 or g == -math.huge and -1 or 0) * (opts.clip or 0)) or 0
-          end
+          -- non-finite entries become 0 (as the authors' TensorFlow code did), then clip
+          if g ~= g or g == math.huge or g == -math.huge then g = 0 end
           if opts.clip then g = math.max(-opts.clip, math.min(opts.clip, g)) end
           if adam then
             m[n] = 0.9 * m[n] + 0.1 * g

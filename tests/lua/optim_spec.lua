@@ -1120,3 +1120,16 @@ describe("bad input", function()
       err_of(function() ms.meta.train(spec{optimizer = ms.optim.gd{lr = 0.1}, meta_optimizer = "rmsprop"}) end))
   end)
 end)
+
+describe("meta.train on_failure = 'zero'", function()
+  local ms = require "metastep"
+  it("replaces a non-finite meta-gradient by 0 before clipping (the authors' TensorFlow rule)", function()
+    local obj = ms.objective.quadratic(ms.tensor{{100, 0}, {0, 1}})
+    local spec = {objective = obj, w0 = ms.tensor{1, 1}, optimizer = ms.optim.gd{lr = 1}, steps = 200,
+                  meta = "naive", method = "stable"}
+    -- F'(1) = +inf in doubles here: |1 - 100| ^ 400 overflows
+    assert.are.equal(math.huge, ms.meta.value_and_grad(spec).grad.lr)
+    spec.iterations, spec.meta_lr, spec.on_failure, spec.clip, spec.progress = 1, 0.01, "zero", 1e4, false
+    assert.are.equal(1, ms.meta.train(spec).theta.lr)
+  end)
+end)
