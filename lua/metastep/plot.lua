@@ -93,8 +93,9 @@ function M.figure(spec)
     "set grid",
     "set key " .. (spec.key or "outside right top") .. " box opaque",
   }
-  if spec.logx then lines[#lines + 1] = "set logscale x" end
-  if spec.logy then lines[#lines + 1] = "set logscale y" end
+  -- log axes label their ticks as powers of ten ("10^{-6}", not "0.0000010")
+  if spec.logx then lines[#lines + 1] = "set logscale x"; lines[#lines + 1] = "set format x '10^{%L}'" end
+  if spec.logy then lines[#lines + 1] = "set logscale y"; lines[#lines + 1] = "set format y '10^{%L}'" end
   if spec.xrange then lines[#lines + 1] = ("set xrange [%s:%s]"):format(fmt(spec.xrange[1]), fmt(spec.xrange[2])) end
   if spec.yrange then lines[#lines + 1] = ("set yrange [%s:%s]"):format(fmt(spec.yrange[1]), fmt(spec.yrange[2])) end
   local plots = {}
