@@ -17,13 +17,14 @@ if "$METASTEP" scripts/reproduce.lua --quick --out "$out" >"$out/stdout" 2>"$out
 # every experiment row has a verdict computed by the script (never ERROR)
 rows=$(tail -n +2 "$out/verdicts.csv" | wc -l)
 [ "$rows" -eq 5 ] && ok || bad "verdicts.csv has $rows experiments, expected 5"
-while IFS=, read -r n title verdict secs; do
+# titles may hold commas: the verdict is the next-to-last field, the number the first
+while IFS=, read -r n verdict; do
   case "$verdict" in
     REPRODUCED|PARTIAL|"NOT REPRODUCED") ok ;;
     "NOT RUN") [ "$n" = 5 ] && ok || bad "experiment $n was not run" ;;
     *) bad "experiment $n has verdict '$verdict'" ;;
   esac
-done < <(tail -n +2 "$out/verdicts.csv" | sed 's/"//g')
+done < <(tail -n +2 "$out/verdicts.csv" | awk -F, '{print $1 "," $(NF-1)}')
 
 # every figure and data file the report names exists and is non-empty
 files=$(grep -oE '\(([A-Za-z0-9_.-]+\.png)\)|`[A-Za-z0-9_.-]+\.csv`' "$out/report.md" | tr -d '()`' | sort -u)
