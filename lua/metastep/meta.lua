@@ -492,6 +492,7 @@ function M.train(opts)
     logf:write(table.concat(cols, ","), "\n")
   end
   local history = {}
+  local last_progress = os.clock()
   local ok, err = pcall(function()
     for k = 1, K do
       if opts.sample then
@@ -538,7 +539,9 @@ function M.train(opts)
           if b then theta[n] = math.min(math.max(theta[n], b[1]), b[2]) end
         end
       end
-      if opts.progress ~= false then
+      -- at most about two progress updates a second, plus the first and the last
+      if opts.progress ~= false and (k == 1 or k == K or os.clock() - last_progress >= 0.5) then
+        last_progress = os.clock()
         io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s   "):format(k, K, fmt_theta(theta, names), r.value, r.status))
         if k == K then io.stderr:write("\n") end
       end
