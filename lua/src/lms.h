@@ -43,6 +43,9 @@ int luaopen_metastep_core(lua_State *L);
 void lms_open_autodiff(lua_State *L);
 /* Adds the meta-objective bindings (lms_meta.c). */
 void lms_open_meta(lua_State *L);
+/* Nonzero while a custom primitive's forward or jvp rule runs with the engine's levels
+ * hidden (lms_autodiff.c): engine calls that push levels of their own must not run then. */
+int lms_ad_hiding(lua_State *L);
 /* Adds the objective bindings (lms_objective.c). */
 void lms_open_objective(lua_State *L);
 

@@ -2,7 +2,21 @@
  * Lua bindings of the autodiff engine: levels (tapes and forward levels) as userdata,
  * custom primitives whose rules are Lua functions, and the loss primitives. The
  * functional API (grad, jvp, vjp, hvp, check_grad) is Lua code in metastep/autodiff.lua.
+ *
+ * Rules kept (see lms_tensor.c): result boxes are created before the engine allocates, and
+ * raw pointers are fetched from their boxes only after the binding's last Lua allocation and
+ * the last call that can run Lua code (a finalizer or metamethod may close any tensor). The
+ * engine calls that run Lua rules (custom_call, level:gradient) retain what they pass, since
+ * a rule may close those tensors, release the primitive or free the level.
+ *
+ * Levels hidden by the engine. While it runs a custom primitive's forward rule the engine
+ * hides every level (it sets the context's level count to 0), and while it runs a jvp rule
+ * it hides the level being propagated and those inside it. A level pushed, popped or freed
+ * from Lua meanwhile would overwrite or leave dangling the engine's pointers to the hidden
+ * levels. So inside those rules ad_push and level:pop raise, and freeing a level that may be
+ * hidden is deferred until the outermost custom_call returns.
  */
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,98 +26,224 @@
 #define LMS_LEVEL "metastep.Level"
 #define LMS_CUSTOM "metastep.Custom"
 
+/* ---- per-state bookkeeping: hidden levels and deferred frees ---- */
+
+static const char *const ADSTATE_KEY = "metastep.adstate";
+
+typedef struct adstate {
+  int hidden;      /* forward/jvp rules running while the engine hides levels */
+  int apply_depth; /* ms_ad_depth when the innermost custom_call started */
+} adstate;
+
+/* The levels whose free was deferred are light userdata in the adstate's user value. */
+static void flush_deferred(lua_State *L, int adidx) {
+  lua_getiuservalue(L, adidx, 1);
+  for (lua_Integer i = (lua_Integer)lua_rawlen(L, -1); i >= 1; i--) {
+    lua_rawgeti(L, -1, i);
+    ms_level *lv = lua_touserdata(L, -1);
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_rawseti(L, -2, i);
+    ms_ad_free(lv);
+  }
+  lua_pop(L, 1);
+}
+
+static int adstate_gc(lua_State *L) {
+  flush_deferred(L, 1);
+  return 0;
+}
+
+/* Pushes the adstate userdata (created by lms_open_autodiff) and returns it. */
+static adstate *pushadstate(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, ADSTATE_KEY);
+  return lua_touserdata(L, -1);
+}
+
+static adstate *getadstate(lua_State *L) {
+  adstate *ad = pushadstate(L);
+  lua_pop(L, 1); /* anchored in the registry */
+  return ad;
+}
+
+/* Nonzero while a custom primitive's forward or jvp rule runs with levels hidden: engine
+ * calls that push levels of their own (an objective's derived grad or hvp) must not run. */
+int lms_ad_hiding(lua_State *L) {
+  adstate *ad = getadstate(L);
+  return ad != NULL && ad->hidden > 0;
+}
+
 /* ---- levels ---- */
 
-static ms_level **checklevel(lua_State *L, int arg) {
-  ms_level **box = luaL_checkudata(L, arg, LMS_LEVEL);
-  if (*box == NULL) luaL_argerror(L, arg, "level has been freed");
-  return box;
+typedef struct levelbox {
+  ms_level *lv;
+  int busy;   /* level:gradient calls running on this level (their rules may free it) */
+  int doomed; /* freed while busy: released when the last of those calls returns */
+  int pushed; /* pushed and not popped through this box (the engine may have popped it) */
+} levelbox;
+
+static levelbox *checklevel(lua_State *L, int arg) {
+  levelbox *b = luaL_checkudata(L, arg, LMS_LEVEL);
+  if (b->lv == NULL || b->doomed) luaL_argerror(L, arg, "level has been freed");
+  return b;
+}
+
+/* Frees b's level now, or later if it may be one of the levels the engine hides. */
+static void release_level(lua_State *L, levelbox *b) {
+  adstate *ad = getadstate(L);
+  if (b->pushed && ad != NULL && ad->hidden > 0) {
+    pushadstate(L);
+    lua_getiuservalue(L, -1, 1);
+    lua_pushlightuserdata(L, b->lv);
+    lua_rawseti(L, -2, (lua_Integer)lua_rawlen(L, -2) + 1); /* may raise: b still owns lv */
+    lua_pop(L, 2);
+    b->lv = NULL;
+    return;
+  }
+  ms_level *lv = b->lv;
+  b->lv = NULL;
+  ms_ad_free(lv);
 }
 
 static int level_free(lua_State *L) {
-  ms_level **box = luaL_checkudata(L, 1, LMS_LEVEL);
-  ms_ad_free(*box);
-  *box = NULL;
+  levelbox *b = luaL_checkudata(L, 1, LMS_LEVEL);
+  if (b->lv == NULL || b->doomed) return 0;
+  if (b->busy) {
+    b->doomed = 1;
+    return 0;
+  }
+  release_level(L, b);
   return 0;
 }
 
 static int l_ad_push(lua_State *L) {
   static const char *const modes[] = {"reverse", "forward", NULL};
   int m = luaL_checkoption(L, 1, "reverse", modes);
+  if (lms_ad_hiding(L))
+    return luaL_error(L, "ad_push: not allowed inside the forward or jvp rule of a custom "
+                         "primitive applied while levels are active");
   ms_ctx *ctx = lms_ctx(L);
-  ms_level **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
+  levelbox *box = lua_newuserdatauv(L, sizeof *box, 0);
+  memset(box, 0, sizeof *box);
   luaL_setmetatable(L, LMS_LEVEL);
-  if (ms_ad_push(ctx, m == 0 ? MS_AD_REVERSE : MS_AD_FORWARD, box) != MS_OK) return lms_error(L);
+  if (ms_ad_push(ctx, m == 0 ? MS_AD_REVERSE : MS_AD_FORWARD, &box->lv) != MS_OK) return lms_error(L);
+  box->pushed = 1;
   return 1;
 }
 
 static int level_pop(lua_State *L) {
-  ms_level **box = checklevel(L, 1);
-  if (ms_ad_pop(lms_ctx(L), *box) != MS_OK) return lms_error(L);
+  levelbox *b = checklevel(L, 1);
+  if (lms_ad_hiding(L))
+    return luaL_error(L, "pop: not allowed inside the forward or jvp rule of a custom "
+                         "primitive applied while levels are active");
+  if (ms_ad_pop(lms_ctx(L), b->lv) != MS_OK) return lms_error(L);
+  b->pushed = 0;
   return 0;
 }
 
 static int level_watch(lua_State *L) {
-  ms_level **lv = checklevel(L, 1);
-  ms_tensor *x = lms_checktensorish(L, 2);
-  ms_tensor *v = lua_isnoneornil(L, 3) ? NULL : lms_checktensor(L, 3);
+  checklevel(L, 1);
+  lua_settop(L, 3);
+  lms_checktensorish(L, 2); /* a number becomes a 0-d tensor in slot 2 */
+  if (!lua_isnil(L, 3)) lms_checktensor(L, 3);
+  ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
-  if (ms_ad_watch(lms_ctx(L), *lv, x, v, box) != MS_OK) return lms_error(L);
+  ms_level *lv = checklevel(L, 1)->lv;
+  ms_tensor *x = lms_checktensor(L, 2);
+  ms_tensor *v = lua_isnil(L, 3) ? NULL : lms_checktensor(L, 3);
+  if (ms_ad_watch(ctx, lv, x, v, box) != MS_OK) return lms_error(L);
   return 1;
 }
 
 static int level_is_tracked(lua_State *L) {
-  ms_level **lv = checklevel(L, 1);
-  lua_pushboolean(L, ms_ad_is_tracked(*lv, lms_checktensor(L, 2)));
+  levelbox *b = checklevel(L, 1);
+  lua_pushboolean(L, ms_ad_is_tracked(b->lv, lms_checktensor(L, 2)));
   return 1;
 }
 
 static int level_size(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)ms_ad_size(*checklevel(L, 1)));
+  lua_pushinteger(L, (lua_Integer)ms_ad_size(checklevel(L, 1)->lv));
   return 1;
 }
 
-/* level:gradient(y, {x1, x2, ...} [, seed]) -> {g1, g2, ...} */
+/*
+ * level:gradient(y, {x1, x2, ...} [, seed]) -> {g1, g2, ...}. The xs may be a proxy whose
+ * __len and __index run Lua code, so they are first anchored in a fresh table, every
+ * allocation is made, and only then are the pointers read.
+ */
 static int level_gradient(lua_State *L) {
-  ms_level **lv = checklevel(L, 1);
-  ms_tensor *y = lms_checktensor(L, 2);
+  checklevel(L, 1);
+  lms_checktensor(L, 2);
   luaL_checktype(L, 3, LUA_TTABLE);
-  ms_tensor *seed = lua_isnoneornil(L, 4) ? NULL : lms_checktensor(L, 4);
-  int n = (int)luaL_len(L, 3);
-  ms_tensor **xs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *xs, 0);
-  for (int i = 0; i < n; i++) {
-    lua_geti(L, 3, i + 1);
-    xs[i] = lms_testtensor(L, -1);
-    if (xs[i] == NULL)
-      return luaL_argerror(L, 3, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
-    lua_pop(L, 1); /* kept alive by the table */
+  if (!lua_isnoneornil(L, 4)) lms_checktensor(L, 4);
+  lua_settop(L, 4);
+  lua_Integer len = luaL_len(L, 3);
+  if (len < 0 || len > INT_MAX / (lua_Integer)sizeof(ms_tensor **))
+    return luaL_argerror(L, 3, lua_pushfstring(L, "expected a table of tensors, got %I elements", len));
+  int n = (int)len;
+  lua_createtable(L, n, 0); /* 5: anchors the xs */
+  for (int i = 1; i <= n; i++) {
+    lua_geti(L, 3, i);
+    lua_rawseti(L, 5, i);
   }
   /* result boxes first, so no tensor is ever unowned when an error is raised */
-  lua_createtable(L, n, 0);
-  int res = lua_gettop(L);
+  lua_createtable(L, n, 0); /* 6: the results */
   ms_tensor ***boxes = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *boxes, 0);
   for (int i = 0; i < n; i++) {
     boxes[i] = lms_newbox(L);
-    lua_rawseti(L, res, i + 1);
+    lua_rawseti(L, 6, i + 1);
   }
+  ms_tensor **xs = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *xs, 0);
   ms_tensor **grads = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *grads, 0);
   ms_ctx *ctx = lms_ctx(L);
+  /* no allocation from here on: the pointers stay valid until the engine call */
+  levelbox *lb = checklevel(L, 1);
+  ms_tensor *y = lms_checktensor(L, 2);
+  ms_tensor *seed = lua_isnil(L, 4) ? NULL : lms_checktensor(L, 4);
+  for (int i = 0; i < n; i++) {
+    lua_rawgeti(L, 5, i + 1);
+    ms_tensor **xb = luaL_testudata(L, -1, LMS_TENSOR);
+    if (xb != NULL && *xb == NULL)
+      return luaL_argerror(L, 3, lua_pushfstring(L, "element %d: tensor has been released", i + 1));
+    if (xb == NULL)
+      return luaL_argerror(L, 3, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1,
+                                                 luaL_typename(L, -1)));
+    xs[i] = *xb;
+    lua_pop(L, 1); /* anchored in table 5 */
+  }
+  /* The vjp rules of custom primitives run Lua code that may close these or free the tape. */
+  ms_tensor_retain(y);
+  ms_tensor_retain(seed);
+  for (int i = 0; i < n; i++) ms_tensor_retain(xs[i]);
+  lb->busy++;
   void *prev = ms_ctx_userdata(ctx);
   ms_ctx_set_userdata(ctx, L);
-  int st = ms_ad_gradient(ctx, *lv, y, seed, n, xs, grads);
+  int st = ms_ad_gradient(ctx, lb->lv, y, seed, n, xs, grads);
   ms_ctx_set_userdata(ctx, prev);
+  lb->busy--;
+  for (int i = 0; i < n; i++) ms_tensor_release(xs[i]);
+  ms_tensor_release(seed);
+  ms_tensor_release(y);
+  if (st == MS_OK)
+    for (int i = 0; i < n; i++) *boxes[i] = grads[i];
+  if (lb->busy == 0 && lb->doomed) { /* freed by a rule: release it now */
+    lb->doomed = 0;
+    release_level(L, lb);
+  }
   if (st != MS_OK) return lms_error(L);
-  for (int i = 0; i < n; i++) *boxes[i] = grads[i];
-  lua_settop(L, res);
+  lua_settop(L, 6);
   return 1;
 }
 
 static int level_tangent(lua_State *L) {
-  ms_level **lv = checklevel(L, 1);
-  ms_tensor *y = lms_checktensor(L, 2);
+  checklevel(L, 1);
+  lms_checktensor(L, 2);
+  lua_settop(L, 2);
+  ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
-  if (ms_ad_tangent(lms_ctx(L), *lv, y, box) != MS_OK) return lms_error(L);
+  ms_level *lv = checklevel(L, 1)->lv;
+  ms_tensor *y = lms_checktensor(L, 2);
+  if (ms_ad_tangent(ctx, lv, y, box) != MS_OK) return lms_error(L);
   return 1;
 }
 
@@ -115,42 +255,52 @@ static int l_ad_depth(lua_State *L) {
 /* ---- loss and structural primitives ---- */
 
 static int l_stop_gradient(lua_State *L) {
-  ms_tensor *x = lms_checktensor(L, 1);
+  lua_settop(L, 1);
+  ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
-  if (ms_stop_gradient(lms_ctx(L), x, box) != MS_OK) return lms_error(L);
+  ms_tensor *x = lms_checktensor(L, 1);
+  if (ms_stop_gradient(ctx, x, box) != MS_OK) return lms_error(L);
   return 1;
 }
 
 static int l_sum_to(lua_State *L) {
-  ms_tensor *x = lms_checktensor(L, 1);
+  lms_checktensor(L, 1);
   int64_t shape[MS_MAXDIM];
   luaL_checktype(L, 2, LUA_TTABLE);
-  int nd = lms_checkshape(L, 2, shape);
+  lua_settop(L, 2);
+  int nd = lms_checkshape(L, 2, shape); /* may run __len/__index: before x is fetched */
+  ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
-  if (ms_sum_to(lms_ctx(L), x, nd, shape, box) != MS_OK) return lms_error(L);
+  ms_tensor *x = lms_checktensor(L, 1);
+  if (ms_sum_to(ctx, x, nd, shape, box) != MS_OK) return lms_error(L);
   return 1;
 }
 
 static int l_log_softmax(lua_State *L) {
-  ms_tensor *x = lms_checktensor(L, 1);
-  int nd = ms_tensor_ndim(x);
+  int nd = ms_tensor_ndim(lms_checktensor(L, 1));
   lua_Integer d = luaL_optinteger(L, 2, -1);
   if (nd == 0) return luaL_argerror(L, 1, "expected at least a 1-d tensor, got a 0-d tensor");
   if (d == 0 || d > nd || d < -nd)
     return luaL_argerror(L, 2, lua_pushfstring(L, "dimension %I out of range for %d-d tensor", d, nd));
+  lua_settop(L, 2);
+  ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
-  if (ms_log_softmax(lms_ctx(L), x, d > 0 ? (int)d - 1 : (int)d, box) != MS_OK) return lms_error(L);
+  ms_tensor *x = lms_checktensor(L, 1);
+  if (ms_log_softmax(ctx, x, d > 0 ? (int)d - 1 : (int)d, box) != MS_OK) return lms_error(L);
   return 1;
 }
 
 /* softmax_xent(logits [n,k], labels [n] holding 1-based class indices) -> losses [n] */
 static int l_softmax_xent(lua_State *L) {
-  ms_tensor *logits = lms_checktensor(L, 1);
-  ms_tensor *labels = lms_checktensor(L, 2);
+  lms_checktensor(L, 1);
+  lms_checktensor(L, 2);
+  lua_settop(L, 2);
   ms_ctx *ctx = lms_ctx(L);
   ms_tensor **tmp = lms_newbox(L);
-  if (ms_binary_scalar(ctx, MS_SUB, labels, 1.0, 0, tmp) != MS_OK) return lms_error(L);
   ms_tensor **box = lms_newbox(L);
+  ms_tensor *logits = lms_checktensor(L, 1);
+  ms_tensor *labels = lms_checktensor(L, 2);
+  if (ms_binary_scalar(ctx, MS_SUB, labels, 1.0, 0, tmp) != MS_OK) return lms_error(L);
   if (ms_softmax_xent(ctx, logits, *tmp, box) != MS_OK) return lms_error(L);
   return 1;
 }
@@ -158,8 +308,8 @@ static int l_softmax_xent(lua_State *L) {
 /* ---- custom primitives with Lua rules ---- */
 
 typedef struct lcustom {
-  lua_State *L0;          /* the state that owns the references */
-  int forward, vjp, jvp;  /* registry references (LUA_NOREF when absent) */
+  lua_State *L0;          /* main thread, used when no binding set the running thread */
+  int forward, vjp, jvp;  /* registry references (LUA_NOREF when absent or released) */
   int nin;
   char name[64];
 } lcustom;
@@ -188,17 +338,39 @@ static void push_ref(lua_State *L, ms_tensor *t) {
   *box = ms_tensor_retain(t);
 }
 
-/* Calls the function below its nargs arguments; on success leaves nres results. */
-static int call_rule(ms_ctx *ctx, lua_State *L, lcustom *c, const char *what, int nargs, int nres) {
-  int base = lua_gettop(L) - nargs; /* index of the function */
+typedef struct rulecall {
+  int ref; /* the rule */
+  int nargs, nres;
+  ms_tensor *const *args;
+} rulecall;
+
+/* Runs under lua_pcall: pushing the rule's arguments allocates, and an allocation error
+ * must not jump over the engine frames below us. */
+static int protected_rule(lua_State *L) {
+  const rulecall *rc = lua_touserdata(L, 1);
+  luaL_checkstack(L, rc->nargs + 1, "too many arguments for a custom rule");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, rc->ref);
+  for (int i = 0; i < rc->nargs; i++) push_ref(L, rc->args[i]);
+  lua_call(L, rc->nargs, rc->nres);
+  return rc->nres;
+}
+
+/* Calls rule ref with args as tensors. On success its nres results are at top + 2 ...
+ * (top is the stack top on entry, which the caller restores); on failure the stack is
+ * already restored. */
+static int call_rule(ms_ctx *ctx, lua_State *L, lcustom *c, int ref, const char *what,
+                     ms_tensor *const *args, int nargs, int nres) {
+  if (!lua_checkstack(L, nres + 4)) return ms_ctx_fail(ctx, MS_ENOMEM, "%s: Lua stack overflow", c->name);
+  int top = lua_gettop(L);
+  rulecall rc = {ref, nargs, nres, args};
   lua_pushcfunction(L, callback_msgh);
-  lua_insert(L, base);
-  int st = lua_pcall(L, nargs, nres, base);
-  lua_remove(L, base);
-  if (st != LUA_OK) {
-    ms_ctx_fail(ctx, MS_ECALLBACK, "%s: error in %s: %s", c->name, what, lua_tostring(L, -1));
-    lua_pop(L, 1);
-    return MS_ECALLBACK;
+  lua_pushcfunction(L, protected_rule);
+  lua_pushlightuserdata(L, &rc);
+  if (lua_pcall(L, 1, nres, top + 1) != LUA_OK) {
+    int st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: error in %s: %s", c->name, what,
+                         lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)");
+    lua_settop(L, top);
+    return st;
   }
   return MS_OK;
 }
@@ -216,16 +388,22 @@ static int take_result(ms_ctx *ctx, lua_State *L, lcustom *c, int idx, const cha
   return MS_OK;
 }
 
+/* The engine hides levels while a forward rule runs if any were active when the primitive
+ * was applied, and always while a jvp rule runs (see the comment at the top). */
+static void set_hiding(lua_State *L, int forward, int delta) {
+  adstate *ad = getadstate(L);
+  if (ad != NULL && (!forward || ad->apply_depth > 0)) ad->hidden += delta;
+}
+
 static int c_forward(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor **out) {
   lcustom *c = ud;
   lua_State *L = current(ctx, c);
-  int top = lua_gettop(L);
   if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
-  if (!lua_checkstack(L, c->nin + 8)) return ms_ctx_fail(ctx, MS_ENOMEM, "%s: Lua stack overflow", c->name);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->forward);
-  for (int i = 0; i < c->nin; i++) push_ref(L, in[i]);
-  int st = call_rule(ctx, L, c, "forward", c->nin, 1);
-  if (st == MS_OK) st = take_result(ctx, L, c, -1, "forward", 1, 0, out);
+  int top = lua_gettop(L);
+  set_hiding(L, 1, 1);
+  int st = call_rule(ctx, L, c, c->forward, "forward", in, c->nin, 1);
+  set_hiding(L, 1, -1);
+  if (st == MS_OK) st = take_result(ctx, L, c, top + 2, "forward", 1, 0, out);
   lua_settop(L, top);
   return st;
 }
@@ -235,16 +413,16 @@ static int c_vjp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out, ms
                  const int *need, ms_tensor **gin) {
   lcustom *c = ud;
   lua_State *L = current(ctx, c);
-  int top = lua_gettop(L);
-  if (!lua_checkstack(L, 2 * c->nin + 8)) return ms_ctx_fail(ctx, MS_ENOMEM, "%s: Lua stack overflow", c->name);
+  if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   if (c->vjp < 0) return ms_ctx_fail(ctx, MS_EARG, "%s: custom primitive has no vjp rule", c->name);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->vjp);
-  push_ref(L, gout);
-  push_ref(L, out);
-  for (int i = 0; i < c->nin; i++) push_ref(L, in[i]);
-  int st = call_rule(ctx, L, c, "vjp", c->nin + 2, c->nin);
+  ms_tensor *args[2 + 16];
+  args[0] = gout;
+  args[1] = out;
+  for (int i = 0; i < c->nin; i++) args[2 + i] = in[i];
+  int top = lua_gettop(L);
+  int st = call_rule(ctx, L, c, c->vjp, "vjp", args, c->nin + 2, c->nin);
   for (int i = 0; st == MS_OK && i < c->nin; i++)
-    if (need[i]) st = take_result(ctx, L, c, top + 1 + i, "vjp", i + 1, 1, &gin[i]);
+    if (need[i]) st = take_result(ctx, L, c, top + 2 + i, "vjp", i + 1, 1, &gin[i]);
   lua_settop(L, top);
   return st;
 }
@@ -254,26 +432,25 @@ static int c_jvp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *const *
                  ms_tensor *out, ms_tensor **tout) {
   lcustom *c = ud;
   lua_State *L = current(ctx, c);
-  int top = lua_gettop(L);
-  if (!lua_checkstack(L, 2 * c->nin + 8)) return ms_ctx_fail(ctx, MS_ENOMEM, "%s: Lua stack overflow", c->name);
+  if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   if (c->jvp < 0) return ms_ctx_fail(ctx, MS_EARG, "%s: custom primitive has no jvp rule", c->name);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->jvp);
-  for (int i = 0; i < c->nin; i++) {
-    if (tin[i]) {
-      push_ref(L, tin[i]);
-    } else {
-      ms_tensor **box = lms_newbox(L);
-      if (ms_tensor_zeros(ctx, ms_tensor_ndim(in[i]), ms_tensor_shape(in[i]), box) != MS_OK) {
-        lua_settop(L, top);
-        return ms_ctx_status(ctx);
-      }
-    }
+  ms_tensor *args[2 * 16 + 1], *zeros[16] = {NULL};
+  int st = MS_OK;
+  for (int i = 0; st == MS_OK && i < c->nin; i++) {
+    if (tin[i] == NULL) st = ms_tensor_zeros(ctx, ms_tensor_ndim(in[i]), ms_tensor_shape(in[i]), &zeros[i]);
+    args[i] = tin[i] ? tin[i] : zeros[i];
+    args[c->nin + 1 + i] = in[i];
   }
-  push_ref(L, out);
-  for (int i = 0; i < c->nin; i++) push_ref(L, in[i]);
-  int st = call_rule(ctx, L, c, "jvp", 2 * c->nin + 1, 1);
-  if (st == MS_OK) st = take_result(ctx, L, c, -1, "jvp", 1, 1, tout);
-  lua_settop(L, top);
+  args[c->nin] = out;
+  if (st == MS_OK) {
+    int top = lua_gettop(L);
+    set_hiding(L, 0, 1);
+    st = call_rule(ctx, L, c, c->jvp, "jvp", args, 2 * c->nin + 1, 1);
+    set_hiding(L, 0, -1);
+    if (st == MS_OK) st = take_result(ctx, L, c, top + 2, "jvp", 1, 1, tout);
+    lua_settop(L, top);
+  }
+  for (int i = 0; i < c->nin; i++) ms_tensor_release(zeros[i]); /* the rule's boxes keep theirs */
   return st;
 }
 
@@ -291,14 +468,17 @@ static void lcustom_free(void *p) {
 static int custom_gc(lua_State *L) {
   custom_box *b = luaL_checkudata(L, 1, LMS_CUSTOM);
   if (b->op) {
-    /* Drop the Lua references now; tapes that still hold the op keep the C side alive
-     * and report a clear error if its rules are needed after the state let go of them. */
+    /* Drop the Lua references now; tapes (and a running custom_call) that still hold the op
+     * keep the C side alive and report a clear error if its rules are needed after the
+     * state let go of them. */
     luaL_unref(L, LUA_REGISTRYINDEX, b->lc->forward);
     luaL_unref(L, LUA_REGISTRYINDEX, b->lc->vjp);
     luaL_unref(L, LUA_REGISTRYINDEX, b->lc->jvp);
     b->lc->forward = b->lc->vjp = b->lc->jvp = LUA_NOREF;
-    ms_custom_release(b->op);
+    ms_custom *op = b->op;
     b->op = NULL;
+    b->lc = NULL;
+    ms_custom_release(op);
   }
   return 0;
 }
@@ -323,13 +503,16 @@ static int l_custom(lua_State *L) {
   lua_Integer nin = luaL_optinteger(L, -1, 1);
   if (nin < 1 || nin > 16)
     return luaL_argerror(L, 1, lua_pushfstring(L, "field 'nin' must be in 1..16, got %I", nin));
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *L0 = lua_tothread(L, -1);
+  lua_pop(L, 1);
   custom_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->op = NULL;
   b->lc = NULL;
   luaL_setmetatable(L, LMS_CUSTOM);
   lcustom *lc = malloc(sizeof *lc);
   if (lc == NULL) return luaL_error(L, "custom: out of memory");
-  lc->L0 = L;
+  lc->L0 = L0;
   lc->forward = lc->vjp = lc->jvp = LUA_NOREF;
   lc->nin = (int)nin;
   snprintf(lc->name, sizeof lc->name, "%s", name);
@@ -351,14 +534,32 @@ static int custom_call(lua_State *L) {
   custom_box *b = luaL_checkudata(L, 1, LMS_CUSTOM);
   if (b->op == NULL) return luaL_error(L, "custom primitive has been released");
   int nin = b->lc->nin;
-  ms_tensor *in[16];
-  for (int i = 0; i < nin; i++) in[i] = lms_checktensorish(L, i + 2);
-  ms_tensor **box = lms_newbox(L);
+  for (int i = 0; i < nin; i++) lms_checktensorish(L, i + 2); /* numbers become 0-d tensors */
   ms_ctx *ctx = lms_ctx(L);
+  ms_tensor **box = lms_newbox(L);
+  adstate *ad = getadstate(L);
+  /* no allocation from here on; a finalizer may have released the primitive or an input */
+  if (b->op == NULL) return luaL_error(L, "custom primitive has been released");
+  ms_custom *op = b->op;
+  ms_tensor *in[16];
+  for (int i = 0; i < nin; i++) in[i] = lms_checktensor(L, i + 2);
+  /* The rules run Lua code that may close the inputs or release the primitive. */
+  ms_custom_retain(op);
+  for (int i = 0; i < nin; i++) ms_tensor_retain(in[i]);
+  int saved_depth = ad->apply_depth;
+  ad->apply_depth = ms_ad_depth(ctx);
   void *prev = ms_ctx_userdata(ctx);
   ms_ctx_set_userdata(ctx, L);
-  int st = ms_custom_apply(ctx, b->op, in, box);
+  int st = ms_custom_apply(ctx, op, in, box);
   ms_ctx_set_userdata(ctx, prev);
+  ad->apply_depth = saved_depth;
+  for (int i = 0; i < nin; i++) ms_tensor_release(in[i]);
+  ms_custom_release(op);
+  if (ad->hidden == 0) { /* the levels are in view again: run the deferred frees */
+    pushadstate(L);
+    flush_deferred(L, lua_gettop(L));
+    lua_pop(L, 1);
+  }
   if (st != MS_OK) return lms_error(L);
   return 1;
 }
@@ -377,6 +578,18 @@ static const luaL_Reg functions[] = {
 
 /* Adds the autodiff functions to the core table on top of the stack. */
 void lms_open_autodiff(lua_State *L) {
+  if (lua_getfield(L, LUA_REGISTRYINDEX, ADSTATE_KEY) != LUA_TUSERDATA) {
+    adstate *ad = lua_newuserdatauv(L, sizeof *ad, 1);
+    memset(ad, 0, sizeof *ad);
+    lua_newtable(L);
+    lua_setiuservalue(L, -2, 1);
+    lua_createtable(L, 0, 1);
+    lua_pushcfunction(L, adstate_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, ADSTATE_KEY);
+  }
+  lua_pop(L, 1);
   if (luaL_newmetatable(L, LMS_LEVEL)) {
     luaL_newlib(L, level_methods);
     lua_setfield(L, -2, "__index");

@@ -1,4 +1,12 @@
-/* Lua bindings of the engine's quadratic meta-objective routines (closed form, stable). */
+/*
+ * Lua bindings of the engine's quadratic meta-objective routines (closed form, stable).
+ *
+ * As everywhere in the bindings (see lms_tensor.c), the tensors are fetched from their boxes
+ * only after the last call that can run Lua code or allocate: the options table may be a
+ * proxy whose __index closes a tensor, and converting a number to an option string allocates
+ * (which may run a finalizer). So the arguments are type-checked in order first, the scalars
+ * and options read, and only then the pointers taken.
+ */
 #include "lms.h"
 
 static ms_meta_kind checkkind(lua_State *L, int arg) {
@@ -37,19 +45,24 @@ static int64_t checksteps(lua_State *L, int arg) {
 
 /* meta_gd_exact(lambda, c, eta, T, kind) */
 static int l_meta_gd_exact(lua_State *L) {
-  ms_tensor *lam = lms_checktensor(L, 1), *c = lms_checktensor(L, 2);
+  lms_checktensor(L, 1);
+  lms_checktensor(L, 2);
   double eta = luaL_checknumber(L, 3);
   int64_t T = checksteps(L, 4);
   ms_meta_kind kind = checkkind(L, 5);
+  ms_ctx *ctx = lms_ctx(L);
+  ms_tensor *lam = lms_checktensor(L, 1), *c = lms_checktensor(L, 2);
   ms_meta_result r;
-  if (ms_meta_gd_exact(lms_ctx(L), lam, c, eta, T, kind, &r) != MS_OK) return lms_error(L);
+  if (ms_meta_gd_exact(ctx, lam, c, eta, T, kind, &r) != MS_OK) return lms_error(L);
   return push_result(L, &r);
 }
 
 /* meta_stable(H, w0, wstar|nil, {kind = "gd"|"momentum", lr =, beta =}, T, kind) */
 static int l_meta_stable(lua_State *L) {
-  ms_tensor *H = lms_checktensor(L, 1), *w0 = lms_checktensor(L, 2);
-  ms_tensor *ws = lua_isnoneornil(L, 3) ? NULL : lms_checktensor(L, 3);
+  lms_checktensor(L, 1);
+  lms_checktensor(L, 2);
+  int has_ws = !lua_isnoneornil(L, 3);
+  if (has_ws) lms_checktensor(L, 3);
   luaL_checktype(L, 4, LUA_TTABLE);
   ms_meta_optimizer opt = {MS_META_GD, 0, 0};
   lua_getfield(L, 4, "kind");
@@ -63,8 +76,11 @@ static int l_meta_stable(lua_State *L) {
   lua_pop(L, 3);
   int64_t T = checksteps(L, 5);
   ms_meta_kind kind = checkkind(L, 6);
+  ms_ctx *ctx = lms_ctx(L);
+  ms_tensor *H = lms_checktensor(L, 1), *w0 = lms_checktensor(L, 2);
+  ms_tensor *ws = has_ws ? lms_checktensor(L, 3) : NULL;
   ms_meta_result r;
-  if (ms_meta_stable_quadratic(lms_ctx(L), H, w0, ws, &opt, T, kind, &r) != MS_OK) return lms_error(L);
+  if (ms_meta_stable_quadratic(ctx, H, w0, ws, &opt, T, kind, &r) != MS_OK) return lms_error(L);
   return push_result(L, &r);
 }
 

@@ -13,7 +13,9 @@
  * raw pointers are fetched from their boxes after the last Lua allocation; and since a
  * callback may run any Lua code (even close the objective or the point it was given),
  * the objective and the tensors are retained for the duration of each engine call and
- * released before an error is raised.
+ * released before an error is raised. Inside a custom primitive's forward or jvp rule, where
+ * the engine hides its levels (see lms_autodiff.c), a grad or hvp the engine would derive by
+ * pushing a level of its own is refused.
  */
 #include <stdio.h>
 #include <string.h>
@@ -27,6 +29,7 @@ typedef struct lobj {
   ms_ctx *ctx;          /* the lobj is allocated in this context (counted in its bytes) */
   lua_State *L0;        /* main thread, used when no binding set the running thread */
   int value, grad, hvp; /* registry references (LUA_NOREF when absent or released) */
+  int has_grad, has_hvp; /* given at construction (else the engine derives them with levels) */
   char name[64];
 } lobj;
 
@@ -77,10 +80,17 @@ enum { CALL_VALUE, CALL_GRAD, CALL_HVP };
 static int run(lua_State *L, int which) {
   lua_settop(L, which == CALL_HVP ? 3 : 2);
   ms_tensor **res = lms_newbox(L);
-  ms_objective *o = checkbox(L, 1)->obj;
+  ms_ctx *ctx = lms_ctx(L);
+  objbox *b = checkbox(L, 1);
+  ms_objective *o = b->obj;
   ms_tensor *w = lms_checktensor(L, 2);
   ms_tensor *v = which == CALL_HVP ? lms_checktensor(L, 3) : NULL;
-  ms_ctx *ctx = lms_ctx(L);
+  if (b->lo != NULL && lms_ad_hiding(L) &&
+      ((which == CALL_GRAD && !b->lo->has_grad) || (which == CALL_HVP && !b->lo->has_hvp)))
+    return luaL_error(L, "%s: objective '%s' has no %s callback, and deriving it is not allowed "
+                         "inside the forward or jvp rule of a custom primitive applied while "
+                         "levels are active", which == CALL_GRAD ? "grad" : "hvp", b->lo->name,
+                      which == CALL_GRAD ? "grad" : "hvp");
   void *prev = ms_ctx_userdata(ctx);
   ms_ctx_set_userdata(ctx, L); /* callbacks run on this thread */
   ms_objective_retain(o);
@@ -333,6 +343,8 @@ static int l_from_callbacks(lua_State *L) {
   lo->ctx = ctx;
   lo->L0 = L0;
   lo->value = lo->grad = lo->hvp = LUA_NOREF;
+  lo->has_grad = has_grad;
+  lo->has_hvp = has_hvp;
   snprintf(lo->name, sizeof lo->name, "%s", lua_isstring(L, 2) ? lua_tostring(L, 2) : "objective");
   ms_objective_def def = {lo->name,
                           (int64_t)dim,

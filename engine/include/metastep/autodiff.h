@@ -84,6 +84,10 @@ int ms_stop_gradient(ms_ctx *ctx, ms_tensor *x, ms_tensor **out);
  * output tangent. vjp and jvp must use engine ops (they are recorded on outer levels).
  * A rule returning a wrong shape is caught: MS_ESHAPE naming the primitive and input.
  * A callback's failure status and message propagate.
+ * Limitation: forward and jvp run with the active levels hidden (the context's level count
+ * is lowered for the call), so they must not push, pop or free levels while levels are
+ * active; the Lua bindings refuse that with an error. (A save/restore of the hidden
+ * levels would lift this; not done yet.)
  */
 typedef struct ms_custom_op {
   const char *name;
