@@ -109,24 +109,26 @@ local function fit_rate(xs, ys)
   return ru / sx, b
 end
 
+-- The quadratic of experiments 1 and 2: H and a description of it.
+local function make_problem(cfg, ms, d)
+  if cfg.mode == "full" then
+    -- The paper's quadratic: H = X^T X with X a 20 x 20 standard Gaussian matrix.
+    local X = ms.randn({d, d}, {seed = 1000 * cfg.seed + 1})
+    local H = ms.matmul(X:t(), X)
+    return (H + H:t()) * 0.5, "H = XᵀX, X a 20×20 standard Gaussian matrix (the paper's quadratic)"
+  end
+  return ms.objective.random_quadratic{d = d, eigenvalues = {1, 10}, seed = 1000 * cfg.seed + 1}.H,
+    "H = Q diag(λ) Qᵀ, d = 20, λ evenly spaced in [1, 10], Q a random rotation"
+end
+
 return {
   title = "Meta-gradient explosion/vanishing on a quadratic",
-  -- The independent reference, shared with experiment 2 (which loads this file for it).
-  reference = {jacobi_eigen = jacobi_eigen, closed_form = closed_form},
+  -- The independent reference and the problem, shared with experiment 2 (which loads this file).
+  reference = {jacobi_eigen = jacobi_eigen, closed_form = closed_form, make_problem = make_problem},
   run = function(cfg, ms)
     local mode = cfg.mode
     local d = 20
-    local H, problem
-    if mode == "full" then
-      -- The paper's quadratic: H = X^T X with X a 20 x 20 standard Gaussian matrix.
-      local X = ms.randn({d, d}, {seed = 1000 * cfg.seed + 1})
-      H = ms.matmul(X:t(), X)
-      H = (H + H:t()) * 0.5
-      problem = "H = XᵀX, X a 20×20 standard Gaussian matrix (the paper's quadratic)"
-    else
-      H = ms.objective.random_quadratic{d = d, eigenvalues = {1, 10}, seed = 1000 * cfg.seed + 1}.H
-      problem = "H = Q diag(λ) Qᵀ, d = 20, λ evenly spaced in [1, 10], Q a random rotation"
-    end
+    local H, problem = make_problem(cfg, ms, d)
     local obj = ms.objective.quadratic(H)
     local w0 = ms.randn({d}, {seed = 1000 * cfg.seed + 2})
 

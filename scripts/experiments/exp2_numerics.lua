@@ -81,17 +81,8 @@ return {
     local ref = load_reference()
     local mode = cfg.mode
     local d = 20
-    local H, problem
-    if mode == "full" then
-      local X = ms.randn({d, d}, {seed = 1000 * cfg.seed + 1})
-      H = ms.matmul(X:t(), X)
-      H = (H + H:t()) * 0.5
-      problem = "H = XᵀX, X a 20×20 standard Gaussian matrix (the paper's quadratic)"
-    else
-      H = ms.objective.random_quadratic{d = d, eigenvalues = {1, 10}, seed = 1000 * cfg.seed + 1}.H
-      problem = "H = Q diag(λ) Qᵀ, d = 20, λ evenly spaced in [1, 10], Q a random rotation " ..
-        "(the same quadratic as experiment 1)"
-    end
+    local H, problem = ref.make_problem(cfg, ms, d)
+    problem = problem .. " (the same quadratic as experiment 1)"
     local obj = ms.objective.quadratic(H)
     local w0 = ms.randn({d}, {seed = 1000 * cfg.seed + 2})
     local lam, V = ref.jacobi_eigen(H:totable())
