@@ -193,7 +193,7 @@ static void check_problem(const problem *p) {
   ms_objective *obj = NULL;
   ms_tensor *w = NULL, *v = NULL, *f = NULL, *g = NULL, *hv = NULL, *wp = NULL, *t = NULL;
   int d = p->d;
-  double wd[MAXD], vd[MAXD], f0, g0[MAXD], H0[MAXD * MAXD], buf[MAXD], ref[MAXD];
+  double wd[MAXD], vd[MAXD], f0, g0[MAXD], H0[MAXD * MAXD], buf[MAXD], ref[MAXD] = {0};
   ms_rng rng;
   ms_rng_seed(&rng, 99 + (uint64_t)p->kind);
   fill_normal(&rng, wd, d);
@@ -228,7 +228,7 @@ static void check_problem(const problem *p) {
   near_arr(what, buf, ref, d, 1e-12);
 
   /* grad against central differences of value */
-  double num[MAXD], gd[MAXD];
+  double num[MAXD] = {0}, gd[MAXD] = {0};
   OK(readv(ctx, g, d, gd));
   for (int i = 0; i < d; i++) {
     double x[MAXD], fp, fm, h = 1e-6;
