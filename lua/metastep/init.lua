@@ -65,7 +65,10 @@ function M.help_text()
     "  methods:      t:shape() t:numel() t:item() t:totable() t[i] t[{i, j}] t:t() t:view(...)",
   }
   local fns = sorted_keys(M, function(_, v) return type(v) == "function" end)
-  local mods = sorted_keys(M, function(k, v) return type(v) == "table" and k ~= "Tensor" end)
+  -- submodules only: not the method tables and metatables of the userdata types
+  local mods = sorted_keys(M, function(k, v)
+    return type(v) == "table" and k ~= "Tensor" and k ~= "Objective" and not k:find("_mt$")
+  end)
   lines[#lines + 1] = "  functions:    " .. table.concat(fns, " ")
   for _, m in ipairs(mods) do
     local sub = sorted_keys(M[m], function(_, v) return type(v) == "function" end)
