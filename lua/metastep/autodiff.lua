@@ -89,7 +89,12 @@ function M.value_and_grad(f, opts)
     local wrapped, leaves = watch_args(tape, args, argnums, nil, "grad")
     local y = f(table.unpack(wrapped, 1, args.n))
     tape:pop()
-    if type(y) == "number" then y = core.tensor(y) end
+    if type(y) == "number" then
+      -- a Lua number carries no derivative: returning one (often via :item()) would give a
+      -- silent zero gradient
+      error("grad: the function returned a Lua number, which carries no derivative " ..
+        "(return the tensor instead of calling :item())", 2)
+    end
     if not is_tensor(y) then
       error(("grad: the function must return a scalar tensor or a number, got %s"):format(type(y)), 2)
     end

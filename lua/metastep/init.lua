@@ -38,14 +38,20 @@ function M.is_tensor(t)
   return getmetatable(t) == core.Tensor_mt
 end
 
---- True if a and b have the same shape and |a - b| <= atol + rtol * |b| element-wise.
+--- True if a and b are tensors of the same shape and, element-wise, a == b (equal infinities)
+-- or |a - b| <= atol + rtol * |b| with a finite difference. A NaN is never close.
 function M.allclose(a, b, rtol, atol)
+  if not M.is_tensor(a) or not M.is_tensor(b) then
+    error(("allclose: expected two tensors, got %s and %s"):format(type(a), type(b)), 2)
+  end
   rtol, atol = rtol or 1e-9, atol or 1e-12
   local sa, sb = a:shape(), b:shape()
   if #sa ~= #sb then return false end
   for i = 1, #sa do if sa[i] ~= sb[i] then return false end end
-  local tol = core.abs(b) * rtol + atol
-  return core.max(core.gt(core.abs(a - b), tol)):item() == 0
+  if a:numel() == 0 then return true end
+  local d = core.abs(a - b)
+  local close = core.mul(core.le(d, core.abs(b) * rtol + atol), core.isfinite(d))
+  return core.min(core.maximum(core.eq(a, b), close)):item() == 1
 end
 
 local function sorted_keys(t, pred)

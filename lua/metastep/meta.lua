@@ -34,9 +34,13 @@ M.objectives = {
     return s
   end,
   logsum = function(traj)
-    local ls = {}
-    for t = 1, traj.T do ls[t] = core.log(traj.losses[t]):reshape(1) end
-    return core.logsumexp(core.cat(ls)) / traj.T
+    -- running log(exp(s) + exp(l)) = max(s, l) + log1p(exp(-|s - l|)): stable, any T
+    local s = core.log(traj.losses[1])
+    for t = 2, traj.T do
+      local l = core.log(traj.losses[t])
+      s = core.maximum(s, l) + core.log1p(core.exp(-core.abs(s - l)))
+    end
+    return s / traj.T
   end,
   train = function(traj) return traj.losses[traj.T] end,
   valid = function(traj)
@@ -157,6 +161,7 @@ function M.unroll(spec, theta, entry)
   local fw = obj:value(w)
   traj.loss0 = fw
   local K, R = spec.truncate, spec.freeze_norm
+  local log_meta = spec.meta == nil or spec.meta == "log" or spec.meta == "logsum"
   local frozen = false
   local rng_seed = opt.seed or 0
   for t = 1, T do
@@ -192,7 +197,9 @@ function M.unroll(spec, theta, entry)
     end
     fw = obj:value(w)
     local st = loss_status(fw:item())
-    if st and not (st == "underflow" and spec.allow_zero_loss) then
+    -- a loss of exactly 0 (or below DBL_MIN) only breaks meta-objectives that take its log
+    if st == "underflow" and (spec.allow_zero_loss or not log_meta) then st = nil end
+    if st then
       traj.status, traj.fail_step = st, t
       break
     end
@@ -309,7 +316,20 @@ local function quadratic_parts(spec, entry, method, meta, allowed_opt, allowed_m
   if spec.truncate then spec_error("method '%s' does not handle truncation", method) end
   if spec.freeze_norm then spec_error("method '%s' does not handle freeze_norm", method) end
   if obj.fstar and obj.fstar ~= 0 then spec_error("method '%s' needs fstar = 0", method) end
+  if not M._psd(obj) then
+    spec_error("method '%s' needs a positive semi-definite H (smallest eigenvalue %g)", method, obj._min_eig)
+  end
   return obj, opt
+end
+
+-- Whether a quadratic's H is positive semi-definite (cached on the objective).
+function M._psd(obj)
+  if obj._min_eig == nil then
+    local lam = core.eigh(obj.H)
+    obj._min_eig = lam[1]
+    obj._max_eig = lam[lam:numel()]
+  end
+  return obj._min_eig >= -1e-12 * math.max(1, math.abs(obj._max_eig))
 end
 
 -- Chain rule for a log-parametrized step size: d/d log_lr = lr * d/d lr.
@@ -358,7 +378,7 @@ local function plain_value(spec, theta, entry, meta)
   local obj, opt = entry.objective, spec.optimizer
   if obj.kind == "quadratic" and (opt.kind == "gd" or opt.kind == "momentum") and type(meta) == "string"
      and (meta == "naive" or meta == "log" or meta == "sum" or meta == "logsum") and not opt.schedule
-     and not spec.truncate and not spec.freeze_norm and (obj.fstar or 0) == 0 then
+     and not spec.truncate and not spec.freeze_norm and (obj.fstar or 0) == 0 and M._psd(obj) then
     local res = methods.stable(spec, theta, {}, entry, meta)
     return res.value, res.status
   end
@@ -374,9 +394,11 @@ function methods.fd(spec, theta, names, entry, meta)
   for _, k in ipairs(names) do
     local x = theta[k]
     local h = spec.fd_step or 1e-4 * math.max(math.abs(x), 1e-2)
-    if (k == "lr" or k == "beta") and x - 2 * h < 0 then h = x / 2 end -- stay in the domain
+    -- near the edge of the domain (lr, beta >= 0) a one-sided stencil stays inside it
+    local one_sided = (k == "lr" or k == "beta") and x - 2 * h < 0
+    local offsets = one_sided and {0, 1, 2, 3, 4} or {-2, -1, 1, 2}
     local vals = {}
-    for i, s in ipairs{-2, -1, 1, 2} do
+    for i, s in ipairs(offsets) do
       local th = {}
       for kk, vv in pairs(theta) do th[kk] = vv end
       th[k] = x + s * h
@@ -384,11 +406,10 @@ function methods.fd(spec, theta, names, entry, meta)
       if st ~= "ok" and r.status == "ok" then r.status = st end
       vals[i] = v
     end
-    if h > 0 then
-      r.grad[k] = (vals[1] - 8 * vals[2] + 8 * vals[3] - vals[4]) / (12 * h)
+    if one_sided then -- fourth-order forward difference
+      r.grad[k] = (-25 * vals[1] + 48 * vals[2] - 36 * vals[3] + 16 * vals[4] - 3 * vals[5]) / (12 * h)
     else
-      r.grad[k] = 0 / 0
-      if r.status == "ok" then r.status = "nan" end
+      r.grad[k] = (vals[1] - 8 * vals[2] + 8 * vals[3] - vals[4]) / (12 * h)
     end
   end
   return r
@@ -443,7 +464,7 @@ end
 -- iteration; optimizer; steps; meta; method) plus
 --   iterations = 100, meta_lr = 0.01, schedule = "inv_sqrt" | "constant" | f(k),
 --   meta_optimizer = "gd" | "adam", clip = c (clip each meta-gradient entry to [-c, c]),
---   bounds = {name = {lo, hi}} (projection after each step; lr >= 0 unless bounds.lr says otherwise),
+--   bounds = {name = {lo, hi}} (projection after each step; lr >= 0 and beta >= 0 unless given),
 --   on_failure = "skip" | "zero" | "error" (what to do when a meta-gradient is not "ok":
 --   skip the update, use 0 for non-finite entries as the authors' TensorFlow code did, or raise),
 --   progress = true (a progress line on stderr), log = "file.csv", callback = f(k, record).
@@ -466,8 +487,8 @@ function M.train(opts)
   if meta_opt ~= "gd" and meta_opt ~= "adam" then
     error(("meta.train: unknown meta_optimizer '%s' (gd or adam)"):format(tostring(meta_opt)), 2)
   end
-  -- lr >= 0 stays unless the caller bounds lr itself (bounds for other parameters add to it)
-  local bounds = {lr = {0, math.huge}}
+  -- lr >= 0 and beta >= 0 stay unless the caller bounds them itself (other bounds add to these)
+  local bounds = {lr = {0, math.huge}, beta = {0, math.huge}}
   for k, b in pairs(opts.bounds or {}) do bounds[k] = b end
   local spec = {}
   for k, v in pairs(opts) do spec[k] = v end
@@ -477,6 +498,7 @@ function M.train(opts)
   spec.theta = theta
   local names = param_names(theta, spec)
   local adam = meta_opt == "adam"
+  local updates = 0
   local m, v = {}, {}
   for _, k in ipairs(names) do m[k], v[k] = 0, 0 end
   local logf
@@ -521,6 +543,7 @@ function M.train(opts)
         end
       end
       if update then
+        updates = updates + 1 -- Adam's bias correction counts the updates actually made
         local lr = base_lr * sched(k)
         for _, n in ipairs(names) do
           local g = r.grad[n]
@@ -530,7 +553,7 @@ function M.train(opts)
           if adam then
             m[n] = 0.9 * m[n] + 0.1 * g
             v[n] = 0.999 * v[n] + 0.001 * g * g
-            local mh, vh = m[n] / (1 - 0.9 ^ k), v[n] / (1 - 0.999 ^ k)
+            local mh, vh = m[n] / (1 - 0.9 ^ updates), v[n] / (1 - 0.999 ^ updates)
             theta[n] = theta[n] - lr * mh / (math.sqrt(vh) + 1e-8)
           else
             theta[n] = theta[n] - lr * g

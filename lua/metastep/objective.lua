@@ -84,6 +84,9 @@ function M.quadratic(H, opts)
     end
   end
   if type(fstar) ~= "number" then error("objective.quadratic: fstar must be a number", 2) end
+  -- private copies, like the C objective's: writing to the caller's H later changes nothing
+  H = H:clone()
+  if wstar then wstar = wstar:clone() end
   local c = core.objective_quadratic(H, {wstar = wstar, fstar = fstar})
   return new("quadratic", d,
     function(w) return c:value(w) end,
@@ -190,7 +193,13 @@ function M.from_function(f, opts)
   local name = opts.name or "function"
   local function value(w)
     local v = f(w)
-    if type(v) == "number" then return core.tensor(v) end
+    if type(v) == "number" then
+      if core.ad_depth() > 0 then
+        error(("%s: the objective function returned a Lua number while being differentiated; " ..
+          "return a tensor (a number from :item() carries no derivative)"):format(name), 0)
+      end
+      return core.tensor(v)
+    end
     if getmetatable(v) ~= core.Tensor_mt or v:numel() ~= 1 then
       error(("%s: the objective function must return a number or a one-element tensor, got %s"):format(
         name, getmetatable(v) == core.Tensor_mt and ("shape " .. shape_str(v)) or type(v)), 0)

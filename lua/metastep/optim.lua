@@ -124,7 +124,11 @@ function M.adam(opts)
     local v = state.v * b2 + ms_core.square(g) * (1 - b2)
     local mhat = m / (1 - b1 ^ t)
     local vhat = v / (1 - b2 ^ t)
-    return w - mhat / (ms_core.sqrt(vhat) + eps) * o.lr_at(theta, t), {m = m, v = v}
+    -- sqrt has an infinite derivative at 0: take it only where vhat > 0 (0 elsewhere), so
+    -- a coordinate whose gradient is exactly 0 gives a finite meta-gradient, not 0 * inf
+    local pos = ms_core.gt(vhat, 0)
+    local root = ms_core.where(pos, ms_core.sqrt(ms_core.where(pos, vhat, 1)), 0)
+    return w - mhat / (root + eps) * o.lr_at(theta, t), {m = m, v = v}
   end
   return o
 end
