@@ -172,6 +172,19 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
                        ms_shape_str(H->ndim, H->shape, b, sizeof b));
   if (!ms_tensor_all_finite(H)) return ms_ctx_fail(ctx, MS_EARG, "%s: H has non-finite entries", what);
   int64_t d = H->shape[0];
+  {
+    /* the loss f = 1/2 e^T H e and its derivative assume a symmetric H */
+    const double *h = MS_TENSOR_DATA(H);
+    double big = 0, asym = 0;
+    for (int64_t i = 0; i < d; i++)
+      for (int64_t j = 0; j < d; j++) {
+        double a = h[i * H->strides[0] + j * H->strides[1]], b = h[j * H->strides[0] + i * H->strides[1]];
+        if (fabs(a) > big) big = fabs(a);
+        if (fabs(a - b) > asym) asym = fabs(a - b);
+      }
+    if (asym > 1e-10 * (big > 1 ? big : 1))
+      return ms_ctx_fail(ctx, MS_EARG, "%s: H must be symmetric (max |H - H^T| = %g)", what, asym);
+  }
   if ((st = check_vector(ctx, what, "w0", w0, d))) return st;
   if (wstar && (st = check_vector(ctx, what, "wstar", wstar, d))) return st;
 
