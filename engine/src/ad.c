@@ -179,55 +179,63 @@ static int record(ms_ctx *ctx, ms_level *l, ms_prim p, const ms_attr *attr, int 
 }
 
 /* Records out = p(in) on every active level where an input is tracked, outermost first,
- * so a tangent rule at level i sees the tracking of outer levels already in place. */
+ * so a tangent rule at level i sees the tracking of outer levels already in place.
+ * The input tangents live on the stack for the usual few inputs; a cat of many tensors
+ * gets a heap array, allocated when a forward level first needs it. */
 static int propagate(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_tensor *const *in,
                      ms_tensor *out) {
-  int depth = ctx->nlevels;
-  for (int li = 0; li < depth; li++) {
+  ms_tensor *tin_small[16], **tin = NULL;
+  int depth = ctx->nlevels, st = MS_OK;
+  for (int li = 0; li < depth && st == MS_OK; li++) {
     ms_level *l = ctx->levels[li];
-    ms_tensor *tin[16];
-    int any = 0;
-    for (int i = 0; i < nin; i++) {
-      struct ms_track *e = find_track(in[i], l->id);
-      if (i < 16) tin[i] = e ? e->tangent : NULL;
-      if (e) any = 1;
-    }
+    int any = 0, any_t = 0;
+    for (int i = 0; i < nin && !any; i++) any = find_track(in[i], l->id) != NULL;
     if (!any) continue;
     if (l->mode == MS_AD_REVERSE) {
       int64_t node;
-      int st = record(ctx, l, p, attr, nin, in, out, &node);
-      if (st) return st;
-      struct ms_track *e = add_track(ctx, out, l->id);
-      e->node = node;
-    } else {
-      const ms_prim_def *def = &ms__prims[p];
-      const char *name = p == P_CUSTOM ? ms__custom_name(attr->custom) : def->name;
-      if (def->jvp == NULL)
-        return ms_ctx_fail(ctx, MS_EARG, "%s: no forward-mode rule", name);
-      if (nin > 16) return ms_ctx_fail(ctx, MS_EARG, "%s: forward mode supports at most 16 inputs", name);
-      int any_t = 0;
-      for (int i = 0; i < nin; i++) any_t |= tin[i] != NULL;
-      if (!any_t) continue;
-      ms_tensor *tout = NULL;
-      ctx->nlevels = li; /* the rule is recorded on outer levels only */
-      int st = def->jvp(ctx, attr, in, tin, out, &tout);
-      ctx->nlevels = depth;
-      if (st) return st;
-      if (tout == NULL) continue;
-      if (tout->ndim != out->ndim || memcmp(tout->shape, out->shape, sizeof(int64_t) * (size_t)out->ndim)) {
-        char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
-        /* format before releasing: the message reads tout's shape */
-        st = ms_ctx_fail(ctx, MS_ESHAPE, "%s: forward-mode rule returned shape %s for an output of shape %s",
-                         name, ms_shape_str(tout->ndim, tout->shape, b1, sizeof b1),
-                         ms_shape_str(out->ndim, out->shape, b2, sizeof b2));
-        ms_tensor_release(tout);
-        return st;
-      }
-      struct ms_track *e = add_track(ctx, out, l->id);
-      e->tangent = tout;
+      st = record(ctx, l, p, attr, nin, in, out, &node);
+      if (st == MS_OK) add_track(ctx, out, l->id)->node = node;
+      continue;
     }
+    const ms_prim_def *def = &ms__prims[p];
+    const char *name = p == P_CUSTOM ? ms__custom_name(attr->custom) : def->name;
+    if (def->jvp == NULL) {
+      st = ms_ctx_fail(ctx, MS_EARG, "%s: no forward-mode rule", name);
+      break;
+    }
+    if (tin == NULL) {
+      tin = nin <= 16 ? tin_small : ms_ctx_alloc(ctx, (size_t)nin * sizeof *tin);
+      if (tin == NULL) {
+        st = MS_ENOMEM;
+        break;
+      }
+    }
+    for (int i = 0; i < nin; i++) {
+      struct ms_track *e = find_track(in[i], l->id);
+      tin[i] = e ? e->tangent : NULL;
+      any_t |= tin[i] != NULL;
+    }
+    if (!any_t) continue;
+    ms_tensor *tout = NULL;
+    ctx->nlevels = li; /* the rule is recorded on outer levels only */
+    st = def->jvp(ctx, attr, in, tin, out, &tout);
+    ctx->nlevels = depth;
+    if (st || tout == NULL) continue;
+    if (tout->ndim != out->ndim ||
+        memcmp(tout->shape, out->shape, sizeof(int64_t) * (size_t)out->ndim)) {
+      char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
+      /* format before releasing: the message reads tout's shape */
+      st = ms_ctx_fail(ctx, MS_ESHAPE,
+                       "%s: forward-mode rule returned shape %s for an output of shape %s", name,
+                       ms_shape_str(tout->ndim, tout->shape, b1, sizeof b1),
+                       ms_shape_str(out->ndim, out->shape, b2, sizeof b2));
+      ms_tensor_release(tout);
+      break;
+    }
+    add_track(ctx, out, l->id)->tangent = tout;
   }
-  return MS_OK;
+  if (tin != NULL && tin != tin_small) ms_ctx_dealloc(ctx, tin, (size_t)nin * sizeof *tin);
+  return st;
 }
 
 int ms__apply(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_tensor *const *in,
@@ -351,7 +359,22 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
   int64_t top = ye ? ye->node : -1;
   ms_tensor **g = NULL;
   char *keep = NULL;
+  /* Per-node scratch for the rules' need flags and input gradients: on the stack for the
+   * usual few inputs, on the heap (sized by the widest node, e.g. a cat of many tensors)
+   * otherwise. */
+  int need_small[16], *need = need_small, maxin = 0;
+  ms_tensor *gin_small[16], **gin = gin_small;
   if (top >= 0) {
+    for (int64_t k = 0; k <= top; k++)
+      if (tape->nodes[k].nin > maxin) maxin = tape->nodes[k].nin;
+    if (maxin > 16) {
+      need = ms_ctx_alloc(ctx, (size_t)maxin * sizeof *need);
+      gin = ms_ctx_alloc(ctx, (size_t)maxin * sizeof *gin);
+      if (need == NULL || gin == NULL) {
+        st = MS_ENOMEM;
+        goto done;
+      }
+    }
     g = ms_ctx_alloc(ctx, (size_t)(top + 1) * sizeof *g);
     if (g) memset(g, 0, (size_t)(top + 1) * sizeof *g); /* before any goto done: it is released */
     keep = ms_ctx_alloc(ctx, (size_t)(top + 1));
@@ -376,12 +399,7 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
       if ((st = ms_ctx_check_interrupt(ctx, "gradient"))) goto done;
       const ms_prim_def *def = &ms__prims[nd->prim];
       const char *name = nd->prim == P_CUSTOM ? ms__custom_name(nd->attr.custom) : def->name;
-      int need[64], any = 0;
-      ms_tensor *gin_small[64], **gin = gin_small;
-      if (nd->nin > 64) {
-        st = ms_ctx_fail(ctx, MS_EARG, "gradient: %s has more than 64 inputs", name);
-        goto done;
-      }
+      int any = 0;
       for (int i = 0; i < nd->nin; i++) {
         need[i] = nd->in_node[i] >= 0;
         any |= need[i];
@@ -455,6 +473,8 @@ done:
     ms_ctx_dealloc(ctx, g, (size_t)(top + 1) * sizeof *g);
   }
   if (keep) ms_ctx_dealloc(ctx, keep, (size_t)(top + 1));
+  if (need != need_small) ms_ctx_dealloc(ctx, need, (size_t)maxin * sizeof *need);
+  if (gin != gin_small) ms_ctx_dealloc(ctx, gin, (size_t)maxin * sizeof *gin);
   if (st) {
     for (int i = 0; i < n; i++) {
       ms_tensor_release(grads[i]);

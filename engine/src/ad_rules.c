@@ -66,6 +66,15 @@ static int expand_like(ms_ctx *ctx, ms_tensor *t, const ms_tensor *like, ms_tens
   return ms_tensor_expand(ctx, t, like->ndim, like->shape, out);
 }
 
+/* 1 if some element of t (possibly strided) is exactly 0: the rules below take a slower,
+ * guarded form only then. */
+static int has_zero(const ms_tensor *t) {
+  const double *d = MS_TENSOR_DATA(t);
+  for (int64_t i = 0; i < t->numel; i++)
+    if (d[ms__offset_of(t, i)] == 0.0) return 1;
+  return 0;
+}
+
 /* ---- identity, copy ---- */
 
 static int f_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
@@ -118,7 +127,38 @@ static int binary_partials(ms_ctx *ctx, ms_binop op, ms_tensor *a, ms_tensor *b,
       }
       return MS_OK;
     case MS_POW: /* b a^(b-1) and out log(a) (0 where a <= 0, the limit for a = 0) */
-      if (want_a) {
+      if (want_a && has_zero(b) && has_zero(a)) { /* b first: usually one number */
+        /* Where a = b = 0 the formula gives 0 * 0^-1 = NaN, but d a^0 / da = 0: the partial
+         * is where(z, 0, b base^(b-1)) with z = (a == 0 and b == 0). The base is read as
+         * where(z, 1, a) so the branch not taken stays finite for derivatives of this
+         * partial (a where passes a zero cotangent into it; times 0^-1 that is NaN again).
+         * Only a = 0 is masked: at b = 0, a != 0 the partial 0 * a^-1 keeps its mixed
+         * derivative a^-1 with respect to b. This is what makes x^1 twice differentiable
+         * at 0 too: its first partial is 1 * x^0. */
+        ms_tensor *za = NULL, *zb = NULL, *z = NULL, *one = NULL, *zero = NULL, *base = NULL;
+        ms_tensor *v = NULL;
+        int st = ms__binary_scalar(ctx, MS_EQ, a, 0.0, 0, &za);
+        if (st == MS_OK) st = ms__binary_scalar(ctx, MS_EQ, b, 0.0, 0, &zb);
+        if (st == MS_OK) st = ms__binary(ctx, MS_MUL, za, zb, &z);
+        if (st == MS_OK) st = ms_tensor_scalar(ctx, 1.0, &one);
+        if (st == MS_OK) st = ms_tensor_scalar(ctx, 0.0, &zero);
+        if (st == MS_OK) st = ms_where(ctx, z, one, a, &base);
+        if (st == MS_OK) st = scal(ctx, MS_SUB, b, 1.0, &t);
+        if (st == MS_OK) st = bin(ctx, MS_POW, base, t, &u);
+        if (st == MS_OK) st = bin(ctx, MS_MUL, u, b, &v);
+        if (st == MS_OK) st = ms_where(ctx, z, zero, v, da);
+        ms_tensor_release(za);
+        ms_tensor_release(zb);
+        ms_tensor_release(z);
+        ms_tensor_release(one);
+        ms_tensor_release(zero);
+        ms_tensor_release(base);
+        ms_tensor_release(t);
+        ms_tensor_release(u);
+        ms_tensor_release(v);
+        t = u = NULL;
+        if (st) return st;
+      } else if (want_a) {
         TRY(scal(ctx, MS_SUB, b, 1.0, &t));
         int st = bin(ctx, MS_POW, a, t, &u);
         ms_tensor_release(t);
@@ -325,6 +365,46 @@ static int keepdims(ms_ctx *ctx, const ms_attr *attr, const ms_tensor *a, ms_ten
   return ms_tensor_reshape(ctx, r, a->ndim, shape, out);
 }
 
+/*
+ * d prod / d a_i is the product of the other entries of a_i's group. With zeros present,
+ * out / a_i is 0/0, so it is built as F_i G_i from differentiable operations:
+ *   F_i = prod(nz) / nz_i with nz = where(a == 0, 1, a): the product of the other nonzero
+ *         entries (nz_i = 1 when a_i is itself zero);
+ *   G_i = the product of the other zero entries: 1 if there is none; if there is one, that
+ *         entry itself, read as s - z_i with z = where(a == 0, a, 0) and s = sum(z) over
+ *         the group (value 0, slope 1 in that entry); 0 if there are two or more.
+ * The zero pattern is a constant and a stays differentiable through the where's, so the
+ * gradient and the Hessian are exact at any zero pattern: for m >= 2 other zeros, G_i = 0
+ * is right to order m - 1. (A derivative of order k >= 3 misses terms where an entry has
+ * 2..k-1 other zeros in its group; the exact G_i, an elementary symmetric polynomial of
+ * the zeros, would cost O(zeros^2) operations.)
+ */
+static int prod_weights_zeros(ms_ctx *ctx, const ms_attr *attr, ms_tensor *a, ms_tensor **w) {
+  ms_tensor *zm = NULL, *one = NULL, *zero = NULL, *nz = NULL, *q = NULL, *f = NULL;
+  ms_tensor *zc = NULL, *m = NULL, *m0 = NULL, *m1 = NULL, *z = NULL, *s = NULL, *g1 = NULL;
+  ms_tensor *g0 = NULL, *g = NULL;
+  int st = ms__binary_scalar(ctx, MS_EQ, a, 0.0, 0, &zm);
+  if (st == MS_OK) st = ms_tensor_scalar(ctx, 1.0, &one);
+  if (st == MS_OK) st = ms_tensor_scalar(ctx, 0.0, &zero);
+  if (st == MS_OK) st = ms_where(ctx, zm, one, a, &nz);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_PROD, nz, attr->axis, 1, &q);
+  if (st == MS_OK) st = bin(ctx, MS_DIV, q, nz, &f);
+  /* m: the number of zeros among the other entries of each entry's group */
+  if (st == MS_OK) st = ms__reduce(ctx, MS_SUM, zm, attr->axis, 1, &zc);
+  if (st == MS_OK) st = ms__binary(ctx, MS_SUB, zc, zm, &m);
+  if (st == MS_OK) st = ms__binary_scalar(ctx, MS_EQ, m, 0.0, 0, &m0);
+  if (st == MS_OK) st = ms__binary_scalar(ctx, MS_EQ, m, 1.0, 0, &m1);
+  if (st == MS_OK) st = ms_where(ctx, zm, a, zero, &z);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, z, attr->axis, 1, &s);
+  if (st == MS_OK) st = bin(ctx, MS_SUB, s, z, &g1);
+  if (st == MS_OK) st = ms_where(ctx, m1, g1, zero, &g0);
+  if (st == MS_OK) st = ms_where(ctx, m0, one, g0, &g);
+  if (st == MS_OK) st = bin(ctx, MS_MUL, f, g, w);
+  ms_tensor *tmp[] = {zm, one, zero, nz, q, f, zc, m, m0, m1, z, s, g1, g0, g};
+  for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++) ms_tensor_release(tmp[i]);
+  return st;
+}
+
 /* Weights w with d out / d a = w (broadcast against a, reduced axes kept). */
 static int reduce_weights(ms_ctx *ctx, const ms_attr *attr, ms_tensor *a, ms_tensor *out,
                           ms_tensor **w) {
@@ -355,7 +435,9 @@ static int reduce_weights(ms_ctx *ctx, const ms_attr *attr, ms_tensor *a, ms_ten
       ms_tensor_release(mask);
       return st;
     }
-    case MS_PROD: /* out / a (undefined where a = 0) */
+    case MS_PROD:
+      if (has_zero(a)) return prod_weights_zeros(ctx, attr, a, w);
+      /* out / a: the product of the other entries, exact at every order without zeros */
       TRY(keepdims(ctx, attr, a, out, &ok));
       st = bin(ctx, MS_DIV, ok, a, w);
       ms_tensor_release(ok);
@@ -827,8 +909,12 @@ static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
                  ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
   (void)out;
   int n = attr->code, st = MS_OK;
-  ms_tensor *parts[64] = {0}; /* zeroed: gcc -O2 cannot see that n >= 1 */
-  if (n > 64) return ms_ctx_fail(ctx, MS_EARG, "cat: forward mode supports at most 64 inputs");
+  /* the tangent of cat is the cat of the tangents, zeros standing in for constant inputs */
+  ms_tensor *parts_small[16] = {0}, **parts = parts_small;
+  if (n > 16) {
+    parts = ms_ctx_alloc(ctx, (size_t)n * sizeof *parts);
+    if (parts == NULL) return MS_ENOMEM;
+  }
   for (int k = 0; k < n; k++) {
     parts[k] = NULL;
     if (st) continue;
@@ -840,6 +926,7 @@ static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
   }
   if (st == MS_OK) st = ms_tensor_cat(ctx, n, parts, attr->axis, tout);
   for (int k = 0; k < n; k++) ms_tensor_release(parts[k]);
+  if (parts != parts_small) ms_ctx_dealloc(ctx, parts, (size_t)n * sizeof *parts);
   return st;
 }
 

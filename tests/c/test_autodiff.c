@@ -1588,6 +1588,477 @@ static void test_alloc_failures(void) {
   }
 }
 
+/* ---- closed forms at points where the generic formulas break down ---- */
+
+/* A scalar function of one tensor, for the checks below. */
+typedef int (*sfn_t)(ms_ctx *ctx, const void *arg, ms_tensor *x, ms_tensor **y);
+
+typedef struct {
+  double g[MAXEL];     /* gradient, reverse mode */
+  double jv;           /* <gradient, v>, forward mode */
+  double hv[3][MAXEL]; /* H v: reverse over reverse, forward over reverse, reverse over forward */
+} sderivs;
+
+static const char *const hv_mode[3] = {"reverse over reverse", "forward over reverse",
+                                       "reverse over forward"};
+
+/* The first and second derivatives of f at x, every way the engine can take them. */
+static int scalar_derivs(ms_ctx *ctx, sfn_t f, const void *arg, ms_tensor *x, ms_tensor *v,
+                         sderivs *d) {
+  int st = MS_OK;
+  for (int mode = 0; mode < 5 && st == MS_OK; mode++) {
+    /* 0: gradient; 1: forward mode; 2, 3, 4: H v as hv_mode[mode - 2] */
+    int outer_fwd = mode == 1 || mode == 3, inner = mode >= 2, inner_fwd = mode == 4;
+    int64_t n = ms_tensor_numel(x);
+    ms_level *l1 = NULL, *l2 = NULL;
+    ms_tensor *xw = NULL, *xw2 = NULL, *y = NULL, *g = NULL, *gv = NULL, *s = NULL, *r = NULL;
+    st = ms_ad_push(ctx, outer_fwd ? MS_AD_FORWARD : MS_AD_REVERSE, &l1);
+    if (st == MS_OK) st = ms_ad_watch(ctx, l1, x, outer_fwd ? v : NULL, &xw);
+    if (st == MS_OK && inner) st = ms_ad_push(ctx, inner_fwd ? MS_AD_FORWARD : MS_AD_REVERSE, &l2);
+    if (st == MS_OK && inner) st = ms_ad_watch(ctx, l2, xw, inner_fwd ? v : NULL, &xw2);
+    if (st == MS_OK) st = f(ctx, arg, inner ? xw2 : xw, &y);
+    if (st == MS_OK && mode == 0) {
+      if ((st = ms_ad_pop(ctx, l1)) == MS_OK) st = ms_ad_gradient(ctx, l1, y, NULL, 1, &xw, &r);
+      if (st == MS_OK) st = ms_tensor_read(ctx, r, d->g, n);
+    } else if (st == MS_OK && mode == 1) {
+      if ((st = ms_ad_tangent(ctx, l1, y, &r)) == MS_OK) st = ms_ad_pop(ctx, l1);
+      if (st == MS_OK) st = ms_tensor_item(ctx, r, &d->jv);
+    } else if (st == MS_OK) {
+      if (mode == 4) {
+        if ((st = ms_ad_tangent(ctx, l2, y, &s)) == MS_OK) st = ms_ad_pop(ctx, l2);
+      } else {
+        if ((st = ms_ad_pop(ctx, l2)) == MS_OK) st = ms_ad_gradient(ctx, l2, y, NULL, 1, &xw2, &g);
+        if (st == MS_OK && mode == 2 && (st = ms_binary(ctx, MS_MUL, g, v, &gv)) == MS_OK)
+          st = ms_reduce(ctx, MS_SUM, gv, MS_ALL, 0, &s);
+        if (st == MS_OK && mode == 3) st = ms_ad_tangent(ctx, l1, g, &r);
+      }
+      if (st == MS_OK) st = ms_ad_pop(ctx, l1);
+      if (st == MS_OK && mode != 3) st = ms_ad_gradient(ctx, l1, s, NULL, 1, &xw, &r);
+      if (st == MS_OK) st = ms_tensor_read(ctx, r, d->hv[mode - 2], n);
+    }
+    ms_ad_free(l2);
+    ms_ad_free(l1);
+    ms_tensor *tmp[] = {xw, xw2, y, g, gv, s, r};
+    for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++) ms_tensor_release(tmp[i]);
+  }
+  return st;
+}
+
+/* Checks every derivative in d against the closed forms g, jv = <g, v> and hv. */
+static void check_derivs(const char *what, const sderivs *d, const double *g, const double *v,
+                         const double *hv, int64_t n, double tol) {
+  char b[160];
+  snprintf(b, sizeof b, "%s: gradient", what);
+  near_arr(b, d->g, g, n, tol, 1);
+  snprintf(b, sizeof b, "%s: forward mode", what);
+  near_val(b, d->jv, dotn(g, v, n), tol);
+  for (int m = 0; m < 3; m++) {
+    snprintf(b, sizeof b, "%s: H v, %s", what, hv_mode[m]);
+    near_arr(b, d->hv[m], hv, n, tol, 1);
+  }
+}
+
+/* Runs scalar_derivs failing each allocation in turn: MS_ENOMEM and nothing leaked each time. */
+static void check_alloc_failures(const char *what, sfn_t f, const void *arg, int nd,
+                                 const int64_t *shape, const double *xd, const double *vd);
+
+typedef struct {
+  int axis, keepdim;
+} red_arg;
+
+/* sum_k (1 + k/2) prod(x, axis)_k: a distinct weight per group */
+static int f_prod_weighted(ms_ctx *ctx, const void *arg, ms_tensor *x, ms_tensor **y) {
+  const red_arg *a = arg;
+  ms_tensor *r = NULL, *c = NULL, *rc = NULL;
+  double cd[MAXEL];
+  int st = ms_reduce(ctx, MS_PROD, x, a->axis, a->keepdim, &r);
+  if (st == MS_OK) {
+    for (int64_t k = 0; k < ms_tensor_numel(r); k++) cd[k] = 1 + 0.5 * (double)k;
+    st = ms_tensor_from_data(ctx, ms_tensor_ndim(r), ms_tensor_shape(r), cd, &c);
+  }
+  if (st == MS_OK) st = ms_binary(ctx, MS_MUL, r, c, &rc);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, rc, MS_ALL, 0, y);
+  ms_tensor_release(r);
+  ms_tensor_release(c);
+  ms_tensor_release(rc);
+  return st;
+}
+
+/* The group (output element) of row-major element i when reducing axis ax of shape sh. */
+static int64_t group_of(int nd, const int64_t *sh, int ax, int64_t i) {
+  if (ax == MS_ALL) return 0;
+  if (ax < 0) ax += nd;
+  int64_t inner = 1;
+  for (int d = ax + 1; d < nd; d++) inner *= sh[d];
+  return i / (inner * sh[ax]) * inner + i % inner;
+}
+
+/*
+ * prod with zeros in its input: d prod / d x_i is the product of the other entries of x_i's
+ * group, d^2 prod / d x_i d x_j (i != j, same group) the product of the entries other than
+ * x_i and x_j, and 0 on the diagonal; computed here by direct loops over the groups. Before
+ * the fix the rule was out / x, NaN at every zero.
+ */
+static void test_prod_zeros(void) {
+  /* clang-format off */
+  static const struct {
+    const char *name;
+    int nd;
+    int64_t shape[2];
+    double x[12];
+    int axis, keepdim;
+  } pc[] = {
+    {"prod of {0,2,3}", 1, {3}, {0, 2, 3}, MS_ALL, 0},
+    {"prod of {0,2,3} keepdim", 1, {3}, {0, 2, 3}, MS_ALL, 1},
+    {"prod of {0,0,3}", 1, {3}, {0, 0, 3}, MS_ALL, 0},
+    {"prod of {3,0,0} axis 0 keepdim", 1, {3}, {3, 0, 0}, 0, 1},
+    {"prod of {2,0,-1,0,0}", 1, {5}, {2, 0, -1, 0, 0}, MS_ALL, 0},
+    {"prod of [2,3], one zero", 2, {2, 3}, {1.5, -2, 0, 0.5, 3, -1}, MS_ALL, 0},
+    {"prod of [2,3], one zero, keepdim", 2, {2, 3}, {1.5, -2, 0, 0.5, 3, -1}, MS_ALL, 1},
+    /* rows with 1, 2 and no zeros; columns with 2, 1 and no zeros */
+#define ZM {0, 2, 3, -1, 0, 0, 5, 2, 1.5, 4, -2, 0.5}
+    {"prod axis 1 of [3,4]", 2, {3, 4}, ZM, 1, 0},
+    {"prod axis 1 of [3,4] keepdim", 2, {3, 4}, ZM, 1, 1},
+    {"prod axis -1 of [3,4]", 2, {3, 4}, ZM, -1, 0},
+    {"prod axis 0 of [3,4]", 2, {3, 4}, ZM, 0, 0},
+    {"prod axis 0 of [3,4] keepdim", 2, {3, 4}, ZM, 0, 1},
+    {"prod of [3,4] with 3 zeros", 2, {3, 4}, ZM, MS_ALL, 0},
+#undef ZM
+  };
+  /* clang-format on */
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  ms_tensor *x = NULL, *v = NULL;
+  static sderivs d;
+  for (size_t ci = 0; ci < sizeof pc / sizeof pc[0]; ci++) {
+    cur_case = pc[ci].name;
+    int nd = pc[ci].nd;
+    const int64_t *sh = pc[ci].shape;
+    int64_t n = numel_of(nd, sh);
+    red_arg arg = {pc[ci].axis, pc[ci].keepdim};
+    double vd[12], g[12], hv[12];
+    for (int64_t i = 0; i < n; i++) vd[i] = (i % 2 ? -0.5 : 1.0) + 0.25 * (double)i;
+    for (int64_t i = 0; i < n; i++) {
+      int64_t gi = group_of(nd, sh, arg.axis, i);
+      double c = 1 + 0.5 * (double)gi;
+      g[i] = c, hv[i] = 0;
+      for (int64_t j = 0; j < n; j++) {
+        if (j == i || group_of(nd, sh, arg.axis, j) != gi) continue;
+        g[i] *= pc[ci].x[j];
+        double h = c;
+        for (int64_t k = 0; k < n; k++)
+          if (k != i && k != j && group_of(nd, sh, arg.axis, k) == gi) h *= pc[ci].x[k];
+        hv[i] += h * vd[j];
+      }
+    }
+    OK(ms_tensor_from_data(ctx, nd, sh, pc[ci].x, &x));
+    OK(ms_tensor_from_data(ctx, nd, sh, vd, &v));
+    OK(scalar_derivs(ctx, f_prod_weighted, &arg, x, v, &d));
+    check_derivs(pc[ci].name, &d, g, vd, hv, n, 1e-14);
+    ms_tensor_release(x), x = NULL;
+    ms_tensor_release(v), v = NULL;
+    check_alloc_failures(pc[ci].name, f_prod_weighted, &arg, nd, sh, pc[ci].x, vd);
+  }
+  /* the reviewed cases, spelled out */
+  cur_case = "prod of {0,2,3}, literally";
+  red_arg all = {MS_ALL, 0};
+  OK(ms_tensor_from_data(ctx, 1, (const int64_t[]){3}, (const double[]){0, 2, 3}, &x));
+  OK(ms_tensor_from_data(ctx, 1, (const int64_t[]){3}, (const double[]){1, 10, 100}, &v));
+  OK(scalar_derivs(ctx, f_prod_weighted, &all, x, v, &d));
+  CHECK(d.g[0] == 6 && d.g[1] == 0 && d.g[2] == 0);
+  /* H = [[0,3,2],[3,0,0],[2,0,0]] */
+  for (int m = 0; m < 3; m++) CHECK(d.hv[m][0] == 230 && d.hv[m][1] == 3 && d.hv[m][2] == 2);
+  ms_tensor_release(x), x = NULL;
+  cur_case = "prod of {0,0,3}, literally";
+  OK(ms_tensor_from_data(ctx, 1, (const int64_t[]){3}, (const double[]){0, 0, 3}, &x));
+  OK(scalar_derivs(ctx, f_prod_weighted, &all, x, v, &d));
+  CHECK(d.g[0] == 0 && d.g[1] == 0 && d.g[2] == 0);
+  /* H = [[0,3,0],[3,0,0],[0,0,0]] */
+  for (int m = 0; m < 3; m++) CHECK(d.hv[m][0] == 30 && d.hv[m][1] == 3 && d.hv[m][2] == 0);
+out:
+  ms_tensor_release(x);
+  ms_tensor_release(v);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* sum(x ^ p) */
+static int f_pow_sum(ms_ctx *ctx, const void *arg, ms_tensor *x, ms_tensor **y) {
+  ms_tensor *t = NULL;
+  int st = ms_binary_scalar(ctx, MS_POW, x, *(const double *)arg, 0, &t);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, t, MS_ALL, 0, y);
+  ms_tensor_release(t);
+  return st;
+}
+
+/*
+ * x^p at and around x = 0: d x^p / dx = p x^(p-1) and d^2 = p (p-1) x^(p-2), with the
+ * exact limits 0 for p = 0 (where the formula reads 0 * 0^-1) and for the second derivative
+ * of p = 1 (1 * 0 * 0^-1). Also the mixed derivative d^2 a^b / da db = a^(b-1) (1 + b log a),
+ * 1/a at b = 0, which the p = 0 guard must leave alone where a != 0.
+ */
+static void test_pow_zeros(void) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  static sderivs d;
+  const int64_t n = 4;
+  const double xd[4] = {0, 0.5, -1.5, 0}, vd[4] = {1, -2, 0.5, 3};
+  ms_tensor *x = NULL, *v = NULL;
+  OK(ms_tensor_from_data(ctx, 1, &n, xd, &x));
+  OK(ms_tensor_from_data(ctx, 1, &n, vd, &v));
+  for (int p = 0; p <= 3; p++) {
+    static const char *const names[] = {"x^0 at 0", "x^1 at 0", "x^2 at 0", "x^3 at 0"};
+    double pw = p, g[4], hv[4];
+    cur_case = names[p];
+    for (int i = 0; i < 4; i++) {
+      g[i] = p == 0 ? 0 : p * pow(xd[i], p - 1);
+      hv[i] = p < 2 ? 0 : p * (p - 1) * pow(xd[i], p - 2) * vd[i];
+    }
+    OK(scalar_derivs(ctx, f_pow_sum, &pw, x, v, &d));
+    check_derivs(names[p], &d, g, vd, hv, n, 1e-14);
+    check_alloc_failures(names[p], f_pow_sum, &pw, 1, &n, xd, vd);
+  }
+
+  /* s = sum(d/da sum(a^b)) at a = {0, 2}, b = {0, 0}: ds/da = b (b-1) a^(b-2) = 0 and
+   * ds/db = a^(b-1) (1 + b log a) = {0 (the guarded corner), 1/2} */
+  cur_case = "mixed derivative of a^b at b = 0";
+  {
+    ms_level *l1 = NULL, *l2 = NULL;
+    ms_tensor *in[2] = {0}, *w1[2] = {0}, *w2[2] = {0}, *g[2] = {0}, *h[2] = {0};
+    ms_tensor *y = NULL, *t = NULL, *s = NULL;
+    const int64_t two = 2;
+    double gd[2][2], hd[2][2];
+    int st = ms_tensor_from_data(ctx, 1, &two, (const double[]){0, 2}, &in[0]);
+    if (st == MS_OK) st = ms_tensor_from_data(ctx, 1, &two, (const double[]){0, 0}, &in[1]);
+    if (st == MS_OK) st = ms_ad_push(ctx, MS_AD_REVERSE, &l1);
+    for (int i = 0; i < 2 && st == MS_OK; i++) st = ms_ad_watch(ctx, l1, in[i], NULL, &w1[i]);
+    if (st == MS_OK) st = ms_ad_push(ctx, MS_AD_REVERSE, &l2);
+    for (int i = 0; i < 2 && st == MS_OK; i++) st = ms_ad_watch(ctx, l2, w1[i], NULL, &w2[i]);
+    if (st == MS_OK) st = ms_binary(ctx, MS_POW, w2[0], w2[1], &t);
+    if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, t, MS_ALL, 0, &y);
+    if (st == MS_OK) st = ms_ad_pop(ctx, l2);
+    if (st == MS_OK) st = ms_ad_gradient(ctx, l2, y, NULL, 2, w2, g);
+    if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, g[0], MS_ALL, 0, &s);
+    if (st == MS_OK) st = ms_ad_pop(ctx, l1);
+    if (st == MS_OK) st = ms_ad_gradient(ctx, l1, s, NULL, 2, w1, h);
+    for (int i = 0; i < 2 && st == MS_OK; i++) st = ms_tensor_read(ctx, g[i], gd[i], 2);
+    for (int i = 0; i < 2 && st == MS_OK; i++) st = ms_tensor_read(ctx, h[i], hd[i], 2);
+    CHECK(st == MS_OK);
+    if (st == MS_OK) {
+      CHECK(gd[0][0] == 0 && gd[0][1] == 0); /* b a^(b-1) */
+      CHECK(gd[1][0] == 0);                  /* a^b log a, 0 at a = 0 */
+      CHECK_NEAR(gd[1][1], log(2.0), 1e-15);
+      CHECK(hd[0][0] == 0 && hd[0][1] == 0);
+      CHECK(hd[1][0] == 0);
+      CHECK_NEAR(hd[1][1], 0.5, 1e-15);
+    }
+    ms_ad_free(l2);
+    ms_ad_free(l1);
+    release_all(in, 2);
+    release_all(w1, 2);
+    release_all(w2, 2);
+    release_all(g, 2);
+    release_all(h, 2);
+    ms_tensor_release(y);
+    ms_tensor_release(t);
+    ms_tensor_release(s);
+  }
+out:
+  ms_tensor_release(x);
+  ms_tensor_release(v);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* ---- cat of many tracked tensors ---- */
+
+enum { WIDE_MAX = 200 };
+
+/* Every fifth input is a constant (never watched): its tangent is missing in forward mode. */
+static int wide_const(int k) { return k % 5 == 4; }
+static double wide_w(int64_t j) { return 1 + (double)(j % 7) / 7; }
+
+/* f = sum(w . cat(x_0, ..., x_{n-1})^2), every x_k of shape [2]. */
+static int wide_f(ms_ctx *ctx, int n, ms_tensor *const *x, ms_tensor **y) {
+  double wd[2 * WIDE_MAX];
+  const int64_t len = 2 * (int64_t)n;
+  ms_tensor *c = NULL, *sq = NULL, *w = NULL, *p = NULL;
+  for (int64_t j = 0; j < len; j++) wd[j] = wide_w(j);
+  int st = ms_tensor_cat(ctx, n, x, 0, &c);
+  if (st == MS_OK) st = ms_unary(ctx, MS_SQUARE, c, &sq);
+  if (st == MS_OK) st = ms_tensor_from_data(ctx, 1, &len, wd, &w);
+  if (st == MS_OK) st = ms_binary(ctx, MS_MUL, sq, w, &p);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, p, MS_ALL, 0, y);
+  ms_tensor_release(c);
+  ms_tensor_release(sq);
+  ms_tensor_release(w);
+  ms_tensor_release(p);
+  return st;
+}
+
+/* mode 0: the gradient into out[2n]; 1: forward-mode <g, v> into out[0]; 2, 3, 4: H v (as
+ * hv_mode[mode - 2]) into out[2n]. Reverse over reverse pairs the gradients with v through
+ * another wide cat, recorded on the outer tape. */
+static int wide_derivs(ms_ctx *ctx, int n, ms_tensor *const *x, ms_tensor *const *v, int mode,
+                       double *out) {
+  static ms_tensor *xw[WIDE_MAX], *xw2[WIDE_MAX], *g[WIDE_MAX], *r[WIDE_MAX];
+  int outer_fwd = mode == 1 || mode == 3, inner = mode >= 2, inner_fwd = mode == 4;
+  ms_level *l1 = NULL, *l2 = NULL;
+  ms_tensor *y = NULL, *s = NULL, *gc = NULL, *vc = NULL, *gv = NULL;
+  for (int k = 0; k < n; k++) xw[k] = xw2[k] = g[k] = r[k] = NULL;
+  int st = ms_ad_push(ctx, outer_fwd ? MS_AD_FORWARD : MS_AD_REVERSE, &l1);
+  for (int k = 0; k < n && st == MS_OK; k++) {
+    if (wide_const(k))
+      xw[k] = ms_tensor_retain(x[k]);
+    else
+      st = ms_ad_watch(ctx, l1, x[k], outer_fwd ? v[k] : NULL, &xw[k]);
+  }
+  if (st == MS_OK && inner) st = ms_ad_push(ctx, inner_fwd ? MS_AD_FORWARD : MS_AD_REVERSE, &l2);
+  for (int k = 0; k < n && st == MS_OK && inner; k++) {
+    if (wide_const(k))
+      xw2[k] = ms_tensor_retain(x[k]);
+    else
+      st = ms_ad_watch(ctx, l2, xw[k], inner_fwd ? v[k] : NULL, &xw2[k]);
+  }
+  if (st == MS_OK) st = wide_f(ctx, n, inner ? xw2 : xw, &y);
+  if (st == MS_OK && mode == 0) {
+    if ((st = ms_ad_pop(ctx, l1)) == MS_OK) st = ms_ad_gradient(ctx, l1, y, NULL, n, xw, r);
+  } else if (st == MS_OK && mode == 1) {
+    if ((st = ms_ad_tangent(ctx, l1, y, &s)) == MS_OK) st = ms_ad_pop(ctx, l1);
+    if (st == MS_OK) st = ms_tensor_item(ctx, s, out);
+  } else if (st == MS_OK) {
+    if (mode == 4) {
+      if ((st = ms_ad_tangent(ctx, l2, y, &s)) == MS_OK) st = ms_ad_pop(ctx, l2);
+    } else {
+      if ((st = ms_ad_pop(ctx, l2)) == MS_OK) st = ms_ad_gradient(ctx, l2, y, NULL, n, xw2, g);
+      if (st == MS_OK && mode == 2) {
+        st = ms_tensor_cat(ctx, n, g, 0, &gc);
+        if (st == MS_OK) st = ms_tensor_cat(ctx, n, v, 0, &vc);
+        if (st == MS_OK) st = ms_binary(ctx, MS_MUL, gc, vc, &gv);
+        if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, gv, MS_ALL, 0, &s);
+      }
+      for (int k = 0; k < n && st == MS_OK && mode == 3; k++)
+        st = ms_ad_tangent(ctx, l1, g[k], &r[k]);
+    }
+    if (st == MS_OK) st = ms_ad_pop(ctx, l1);
+    if (st == MS_OK && mode != 3) st = ms_ad_gradient(ctx, l1, s, NULL, n, xw, r);
+  }
+  for (int k = 0; k < n && st == MS_OK && mode != 1; k++)
+    st = ms_tensor_read(ctx, r[k], out + 2 * k, 2);
+  ms_ad_free(l2);
+  ms_ad_free(l1);
+  release_all(xw, n);
+  release_all(xw2, n);
+  release_all(g, n);
+  release_all(r, n);
+  ms_tensor *tmp[] = {y, s, gc, vc, gv};
+  for (size_t i = 0; i < sizeof tmp / sizeof tmp[0]; i++) ms_tensor_release(tmp[i]);
+  return st;
+}
+
+static void make_wide(ms_ctx *ctx, int n, ms_tensor **x, ms_tensor **v, double *xd, double *vd) {
+  for (int k = 0; k < n; k++) {
+    const int64_t two = 2;
+    xd[2 * k] = 0.1 + 0.01 * k, xd[2 * k + 1] = -0.5 + 0.003 * k;
+    vd[2 * k] = 1 - 0.002 * k, vd[2 * k + 1] = 0.3 + 0.001 * k;
+    CHECK(ms_tensor_from_data(ctx, 1, &two, xd + 2 * k, &x[k]) == MS_OK);
+    CHECK(ms_tensor_from_data(ctx, 1, &two, vd + 2 * k, &v[k]) == MS_OK);
+  }
+}
+
+/*
+ * A cat of 200 tracked tensors (the gradient's scratch arrays, forward mode's input tangents
+ * and cat's own tangent rule used to stop at 64 or 16 inputs). With f = sum(w . y^2),
+ * y = cat(x): df/dx = 2 w x, and H v = 2 w v, 0 for the constant inputs.
+ */
+static void test_wide_cat(void) {
+  cur_case = "cat of 200 tensors";
+  static ms_tensor *x[WIDE_MAX], *v[WIDE_MAX];
+  static double xd[2 * WIDE_MAX], vd[2 * WIDE_MAX], got[2 * WIDE_MAX], g[2 * WIDE_MAX],
+      hv[2 * WIDE_MAX];
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  make_wide(ctx, WIDE_MAX, x, v, xd, vd);
+  double jv = 0;
+  for (int j = 0; j < 2 * WIDE_MAX; j++) {
+    int c = wide_const(j / 2);
+    g[j] = c ? 0 : 2 * wide_w(j) * xd[j];
+    hv[j] = c ? 0 : 2 * wide_w(j) * vd[j];
+    jv += g[j] * vd[j];
+  }
+  for (int mode = 0; mode < 5; mode++) {
+    int st = wide_derivs(ctx, WIDE_MAX, x, v, mode, got);
+    if (st) fprintf(stderr, "[%s] mode %d: %d \"%s\"\n", cur_case, mode, st, ms_ctx_error(ctx));
+    CHECK(st == MS_OK);
+    if (st) continue;
+    if (mode == 0) near_arr("gradient", got, g, 2 * WIDE_MAX, 1e-14, 1);
+    if (mode == 1) near_val("forward mode", got[0], jv, 1e-13);
+    if (mode >= 2) near_arr(hv_mode[mode - 2], got, hv, 2 * WIDE_MAX, 1e-14, 1);
+  }
+  CHECK(ms_ad_depth(ctx) == 0);
+  release_all(x, WIDE_MAX);
+  release_all(v, WIDE_MAX);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+
+  /* every allocation failing in turn, on a cat of 20 (past the stack buffers of 16) */
+  enum { NW = 20 };
+  for (int mode = 0; mode < 5; mode++) {
+    fail_alloc_state fs = {0, -1};
+    ctx = ms_ctx_new(fail_alloc, &fs);
+    make_wide(ctx, NW, x, v, xd, vd);
+    size_t base = ms_ctx_bytes(ctx);
+    int ok = 0, wrong = 0, leaks = 0;
+    for (long k = 0; k < 100000 && !ok && !leaks; k++) {
+      fs.n = 0, fs.fail_at = k;
+      int st = wide_derivs(ctx, NW, x, v, mode, got);
+      ok = st == MS_OK;
+      if (!ok && st != MS_ENOMEM && wrong++ == 0)
+        fprintf(stderr, "[%s] mode %d, failing allocation %ld: status %d \"%s\"\n", cur_case, mode,
+                k, st, ms_ctx_error(ctx));
+      if (ms_ctx_bytes(ctx) != base || ms_ad_depth(ctx) != 0) {
+        fprintf(stderr, "[%s] mode %d, failing allocation %ld: %zu bytes leaked\n", cur_case, mode,
+                k, ms_ctx_bytes(ctx) - base);
+        leaks++;
+      }
+    }
+    CHECK(ok && wrong == 0 && leaks == 0);
+    fs.fail_at = -1;
+    release_all(x, NW);
+    release_all(v, NW);
+    CHECK(ms_ctx_bytes(ctx) == 0);
+    ms_ctx_free(ctx);
+  }
+}
+
+static void check_alloc_failures(const char *what, sfn_t f, const void *arg, int nd,
+                                 const int64_t *shape, const double *xd, const double *vd) {
+  static sderivs d;
+  fail_alloc_state fs = {0, -1};
+  ms_ctx *ctx = ms_ctx_new(fail_alloc, &fs);
+  ms_tensor *x = NULL, *v = NULL;
+  CHECK(ms_tensor_from_data(ctx, nd, shape, xd, &x) == MS_OK);
+  CHECK(ms_tensor_from_data(ctx, nd, shape, vd, &v) == MS_OK);
+  size_t base = ms_ctx_bytes(ctx);
+  int ok = 0, wrong = 0, leaks = 0;
+  for (long k = 0; k < 100000 && !ok && !leaks; k++) {
+    fs.n = 0, fs.fail_at = k;
+    int st = scalar_derivs(ctx, f, arg, x, v, &d);
+    ok = st == MS_OK;
+    if (!ok && st != MS_ENOMEM && wrong++ == 0)
+      fprintf(stderr, "[%s] failing allocation %ld: status %d \"%s\"\n", what, k, st,
+              ms_ctx_error(ctx));
+    if (ms_ctx_bytes(ctx) != base || ms_ad_depth(ctx) != 0) {
+      fprintf(stderr, "[%s] failing allocation %ld: %zu bytes leaked\n", what, k,
+              ms_ctx_bytes(ctx) - base);
+      leaks++;
+    }
+  }
+  CHECK(ok && wrong == 0 && leaks == 0);
+  fs.fail_at = -1;
+  ms_tensor_release(x);
+  ms_tensor_release(v);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
 int main(void) {
   int n = (int)(sizeof cases / sizeof cases[0]);
   for (int i = 0; i < n; i++) run_case(&cases[i], 1000 + (uint64_t)i);
@@ -1597,5 +2068,8 @@ int main(void) {
   test_tracked_tangent();
   test_errors();
   test_alloc_failures();
+  test_prod_zeros();
+  test_pow_zeros();
+  test_wide_cat();
   return check_report();
 }
