@@ -109,6 +109,19 @@ local function fit_rate(xs, ys)
   return ru / sx, b
 end
 
+-- Eigenvalues (ascending), eigenvectors (columns of V) and the coordinates c = V^T w0,
+-- computed here by Jacobi (independent of the engine's LAPACK eigh).
+local function eigencoords(H, w0)
+  local lam, V = jacobi_eigen(H:totable())
+  local wt, c = w0:totable(), {}
+  for k = 1, #lam do
+    local s = 0
+    for i = 1, #lam do s = s + V[i][k] * wt[i] end
+    c[k] = s
+  end
+  return lam, V, c
+end
+
 -- The quadratic of experiments 1 and 2: H and a description of it.
 local function make_problem(cfg, ms, d)
   if cfg.mode == "full" then
@@ -124,7 +137,8 @@ end
 return {
   title = "Meta-gradient explosion/vanishing on a quadratic",
   -- The independent reference and the problem, shared with experiment 2 (which loads this file).
-  reference = {jacobi_eigen = jacobi_eigen, closed_form = closed_form, make_problem = make_problem},
+  reference = {jacobi_eigen = jacobi_eigen, closed_form = closed_form, make_problem = make_problem,
+               eigencoords = eigencoords},
   run = function(cfg, ms)
     local mode = cfg.mode
     local d = 20
@@ -133,14 +147,7 @@ return {
     local w0 = ms.randn({d}, {seed = 1000 * cfg.seed + 2})
 
     -- Reference eigenbasis, computed here.
-    local lam, V = jacobi_eigen(H:totable())
-    local wt = w0:totable()
-    local c = {}
-    for k = 1, d do
-      local s = 0
-      for i = 1, d do s = s + V[i][k] * wt[i] end
-      c[k] = s
-    end
+    local lam, V, c = eigencoords(H, w0)
     local lmin, lmax = lam[1], lam[d]
     local eta_crit = 2 / lmax
 

@@ -85,14 +85,7 @@ return {
     problem = problem .. " (the same quadratic as experiment 1)"
     local obj = ms.objective.quadratic(H)
     local w0 = ms.randn({d}, {seed = 1000 * cfg.seed + 2})
-    local lam, V = ref.jacobi_eigen(H:totable())
-    local wt = w0:totable()
-    local c = {}
-    for k = 1, d do
-      local s = 0
-      for i = 1, d do s = s + V[i][k] * wt[i] end
-      c[k] = s
-    end
+    local lam, V, c = ref.eigencoords(H, w0)
     local lmin, lmax = lam[1], lam[d]
     local eta_crit = 2 / lmax
 
