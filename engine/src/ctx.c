@@ -130,6 +130,7 @@ void *ms_ctx_alloc(ms_ctx *ctx, size_t nbytes) {
     return NULL;
   }
   ctx->bytes += nbytes;
+  if (ctx->bytes > ctx->peak) ctx->peak = ctx->bytes;
   return p;
 }
 
@@ -158,3 +159,9 @@ int ms_ctx_check_interrupt(ms_ctx *ctx, const char *where) {
   ctx->interrupted = 0;
   return ms_ctx_fail(ctx, MS_EINTERRUPT, "%s: interrupted", where);
 }
+
+size_t ms_ctx_peak_bytes(const ms_ctx *ctx) { return ctx->peak; }
+void ms_ctx_reset_peak(ms_ctx *ctx) { ctx->peak = ctx->bytes; }
+
+const char *ms_version(void) { return METASTEP_VERSION; }
+int ms_version_number(void) { return METASTEP_VERSION_NUMBER; }

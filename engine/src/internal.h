@@ -13,6 +13,7 @@ struct ms_ctx {
   void *ud;
   size_t bytes; /* live bytes allocated through the context */
   size_t limit; /* 0 = unlimited */
+  size_t peak;  /* largest `bytes` since the last ms_ctx_reset_peak */
   ms_rng rng;
   int status;
   volatile sig_atomic_t interrupted;

@@ -223,7 +223,7 @@ static int builtin_new(ms_ctx *ctx, builtin *bi, const char *name, int64_t dim,
                        int (*grad)(ms_ctx *, void *, ms_tensor *, ms_tensor **),
                        int (*hvp)(ms_ctx *, void *, ms_tensor *, ms_tensor *, ms_tensor **),
                        ms_objective **out) {
-  ms_objective_def def = {name, dim, value, grad, hvp, builtin_free, bi};
+  ms_objective_def def = {name, dim, value, grad, hvp, builtin_free, bi, 0, NULL};
   int st = ms_objective_new(ctx, &def, out);
   if (st) builtin_free(bi);
   return st;

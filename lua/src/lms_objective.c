@@ -352,7 +352,9 @@ static int l_from_callbacks(lua_State *L) {
                           has_grad ? cb_grad : NULL,
                           has_hvp ? cb_hvp : NULL,
                           lobj_free,
-                          lo};
+                          lo,
+                          0,
+                          NULL};
   if (ms_objective_new(ctx, &def, &b->obj) != MS_OK) {
     ms_ctx_dealloc(ctx, lo, sizeof *lo);
     return lms_error(L);

@@ -453,7 +453,7 @@ static void test_callbacks(void) {
   v = vec(ctx, D, vd);
 
   /* value + grad: hvp derived by forward mode over grad */
-  ms_objective_def def = {"quartic", D, q_value, q_grad, NULL, q_free, &q};
+  ms_objective_def def = {"quartic", D, q_value, q_grad, NULL, q_free, &q, 0, NULL};
   OK(ms_objective_new(ctx, &def, &withgrad));
   CHECK(strcmp(ms_objective_name(withgrad), "quartic") == 0);
   OK(ms_objective_value(ctx, withgrad, w, &f));
@@ -533,7 +533,7 @@ static void test_callbacks(void) {
 
   /* definitions the engine refuses */
   ms_objective *none = NULL;
-  ms_objective_def nodef = {"nofun", 3, NULL, NULL, NULL, NULL, NULL};
+  ms_objective_def nodef = {"nofun", 3, NULL, NULL, NULL, NULL, NULL, 0, NULL};
   CHECK_FAILS(ctx, ms_objective_new(ctx, &nodef, &none), MS_EARG,
               "nofun: a value callback is required");
   nodef.value = q_value;
@@ -728,7 +728,7 @@ static int exercise_once(ms_ctx *ctx, const problem *p, int derived, quartic *qq
   ms_level *tape = NULL;
   int st;
   if (derived) {
-    ms_objective_def def = {"quartic", p->d, q_value, NULL, NULL, NULL, qq};
+    ms_objective_def def = {"quartic", p->d, q_value, NULL, NULL, NULL, qq, 0, NULL};
     st = ms_objective_new(ctx, &def, &obj);
   } else {
     st = make_objective(ctx, p, &obj);

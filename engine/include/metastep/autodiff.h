@@ -122,6 +122,15 @@ int ms_log_softmax(ms_ctx *ctx, const ms_tensor *x, int axis, ms_tensor **out);
 int ms_softmax_xent(ms_ctx *ctx, const ms_tensor *logits, const ms_tensor *labels,
                     ms_tensor **out);
 
+/*
+ * One-call gradient of a scalar C function f(x) (a host's convenience): runs f once on a
+ * tape around x and back-propagates. *value (0-d, may be NULL) and *grad (x's shape) are new
+ * references. f sets *y to a new one-element tensor computed with engine ops from x.
+ * Works inside outer levels too (the result is then differentiable again).
+ */
+int ms_grad(ms_ctx *ctx, int (*f)(ms_ctx *ctx, void *ud, ms_tensor *x, ms_tensor **y), void *ud,
+            ms_tensor *x, ms_tensor **value, ms_tensor **grad);
+
 /* Central-difference gradient check of a scalar function: see ms_check_grad in Lua. */
 
 #ifdef __cplusplus

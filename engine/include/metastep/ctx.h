@@ -16,8 +16,9 @@
 extern "C" {
 #endif
 
-/* Status codes. MS_OK is 0; every failure is a small positive number. */
-enum {
+/* Status codes. MS_OK is 0; every failure is a small positive number. Engine functions
+ * return them as int (an ms_status value), so `if (st)` tests for failure. */
+typedef enum ms_status {
   MS_OK = 0,
   MS_ENOMEM,     /* allocation failed or the context's memory budget is exhausted */
   MS_EARG,       /* invalid argument value (negative size, bad axis, non-finite, ...) */
@@ -27,7 +28,12 @@ enum {
   MS_ESTATE,     /* object in the wrong state (released, modified in place after being saved) */
   MS_EINTERRUPT, /* the computation was interrupted through ms_ctx_interrupt */
   MS_ECALLBACK   /* a user callback reported an error */
-};
+} ms_status;
+
+/* The library's version: "0.2.0", and as a number major * 10000 + minor * 100 + patch. A host
+ * compares ms_version_number() with METASTEP_VERSION_NUMBER to detect a mismatched library. */
+const char *ms_version(void);
+int ms_version_number(void);
 
 /* Returns a static string naming a status code ("ok", "out of memory", ...). */
 const char *ms_status_name(int status);
@@ -86,6 +92,9 @@ size_t ms_ctx_bytes(const ms_ctx *ctx);
 /* Sets a budget in bytes (0 = unlimited); allocations beyond it fail with MS_ENOMEM. */
 void ms_ctx_set_limit(ms_ctx *ctx, size_t nbytes);
 size_t ms_ctx_limit(const ms_ctx *ctx);
+/* Largest ms_ctx_bytes seen since the context was made or the last reset (memory benchmarks). */
+size_t ms_ctx_peak_bytes(const ms_ctx *ctx);
+void ms_ctx_reset_peak(ms_ctx *ctx);
 
 /* An opaque pointer for the host (the Lua bindings keep the running lua_State here so
  * callbacks into Lua run on the right thread). The engine never looks at it. */

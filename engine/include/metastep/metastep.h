@@ -2,7 +2,8 @@
 #ifndef METASTEP_METASTEP_H
 #define METASTEP_METASTEP_H
 
-#define METASTEP_VERSION "0.1.0"
+#define METASTEP_VERSION "0.2.0"
+#define METASTEP_VERSION_NUMBER 200
 
 #include "metastep/ctx.h"
 #include "metastep/tensor.h"
@@ -11,5 +12,7 @@
 #include "metastep/autodiff.h"
 #include "metastep/meta.h"
 #include "metastep/objective.h"
+#include "metastep/optim.h"
+#include "metastep/train.h"
 
 #endif

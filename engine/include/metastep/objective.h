@@ -52,6 +52,12 @@ typedef struct ms_objective_def {
   /* Called once when the last reference is dropped; may be NULL. */
   void (*free_ud)(void *ud);
   void *ud;
+  /* Samples (for stochastic optimizers): nsamples >= 1 and grad_batch set, or 0 and NULL.
+   * grad_batch sets *out to the gradient of the objective restricted to the samples
+   * idx[0..n-1] (0-based, repeats allowed), shape [dim]. */
+  int64_t nsamples;
+  int (*grad_batch)(ms_ctx *ctx, void *ud, ms_tensor *w, int64_t n, const int64_t *idx,
+                    ms_tensor **out);
 } ms_objective_def;
 
 /*
@@ -67,6 +73,36 @@ void ms_objective_release(ms_objective *obj);
 /* The objective's name (borrowed, valid while obj lives) and dimension d. Never fail. */
 const char *ms_objective_name(const ms_objective *obj);
 int64_t ms_objective_dim(const ms_objective *obj);
+
+/* Which built-in an objective is. */
+typedef enum ms_objective_kind {
+  MS_OBJECTIVE_CUSTOM = 0, MS_OBJECTIVE_QUADRATIC, MS_OBJECTIVE_LEAST_SQUARES,
+  MS_OBJECTIVE_LOGISTIC
+} ms_objective_kind;
+ms_objective_kind ms_objective_kind_of(const ms_objective *obj);
+
+/* Number of samples (0 for an objective without samples). */
+int64_t ms_objective_nsamples(const ms_objective *obj);
+/* Gradient on the samples idx[0..n-1] (0-based; MS_EINDEX naming the entry when one is out
+ * of range; MS_EARG when the objective has no samples). New reference, [d]. */
+int ms_objective_grad_batch(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, int64_t n,
+                            const int64_t *idx, ms_tensor **out);
+/* The same kind of objective on the samples idx (a least-squares or logistic objective of
+ * n rows). New reference. MS_EARG for an objective that is not least squares or logistic. */
+int ms_objective_subset(ms_ctx *ctx, const ms_objective *obj, int64_t n, const int64_t *idx,
+                        ms_objective **out);
+
+/*
+ * Positive semi-definiteness of a quadratic's H, checked once (eigenvalues computed on the
+ * first call and cached): MS_EARG "<what>: needs a positive semi-definite H (smallest
+ * eigenvalue -3, largest 10)" when the smallest eigenvalue is below -1e-12 max(1, |largest|).
+ * Least squares is always fine; other kinds are MS_EARG naming `what` and the kind.
+ */
+int ms_objective_check_psd(ms_ctx *ctx, ms_objective *obj, const char *what);
+/* A quadratic's eigendecomposition, computed once and cached: eigenvalues ascending ([d])
+ * and eigenvectors as columns ([d,d]); both BORROWED (valid while obj lives). */
+int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lambda,
+                                ms_tensor **Q);
 
 /* f(w) as a 0-d tensor (new reference). w: [d], borrowed. */
 int ms_objective_value(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor **out);
@@ -101,6 +137,9 @@ int ms_objective_quadratic_parts(const ms_objective *obj, ms_tensor **H, ms_tens
  */
 int ms_objective_least_squares(ms_ctx *ctx, const ms_tensor *X, const ms_tensor *y,
                                ms_objective **out);
+/* X and y of a least-squares or logistic objective (BORROWED; any may be NULL; l2 only for
+ * logistic, 0 otherwise). MS_EARG if obj is neither. */
+int ms_objective_data_parts(const ms_objective *obj, ms_tensor **X, ms_tensor **y, double *l2);
 /*
  * L2-regularized logistic regression ("logistic"), labels y in {0, 1}:
  *   f(w) = mean_i softplus(-(2 y_i - 1) x_i^T w) + l2/2 |w|^2,

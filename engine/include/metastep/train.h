@@ -1,0 +1,110 @@
+/*
+ * Meta-training: (meta-)gradient descent on an optimizer's meta-parameters theta.
+ *
+ * Each iteration k = 1..iterations takes a batch of tasks (the spec's tasks, or `batch`
+ * tasks drawn from a sampler), computes the meta-objective and its meta-gradient with
+ * ms_meta_value_and_grad at the current theta, records them, and updates theta with the
+ * meta-optimizer:
+ *   g    = the meta-gradient; non-finite entries become 0 when on_failure is ZERO;
+ *          then each entry is clipped to [-clip, clip] when clip > 0;
+ *   lr_k = meta_lr * schedule(k)   (INV_SQRT: 1/sqrt(k), CONSTANT: 1, or a callback);
+ *   SGD:     theta -= lr_k g
+ *   ADAM:    m = b1 m + (1-b1) g, v = b2 v + (1-b2) g^2, theta -= lr_k mhat / (sqrt(vhat) + eps)
+ *            with the bias corrections counting the updates actually made;
+ *   RMSPROP: v = rho v + (1-rho) g^2, theta -= lr_k g / (sqrt(v) + eps);
+ *   then each entry is projected onto [lo, hi] (the parameter's domain intersected with the
+ *   bounds given) and the project callback, if any, runs.
+ * A meta-gradient whose status is not ok is handled by on_failure: SKIP (no update), ZERO
+ * (update with its non-finite entries set to 0, as the paper's authors' code did) or ERROR
+ * (stop with MS_ENUMERIC naming the iteration, the status and the step).
+ *
+ * Ctrl-C (ms_ctx_interrupt) or a callback asking to stop ends the run early: the result
+ * still holds the history so far (result->stopped says why), so no work is lost.
+ */
+#ifndef METASTEP_TRAIN_H
+#define METASTEP_TRAIN_H
+
+#include "metastep/meta.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum ms_train_schedule { MS_SCHEDULE_INV_SQRT = 0, MS_SCHEDULE_CONSTANT = 1 } ms_train_schedule;
+typedef enum ms_train_metaopt { MS_METAOPT_SGD = 0, MS_METAOPT_ADAM = 1, MS_METAOPT_RMSPROP = 2 } ms_train_metaopt;
+typedef enum ms_train_failure { MS_FAIL_SKIP = 0, MS_FAIL_ZERO = 1, MS_FAIL_ERROR = 2 } ms_train_failure;
+typedef enum ms_train_stop {
+  MS_STOP_DONE = 0,      /* every iteration ran */
+  MS_STOP_CALLBACK = 1,  /* the callback asked to stop */
+  MS_STOP_INTERRUPT = 2, /* ms_ctx_interrupt */
+  MS_STOP_ERROR = 3      /* a failure (the call's status says which); history kept */
+} ms_train_stop;
+
+/* One iteration. theta: the values the meta-gradient was taken at (before the update). */
+typedef struct ms_train_record {
+  int64_t k;
+  double value;
+  int status;                           /* ms_meta_status */
+  int64_t fail_step;
+  int updated;                          /* 0 when the update was skipped */
+  double lr;                            /* lr_k */
+  ms_tensor *theta[MS_OPTIM_MAXPARAMS]; /* stored values (owned by the history) */
+  ms_tensor *grad[MS_OPTIM_MAXPARAMS];  /* meta-gradients (NULL where not selected) */
+} ms_train_record;
+
+typedef struct ms_train_options {
+  int64_t iterations;              /* >= 0 */
+  double meta_lr;                  /* >= 0 */
+  ms_train_schedule schedule;
+  /* When not NULL, replaces schedule: sets *factor (finite, >= 0) for iteration k. */
+  int (*schedule_fn)(ms_ctx *ctx, void *ud, int64_t k, double *factor);
+  ms_train_metaopt meta_optimizer;
+  double beta1, beta2, eps, rho;   /* 0 = defaults 0.9, 0.999, 1e-8, 0.9 */
+  double clip;                     /* > 0: clip each entry to [-clip, clip]; 0 = off */
+  ms_train_failure on_failure;
+  /* Bounds per parameter (0-based as the optimizer declares them), intersected with the
+   * parameter's domain; has_bounds[i] = 0 leaves parameter i at its domain. */
+  int has_bounds[MS_OPTIM_MAXPARAMS];
+  double lo[MS_OPTIM_MAXPARAMS], hi[MS_OPTIM_MAXPARAMS];
+  /* Optional projection after the bounds: may replace theta[i] (release the old, store a new
+   * reference). */
+  int (*project)(ms_ctx *ctx, void *ud, int nparams, ms_tensor **theta);
+  /* Task sampler: when not NULL, each iteration draws `batch` tasks (batch >= 1) by calling
+   * sample(ctx, ud, k, i, &task) for i = 0..batch-1; the tasks' objectives and w0 are
+   * retained by the callee's host until release_task is called with the same task (may be
+   * NULL when the host keeps them alive otherwise). */
+  int (*sample)(ms_ctx *ctx, void *ud, int64_t k, int i, ms_task *task);
+  void (*release_task)(ms_ctx *ctx, void *ud, ms_task *task);
+  int batch;
+  /* Called after each iteration's update. Return 0 to go on, 1 to stop early, or a failure
+   * status (after ms_ctx_fail) to stop with it. */
+  int (*callback)(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor *const *theta);
+  void *ud;                        /* passed to every callback above */
+  int keep_history;                /* nonzero: keep every record (theta and grad copies) */
+} ms_train_options;
+
+typedef struct ms_train_result {
+  int nparams;
+  ms_tensor *theta[MS_OPTIM_MAXPARAMS];      /* final stored values */
+  ms_tensor *best_theta[MS_OPTIM_MAXPARAMS]; /* values with the lowest ok meta-objective */
+  double best_value;                         /* NaN if no iteration was ok */
+  int64_t best_k;                            /* 0 if none */
+  int64_t n;                                 /* iterations recorded */
+  ms_train_record *history;                  /* n records when keep_history, else NULL */
+  ms_train_stop stopped;
+} ms_train_result;
+
+/*
+ * Runs meta-training from spec->theta (NULL = the optimizer's initial values). spec holds
+ * the unroll (optimizer, steps, meta, method, ...) and, without a sampler, the tasks.
+ * result is filled even when the call fails part-way (history so far, theta reached);
+ * release it with ms_train_result_clear.
+ */
+int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options *opts,
+                  ms_train_result *result);
+void ms_train_result_clear(ms_ctx *ctx, ms_train_result *result);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,31 @@
+/* Engine-internal contract between the unroll (unroll.c), the stable and exact methods
+ * (stable.c) and meta-training (train.c). Not installed. */
+#ifndef METASTEP_META_INTERNAL_H
+#define METASTEP_META_INTERNAL_H
+
+#include "internal.h"
+
+/*
+ * One task's result of a method. The caller (ms_meta_value_and_grad in unroll.c) has
+ * already checked the spec (ms_meta_check_spec) and resolved theta: theta[i] is the stored
+ * value of parameter i (borrowed, never NULL). out is zeroed by the caller except
+ * out->fail_step = -1, out->task = -1, out->log_loss and out->log_abs_grad[] = NaN;
+ * the method sets value, status, fail_step, log_loss, log_abs_grad[i] (one-element
+ * parameters) and grad[i] (new references, theta[i]'s shape) for each selected i
+ * (sel[i] != 0), in terms of the STORED parameter (chain rule through MS_PARAM_LOG done).
+ */
+int ms__meta_stable(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                    ms_tensor *const *theta, const int *sel, ms_meta_out *out);
+int ms__meta_exact(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                   ms_tensor *const *theta, const int *sel, ms_meta_out *out);
+
+/*
+ * Whether the stable method covers (spec, task) (1) or not (0). Never fails and leaves the
+ * context's error untouched; when why != NULL and it does not apply, writes the reason
+ * ("method 'stable' handles gd, momentum and nesterov, got adam") into why[0..size-1].
+ * Includes the positive semi-definiteness check of a quadratic (cached on the objective).
+ */
+int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                            char *why, size_t size);
+
+#endif
