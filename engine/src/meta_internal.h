@@ -28,4 +28,12 @@ int ms__meta_exact(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
 int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
                             char *why, size_t size);
 
+/* optim.c: the optimizer's init (zeros like w when it has none) and one checked step that
+ * replaces state[] (old entries released); the seed of a stochastic optimizer. */
+int ms__optim_init(ms_ctx *ctx, ms_optim *opt, ms_tensor *w, ms_tensor *const *mapped,
+                   ms_tensor **state);
+int ms__optim_step(ms_ctx *ctx, ms_optim *opt, const ms_optim_io *io, ms_tensor **state,
+                   ms_tensor **w_next);
+uint64_t ms__optim_seed(const ms_optim *opt);
+
 #endif

@@ -112,8 +112,9 @@ typedef enum ms_optim_kind {
  *   log_lr   nonzero: the meta-parameter is "log_lr" = log(lr) (MS_PARAM_LOG), else "lr".
  *   beta     momentum coefficient, a meta-parameter "beta" >= 0 (momentum, nesterov;
  *            default 0.9 when beta_set is 0).
- *   beta1, beta2, eps   adam (defaults 0.9, 0.999, 1e-8); rho, eps rmsprop (0.99, 1e-8).
- *            These are fixed hyper-parameters, not meta-parameters.
+ *   beta1, beta2, eps   adam; rho, eps rmsprop: taken as given when hyper_set is nonzero,
+ *            else the defaults 0.9, 0.999, 1e-8 (adam) and 0.99, 1e-8 (rmsprop). These are
+ *            fixed hyper-parameters, not meta-parameters.
  *   batch, seed          sgd (batch >= 1, default 1).
  * Updates (g the gradient, lr_t = lr * factor_t):
  *   gd, sgd:   w' = w - lr_t g
@@ -132,6 +133,7 @@ typedef struct ms_optim_options {
   double beta;
   int beta_set;
   double beta1, beta2, eps, rho;
+  int hyper_set;
   int64_t batch;
   uint64_t seed;
 } ms_optim_options;
