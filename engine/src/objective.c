@@ -1,7 +1,8 @@
 /*
  * Objectives (objective.h): the checked call path around user callbacks, the derived
  * gradient (reverse over value) and Hessian-vector product (forward over grad), and
- * the built-in quadratic, least-squares and logistic objectives.
+ * the built-in quadratic, least-squares and logistic objectives, their samples (grad_batch on
+ * rows, subsets) and a quadratic's cached eigendecomposition (PSD check).
  *
  * The built-ins use only public differentiable operations, never raw loops over the
  * data, so a tape active around a call records every step (the engine's own derived
@@ -22,6 +23,9 @@ struct ms_objective {
   int refcount;
   ms_objective_def def;
   char name[64];
+  ms_objective_kind kind;
+  /* a quadratic's eigendecomposition (ms_objective_quadratic_eigh), computed on first use */
+  ms_tensor *eig_val, *eig_vec;
 };
 
 /* ---- handles ---- */
@@ -33,11 +37,23 @@ int ms_objective_new(ms_ctx *ctx, const ms_objective_def *def, ms_objective **ou
     return ms_ctx_fail(ctx, MS_EARG, "%s: a value callback is required", name);
   if (def->dim < 1)
     return ms_ctx_fail(ctx, MS_EARG, "%s: dim must be >= 1, got %lld", name, (long long)def->dim);
+  if (def->nsamples < 0)
+    return ms_ctx_fail(ctx, MS_EARG, "%s: nsamples must be >= 0, got %lld", name,
+                       (long long)def->nsamples);
+  if (def->nsamples > 0 && def->grad_batch == NULL)
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "%s: nsamples is %lld but grad_batch is NULL (set both or neither)", name,
+                       (long long)def->nsamples);
+  if (def->nsamples == 0 && def->grad_batch != NULL)
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "%s: grad_batch is set but nsamples is 0 (set both or neither)", name);
   ms_objective *o = ms_ctx_alloc(ctx, sizeof *o);
   if (o == NULL) return MS_ENOMEM;
   o->ctx = ctx;
   o->refcount = 1;
   o->def = *def;
+  o->kind = MS_OBJECTIVE_CUSTOM;
+  o->eig_val = o->eig_vec = NULL;
   snprintf(o->name, sizeof o->name, "%s", name);
   o->def.name = o->name;
   *out = o;
@@ -52,11 +68,15 @@ ms_objective *ms_objective_retain(ms_objective *obj) {
 void ms_objective_release(ms_objective *obj) {
   if (obj == NULL || --obj->refcount > 0) return;
   if (obj->def.free_ud) obj->def.free_ud(obj->def.ud);
+  ms_tensor_release(obj->eig_val);
+  ms_tensor_release(obj->eig_vec);
   ms_ctx_dealloc(obj->ctx, obj, sizeof *obj);
 }
 
 const char *ms_objective_name(const ms_objective *obj) { return obj->name; }
 int64_t ms_objective_dim(const ms_objective *obj) { return obj->def.dim; }
+ms_objective_kind ms_objective_kind_of(const ms_objective *obj) { return obj->kind; }
+int64_t ms_objective_nsamples(const ms_objective *obj) { return obj->def.nsamples; }
 
 /* ---- the checked call path ---- */
 
@@ -197,6 +217,36 @@ int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v,
   return check_vector_result(ctx, obj, "hvp", out);
 }
 
+/* n >= 1 sample indices, each in [0, nsamples); `what` names the call in messages. */
+static int check_indices(ms_ctx *ctx, const ms_objective *o, const char *what, int64_t n,
+                         const int64_t *idx) {
+  int64_t ns = o->def.nsamples;
+  if (ns == 0) return ms_ctx_fail(ctx, MS_EARG, "%s.%s: the objective has no samples", o->name, what);
+  if (n < 1)
+    return ms_ctx_fail(ctx, MS_EARG, "%s.%s: needs at least one sample index, got n = %lld",
+                       o->name, what, (long long)n);
+  if (idx == NULL) return ms_ctx_fail(ctx, MS_EARG, "%s.%s: idx is NULL", o->name, what);
+  for (int64_t k = 0; k < n; k++) {
+    if (idx[k] < 0 || idx[k] >= ns)
+      return ms_ctx_fail(ctx, MS_EINDEX, "%s.%s: sample index %lld out of range [0, %lld)",
+                         o->name, what, (long long)idx[k], (long long)ns);
+  }
+  return MS_OK;
+}
+
+int ms_objective_grad_batch(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, int64_t n,
+                            const int64_t *idx, ms_tensor **out) {
+  *out = NULL;
+  int st = check_indices(ctx, obj, "grad_batch", n, idx);
+  if (st == MS_OK) st = check_point(ctx, obj, "w", w);
+  if (st) return st;
+  ms_ctx_clear_error(ctx);
+  st = after_callback(ctx, obj, "grad_batch",
+                      obj->def.grad_batch(ctx, obj->def.ud, w, n, idx, out), out);
+  if (st) return st;
+  return check_vector_result(ctx, obj, "grad_batch", out);
+}
+
 /* ---- built-ins ---- */
 
 /*
@@ -207,6 +257,7 @@ int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v,
 typedef struct builtin {
   ms_ctx *ctx;
   ms_tensor *a, *b;
+  ms_tensor *y; /* logistic: the labels as given (for ms_objective_data_parts and subsets) */
   double c, n;
 } builtin;
 
@@ -214,26 +265,34 @@ static void builtin_free(void *ud) {
   builtin *bi = ud;
   ms_tensor_release(bi->a);
   ms_tensor_release(bi->b);
+  ms_tensor_release(bi->y);
   ms_ctx_dealloc(bi->ctx, bi, sizeof *bi);
 }
 
+typedef int (*grad_batch_fn)(ms_ctx *, void *, ms_tensor *, int64_t, const int64_t *,
+                             ms_tensor **);
+
 /* Makes the objective; on failure releases bi (the caller's tensors go with it). */
-static int builtin_new(ms_ctx *ctx, builtin *bi, const char *name, int64_t dim,
-                       int (*value)(ms_ctx *, void *, ms_tensor *, ms_tensor **),
+static int builtin_new(ms_ctx *ctx, builtin *bi, ms_objective_kind kind, const char *name,
+                       int64_t dim, int (*value)(ms_ctx *, void *, ms_tensor *, ms_tensor **),
                        int (*grad)(ms_ctx *, void *, ms_tensor *, ms_tensor **),
                        int (*hvp)(ms_ctx *, void *, ms_tensor *, ms_tensor *, ms_tensor **),
-                       ms_objective **out) {
-  ms_objective_def def = {name, dim, value, grad, hvp, builtin_free, bi, 0, NULL};
+                       int64_t nsamples, grad_batch_fn grad_batch, ms_objective **out) {
+  ms_objective_def def = {name, dim, value, grad, hvp, builtin_free, bi, nsamples, grad_batch};
   int st = ms_objective_new(ctx, &def, out);
-  if (st) builtin_free(bi);
-  return st;
+  if (st) {
+    builtin_free(bi);
+    return st;
+  }
+  (*out)->kind = kind;
+  return MS_OK;
 }
 
 static builtin *builtin_alloc(ms_ctx *ctx) {
   builtin *bi = ms_ctx_alloc(ctx, sizeof *bi);
   if (bi) {
     bi->ctx = ctx;
-    bi->a = bi->b = NULL;
+    bi->a = bi->b = bi->y = NULL;
     bi->c = bi->n = 0;
   }
   return bi;
@@ -365,12 +424,13 @@ int ms_objective_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *wst
       }
     }
   }
-  return builtin_new(ctx, q, "quadratic", d, quad_value, quad_grad, quad_hvp, out);
+  return builtin_new(ctx, q, MS_OBJECTIVE_QUADRATIC, "quadratic", d, quad_value, quad_grad,
+                     quad_hvp, 0, NULL, out);
 }
 
 int ms_objective_quadratic_parts(const ms_objective *obj, ms_tensor **H, ms_tensor **wstar,
                                  double *fstar) {
-  if (obj->def.value != quad_value)
+  if (obj->kind != MS_OBJECTIVE_QUADRATIC)
     return ms_ctx_fail(obj->ctx, MS_EARG, "quadratic_parts: objective '%s' is not a quadratic",
                        obj->name);
   const builtin *q = obj->def.ud;
@@ -400,6 +460,49 @@ static int check_data(ms_ctx *ctx, const char *name, const ms_tensor *X, const m
         ms_shape_str(ms_tensor_ndim(y), ms_tensor_shape(y), b1, sizeof b1),
         (long long)ms_tensor_dim(X, 0), ms_shape_str(2, ms_tensor_shape(X), b2, sizeof b2));
   return MS_OK;
+}
+
+/*
+ * The rows idx[0..m-1] of the contiguous matrix X ([n,d]) into *Xb ([m,d]), and the entries
+ * idx of the contiguous vector v ([n]) into *vb ([m]): fresh tensors no level tracks (the
+ * data of a batch are constants). The indices were checked by the caller.
+ */
+static int gather(ms_ctx *ctx, const ms_tensor *X, const ms_tensor *v, int64_t m,
+                  const int64_t *idx, ms_tensor **Xb, ms_tensor **vb) {
+  *Xb = *vb = NULL;
+  int64_t d = ms_tensor_dim(X, 1);
+  int64_t xs[2] = {m, d};
+  int st = ms_tensor_empty(ctx, 2, xs, Xb);
+  if (st == MS_OK) st = ms_tensor_empty(ctx, 1, &m, vb);
+  if (st) {
+    ms_tensor_release(*Xb);
+    *Xb = NULL;
+    return st;
+  }
+  const double *x = ms_tensor_data(X), *vv = ms_tensor_data(v);
+  double *xo = ms_tensor_data(*Xb), *vo = ms_tensor_data(*vb);
+  for (int64_t k = 0; k < m; k++) {
+    memcpy(xo + k * d, x + idx[k] * d, (size_t)d * sizeof *x);
+    vo[k] = vv[idx[k]];
+  }
+  return MS_OK;
+}
+
+/*
+ * grad_batch of a data objective: its grad on a temporary builtin holding the rows idx
+ * (the signs 1 - 2y for logistic, whose b holds them); the same engine ops as the full
+ * gradient, so differentiable in w.
+ */
+static int batch_grad(ms_ctx *ctx, builtin *bi, ms_tensor *w, int64_t m, const int64_t *idx,
+                      int (*grad)(ms_ctx *, void *, ms_tensor *, ms_tensor **), ms_tensor **out) {
+  builtin tmp = *bi;
+  tmp.y = NULL;
+  tmp.n = (double)m;
+  int st = gather(ctx, bi->a, bi->b, m, idx, &tmp.a, &tmp.b);
+  if (st == MS_OK) st = grad(ctx, &tmp, w, out);
+  ms_tensor_release(tmp.a);
+  ms_tensor_release(tmp.b);
+  return st;
 }
 
 /* ---- least squares ---- */
@@ -454,6 +557,11 @@ static int ls_hvp(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *v, ms_tensor *
   return st;
 }
 
+static int ls_grad_batch(ms_ctx *ctx, void *ud, ms_tensor *w, int64_t m, const int64_t *idx,
+                         ms_tensor **out) {
+  return batch_grad(ctx, ud, w, m, idx, ls_grad, out);
+}
+
 int ms_objective_least_squares(ms_ctx *ctx, const ms_tensor *X, const ms_tensor *y,
                                ms_objective **out) {
   *out = NULL;
@@ -468,7 +576,8 @@ int ms_objective_least_squares(ms_ctx *ctx, const ms_tensor *X, const ms_tensor 
     builtin_free(ls);
     return st;
   }
-  return builtin_new(ctx, ls, "least_squares", ms_tensor_dim(X, 1), ls_value, ls_grad, ls_hvp, out);
+  return builtin_new(ctx, ls, MS_OBJECTIVE_LEAST_SQUARES, "least_squares", ms_tensor_dim(X, 1),
+                     ls_value, ls_grad, ls_hvp, ms_tensor_dim(X, 0), ls_grad_batch, out);
 }
 
 /* ---- logistic regression ---- */
@@ -565,6 +674,11 @@ done:
   return st;
 }
 
+static int lg_grad_batch(ms_ctx *ctx, void *ud, ms_tensor *w, int64_t m, const int64_t *idx,
+                         ms_tensor **out) {
+  return batch_grad(ctx, ud, w, m, idx, lg_grad, out);
+}
+
 int ms_objective_logistic(ms_ctx *ctx, const ms_tensor *X, const ms_tensor *y, double l2,
                           ms_objective **out) {
   *out = NULL;
@@ -593,11 +707,96 @@ int ms_objective_logistic(ms_ctx *ctx, const ms_tensor *X, const ms_tensor *y, d
   /* the signs 1 - 2y: -1 for label 1, +1 for label 0 */
   if (st == MS_OK) st = ms_binary_scalar(ctx, MS_MUL, yc, -2.0, 0, &t);
   if (st == MS_OK) st = ms_binary_scalar(ctx, MS_ADD, t, 1.0, 0, &lg->b);
-  ms_tensor_release(yc);
+  lg->y = yc; /* kept: the labels, for data_parts and subsets */
   ms_tensor_release(t);
   if (st) {
     builtin_free(lg);
     return st;
   }
-  return builtin_new(ctx, lg, "logistic", ms_tensor_dim(X, 1), lg_value, lg_grad, lg_hvp, out);
+  return builtin_new(ctx, lg, MS_OBJECTIVE_LOGISTIC, "logistic", ms_tensor_dim(X, 1), lg_value,
+                     lg_grad, lg_hvp, ms_tensor_dim(X, 0), lg_grad_batch, out);
+}
+
+/* ---- data parts, subsets ---- */
+
+static int is_data(const ms_objective *obj) {
+  return obj->kind == MS_OBJECTIVE_LEAST_SQUARES || obj->kind == MS_OBJECTIVE_LOGISTIC;
+}
+
+int ms_objective_data_parts(const ms_objective *obj, ms_tensor **X, ms_tensor **y, double *l2) {
+  if (!is_data(obj))
+    return ms_ctx_fail(obj->ctx, MS_EARG,
+                       "data_parts: objective '%s' is not a least-squares or logistic objective",
+                       obj->name);
+  const builtin *bi = obj->def.ud;
+  if (X) *X = bi->a;
+  if (y) *y = obj->kind == MS_OBJECTIVE_LOGISTIC ? bi->y : bi->b;
+  if (l2) *l2 = obj->kind == MS_OBJECTIVE_LOGISTIC ? bi->c : 0.0;
+  return MS_OK;
+}
+
+int ms_objective_subset(ms_ctx *ctx, const ms_objective *obj, int64_t n, const int64_t *idx,
+                        ms_objective **out) {
+  *out = NULL;
+  if (!is_data(obj))
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "subset: objective '%s' is not a least-squares or logistic objective",
+                       obj->name);
+  int st = check_indices(ctx, obj, "subset", n, idx);
+  if (st) return st;
+  const builtin *bi = obj->def.ud;
+  int logistic = obj->kind == MS_OBJECTIVE_LOGISTIC;
+  ms_tensor *Xb = NULL, *yb = NULL;
+  st = gather(ctx, bi->a, logistic ? bi->y : bi->b, n, idx, &Xb, &yb);
+  if (st == MS_OK) {
+    st = logistic ? ms_objective_logistic(ctx, Xb, yb, bi->c, out)
+                  : ms_objective_least_squares(ctx, Xb, yb, out);
+  }
+  ms_tensor_release(Xb);
+  ms_tensor_release(yb);
+  return st;
+}
+
+/* ---- spectrum of a quadratic ---- */
+
+int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lambda,
+                                ms_tensor **Q) {
+  if (lambda) *lambda = NULL;
+  if (Q) *Q = NULL;
+  if (obj->kind != MS_OBJECTIVE_QUADRATIC)
+    return ms_ctx_fail(ctx, MS_EARG, "quadratic_eigh: objective '%s' is not a quadratic",
+                       obj->name);
+  if (obj->eig_val == NULL) {
+    const builtin *q = obj->def.ud;
+    /* H may be tracked (copied from a tracked argument while a level was active): the
+     * spectrum is a constant, taken from an untracked copy */
+    ms_tensor *h = NULL, *val = NULL, *vec = NULL;
+    int st = ms_stop_gradient(ctx, q->a, &h);
+    if (st == MS_OK) st = ms_eigh(ctx, h, &val, &vec);
+    ms_tensor_release(h);
+    if (st) return st;
+    obj->eig_val = val;
+    obj->eig_vec = vec;
+  }
+  if (lambda) *lambda = obj->eig_val;
+  if (Q) *Q = obj->eig_vec;
+  return MS_OK;
+}
+
+int ms_objective_check_psd(ms_ctx *ctx, ms_objective *obj, const char *what) {
+  if (what == NULL) what = "check_psd";
+  if (obj->kind == MS_OBJECTIVE_LEAST_SQUARES) return MS_OK; /* X^T X / n */
+  if (obj->kind != MS_OBJECTIVE_QUADRATIC)
+    return ms_ctx_fail(ctx, MS_EARG, "%s: needs a quadratic or least-squares objective, got %s",
+                       what, obj->name);
+  ms_tensor *lam = NULL;
+  int st = ms_objective_quadratic_eigh(ctx, obj, &lam, NULL);
+  if (st) return st;
+  const double *l = ms_tensor_data(lam);
+  double lo = l[0], hi = l[ms_tensor_numel(lam) - 1];
+  if (lo < -1e-12 * fmax(1.0, fabs(hi)))
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "%s: needs a positive semi-definite H (smallest eigenvalue %g, largest %g)",
+                       what, lo, hi);
+  return MS_OK;
 }

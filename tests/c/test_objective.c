@@ -703,6 +703,340 @@ out:
   ms_ctx_free(ctx);
 }
 
+/* ---- samples: grad_batch, subset, data parts ---- */
+
+/* The problem made of the rows idx of p (a least-squares or logistic problem). */
+static void sub_problem(const problem *p, int m, const int64_t *idx, problem *sp) {
+  *sp = *p;
+  sp->n = m;
+  for (int k = 0; k < m; k++) {
+    memcpy(&sp->X[k * p->d], &p->X[idx[k] * p->d], sizeof(double) * (size_t)p->d);
+    sp->y[k] = p->y[idx[k]];
+  }
+}
+
+static void test_samples(int kind) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  problem p, sp;
+  make_problem(&p, kind, 3, 6, 700 + (uint64_t)kind);
+  const int64_t idx[5] = {4, 0, 4, 5, 2}; /* repeats allowed */
+  const int m = 5;
+  sub_problem(&p, m, idx, &sp);
+  ms_objective *obj = NULL, *sub = NULL, *hand = NULL, *q = NULL;
+  ms_tensor *w = NULL, *ww = NULL, *g = NULL, *t = NULL, *e = NULL, *row = NULL;
+  ms_tensor *pX = NULL, *py = NULL;
+  ms_level *tape = NULL;
+  double wd[3] = {0.4, -1.1, 0.7}, f0, g0[3], H0[9], buf[MAXN * MAXD], l2 = -1;
+  char what[96];
+  const char *name = kind_name[kind];
+  closed_form(&sp, wd, &f0, g0, H0);
+
+  OK(make_objective(ctx, &p, &obj));
+  CHECK(ms_objective_kind_of(obj) ==
+        (kind == 1 ? MS_OBJECTIVE_LEAST_SQUARES : MS_OBJECTIVE_LOGISTIC));
+  CHECK(ms_objective_nsamples(obj) == 6);
+  w = vec(ctx, 3, wd);
+
+  /* grad_batch: the full gradient of the objective on the rows idx (closed form) */
+  OK(ms_objective_grad_batch(ctx, obj, w, m, idx, &g));
+  OK(readv(ctx, g, 3, buf));
+  snprintf(what, sizeof what, "%s grad_batch vs closed form on the rows", name);
+  near_arr(what, buf, g0, 3, 1e-12);
+  ms_tensor_release(g), g = NULL;
+  /* ... and the grad of an objective built by hand from those rows */
+  OK(make_objective(ctx, &sp, &hand));
+  OK(ms_objective_grad(ctx, hand, w, &t));
+  OK(ms_objective_grad_batch(ctx, obj, w, m, idx, &g));
+  {
+    double ref[3];
+    OK(readv(ctx, t, 3, ref));
+    OK(readv(ctx, g, 3, buf));
+    snprintf(what, sizeof what, "%s grad_batch vs grad of a hand-made objective", name);
+    near_arr(what, buf, ref, 3, 1e-14);
+  }
+  ms_tensor_release(g), ms_tensor_release(t), g = t = NULL;
+  /* every row once, in order: the full gradient */
+  {
+    const int64_t all[6] = {0, 1, 2, 3, 4, 5};
+    double ref[3], fa, Ha[9];
+    closed_form(&p, wd, &fa, ref, Ha);
+    OK(ms_objective_grad_batch(ctx, obj, w, 6, all, &g));
+    OK(readv(ctx, g, 3, buf));
+    snprintf(what, sizeof what, "%s grad_batch on all rows vs full grad", name);
+    near_arr(what, buf, ref, 3, 1e-12);
+    ms_tensor_release(g), g = NULL;
+  }
+  /* differentiable in w: a tape over grad_batch gives the Hessian of the batch */
+  OK(ms_ad_push(ctx, MS_AD_REVERSE, &tape));
+  OK(ms_ad_watch(ctx, tape, w, NULL, &ww));
+  OK(ms_objective_grad_batch(ctx, obj, ww, m, idx, &g));
+  OK(ms_ad_pop(ctx, tape));
+  for (int i = 0; i < 3; i++) {
+    double ed[3] = {0};
+    ed[i] = 1;
+    e = vec(ctx, 3, ed);
+    OK(ms_ad_gradient(ctx, tape, g, e, 1, &ww, &row));
+    OK(readv(ctx, row, 3, &buf[i * 3]));
+    ms_tensor_release(e), ms_tensor_release(row), e = row = NULL;
+  }
+  snprintf(what, sizeof what, "%s Hessian by a tape over grad_batch", name);
+  near_arr(what, buf, H0, 9, 1e-12);
+  ms_ad_free(tape), tape = NULL;
+  ms_tensor_release(g), ms_tensor_release(ww), g = ww = NULL;
+
+  /* subset: the same kind of objective on the rows */
+  OK(ms_objective_subset(ctx, obj, m, idx, &sub));
+  CHECK(ms_objective_kind_of(sub) == ms_objective_kind_of(obj));
+  CHECK(ms_objective_nsamples(sub) == m);
+  CHECK(strcmp(ms_objective_name(sub), name) == 0);
+  OK(ms_objective_value(ctx, sub, w, &t));
+  OK(ms_tensor_item(ctx, t, &buf[0]));
+  snprintf(what, sizeof what, "%s subset value", name);
+  near_arr(what, buf, &f0, 1, 1e-12);
+  ms_tensor_release(t), t = NULL;
+  OK(ms_objective_grad(ctx, sub, w, &t));
+  OK(readv(ctx, t, 3, buf));
+  snprintf(what, sizeof what, "%s subset grad", name);
+  near_arr(what, buf, g0, 3, 1e-12);
+  ms_tensor_release(t), t = NULL;
+  OK(ms_objective_data_parts(sub, &pX, &py, &l2));
+  CHECK(ms_tensor_ndim(pX) == 2 && ms_tensor_dim(pX, 0) == m && ms_tensor_dim(pX, 1) == 3);
+  OK(ms_tensor_read(ctx, pX, buf, m * 3));
+  near_arr("subset X", buf, sp.X, m * 3, 0);
+  OK(readv(ctx, py, m, buf));
+  near_arr("subset y (labels as given)", buf, sp.y, m, 0);
+  CHECK(l2 == (kind == 2 ? p.l2 : 0));
+  OK(ms_objective_data_parts(obj, NULL, &py, NULL));
+  OK(readv(ctx, py, 6, buf));
+  near_arr("data_parts y", buf, p.y, 6, 0);
+
+  /* errors */
+  {
+    int64_t bad[3] = {1, 7, 2}, neg[1] = {-1};
+    snprintf(what, sizeof what, "%s.grad_batch: sample index 7 out of range [0, 6)", name);
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, obj, w, 3, bad, &g), MS_EINDEX, what);
+    CHECK(g == NULL);
+    snprintf(what, sizeof what, "%s.grad_batch: sample index -1 out of range [0, 6)", name);
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, obj, w, 1, neg, &g), MS_EINDEX, what);
+    snprintf(what, sizeof what, "%s.grad_batch: needs at least one sample index, got n = 0", name);
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, obj, w, 0, idx, &g), MS_EARG, what);
+    snprintf(what, sizeof what, "%s.subset: sample index 7 out of range [0, 6)", name);
+    CHECK_FAILS(ctx, ms_objective_subset(ctx, obj, 3, bad, &q), MS_EINDEX, what);
+    CHECK(q == NULL);
+    t = vec(ctx, 2, wd);
+    snprintf(what, sizeof what, "%s: w has shape [2], expected [3]", name);
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, obj, t, m, idx, &g), MS_ESHAPE, what);
+    ms_tensor_release(t), t = NULL;
+  }
+out:
+  ms_ad_free(tape);
+  ms_tensor_release(w), ms_tensor_release(ww), ms_tensor_release(g), ms_tensor_release(t);
+  ms_tensor_release(e), ms_tensor_release(row);
+  ms_objective_release(obj), ms_objective_release(sub), ms_objective_release(hand);
+  ms_objective_release(q);
+  CHECK(ms_ad_depth(ctx) == 0);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* A custom objective with samples: f(w) = 1/(2N) sum_i (w - a_i)^2 summed over coordinates,
+ * whose batch gradient is w - mean_{k} a_{idx[k]} (written with engine ops). */
+typedef struct centers {
+  double a[4]; /* scalar centers, broadcast over the coordinates */
+  int wrong_shape;
+} centers;
+
+static int c_value(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
+  (void)ud;
+  ms_tensor *ww = NULL;
+  int st = ms_dot(ctx, w, w, &ww);
+  if (st == MS_OK) st = ms_binary_scalar(ctx, MS_MUL, ww, 0.5, 0, out);
+  ms_tensor_release(ww);
+  return st;
+}
+
+static int c_grad_batch(ms_ctx *ctx, void *ud, ms_tensor *w, int64_t n, const int64_t *idx,
+                        ms_tensor **out) {
+  centers *c = ud;
+  if (c->wrong_shape) return ms_tensor_scalar(ctx, 0, out);
+  double mean = 0;
+  for (int64_t k = 0; k < n; k++) mean += c->a[idx[k]] / (double)n;
+  return ms_binary_scalar(ctx, MS_SUB, w, mean, 0, out);
+}
+
+static void test_custom_samples(void) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  centers c = {{1, 2, 4, 8}, 0};
+  ms_objective *obj = NULL, *none = NULL, *sub = NULL;
+  ms_tensor *w = NULL, *g = NULL;
+  double wd[2] = {3, -1}, buf[2];
+  ms_objective_def def = {"centers", 2, c_value, NULL, NULL, NULL, &c, 4, c_grad_batch};
+  OK(ms_objective_new(ctx, &def, &obj));
+  CHECK(ms_objective_kind_of(obj) == MS_OBJECTIVE_CUSTOM);
+  CHECK(ms_objective_nsamples(obj) == 4);
+  w = vec(ctx, 2, wd);
+  {
+    const int64_t idx[3] = {3, 1, 3}; /* mean of 8, 2, 8 = 6 */
+    double ref[2] = {3 - 6, -1 - 6};
+    OK(ms_objective_grad_batch(ctx, obj, w, 3, idx, &g));
+    OK(readv(ctx, g, 2, buf));
+    near_arr("custom grad_batch", buf, ref, 2, 1e-15);
+    ms_tensor_release(g), g = NULL;
+    c.wrong_shape = 1;
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, obj, w, 3, idx, &g), MS_ESHAPE,
+                "centers: grad_batch returned shape [], expected [2]");
+    CHECK(g == NULL);
+    c.wrong_shape = 0;
+    int64_t bad[1] = {4};
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, obj, w, 1, bad, &g), MS_EINDEX,
+                "centers.grad_batch: sample index 4 out of range [0, 4)");
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, obj, w, 1, NULL, &g), MS_EARG,
+                "centers.grad_batch: idx is NULL");
+    CHECK_FAILS(ctx, ms_objective_subset(ctx, obj, 3, idx, &sub), MS_EARG,
+                "subset: objective 'centers' is not a least-squares or logistic objective");
+    CHECK_FAILS(ctx, ms_objective_data_parts(obj, NULL, NULL, NULL), MS_EARG,
+                "data_parts: objective 'centers' is not a least-squares or logistic objective");
+  }
+  /* nsamples and grad_batch go together */
+  def.grad_batch = NULL;
+  CHECK_FAILS(ctx, ms_objective_new(ctx, &def, &none), MS_EARG,
+              "centers: nsamples is 4 but grad_batch is NULL (set both or neither)");
+  def.nsamples = 0;
+  def.grad_batch = c_grad_batch;
+  CHECK_FAILS(ctx, ms_objective_new(ctx, &def, &none), MS_EARG,
+              "centers: grad_batch is set but nsamples is 0 (set both or neither)");
+  def.nsamples = -2;
+  CHECK_FAILS(ctx, ms_objective_new(ctx, &def, &none), MS_EARG,
+              "centers: nsamples must be >= 0, got -2");
+  CHECK(none == NULL);
+  /* an objective without samples */
+  def.nsamples = 0;
+  def.grad_batch = NULL;
+  OK(ms_objective_new(ctx, &def, &none));
+  CHECK(ms_objective_nsamples(none) == 0);
+  {
+    const int64_t idx[1] = {0};
+    CHECK_FAILS(ctx, ms_objective_grad_batch(ctx, none, w, 1, idx, &g), MS_EARG,
+                "centers.grad_batch: the objective has no samples");
+  }
+out:
+  ms_tensor_release(w), ms_tensor_release(g);
+  ms_objective_release(obj), ms_objective_release(none), ms_objective_release(sub);
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  ms_ctx_free(ctx);
+}
+
+/* ---- positive semi-definiteness and the cached eigendecomposition ---- */
+
+/* H = Q diag(lam) Q^T with Q = I - 2 u u^T / |u|^2 (a Householder reflection), plain loops. */
+static void spectral(int d, const double *lam, const double *u, double *Q, double *H) {
+  double uu = 0;
+  for (int i = 0; i < d; i++) uu += u[i] * u[i];
+  for (int i = 0; i < d; i++)
+    for (int j = 0; j < d; j++) Q[i * d + j] = (i == j) - 2 * u[i] * u[j] / uu;
+  for (int i = 0; i < d; i++)
+    for (int j = 0; j <= i; j++) {
+      double s = 0;
+      for (int k = 0; k < d; k++) s += Q[i * d + k] * lam[k] * Q[j * d + k];
+      H[i * d + j] = H[j * d + i] = s;
+    }
+}
+
+static void test_psd(void) {
+  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  enum { D = 4 };
+  const double u[D] = {1, -2, 0.5, 3};
+  const double neg[D] = {1, -3, 10, 2}, psd[D] = {2, 0, 10, 1}, sorted_psd[D] = {0, 1, 2, 10};
+  double Q[D * D], Hd[D * D], buf[D * D];
+  ms_objective *qn = NULL, *qp = NULL, *obj = NULL, *cb = NULL, *tq = NULL;
+  ms_tensor *H = NULL, *lam = NULL, *V = NULL, *lam2 = NULL, *V2 = NULL, *X = NULL, *y = NULL;
+  ms_tensor *Ht = NULL;
+  ms_level *tape = NULL;
+
+  spectral(D, neg, u, Q, Hd);
+  H = mat(ctx, D, D, Hd);
+  OK(ms_objective_quadratic(ctx, H, NULL, 0, &qn));
+  CHECK(ms_objective_kind_of(qn) == MS_OBJECTIVE_QUADRATIC);
+  CHECK(ms_objective_nsamples(qn) == 0);
+  CHECK_FAILS(ctx, ms_objective_check_psd(ctx, qn, "meta.stable"), MS_EARG,
+              "meta.stable: needs a positive semi-definite H (smallest eigenvalue -3, largest 10)");
+  CHECK(strcmp(ms_ctx_error(ctx),
+               "meta.stable: needs a positive semi-definite H (smallest eigenvalue -3, largest 10)") ==
+        0);
+  /* a second call answers from the cache, with the same message */
+  CHECK_FAILS(ctx, ms_objective_check_psd(ctx, qn, "again"), MS_EARG,
+              "again: needs a positive semi-definite H (smallest eigenvalue -3, largest 10)");
+  ms_tensor_release(H), H = NULL;
+
+  spectral(D, psd, u, Q, Hd);
+  H = mat(ctx, D, D, Hd);
+  OK(ms_objective_quadratic(ctx, H, NULL, 0, &qp));
+  OK(ms_objective_check_psd(ctx, qp, "test")); /* smallest eigenvalue 0 (up to rounding) */
+  OK(ms_objective_quadratic_eigh(ctx, qp, &lam, &V));
+  OK(ms_objective_quadratic_eigh(ctx, qp, &lam2, &V2));
+  CHECK(lam == lam2 && V == V2); /* cached: the same tensors */
+  OK(ms_objective_quadratic_eigh(ctx, qp, NULL, &V2));
+  CHECK(V == V2);
+  OK(readv(ctx, lam, D, buf));
+  near_arr("eigenvalues, ascending", buf, sorted_psd, D, 1e-13);
+  /* H V = V diag(lam), columns orthonormal (plain loops) */
+  {
+    double Vd[D * D], r1[D * D], r2[D * D], I[D * D] = {0}, VtV[D * D];
+    CHECK(ms_tensor_ndim(V) == 2 && ms_tensor_dim(V, 0) == D && ms_tensor_dim(V, 1) == D);
+    OK(ms_tensor_read(ctx, V, Vd, D * D));
+    for (int i = 0; i < D; i++)
+      for (int j = 0; j < D; j++) {
+        double s = 0, o = 0;
+        for (int k = 0; k < D; k++) s += Hd[i * D + k] * Vd[k * D + j];
+        for (int k = 0; k < D; k++) o += Vd[k * D + i] * Vd[k * D + j];
+        r1[i * D + j] = s;
+        r2[i * D + j] = Vd[i * D + j] * buf[j];
+        VtV[i * D + j] = o;
+        I[i * D + j] = i == j;
+      }
+    near_arr("H V = V diag(lambda)", r1, r2, D * D, 1e-12);
+    near_arr("V^T V = I", VtV, I, D * D, 1e-13);
+  }
+
+  /* a quadratic made from a tracked H while a tape is active: the spectrum is a constant */
+  OK(ms_ad_push(ctx, MS_AD_REVERSE, &tape));
+  OK(ms_ad_watch(ctx, tape, H, NULL, &Ht));
+  OK(ms_objective_quadratic(ctx, Ht, NULL, 0, &tq));
+  OK(ms_objective_check_psd(ctx, tq, "tracked"));
+  OK(ms_ad_pop(ctx, tape));
+  ms_ad_free(tape), tape = NULL;
+
+  /* least squares is always fine; others are refused by kind */
+  {
+    double Xd[6] = {1, 2, 3, 4, 5, 6}, yd[3] = {1, 0, 1};
+    X = mat(ctx, 3, 2, Xd);
+    y = vec(ctx, 3, yd);
+  }
+  OK(ms_objective_least_squares(ctx, X, y, &obj));
+  OK(ms_objective_check_psd(ctx, obj, "test"));
+  CHECK_FAILS(ctx, ms_objective_quadratic_eigh(ctx, obj, &lam2, &V2), MS_EARG,
+              "quadratic_eigh: objective 'least_squares' is not a quadratic");
+  CHECK(lam2 == NULL && V2 == NULL);
+  ms_objective_release(obj), obj = NULL;
+  OK(ms_objective_logistic(ctx, X, y, 0.1, &obj));
+  CHECK_FAILS(ctx, ms_objective_check_psd(ctx, obj, "meta.stable"), MS_EARG,
+              "meta.stable: needs a quadratic or least-squares objective, got logistic");
+  {
+    ms_objective_def def = {"mine", 2, c_value, NULL, NULL, NULL, NULL, 0, NULL};
+    OK(ms_objective_new(ctx, &def, &cb));
+    CHECK_FAILS(ctx, ms_objective_check_psd(ctx, cb, "exact"), MS_EARG,
+                "exact: needs a quadratic or least-squares objective, got mine");
+  }
+out:
+  ms_ad_free(tape);
+  ms_tensor_release(H), ms_tensor_release(X), ms_tensor_release(y), ms_tensor_release(Ht);
+  ms_objective_release(qn), ms_objective_release(qp), ms_objective_release(obj);
+  ms_objective_release(cb), ms_objective_release(tq);
+  CHECK(ms_ad_depth(ctx) == 0);
+  CHECK(ms_ctx_bytes(ctx) == 0); /* the cached spectra went with their objectives */
+  ms_ctx_free(ctx);
+}
+
 /* ---- allocation failures at every point ---- */
 
 typedef struct fail_alloc_state {
@@ -741,6 +1075,17 @@ static int exercise_once(ms_ctx *ctx, const problem *p, int derived, quartic *qq
   if (st == MS_OK) st = ms_objective_grad(ctx, obj, ww, &gg);
   if (st == MS_OK) st = ms_ad_pop(ctx, tape);
   if (st == MS_OK) st = ms_ad_gradient(ctx, tape, gg, v, 1, &ww, &h);
+  ms_objective *sub = NULL;
+  ms_tensor *gb = NULL, *fs = NULL;
+  if (st == MS_OK && !derived && p->kind != 0) {
+    const int64_t idx[3] = {1, 4, 1};
+    st = ms_objective_grad_batch(ctx, obj, w, 3, idx, &gb);
+    if (st == MS_OK) st = ms_objective_subset(ctx, obj, 3, idx, &sub);
+    if (st == MS_OK) st = ms_objective_value(ctx, sub, w, &fs);
+  }
+  if (st == MS_OK && !derived && p->kind == 0) st = ms_objective_check_psd(ctx, obj, "psd");
+  ms_objective_release(sub);
+  ms_tensor_release(gb), ms_tensor_release(fs);
   ms_ad_free(tape);
   ms_tensor_release(f), ms_tensor_release(g), ms_tensor_release(hv), ms_tensor_release(ww);
   ms_tensor_release(gg), ms_tensor_release(h);
@@ -806,6 +1151,10 @@ int main(void) {
   }
   test_callbacks();
   test_builtin_args();
+  test_samples(1);
+  test_samples(2);
+  test_custom_samples();
+  test_psd();
   test_alloc_failures();
   return check_report();
 }
