@@ -569,3 +569,28 @@ int ms_custom_apply(ms_ctx *ctx, ms_custom *op, ms_tensor *const *in, ms_tensor 
   attr.custom = op;
   return ms__apply(ctx, P_CUSTOM, &attr, op->def.nin, in, out);
 }
+
+/* ---- one-call gradient for hosts ---- */
+
+int ms_grad(ms_ctx *ctx, int (*f)(ms_ctx *ctx, void *ud, ms_tensor *x, ms_tensor **y), void *ud,
+            ms_tensor *x, ms_tensor **value, ms_tensor **grad) {
+  if (value) *value = NULL;
+  *grad = NULL;
+  if (f == NULL) return ms_ctx_fail(ctx, MS_EARG, "grad: the function is NULL");
+  ms_level *tape = NULL;
+  ms_tensor *xw = NULL, *y = NULL;
+  int st = ms_ad_push(ctx, MS_AD_REVERSE, &tape);
+  if (st) return st;
+  if (!(st = ms_ad_watch(ctx, tape, x, NULL, &xw))) {
+    st = f(ctx, ud, xw, &y);
+    if (!st && y == NULL) st = ms_ctx_fail(ctx, MS_ECALLBACK, "grad: the function returned no tensor");
+  }
+  int pst = ms_ad_pop(ctx, tape);
+  if (!st) st = pst;
+  if (!st) st = ms_ad_gradient(ctx, tape, y, NULL, 1, &xw, grad);
+  if (!st && value) *value = ms_tensor_retain(y);
+  ms_tensor_release(y);
+  ms_tensor_release(xw);
+  ms_ad_free(tape);
+  return st;
+}
