@@ -256,23 +256,33 @@ static ms_tensor *keep(chain *c, int st, ms_tensor *t) {
 }
 static ms_tensor *bin(chain *c, ms_binop op, ms_tensor *a, ms_tensor *b) {
   ms_tensor *t = NULL;
-  return c->st ? NULL : keep(c, ms_binary(c->ctx, op, a, b, &t), t);
+  if (c->st) return NULL;
+  int st = ms_binary(c->ctx, op, a, b, &t);
+  return keep(c, st, t);
 }
 static ms_tensor *bins(chain *c, ms_binop op, ms_tensor *a, double s) {
   ms_tensor *t = NULL;
-  return c->st ? NULL : keep(c, ms_binary_scalar(c->ctx, op, a, s, 0, &t), t);
+  if (c->st) return NULL;
+  int st = ms_binary_scalar(c->ctx, op, a, s, 0, &t);
+  return keep(c, st, t);
 }
 static ms_tensor *un(chain *c, ms_unop op, ms_tensor *a) {
   ms_tensor *t = NULL;
-  return c->st ? NULL : keep(c, ms_unary(c->ctx, op, a, &t), t);
+  if (c->st) return NULL;
+  int st = ms_unary(c->ctx, op, a, &t);
+  return keep(c, st, t);
 }
 static ms_tensor *scalar(chain *c, double v) {
   ms_tensor *t = NULL;
-  return c->st ? NULL : keep(c, ms_tensor_scalar(c->ctx, v, &t), t);
+  if (c->st) return NULL;
+  int st = ms_tensor_scalar(c->ctx, v, &t);
+  return keep(c, st, t);
 }
 static ms_tensor *where(chain *c, ms_tensor *cond, ms_tensor *a, ms_tensor *b) {
   ms_tensor *t = NULL;
-  return c->st ? NULL : keep(c, ms_where(c->ctx, cond, a, b, &t), t);
+  if (c->st) return NULL;
+  int st = ms_where(c->ctx, cond, a, b, &t);
+  return keep(c, st, t);
 }
 /* Hands out a temporary as a new reference (NULL after a failure). */
 static ms_tensor *take(chain *c, ms_tensor *t) { return c->st || t == NULL ? NULL : ms_tensor_retain(t); }

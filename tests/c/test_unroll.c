@@ -1,0 +1,411 @@
+/*
+ * Unrolls and meta-gradient methods (meta.h) driven from C: reverse, forward, fd and the
+ * checkpointed reverse mode against closed forms and against each other, tensor-valued
+ * meta-parameters, custom meta-objectives and the spec's checks.
+ *
+ * Golden values come from the closed form of GD on a diagonal quadratic, written here
+ * independently of the engine: with c_i = w0_i, f(w_T) = 1/2 sum_i l_i c_i^2 (1 - eta_i l_i)^(2T).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "metastep/metastep.h"
+
+#define OK(call) CHECK((call) == MS_OK)
+
+static ms_ctx *ctx;
+
+static ms_tensor *vec(int64_t n, const double *x) {
+  ms_tensor *t = NULL;
+  OK(ms_tensor_from_data(ctx, 1, &n, x, &t));
+  return t;
+}
+
+static ms_tensor *scalar(double v) {
+  ms_tensor *t = NULL;
+  OK(ms_tensor_scalar(ctx, v, &t));
+  return t;
+}
+
+static double item(ms_tensor *t) {
+  double v = NAN;
+  CHECK(t != NULL);
+  if (t == NULL) return v;
+  OK(ms_tensor_item(ctx, t, &v));
+  return v;
+}
+
+/* A diagonal quadratic 1/2 w^T diag(l) w. */
+static ms_objective *diag_quadratic(int64_t d, const double *l) {
+  ms_tensor *lt = vec(d, l), *H = NULL;
+  ms_objective *obj = NULL;
+  OK(ms_tensor_diag(ctx, lt, &H));
+  OK(ms_objective_quadratic(ctx, H, NULL, 0, &obj));
+  ms_tensor_release(lt);
+  ms_tensor_release(H);
+  return obj;
+}
+
+/* G = (1/T) log f(w_T) and dG/deta_i for per-coordinate step sizes eta (closed form). */
+static double closed_G(int64_t d, const double *l, const double *c, const double *eta, int per_coord,
+                       int64_t T, double *dG) {
+  double a[256], m = -INFINITY;
+  for (int64_t i = 0; i < d; i++) {
+    double q = 1 - eta[per_coord ? i : 0] * l[i];
+    a[i] = q == 0 || c[i] == 0 ? -INFINITY : log(0.5 * l[i] * c[i] * c[i]) + 2.0 * (double)T * log(fabs(q));
+    if (a[i] > m) m = a[i];
+  }
+  double s = 0;
+  for (int64_t i = 0; i < d; i++) s += exp(a[i] - m);
+  double ll = m + log(s);
+  double total = 0;
+  for (int64_t i = 0; i < d; i++) {
+    double q = 1 - eta[per_coord ? i : 0] * l[i];
+    double g = a[i] == -INFINITY ? 0 : exp(a[i] - ll) * 2.0 * (-l[i]) / q;
+    if (per_coord) dG[i] = g;
+    total += g;
+  }
+  if (!per_coord) dG[0] = total;
+  return ll / (double)T;
+}
+
+static ms_optim *make(ms_optim_kind kind, double lr, int log_lr) {
+  ms_optim_options o;
+  memset(&o, 0, sizeof o);
+  o.lr = lr;
+  o.log_lr = log_lr;
+  o.batch = 3;
+  o.seed = 7;
+  ms_optim *opt = NULL;
+  OK(ms_optim_builtin(ctx, kind, &o, &opt));
+  return opt;
+}
+
+static ms_meta_spec spec_of(ms_optim *opt, const ms_task *task, int64_t T, ms_meta_kind kind,
+                            ms_meta_method m) {
+  ms_meta_spec s;
+  memset(&s, 0, sizeof s);
+  s.optimizer = opt;
+  s.ntasks = 1;
+  s.tasks = task;
+  s.steps = T;
+  s.meta.kind = kind;
+  s.method = m;
+  return s;
+}
+
+/* ---- closed form, and the methods against each other ---- */
+
+static void test_closed_form(void) {
+  double l[5] = {1, 2.5, 4, 7, 10}, c[5] = {1, -0.5, 0.3, 2, -1}, eta = 0.05, dG;
+  ms_objective *obj = diag_quadratic(5, l);
+  ms_tensor *w0 = vec(5, c);
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_optim *gd = make(MS_OPTIM_GD, eta, 0);
+  double G = closed_G(5, l, c, &eta, 0, 30, &dG);
+  ms_meta_method methods[] = {MS_METHOD_REVERSE, MS_METHOD_FORWARD, MS_METHOD_FD, MS_METHOD_EXACT,
+                              MS_METHOD_STABLE};
+  for (int k = 0; k < 5; k++) {
+    ms_meta_spec s = spec_of(gd, &task, 30, MS_META_LOG, methods[k]);
+    ms_meta_out r;
+    OK(ms_meta_value_and_grad(ctx, &s, &r));
+    CHECK(r.status == MS_META_OK);
+    CHECK_NEAR(r.value, G, 1e-12);
+    CHECK_NEAR(item(r.grad[0]), dG, methods[k] == MS_METHOD_FD ? 1e-7 : 1e-10);
+    ms_meta_out_clear(&r);
+  }
+  /* log_lr: d/dlog_lr = lr d/dlr */
+  ms_optim *lg = make(MS_OPTIM_GD, eta, 1);
+  ms_meta_spec s = spec_of(lg, &task, 30, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_out r;
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  CHECK_NEAR(item(r.grad[0]), eta * dG, 1e-10);
+  CHECK(strcmp(ms_optim_param_at(lg, 0)->name, "log_lr") == 0);
+  ms_meta_out_clear(&r);
+  ms_optim_release(lg);
+  ms_optim_release(gd);
+  ms_tensor_release(w0);
+  ms_objective_release(obj);
+}
+
+/* Per-coordinate step sizes: theta of shape [d]; every method gives the closed form's
+ * gradient per coordinate. */
+static void test_vector_theta(void) {
+  double l[4] = {1, 3, 5, 9}, c[4] = {0.7, -1.2, 0.4, 1}, eta[4] = {0.1, 0.05, 0.02, 0.03}, dG[4];
+  ms_objective *obj = diag_quadratic(4, l);
+  ms_tensor *w0 = vec(4, c), *lr = vec(4, eta);
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_optim_options o;
+  memset(&o, 0, sizeof o);
+  o.lr_init = lr;
+  ms_optim *gd = NULL;
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &gd));
+  double G = closed_G(4, l, c, eta, 1, 25, dG);
+  ms_meta_method methods[] = {MS_METHOD_REVERSE, MS_METHOD_FORWARD, MS_METHOD_FD};
+  for (int k = 0; k < 3; k++) {
+    ms_meta_spec s = spec_of(gd, &task, 25, MS_META_LOG, methods[k]);
+    ms_meta_out r;
+    OK(ms_meta_value_and_grad(ctx, &s, &r));
+    CHECK(r.status == MS_META_OK);
+    CHECK_NEAR(r.value, G, 1e-12);
+    CHECK(ms_tensor_ndim(r.grad[0]) == 1 && ms_tensor_dim(r.grad[0], 0) == 4);
+    for (int i = 0; i < 4; i++) CHECK_NEAR(ms_tensor_data(r.grad[0])[i], dG[i], methods[k] == MS_METHOD_FD ? 1e-6 : 1e-10);
+    ms_meta_out_clear(&r);
+  }
+  /* a theta of the wrong shape names the parameter, expected and actual */
+  ms_tensor *bad = vec(3, eta);
+  ms_tensor *th[1] = {bad};
+  ms_meta_spec s = spec_of(gd, &task, 25, MS_META_LOG, MS_METHOD_REVERSE);
+  s.theta = th;
+  ms_meta_out r;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_ESHAPE,
+              "meta: meta-parameter 'lr' of optimizer 'gd' must have shape [4], got [3]");
+  ms_tensor_release(bad);
+  ms_optim_release(gd);
+  ms_tensor_release(lr);
+  ms_tensor_release(w0);
+  ms_objective_release(obj);
+}
+
+/* The issue's case: eigenvalues log-spaced in [1e3, 1e6], w0 ones, T = 50, eta = 1e-6. A fixed
+ * absolute step straddled eta and 2/lambda_max; the relative one agrees with the closed form. */
+static void test_fd_small_step(void) {
+  double l[20], c[20], eta = 1e-6, dG;
+  for (int i = 0; i < 20; i++) l[i] = pow(10, 3 + 3.0 * i / 19), c[i] = 1;
+  closed_G(20, l, c, &eta, 0, 50, &dG);
+  CHECK_NEAR(dG / 50 * 50, -21677.90672, 1e-9 * 21677.9); /* the number */
+  ms_objective *obj = diag_quadratic(20, l);
+  ms_tensor *w0 = vec(20, c);
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_optim *gd = make(MS_OPTIM_GD, eta, 0);
+  ms_meta_spec s = spec_of(gd, &task, 50, MS_META_LOG, MS_METHOD_FD);
+  ms_meta_out r;
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  double g = item(r.grad[0]);
+  CHECK(r.status != MS_META_OK || fabs(g - dG) <= 1e-6 * fabs(dG));
+  CHECK(r.status == MS_META_OK);
+  ms_meta_out_clear(&r);
+  ms_optim_release(gd);
+  ms_tensor_release(w0);
+  ms_objective_release(obj);
+}
+
+/* ---- checkpointing: the identical meta-gradient, bit for bit ---- */
+
+static int same_bits(ms_tensor *a, ms_tensor *b) {
+  if (a == NULL || b == NULL) return a == b;
+  return ms_tensor_numel(a) == ms_tensor_numel(b) &&
+         memcmp(ms_tensor_data(a), ms_tensor_data(b), sizeof(double) * (size_t)ms_tensor_numel(a)) == 0;
+}
+
+static void compare_ckpt(ms_meta_spec s, const char *what) {
+  ms_meta_out plain, ck;
+  s.checkpoint = 0;
+  OK(ms_meta_value_and_grad(ctx, &s, &plain));
+  int64_t Ks[] = {1, 3, 7, s.steps - 1, s.steps, s.steps + 5};
+  for (int k = 0; k < 6; k++) {
+    if (Ks[k] < 1) continue;
+    s.checkpoint = Ks[k];
+    CHECK(ms_meta_value_and_grad(ctx, &s, &ck) == MS_OK);
+    int same = plain.value == ck.value && plain.status == ck.status;
+    for (int i = 0; i < plain.nparams; i++) same = same && same_bits(plain.grad[i], ck.grad[i]);
+    if (!same) {
+      fprintf(stderr, "checkpoint %lld differs for %s: value %.17g vs %.17g, grad0 %.17g vs %.17g\n",
+              (long long)Ks[k], what, plain.value, ck.value,
+              plain.grad[0] ? ms_tensor_data(plain.grad[0])[0] : 0.0,
+              ck.grad[0] ? ms_tensor_data(ck.grad[0])[0] : 0.0);
+    }
+    CHECK(same);
+    ms_meta_out_clear(&ck);
+  }
+  ms_meta_out_clear(&plain);
+}
+
+static void test_checkpoint(void) {
+  int64_t n = 12, d = 5;
+  ms_tensor *X = NULL, *y = NULL, *Xv = NULL, *yv = NULL, *w0 = NULL;
+  ms_rng rng;
+  ms_rng_seed(&rng, 3);
+  int64_t sx[2] = {n, d};
+  OK(ms_tensor_randn(ctx, &rng, 2, sx, 0, 1, &X));
+  OK(ms_tensor_randn(ctx, &rng, 1, &n, 0, 1, &y));
+  OK(ms_tensor_randn(ctx, &rng, 2, sx, 0, 1, &Xv));
+  OK(ms_tensor_randn(ctx, &rng, 1, &n, 0, 1, &yv));
+  OK(ms_tensor_randn(ctx, &rng, 1, &d, 0, 1, &w0));
+  ms_objective *ls = NULL, *lv = NULL;
+  OK(ms_objective_least_squares(ctx, X, y, &ls));
+  OK(ms_objective_least_squares(ctx, Xv, yv, &lv));
+  ms_task task = {ls, lv, w0, NULL};
+  ms_optim_kind kinds[] = {MS_OPTIM_GD, MS_OPTIM_SGD, MS_OPTIM_MOMENTUM, MS_OPTIM_NESTEROV,
+                           MS_OPTIM_RMSPROP, MS_OPTIM_ADAM};
+  ms_meta_kind metas[] = {MS_META_NAIVE, MS_META_LOG, MS_META_SUM, MS_META_LOGSUM};
+  char what[96];
+  for (int k = 0; k < 6; k++) {
+    ms_optim *opt = make(kinds[k], kinds[k] >= MS_OPTIM_RMSPROP ? 0.01 : 0.05, k % 2);
+    for (int m = 0; m < 4; m++) {
+      for (int on = 0; on < 2; on++) {
+        ms_meta_spec s = spec_of(opt, &task, 17, metas[m], MS_METHOD_REVERSE);
+        s.meta.on = on;
+        snprintf(what, sizeof what, "%s meta %d on %d", ms_optim_name(opt), m, on);
+        compare_ckpt(s, what);
+        s.truncate = 6;
+        compare_ckpt(s, what);
+      }
+    }
+    ms_optim_release(opt);
+  }
+  /* freeze_norm: a run that freezes part-way */
+  ms_optim *big = make(MS_OPTIM_GD, 0.4, 0);
+  ms_meta_spec s = spec_of(big, &task, 20, MS_META_SUM, MS_METHOD_REVERSE);
+  s.freeze_norm = 3;
+  compare_ckpt(s, "freeze_norm");
+  ms_optim_release(big);
+  ms_objective_release(ls);
+  ms_objective_release(lv);
+  ms_tensor_release(X), ms_tensor_release(y), ms_tensor_release(Xv), ms_tensor_release(yv);
+  ms_tensor_release(w0);
+}
+
+/* ---- custom meta-objectives ---- */
+
+static int meta_mean_log(ms_ctx *c, void *ud, const ms_traj *traj, ms_tensor **out) {
+  (void)ud;
+  ms_tensor *s = NULL, *a = NULL, *b = NULL;
+  int st = ms_unary(c, MS_LOG, traj->losses[traj->T], &s);
+  if (!st) st = ms_binary_scalar(c, MS_DIV, s, (double)traj->T, 0, &a);
+  ms_tensor_release(s);
+  (void)b;
+  *out = a;
+  return st;
+}
+
+static int meta_detached(ms_ctx *c, void *ud, const ms_traj *traj, ms_tensor **out) {
+  (void)ud;
+  double v;
+  int st = ms_tensor_item(c, traj->losses[traj->T], &v);
+  if (!st) st = ms_tensor_scalar(c, log(v) / (double)traj->T, out);
+  return st;
+}
+
+static void test_custom(void) {
+  double l[3] = {1, 2, 3}, c[3] = {1, 1, 1};
+  ms_objective *obj = diag_quadratic(3, l);
+  ms_tensor *w0 = vec(3, c);
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_optim *gd = make(MS_OPTIM_GD, 0.1, 0);
+  ms_meta_spec s = spec_of(gd, &task, 10, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_out a, b;
+  OK(ms_meta_value_and_grad(ctx, &s, &a));
+  s.meta.kind = MS_META_CUSTOM;
+  s.meta.fn = meta_mean_log;
+  s.meta.name = "mean_log";
+  OK(ms_meta_value_and_grad(ctx, &s, &b));
+  CHECK(a.value == b.value && same_bits(a.grad[0], b.grad[0]));
+  ms_meta_out_clear(&b);
+  s.checkpoint = 4;
+  OK(ms_meta_value_and_grad(ctx, &s, &b));
+  CHECK(a.value == b.value && same_bits(a.grad[0], b.grad[0]));
+  ms_meta_out_clear(&b);
+  s.checkpoint = 0;
+  s.meta.fn = meta_detached;
+  s.meta.name = "detached";
+  const char *msg = "meta: the meta-objective 'detached' returned a value cut off from the trajectory";
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &b), MS_EARG, msg);
+  s.method = MS_METHOD_FORWARD;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &b), MS_EARG, msg);
+  s.method = MS_METHOD_REVERSE;
+  s.checkpoint = 3;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &b), MS_EARG, msg);
+  /* fd only needs values: a number is fine there */
+  s.checkpoint = 0;
+  s.method = MS_METHOD_FD;
+  OK(ms_meta_value_and_grad(ctx, &s, &b));
+  CHECK_NEAR(item(b.grad[0]), item(a.grad[0]), 1e-6);
+  ms_meta_out_clear(&b);
+  ms_meta_out_clear(&a);
+  ms_optim_release(gd);
+  ms_tensor_release(w0);
+  ms_objective_release(obj);
+}
+
+/* ---- statuses, Adam at a zero gradient, bad specs ---- */
+
+static void test_status_and_errors(void) {
+  double l[3] = {1, 2, 30}, c[3] = {1, 0, 1};
+  ms_objective *obj = diag_quadratic(3, l);
+  ms_tensor *w0 = vec(3, c);
+  ms_task task = {obj, NULL, w0, NULL};
+  /* lr far above 2/30: reverse mode overflows and says at which step */
+  ms_optim *big = make(MS_OPTIM_GD, 1.0, 0);
+  ms_meta_spec s = spec_of(big, &task, 400, MS_META_NAIVE, MS_METHOD_REVERSE);
+  ms_meta_out r;
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  CHECK(r.status == MS_META_OVERFLOW && r.fail_step > 0 && r.fail_step <= 400);
+  CHECK(isnan(r.value) && isnan(item(r.grad[0])));
+  ms_meta_out_clear(&r);
+  /* Adam: coordinate 2 has gradient exactly 0 all along; derivatives stay finite */
+  ms_optim *adam = make(MS_OPTIM_ADAM, 0.01, 0);
+  s = spec_of(adam, &task, 20, MS_META_LOG, MS_METHOD_REVERSE);
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  CHECK(r.status == MS_META_OK && isfinite(item(r.grad[0])));
+  ms_meta_out fd;
+  s.method = MS_METHOD_FD;
+  OK(ms_meta_value_and_grad(ctx, &s, &fd));
+  CHECK_NEAR(item(r.grad[0]), item(fd.grad[0]), 1e-6);
+  ms_meta_out_clear(&r);
+  ms_meta_out_clear(&fd);
+  /* bad specs: the message names the field, expected and actual */
+  s = spec_of(adam, &task, 0, MS_META_LOG, MS_METHOD_REVERSE);
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'steps' must be >= 1, got 0");
+  s.steps = 5;
+  s.fd_step = 1e-3;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'fd_step' applies to method 'fd', not 'reverse'");
+  s.fd_step = 0;
+  s.method = MS_METHOD_FORWARD;
+  s.checkpoint = 2;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'checkpoint' applies to method 'reverse', not 'forward'");
+  s.checkpoint = 0;
+  s.freeze_norm = -1;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'freeze_norm' must be finite and > 0 (or 0 = off), got -1");
+  s.freeze_norm = 0;
+  s.method = MS_METHOD_EXACT;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "exact");
+  ms_tensor *w0bad = vec(2, c);
+  ms_task bad = {obj, NULL, w0bad, NULL};
+  s = spec_of(adam, &bad, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_ESHAPE, "meta: 'w0' has shape [2] but the objective has dimension 3");
+  s.tasks = &task;
+  s.meta.on = MS_META_VALID;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "task 1 has no validation objective");
+  ms_optim *sgd = make(MS_OPTIM_SGD, 0.1, 0);
+  s = spec_of(sgd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "optimizer 'sgd' draws mini-batches");
+  ms_tensor *neg = scalar(-0.1);
+  ms_tensor *th[1] = {neg};
+  s = spec_of(big, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  s.theta = th;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: meta-parameter 'lr' must be >= 0, got -0.1");
+  ms_tensor_release(neg);
+  ms_tensor_release(w0bad);
+  ms_optim_release(sgd);
+  ms_optim_release(adam);
+  ms_optim_release(big);
+  ms_tensor_release(w0);
+  ms_objective_release(obj);
+}
+
+int main(void) {
+  ctx = ms_ctx_new(NULL, NULL);
+  test_closed_form();
+  test_vector_theta();
+  test_fd_small_step();
+  test_checkpoint();
+  test_custom();
+  test_status_and_errors();
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  if (ms_ctx_bytes(ctx) != 0) fprintf(stderr, "leaked %zu bytes\n", ms_ctx_bytes(ctx));
+  ms_ctx_free(ctx);
+  return check_report();
+}
