@@ -1,7 +1,19 @@
 /*
- * Lua bindings of the engine's objectives (metastep/objective.h): the Objective userdata
- * with :value(w), :grad(w), :hvp(w, v), :dim(), :name(), :parts(); the built-in
- * constructors; and objectives whose callbacks are Lua functions.
+ * Lua bindings of the engine's objectives (metastep/objective.h): the Objective userdata,
+ * THE objective type of the Lua API (ms.objective.* return it), with :value(w), :grad(w),
+ * :hvp(w, v), :dim(), :name(), :parts(), :minibatch(idx), :grad_batch(w, idx), :eigh(),
+ * :check_psd([what]); the built-in constructors; and objectives whose callbacks are Lua
+ * functions.
+ *
+ * Fields: obj.kind ("quadratic", "least_squares", "logistic", or "function" for any other
+ * objective), obj.H, obj.wstar, obj.fstar (quadratic), obj.X, obj.y, obj.n, obj.l2 (least
+ * squares: X, y, n; logistic: X, y, n, l2; obj.n is also set for any objective with
+ * samples) are read-only and derived from the C objective; the tensors are copies made on
+ * first access and kept (writing to them does not change the objective). Any other field
+ * can be set and read back: it lives in the userdata's user value (a table). Setting a
+ * method or a built-in field name is an error. The metatable is private: getmetatable(obj)
+ * returns core.Objective_mt, a table with __index = core.Objective (the methods table, to
+ * which Lua code can add methods), __close, __gc and __tostring.
  *
  * A Lua-callback objective is an engine objective whose C callbacks are trampolines: they
  * push the point as a tensor, run the Lua function through lua_pcall with a traceback
@@ -30,6 +42,11 @@ typedef struct lobj {
   lua_State *L0;        /* main thread, used when no binding set the running thread */
   int value, grad, hvp; /* registry references (LUA_NOREF when absent or released) */
   int has_grad, has_hvp; /* given at construction (else the engine derives them with levels) */
+  /* propagate_errors: an error raised by a callback is kept as it is (registry reference
+   * `err`, until the binding that ran the objective re-raises it) and becomes the context's
+   * message without the objective's name or a traceback */
+  int raw;
+  int err;
   char name[64];
 } lobj;
 
@@ -46,9 +63,10 @@ static objbox *checkbox(lua_State *L, int arg) {
   return b;
 }
 
-/* An empty box, safe to collect before it owns anything. */
+/* An empty box, safe to collect before it owns anything; one user value (the table of
+ * extra fields, created on first use). */
 static objbox *newbox(lua_State *L) {
-  objbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  objbox *b = lua_newuserdatauv(L, sizeof *b, 1);
   b->obj = NULL;
   b->lo = NULL;
   luaL_setmetatable(L, LMS_OBJECTIVE);
@@ -64,7 +82,8 @@ static int obj_gc(lua_State *L) {
       luaL_unref(L, LUA_REGISTRYINDEX, b->lo->value);
       luaL_unref(L, LUA_REGISTRYINDEX, b->lo->grad);
       luaL_unref(L, LUA_REGISTRYINDEX, b->lo->hvp);
-      b->lo->value = b->lo->grad = b->lo->hvp = LUA_NOREF;
+      luaL_unref(L, LUA_REGISTRYINDEX, b->lo->err);
+      b->lo->value = b->lo->grad = b->lo->hvp = b->lo->err = LUA_NOREF;
     }
     ms_objective *o = b->obj;
     b->obj = NULL;
@@ -72,6 +91,14 @@ static int obj_gc(lua_State *L) {
     ms_objective_release(o);
   }
   return 0;
+}
+
+/* Raises the error object a propagate_errors callback raised, unchanged. */
+static int reraise(lua_State *L, int ref) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  ms_ctx_clear_error(lms_ctx(L));
+  return lua_error(L);
 }
 
 /* obj:value(w), obj:grad(w), obj:hvp(w, v) */
@@ -93,7 +120,12 @@ static int run(lua_State *L, int which) {
                       which == CALL_GRAD ? "grad" : "hvp");
   void *prev = ms_ctx_userdata(ctx);
   ms_ctx_set_userdata(ctx, L); /* callbacks run on this thread */
-  ms_objective_retain(o);
+  lobj *lo = b->lo;
+  if (lo) {
+    luaL_unref(L, LUA_REGISTRYINDEX, lo->err);
+    lo->err = LUA_NOREF;
+  }
+  ms_objective_retain(o); /* keeps lo alive too (freed with o) */
   ms_tensor_retain(w);
   ms_tensor_retain(v);
   int st;
@@ -105,8 +137,15 @@ static int run(lua_State *L, int which) {
     st = ms_objective_hvp(ctx, o, w, v, res);
   ms_tensor_release(v);
   ms_tensor_release(w);
+  int err = LUA_NOREF;
+  if (lo) {
+    err = lo->err;
+    lo->err = LUA_NOREF;
+  }
   ms_objective_release(o);
   ms_ctx_set_userdata(ctx, prev);
+  if (st != MS_OK && err != LUA_NOREF) return reraise(L, err);
+  luaL_unref(L, LUA_REGISTRYINDEX, err);
   if (st != MS_OK) return lms_error(L);
   return 1;
 }
@@ -230,6 +269,7 @@ static int callback_msgh(lua_State *L) {
 }
 
 typedef struct callargs {
+  lobj *lo;
   int ref;
   ms_tensor *w, *v;
 } callargs;
@@ -249,8 +289,20 @@ static int protected_call(lua_State *L) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
   push_ref(L, a->w);
   if (a->v) push_ref(L, a->v);
-  lua_call(L, a->v ? 2 : 1, 1);
-  return 1;
+  if (!a->lo->raw) {
+    lua_call(L, a->v ? 2 : 1, 1);
+    return 1;
+  }
+  if (lua_pcall(L, a->v ? 2 : 1, 1, 0) == LUA_OK) return 1;
+  /* propagate_errors: keep the error object for the binding that ran the objective (unless
+   * the objective was collected meanwhile), then raise it on */
+  if (a->lo->value != LUA_NOREF) {
+    lua_pushvalue(L, -1);
+    int r = luaL_ref(L, LUA_REGISTRYINDEX);
+    luaL_unref(L, LUA_REGISTRYINDEX, a->lo->err);
+    a->lo->err = r;
+  }
+  return lua_error(L);
 }
 
 static int call_lua(ms_ctx *ctx, lobj *lo, int ref, const char *what, ms_tensor *w, ms_tensor *v,
@@ -262,14 +314,21 @@ static int call_lua(ms_ctx *ctx, lobj *lo, int ref, const char *what, ms_tensor 
     return ms_ctx_fail(ctx, MS_ESTATE, "%s: objective has been released", lo->name);
   if (!lua_checkstack(L, 8)) return ms_ctx_fail(ctx, MS_ENOMEM, "%s: Lua stack overflow", lo->name);
   int top = lua_gettop(L);
-  callargs a = {ref, w, v};
+  callargs a = {lo, ref, w, v};
   lua_pushcfunction(L, callback_msgh);
   lua_pushcfunction(L, protected_call);
   lua_pushlightuserdata(L, &a);
   int st = MS_OK;
-  if (lua_pcall(L, 1, 1, top + 1) != LUA_OK) {
-    st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: error in %s: %s", lo->name, what,
-                     lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)");
+  if (lua_pcall(L, 1, 1, lo->raw ? 0 : top + 1) != LUA_OK) {
+    if (lo->raw) { /* the error object as it was raised (kept by protected_call) */
+      if (lua_isstring(L, -1))
+        st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s", lua_tostring(L, -1));
+      else
+        st = ms_ctx_fail(ctx, MS_ECALLBACK, "(error object is a %s value)", luaL_typename(L, -1));
+    } else {
+      st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: error in %s: %s", lo->name, what,
+                       lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)");
+    }
   } else {
     ms_tensor *t = lms_testtensor(L, -1);
     if (t != NULL) {
@@ -315,7 +374,10 @@ static int checkfieldfunction(lua_State *L, int arg, const char *name, int requi
       lua_pushfstring(L, "field '%s' must be a function, got %s", name, luaL_typename(L, -1)));
 }
 
-/* objective_from_callbacks{name =, dim =, value =, grad = (optional), hvp = (optional)} */
+/* objective_from_callbacks{name =, dim =, value =, grad = (optional), hvp = (optional),
+ *   propagate_errors = (optional boolean)}: with propagate_errors, an error a callback raises
+ *   reaches the caller of obj:value/grad/hvp as it was raised (no "<name>: error in value: "
+ *   prefix, no traceback); other bindings that run the objective report its text. */
 static int l_from_callbacks(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
@@ -334,15 +396,18 @@ static int l_from_callbacks(lua_State *L) {
   checkfieldfunction(L, 1, "value", 1);                   /* 4 */
   int has_grad = checkfieldfunction(L, 1, "grad", 0);     /* 5 */
   int has_hvp = checkfieldfunction(L, 1, "hvp", 0);       /* 6 */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* 7 */
-  lua_State *L0 = lua_tothread(L, 7);
-  objbox *b = newbox(L); /* 8 */
+  lua_getfield(L, 1, "propagate_errors");                 /* 7 */
+  int raw = lua_toboolean(L, 7);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* 8 */
+  lua_State *L0 = lua_tothread(L, 8);
+  objbox *b = newbox(L); /* 9 */
   ms_ctx *ctx = lms_ctx(L);
   lobj *lo = ms_ctx_alloc(ctx, sizeof *lo);
   if (lo == NULL) return lms_error(L);
   lo->ctx = ctx;
   lo->L0 = L0;
-  lo->value = lo->grad = lo->hvp = LUA_NOREF;
+  lo->value = lo->grad = lo->hvp = lo->err = LUA_NOREF;
+  lo->raw = raw;
   lo->has_grad = has_grad;
   lo->has_hvp = has_hvp;
   snprintf(lo->name, sizeof lo->name, "%s", lua_isstring(L, 2) ? lua_tostring(L, 2) : "objective");
@@ -374,8 +439,247 @@ static int l_from_callbacks(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg methods[] = {{"value", obj_value}, {"grad", obj_grad}, {"hvp", obj_hvp},
-                                   {"dim", obj_dim},     {"name", obj_name}, {"parts", obj_parts},
+/* ---- samples, spectrum ---- */
+
+/*
+ * The table of 1-based sample indices at arg into a buffer of 0-based ones (a userdata
+ * pushed on the stack, so nothing leaks on an error); *n gets the count.
+ */
+static int64_t *checkindices(lua_State *L, int arg, const ms_objective *o, int64_t *n) {
+  luaL_checktype(L, arg, LUA_TTABLE);
+  lua_Integer len = (lua_Integer)luaL_len(L, arg);
+  if (len < 1) luaL_argerror(L, arg, "expected a non-empty table of sample indices");
+  int64_t ns = ms_objective_nsamples(o);
+  int64_t *idx = lua_newuserdatauv(L, (size_t)len * sizeof *idx, 0);
+  for (lua_Integer k = 1; k <= len; k++) {
+    lua_geti(L, arg, k);
+    int isint = 0;
+    lua_Integer i = lua_tointegerx(L, -1, &isint);
+    if (!isint)
+      luaL_argerror(L, arg,
+                    lua_pushfstring(L, "entry %I must be an integer, got %s", k,
+                                    lua_type(L, -1) == LUA_TNUMBER ? lua_tostring(L, -1)
+                                                                   : luaL_typename(L, -1)));
+    if (i < 1 || i > ns)
+      luaL_argerror(L, arg,
+                    lua_pushfstring(L, "entry %I: sample index %I out of range [1, %I]", k, i,
+                                    (lua_Integer)ns));
+    idx[k - 1] = (int64_t)(i - 1);
+    lua_pop(L, 1);
+  }
+  *n = (int64_t)len;
+  return idx;
+}
+
+/* The objective at 1 must have samples. */
+static ms_objective *checksamples(lua_State *L, const char *what) {
+  ms_objective *o = checkbox(L, 1)->obj;
+  if (ms_objective_nsamples(o) == 0)
+    luaL_error(L, "%s.%s: the objective has no samples (least squares and logistic have)",
+               ms_objective_name(o), what);
+  return o;
+}
+
+/* obj:minibatch(idx): the same kind of objective on the samples idx (1-based). */
+static int obj_minibatch(lua_State *L) {
+  lua_settop(L, 2);
+  objbox *out = newbox(L); /* 3 */
+  ms_objective *o = checksamples(L, "minibatch");
+  int64_t n = 0;
+  int64_t *idx = checkindices(L, 2, o, &n);
+  o = checkbox(L, 1)->obj; /* indexing the table may run Lua code (even close obj) */
+  if (ms_objective_subset(lms_ctx(L), o, n, idx, &out->obj) != MS_OK) return lms_error(L);
+  lua_settop(L, 3);
+  return 1;
+}
+
+/* obj:grad_batch(w, idx): the gradient on the samples idx (1-based, repeats allowed). */
+static int obj_grad_batch(lua_State *L) {
+  lua_settop(L, 3);
+  ms_tensor **res = lms_newbox(L); /* 4 */
+  ms_objective *o = checksamples(L, "grad_batch");
+  lms_checktensor(L, 2);
+  int64_t n = 0;
+  int64_t *idx = checkindices(L, 3, o, &n);
+  ms_ctx *ctx = lms_ctx(L);
+  o = checkbox(L, 1)->obj;
+  ms_tensor *w = lms_checktensor(L, 2); /* after the last Lua allocation */
+  ms_objective_retain(o);
+  ms_tensor_retain(w);
+  void *prev = ms_ctx_userdata(ctx);
+  ms_ctx_set_userdata(ctx, L);
+  int st = ms_objective_grad_batch(ctx, o, w, n, idx, res);
+  ms_ctx_set_userdata(ctx, prev);
+  ms_tensor_release(w);
+  ms_objective_release(o);
+  if (st != MS_OK) return lms_error(L);
+  lua_settop(L, 4);
+  return 1;
+}
+
+/* obj:eigh() -> lambda (ascending), Q (eigenvectors as columns) of a quadratic's H: copies
+ * of the spectrum the objective computes once and keeps. */
+static int obj_eigh(lua_State *L) {
+  lua_settop(L, 1);
+  ms_tensor **lb = lms_newbox(L);
+  ms_tensor **qb = lms_newbox(L);
+  ms_objective *o = checkbox(L, 1)->obj;
+  ms_ctx *ctx = lms_ctx(L);
+  ms_tensor *lam = NULL, *Q = NULL;
+  if (ms_objective_quadratic_eigh(ctx, o, &lam, &Q) != MS_OK) return lms_error(L);
+  if (ms_tensor_copy(ctx, lam, lb) != MS_OK || ms_tensor_copy(ctx, Q, qb) != MS_OK)
+    return lms_error(L);
+  return 2;
+}
+
+/* obj:check_psd([what]) -> true, or raises "<what>: needs a positive semi-definite H ..." */
+static int obj_check_psd(lua_State *L) {
+  ms_objective *o = checkbox(L, 1)->obj;
+  const char *what = luaL_optstring(L, 2, "check_psd");
+  if (ms_objective_check_psd(lms_ctx(L), o, what) != MS_OK) return lms_error(L);
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* ---- fields ---- */
+
+static const char *const builtin_fields[] = {"kind", "H", "wstar", "fstar", "X", "y", "n", "l2",
+                                             NULL};
+
+static int builtin_field(const char *k) {
+  for (int i = 0; builtin_fields[i]; i++)
+    if (strcmp(k, builtin_fields[i]) == 0) return i;
+  return -1;
+}
+
+/* Pushes the table of extra fields of the box at idx (absolute), creating it if needed. */
+static void push_extras(lua_State *L, int idx) {
+  if (lua_getiuservalue(L, idx, 1) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, idx, 1);
+  }
+}
+
+static const char *kind_str(ms_objective_kind k) {
+  switch (k) {
+    case MS_OBJECTIVE_QUADRATIC: return "quadratic";
+    case MS_OBJECTIVE_LEAST_SQUARES: return "least_squares";
+    case MS_OBJECTIVE_LOGISTIC: return "logistic";
+    default: return "function";
+  }
+}
+
+/* A tensor field (H, wstar, X, y): a copy made on first access and kept in the extras. */
+static int push_tensor_field(lua_State *L, const char *k) {
+  push_extras(L, 1); /* 3 */
+  if (lua_getfield(L, 3, k) != LUA_TNIL) return 1;
+  ms_tensor **box = lms_newbox(L); /* 5 */
+  ms_objective *o = checkbox(L, 1)->obj;
+  ms_objective_kind kind = ms_objective_kind_of(o);
+  ms_tensor *t = NULL;
+  if (kind == MS_OBJECTIVE_QUADRATIC && (k[0] == 'H' || k[0] == 'w')) {
+    ms_tensor *H = NULL, *ws = NULL;
+    ms_objective_quadratic_parts(o, &H, &ws, NULL);
+    t = k[0] == 'H' ? H : ws;
+  } else if ((kind == MS_OBJECTIVE_LEAST_SQUARES || kind == MS_OBJECTIVE_LOGISTIC) &&
+             (k[0] == 'X' || k[0] == 'y')) {
+    ms_tensor *X = NULL, *y = NULL;
+    ms_objective_data_parts(o, &X, &y, NULL);
+    t = k[0] == 'X' ? X : y;
+  }
+  if (t == NULL) {
+    lua_pushnil(L);
+    return 1;
+  }
+  if (ms_tensor_copy(lms_ctx(L), t, box) != MS_OK) return lms_error(L);
+  lua_pushvalue(L, 5);
+  lua_setfield(L, 3, k);
+  return 1;
+}
+
+/* The read-only field number f of the objective at 1. */
+static int push_field(lua_State *L, int f) {
+  const char *k = builtin_fields[f];
+  objbox *b = luaL_checkudata(L, 1, LMS_OBJECTIVE);
+  if (b->obj == NULL) return luaL_error(L, "objective has been released (reading field '%s')", k);
+  ms_objective *o = b->obj;
+  ms_objective_kind kind = ms_objective_kind_of(o);
+  double x = 0;
+  switch (k[0]) {
+    case 'k':
+      lua_pushstring(L, kind_str(kind));
+      return 1;
+    case 'f':
+      if (kind != MS_OBJECTIVE_QUADRATIC) break;
+      ms_objective_quadratic_parts(o, NULL, NULL, &x);
+      lua_pushnumber(L, x);
+      return 1;
+    case 'n':
+      if (ms_objective_nsamples(o) == 0) break;
+      lua_pushinteger(L, (lua_Integer)ms_objective_nsamples(o));
+      return 1;
+    case 'l':
+      if (kind != MS_OBJECTIVE_LOGISTIC) break;
+      ms_objective_data_parts(o, NULL, NULL, &x);
+      lua_pushnumber(L, x);
+      return 1;
+    default:
+      return push_tensor_field(L, k);
+  }
+  lua_pushnil(L);
+  return 1;
+}
+
+/* __index(obj, key): the methods (upvalue 1), then the built-in fields, then the extras. */
+static int obj_index(lua_State *L) {
+  lua_settop(L, 2);
+  lua_pushvalue(L, 2);
+  if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    int f = builtin_field(lua_tostring(L, 2));
+    if (f >= 0) return push_field(L, f);
+  }
+  if (lua_getiuservalue(L, 1, 1) != LUA_TTABLE) {
+    lua_pushnil(L);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, -2);
+  return 1;
+}
+
+/* __newindex(obj, key, value): extras only; methods and built-in fields are refused. */
+static int obj_newindex(lua_State *L) {
+  lua_settop(L, 3);
+  if (lua_type(L, 2) == LUA_TSTRING) {
+    const char *k = lua_tostring(L, 2);
+    lua_pushvalue(L, 2);
+    if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
+      return luaL_error(L, "objective: cannot set field '%s' (a method of objectives)", k);
+    if (builtin_field(k) >= 0)
+      return luaL_error(L, "objective: cannot set field '%s' (a read-only field of objectives)",
+                        k);
+    lua_pop(L, 1);
+  }
+  push_extras(L, 1);
+  lua_insert(L, 2);
+  lua_rawset(L, 2); /* raises for a nil or NaN key */
+  return 0;
+}
+
+static const luaL_Reg methods[] = {{"value", obj_value},
+                                   {"grad", obj_grad},
+                                   {"hvp", obj_hvp},
+                                   {"dim", obj_dim},
+                                   {"name", obj_name},
+                                   {"parts", obj_parts},
+                                   {"minibatch", obj_minibatch},
+                                   {"grad_batch", obj_grad_batch},
+                                   {"eigh", obj_eigh},
+                                   {"check_psd", obj_check_psd},
                                    {NULL, NULL}};
 
 static const luaL_Reg functions[] = {{"objective_quadratic", l_quadratic},
@@ -384,24 +688,43 @@ static const luaL_Reg functions[] = {{"objective_quadratic", l_quadratic},
                                      {"objective_from_callbacks", l_from_callbacks},
                                      {NULL, NULL}};
 
-/* Adds the objective constructors to the core table on top of the stack, with
+/* Sets __gc, __close, __tostring and __name in the table on top of the stack. */
+static void set_common(lua_State *L) {
+  lua_pushcfunction(L, obj_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, obj_gc);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, obj_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pushliteral(L, "Objective");
+  lua_setfield(L, -2, "__name");
+}
+
+/*
+ * Adds the objective constructors to the core table on top of the stack, with
  * core.Objective (the methods table, so Lua code can add methods) and core.Objective_mt
- * (the metatable, for type tests). */
+ * (what getmetatable(obj) returns, for type tests). The real metatable (registry
+ * LMS_OBJECTIVE) has __index and __newindex functions and hides behind __metatable.
+ */
 void lms_open_objective(lua_State *L) {
-  if (luaL_newmetatable(L, LMS_OBJECTIVE)) {
-    luaL_newlib(L, methods);
+  if (luaL_newmetatable(L, LMS_OBJECTIVE)) { /* mt */
+    set_common(L);
+    luaL_newlib(L, methods); /* mt, methods */
+    lua_newtable(L);         /* mt, methods, public */
+    set_common(L);
+    lua_pushvalue(L, -2);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, obj_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, obj_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, obj_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushliteral(L, "Objective");
-    lua_setfield(L, -2, "__name");
+    lua_setfield(L, -3, "__metatable"); /* mt, methods */
+    lua_pushvalue(L, -1);
+    lua_pushcclosure(L, obj_index, 1);
+    lua_setfield(L, -3, "__index");
+    lua_pushcclosure(L, obj_newindex, 1);
+    lua_setfield(L, -2, "__newindex"); /* mt */
   }
+  lua_getfield(L, -1, "__metatable"); /* core, mt, public */
   lua_getfield(L, -1, "__index");
-  lua_setfield(L, -3, "Objective");
-  lua_setfield(L, -2, "Objective_mt");
+  lua_setfield(L, -4, "Objective");
+  lua_setfield(L, -3, "Objective_mt");
+  lua_pop(L, 1);
   luaL_setfuncs(L, functions, 0);
 }

@@ -406,3 +406,311 @@ describe("objective errors at the boundary", function()
     end
   end)
 end)
+
+describe("ms.objective: one objective type", function()
+  after_each(function() assert.are.equal(0, ms.ad_depth()) end)
+
+  -- the full error message, position included
+  local function raw_err(fn, ...)
+    local ok, msg = pcall(fn, ...)
+    assert.is_false(ok, "expected an error")
+    return msg
+  end
+  local here = "objective_spec.lua:"
+
+  -- plain Lua least squares on rows idx of X, y (nested tables): value and gradient at w
+  local function ls_closed(X, y, idx, w)
+    local m, f, g = #idx, 0, {}
+    for i = 1, #w do g[i] = 0 end
+    for _, k in ipairs(idx) do
+      local r = -y[k]
+      for i = 1, #w do r = r + X[k][i] * w[i] end
+      f = f + r * r / (2 * m)
+      for i = 1, #w do g[i] = g[i] + X[k][i] * r / m end
+    end
+    return f, g
+  end
+
+  it("every constructor returns the C userdata", function()
+    local X, y = ms.randn({5, 2}, {seed = 1}), ms.tensor{1, 0, 1, 1, 0}
+    local objs = {ms.objective.quadratic(ms.eye(2)), ms.objective.least_squares(X, y),
+                  ms.objective.logistic(X, y, 0.5),
+                  ms.objective.random_quadratic{d = 2, seed = 3},
+                  ms.objective.from_function(function(w) return ms.dot(w, w) end, {dim = 2})}
+    local kinds = {"quadratic", "least_squares", "logistic", "quadratic", "function"}
+    for i, o in ipairs(objs) do
+      assert.are.equal("userdata", type(o))
+      assert.are.equal(ms.Objective_mt, getmetatable(o))
+      assert.are.equal(kinds[i], o.kind)
+      assert.are.equal(2, o:dim())
+      assert.are.equal("function", type(o.value))
+    end
+    assert.are.equal("function", objs[5]:name())
+    assert.are.equal("Objective(function, dim 2)", tostring(objs[5]))
+    -- methods added to ms.Objective reach every objective
+    ms.Objective.twice_dim = function(o) return 2 * o:dim() end
+    assert.are.equal(4, objs[2]:twice_dim())
+    ms.Objective.twice_dim = nil
+  end)
+
+  it("quadratic fields: H, wstar, fstar (copies, made once)", function()
+    local H = ms.tensor{{2, 1}, {1, 3}}
+    local q = ms.objective.quadratic(H, {wstar = ms.tensor{1, -1}, fstar = 0.5})
+    assert.are.same({{2, 1}, {1, 3}}, q.H:totable())
+    assert.are.same({1, -1}, q.wstar:totable())
+    assert.are.equal(0.5, q.fstar)
+    assert.are.equal(q.H, q.H) -- the same tensor every time
+    assert.is_nil(q.n)
+    assert.is_nil(q.X)
+    assert.is_nil(q.y)
+    assert.is_nil(q.l2)
+    q.H:fill(0) -- a copy: the objective does not change
+    -- w - w* = (1, 0): f = 1/2 * 2 + 0.5
+    assert.are.equal(1.5, q:value(ms.tensor{2, -1}):item())
+    local q0 = ms.objective.quadratic(H)
+    assert.is_nil(q0.wstar)
+    assert.are.equal(0, q0.fstar)
+  end)
+
+  it("data fields: X, y, n, l2", function()
+    local X, y = ms.tensor{{1, 2}, {3, 4}, {5, 6}}, ms.tensor{1, 0, 1}
+    local ls = ms.objective.least_squares(X, y)
+    assert.are.same(X:totable(), ls.X:totable())
+    assert.are.same({1, 0, 1}, ls.y:totable())
+    assert.are.equal(3, ls.n)
+    assert.is_true(math.type(ls.n) == "integer")
+    assert.is_nil(ls.l2)
+    assert.is_nil(ls.H)
+    local lg = ms.objective.logistic(X, y, 0.25)
+    assert.are.same({1, 0, 1}, lg.y:totable()) -- the labels as given
+    assert.are.equal(0.25, lg.l2)
+    assert.are.equal(3, lg.n)
+    assert.are.equal(0, ms.objective.logistic(X, y).l2)
+  end)
+
+  it("extra fields live on the objective; methods and built-in fields cannot be set", function()
+    local q = ms.objective.quadratic(ms.eye(2))
+    q._min_eig, q._max_eig = 1, 1
+    q[1] = "one"
+    assert.are.equal(1, q._min_eig)
+    assert.are.equal("one", q[1])
+    assert.is_nil(q.missing)
+    q._min_eig = nil
+    assert.is_nil(q._min_eig)
+    local other = ms.objective.quadratic(ms.eye(2)) -- per objective
+    assert.is_nil(other._max_eig)
+    for _, k in ipairs{"value", "grad", "minibatch", "dim"} do
+      local msg = raw_err(function() q[k] = 1 end)
+      assert.truthy(msg:find(here, 1, true), msg)
+      assert.are.equal(("objective: cannot set field '%s' (a method of objectives)"):format(k),
+        msg:gsub("^[^\n:]+:%d+: ", "", 1))
+    end
+    for _, k in ipairs{"kind", "H", "wstar", "fstar", "X", "y", "n", "l2"} do
+      assert.are.equal(("objective: cannot set field '%s' (a read-only field of objectives)"):format(k),
+        err_of(function() q[k] = 1 end))
+    end
+    assert.are.same(ms.eye(2):totable(), q.H:totable())
+    assert.truthy(err_of(function() q[nil] = 1 end):find("index is nil", 1, true))
+  end)
+
+  it("random_quadratic carries eigenvalues and Q; its numbers do not change", function()
+    local q = ms.objective.random_quadratic{d = 4, eigenvalues = {1, 10}, seed = 7}
+    assert.are.same({1, 4, 7, 10}, q.eigenvalues:totable())
+    local H = ms.matmul(ms.matmul(q.Q, ms.diag(q.eigenvalues)), q.Q:t())
+    assert.is_true(ms.max_abs_diff(H, q.H) < 1e-12)
+    -- the same construction as the sampler always used
+    local Q = ms.qr(ms.randn({4, 4}, {seed = 7}))
+    local H2 = ms.matmul(ms.matmul(Q, ms.diag(ms.linspace(1, 10, 4))), Q:t())
+    assert.are.equal(0, ms.max_abs_diff((H2 + H2:t()) * 0.5, q.H))
+    local lam = q:eigh()
+    assert_close(lam, {1, 4, 7, 10}, 1e-12, "eigh")
+    assert.is_true(q:check_psd("here"))
+    assert.are.equal("objective.random_quadratic: d must be a positive integer, got nil",
+      err_of(ms.objective.random_quadratic, {}))
+    local msg = raw_err(function() -- not a tail call: the caller's frame must exist
+      local o = ms.objective.random_quadratic{d = 2, wstar = ms.zeros(3)}
+      return o
+    end)
+    assert.truthy(msg:find(here, 1, true), msg)
+    assert.truthy(msg:find("quadratic: wstar has shape [3], expected [2]", 1, true), msg)
+  end)
+
+  it("minibatch and grad_batch: the objective on rows (1-based, repeats allowed)", function()
+    local Xt = ms.randn({6, 3}, {seed = 31}):totable()
+    local yt = ms.randn({6}, {seed = 32}):totable()
+    local ls = ms.objective.least_squares(ms.tensor(Xt), ms.tensor(yt))
+    local w = ms.randn({3}, {seed = 33})
+    local idx = {5, 1, 5, 6}
+    local f0, g0 = ls_closed(Xt, yt, idx, w:totable())
+    local mb = ls:minibatch(idx)
+    assert.are.equal("least_squares", mb.kind)
+    assert.are.equal(4, mb.n)
+    assert_num(mb:value(w):item(), f0, 1e-12, "minibatch value")
+    assert_close(mb:grad(w), g0, 1e-12, "minibatch grad")
+    assert_close(ls:grad_batch(w, idx), g0, 1e-12, "grad_batch")
+    -- differentiable in w: d/dw <grad_batch(w), v> = H_batch v = grad of <minibatch grad, v>
+    local v = ms.tensor{1, -2, 0.5}
+    assert_close(ms.grad(function(x) return ms.dot(ls:grad_batch(x, idx), v) end)(w),
+      mb:hvp(w, v), 1e-12, "tape over grad_batch")
+    -- logistic keeps l2
+    local yb = {1, 0, 0, 1, 1, 0}
+    local lg = ms.objective.logistic(ms.tensor(Xt), ms.tensor(yb), 0.3)
+    local sub = lg:minibatch{2, 4}
+    assert.are.equal(0.3, sub.l2)
+    assert.are.same({0, 1}, sub.y:totable())
+    local hand = ms.objective.logistic(ms.tensor{Xt[2], Xt[4]}, ms.tensor{0, 1}, 0.3)
+    assert_close(lg:grad_batch(w, {2, 4}), hand:grad(w), 1e-14, "logistic grad_batch")
+    assert_num(sub:value(w):item(), hand:value(w):item(), 1e-15, "logistic minibatch")
+  end)
+
+  it("minibatch and grad_batch errors", function()
+    local ls = ms.objective.least_squares(ms.ones(5, 2), ms.zeros(5))
+    local w = ms.zeros(2)
+    assert.are.equal("bad argument #1 to 'minibatch' (entry 2: sample index 7 out of range [1, 5])",
+      err_of(function() return ls:minibatch{1, 7} end))
+    assert.are.equal("bad argument #1 to 'minibatch' (entry 1: sample index 0 out of range [1, 5])",
+      err_of(function() return ls:minibatch{0} end))
+    assert.are.equal("bad argument #1 to 'minibatch' (entry 2 must be an integer, got 1.5)",
+      err_of(function() return ls:minibatch{1, 1.5} end))
+    assert.are.equal("bad argument #1 to 'minibatch' (entry 1 must be an integer, got string)",
+      err_of(function() return ls:minibatch{"a"} end))
+    assert.are.equal("bad argument #1 to 'minibatch' (expected a non-empty table of sample indices)",
+      err_of(function() return ls:minibatch{} end))
+    assert.are.equal("bad argument #1 to 'minibatch' (table expected, got number)",
+      err_of(function() return ls:minibatch(3) end))
+    assert.are.equal("bad argument #2 to 'grad_batch' (entry 1: sample index 6 out of range [1, 5])",
+      err_of(function() return ls:grad_batch(w, {6}) end))
+    assert.are.equal("bad argument #1 to 'grad_batch' (tensor expected, got table)",
+      err_of(function() return ls:grad_batch({1}, {1}) end))
+    assert.are.equal("least_squares: w has shape [3], expected [2]",
+      err_of(function() return ls:grad_batch(ms.zeros(3), {1}) end))
+    local q = ms.objective.quadratic(ms.eye(2))
+    local msg = raw_err(function() return q:minibatch{1} end)
+    assert.truthy(msg:find(here, 1, true), msg)
+    assert.are.equal("quadratic.minibatch: the objective has no samples (least squares and logistic have)",
+      err_of(function() return q:minibatch{1} end))
+    assert.are.equal("quadratic.grad_batch: the objective has no samples (least squares and logistic have)",
+      err_of(function() return q:grad_batch(w, {1}) end))
+  end)
+
+  it("eigh and check_psd", function()
+    local q = ms.objective.quadratic(ms.tensor{{1, 0}, {0, -3}})
+    local lam, Q = q:eigh()
+    assert.are.same({-3, 1}, lam:totable())
+    assert.are.same({2, 2}, Q:shape())
+    lam:fill(0) -- copies
+    assert.are.same({-3, 1}, q:eigh():totable())
+    assert.are.equal("meta: needs a positive semi-definite H (smallest eigenvalue -3, largest 1)",
+      err_of(function() return q:check_psd("meta") end))
+    assert.are.equal("check_psd: needs a positive semi-definite H (smallest eigenvalue -3, largest 1)",
+      err_of(function() return q:check_psd() end))
+    local ls = ms.objective.least_squares(ms.ones(2, 2), ms.zeros(2))
+    assert.is_true(ls:check_psd("x"))
+    assert.are.equal("quadratic_eigh: objective 'least_squares' is not a quadratic", err_of(function() return ls:eigh() end))
+    local f = ms.objective.from_function(function(w) return ms.dot(w, w) end, {dim = 2, name = "mine"})
+    assert.are.equal("x: needs a quadratic or least-squares objective, got mine", err_of(function() return f:check_psd("x") end))
+  end)
+
+  it("from_function: errors raised by the function reach the caller unchanged", function()
+    local boom = {}
+    local f = ms.objective.from_function(function() error(boom) end, {dim = 2, name = "b"})
+    local ok, e = pcall(f.value, f, ms.zeros(2))
+    assert.is_false(ok)
+    assert.are.equal(boom, e)
+    ok, e = pcall(f.grad, f, ms.zeros(2)) -- through the engine's derived gradient
+    assert.is_false(ok)
+    assert.are.equal(boom, e)
+    local g = ms.objective.from_function(function(w) return ms.dot(w, w) end,
+      {dim = 2, grad = function() error("grad failed", 0) end})
+    assert.are.equal("grad failed", select(2, pcall(g.hvp, g, ms.zeros(2), ms.ones(2))))
+    local vec = ms.objective.from_function(function(w) return w end, {dim = 2, name = "v"})
+    assert.are.equal("v: the objective function must return a number or a one-element tensor, got shape [2]",
+      select(2, pcall(vec.value, vec, ms.zeros(2))))
+    -- a number is fine outside differentiation, refused inside
+    local num = ms.objective.from_function(function(w) return w:sum():item() end, {dim = 2})
+    assert.are.equal(3, num:value(ms.tensor{1, 2}):item())
+    assert.truthy(select(2, pcall(num.grad, num, ms.ones(2))):find("returned a Lua number", 1, true))
+    -- a given grad is used; hvp derived by forward mode over it
+    local calls = 0
+    local q = ms.objective.from_function(function(w) return ms.dot(w, w) end,
+      {dim = 2, grad = function(w) calls = calls + 1 return w * 2 end})
+    assert.are.same({2, 4}, q:hvp(ms.zeros(2), ms.tensor{1, 2}):totable())
+    assert.is_true(calls > 0)
+    assert.are.equal(0, ms.ad_depth())
+  end)
+
+  it("from_function and constructor errors are blamed on the caller", function()
+    -- (non-tail calls: the caller's frame must exist to be blamed)
+    local cases = {
+      {function() local r = ms.objective.from_function(3) return r end,
+        "objective.from_function: expected a function, got number"},
+      {function() local r = ms.objective.from_function(print, {dim = 0}) return r end,
+        "objective.from_function: option 'dim' must be a positive integer, got 0"},
+      {function() local r = ms.objective.from_function(print, {dim = 2, name = 3}) return r end,
+        "objective.from_function: option 'name' must be a string, got number"},
+      {function() local r = ms.objective.from_function(print, {dim = 2, grad = 3}) return r end,
+        "objective.from_function: option 'grad' must be a function, got number"},
+      {function() local r = ms.objective.quadratic(ms.tensor{{1, 2}, {3, 4}}) return r end,
+        "quadratic: H must be symmetric, got H[0,1] = 2 and H[1,0] = 3 (0-based; tolerance 1e-10 * max|H| = 4e-10)"},
+      {function() local r = ms.objective.quadratic("H") return r end,
+        "bad argument #1 to 'quadratic' (tensor expected, got string)"},
+      {function() local r = ms.objective.least_squares(ms.zeros(3, 2), ms.zeros(2)) return r end,
+        "least_squares: y has shape [2], expected [3] (one entry per row of X [3,2])"},
+      {function() local r = ms.objective.logistic(ms.zeros(2, 2), ms.tensor{0, 2}) return r end,
+        "logistic: y must hold labels 0 or 1, got y[1] = 2 (0-based)"},
+      {function() local r = ms.objective.quadratic(ms.eye(2)):value("x") return r end,
+        "bad argument #1 to 'value' (tensor expected, got string)"},
+      {function() local r = ms.objective.quadratic(ms.eye(2)):hvp(ms.zeros(2)) return r end,
+        "bad argument #2 to 'hvp' (tensor expected, got nil)"},
+      {function() local r = ms.objective.quadratic(ms.eye(2)):grad(ms.zeros(3)) return r end,
+        "quadratic: w has shape [3], expected [2]"},
+    }
+    for _, c in ipairs(cases) do
+      local msg = raw_err(c[1])
+      assert.truthy(msg:find(here, 1, true), msg)
+      assert.are.equal(c[2], (msg:gsub("^[^\n:]+:%d+: ", "", 1)))
+    end
+  end)
+
+  it("fields of a released objective", function()
+    local q = ms.objective.quadratic(ms.eye(2))
+    q.extra = 5
+    getmetatable(q).__close(q)
+    assert.are.equal("objective has been released (reading field 'kind')", err_of(function() return q.kind end))
+    assert.are.equal(5, q.extra)
+    assert.are.equal("function", type(q.value))
+  end)
+
+  it("tasks build objectives on their splits", function()
+    local sample = ms.tasks.least_squares{d = 3, n_train = 4, n_valid = 2, n_test = 5, seed = 2}
+    local t = sample()
+    assert.are.equal("least_squares", t.objective.kind)
+    assert.are.equal(4, t.objective.n)
+    assert.are.equal(0, ms.max_abs_diff(t.objective.X, t.train.X))
+    assert.are.equal(0, ms.max_abs_diff(t.valid_objective.y, t.valid.y))
+    assert.are.equal(5, t.test_objective.n)
+    local w = ms.randn({3}, {seed = 4})
+    local f0 = ls_closed(t.train.X:totable(), t.train.y:totable(), {1, 2, 3, 4}, w:totable())
+    assert_num(t.objective:value(w):item(), f0, 1e-12, "task objective")
+    local qs = ms.tasks.quadratic{d = 3, eigenvalues = {1, 2}, seed = 1}()
+    assert.are.equal("quadratic", qs.objective.kind)
+    assert.are.same({1, 1.5, 2}, qs.objective.eigenvalues:totable())
+  end)
+
+  it("objectives with cached fields give their memory back", function()
+    collectgarbage()
+    collectgarbage()
+    local before = ms.memory()
+    do
+      local q = ms.objective.random_quadratic{d = 5, seed = 1}
+      local _ = q.H, q.wstar, q:eigh()
+      local ls = ms.objective.least_squares(ms.ones(4, 5), ms.zeros(4))
+      local _ = ls.X, ls.y, ls:minibatch{1, 2}:grad(ms.zeros(5))
+      local f = ms.objective.from_function(function() error({}) end, {dim = 5})
+      pcall(f.grad, f, ms.zeros(5))
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(before, ms.memory())
+  end)
+end)
