@@ -1,15 +1,21 @@
 /*
- * Embedding metastep in a C program: tune the step size of gradient descent on a
- * quadratic by meta-gradient descent on G(eta) = (1/T) log f(w_T), with no Lua at all.
+ * Embedding metastep in a C program: tune the step size eta of gradient descent on a
+ * quadratic by meta-gradient descent on G(eta) = (1/T) log f(w_T), with no Lua at all and
+ * no hand-written unroll: the engine's learning-to-learn API does the work.
  *
- * The meta-gradient is computed twice, by back-propagation through the unrolled
- * optimizer on the engine's tape and by the engine's stable log-space routine, and
- * the two must agree; then eta is trained with steps 0.01/sqrt(k).
+ *   1. an objective (ms_objective_quadratic) and an optimizer (ms_optim_builtin, GD);
+ *   2. a task (objective + start point) and a spec (optimizer, T, meta-objective, method);
+ *   3. ms_meta_value_and_grad: G and dG/deta by back-propagation through the unroll
+ *      (MS_METHOD_REVERSE), checked against the stable log-space unroll and the closed form;
+ *   4. ms_meta_train: meta-gradient descent on eta with steps meta_lr / sqrt(k), checked
+ *      against the minimizer of G found independently from the closed form below.
+ *
  * Build: part of the CMake build (target example_tune_step), run by ctest.
- * Prints "N passed, N failed" like the other C tests.
+ * Prints "N passed, N failed" like the C tests and exits nonzero on a failure.
  */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "metastep/metastep.h"
 
@@ -27,95 +33,110 @@ static void require(int ok, const char *what, ms_ctx *ctx) {
   }
 }
 
-/* G(eta) and dG/deta by reverse mode through T steps of w <- w - eta grad f(w). */
-static int meta_reverse(ms_ctx *ctx, ms_objective *obj, ms_tensor *w0, double eta, double *G,
-                        double *dG) {
-  ms_level *tape;
-  ms_tensor *e0 = NULL, *e = NULL, *w = NULL, *fT = NULL, *logf = NULL, *g = NULL;
-  int st = ms_ad_push(ctx, MS_AD_REVERSE, &tape);
-  if (st) return st;
-  if (!(st = ms_tensor_scalar(ctx, eta, &e0)) && !(st = ms_ad_watch(ctx, tape, e0, NULL, &e))) {
-    w = ms_tensor_retain(w0);
-    for (int t = 0; t < T && !st; t++) {
-      ms_tensor *gw = NULL, *step = NULL, *next = NULL;
-      if (!(st = ms_objective_grad(ctx, obj, w, &gw)) && !(st = ms_binary(ctx, MS_MUL, gw, e, &step)))
-        st = ms_binary(ctx, MS_SUB, w, step, &next);
-      ms_tensor_release(gw);
-      ms_tensor_release(step);
-      ms_tensor_release(w);
-      w = next;
-    }
-    if (!st && !(st = ms_objective_value(ctx, obj, w, &fT)) && !(st = ms_unary(ctx, MS_LOG, fT, &logf)))
-      st = ms_ad_pop(ctx, tape);
-    if (!st) st = ms_ad_gradient(ctx, tape, logf, NULL, 1, &e, &g);
-    if (!st) {
-      ms_tensor_item(ctx, logf, G);
-      ms_tensor_item(ctx, g, dG);
-      *G /= T;
-      *dG /= T;
-    }
+/* The closed form on H = diag(lam), w* = 0: f(w_T) = 1/2 sum_i lam_i c_i^2 (1 - eta lam_i)^(2T)
+ * with c = w_0, so G(eta) = (1/T) log f(w_T). Plain doubles, independent of the engine. */
+static double closed_G(const double *lam, const double *c, double eta) {
+  double s = 0;
+  for (int i = 0; i < D; i++) s += 0.5 * lam[i] * c[i] * c[i] * pow(1 - eta * lam[i], 2.0 * T);
+  return log(s) / T;
+}
+
+/* d value / d eta of a method at eta = 0.05 (NaN on failure). */
+static double meta_grad(ms_ctx *ctx, ms_meta_spec spec, ms_meta_method method, double *value) {
+  ms_meta_out out;
+  double g = NAN;
+  spec.method = method;
+  int st = ms_meta_value_and_grad(ctx, &spec, &out);
+  require(st == MS_OK && out.status == MS_META_OK, ms_meta_method_name(method), ctx);
+  if (st == MS_OK) {
+    ms_tensor_item(ctx, out.grad[0], &g);
+    *value = out.value;
+    printf("%-8s G = %.17g  dG/deta = %.17g\n", ms_meta_method_name(method), out.value, g);
   }
-  ms_tensor_release(g);
-  ms_tensor_release(logf);
-  ms_tensor_release(fT);
-  ms_tensor_release(w);
-  ms_tensor_release(e);
-  ms_tensor_release(e0);
-  ms_ad_free(tape);
-  return st;
+  ms_meta_out_clear(&out);
+  return g;
 }
 
 int main(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   if (ctx == NULL) return 1;
-  /* H = Q diag(1..10) Q^T with Q from the QR of a seeded Gaussian matrix */
-  ms_tensor *lam, *A, *Q, *R, *QD, *Qt, *H, *w0, *D_;
-  int64_t dd[2] = {D, D}, d1[1] = {D};
-  ms_objective *obj = NULL;
+
+  /* f(w) = 1/2 w^T H w with H = diag(1, 2, ..., 10); w_0 drawn from a seeded generator */
+  double lam[D], c[D];
+  int64_t d = D;
   ms_rng rng;
   ms_rng_seed(&rng, 7);
-  require(!ms_tensor_linspace(ctx, 1, 10, D, &lam), "linspace", ctx);
-  require(!ms_tensor_randn(ctx, &rng, 2, dd, 0, 1, &A), "randn", ctx);
-  require(!ms_qr(ctx, A, &Q, &R), "qr", ctx);
-  require(!ms_tensor_diag(ctx, lam, &D_), "diag", ctx);
-  require(!ms_matmul(ctx, Q, D_, &QD), "matmul", ctx);
-  require(!ms_tensor_transpose(ctx, Q, 0, 1, &Qt), "transpose", ctx);
-  require(!ms_matmul(ctx, QD, Qt, &H), "matmul", ctx);
-  /* symmetrize exactly: (H + H^T) / 2 */
-  ms_tensor *Ht, *S;
-  require(!ms_tensor_transpose(ctx, H, 0, 1, &Ht), "transpose", ctx);
-  require(!ms_binary(ctx, MS_ADD, H, Ht, &S), "add", ctx);
-  ms_tensor_release(H);
-  require(!ms_binary_scalar(ctx, MS_MUL, S, 0.5, 0, &H), "scale", ctx);
-  require(!ms_tensor_randn(ctx, &rng, 1, d1, 0, 1, &w0), "randn", ctx);
+  for (int i = 0; i < D; i++) lam[i] = 1.0 + i, c[i] = ms_rng_normal(&rng);
+  ms_tensor *lamt = NULL, *H = NULL, *w0 = NULL;
+  ms_objective *obj = NULL;
+  ms_optim *gd = NULL;
+  require(!ms_tensor_from_data(ctx, 1, &d, lam, &lamt), "eigenvalues", ctx);
+  require(!ms_tensor_diag(ctx, lamt, &H), "H", ctx);
+  require(!ms_tensor_from_data(ctx, 1, &d, c, &w0), "w0", ctx);
   require(!ms_objective_quadratic(ctx, H, NULL, 0.0, &obj), "quadratic", ctx);
 
-  /* the two meta-gradient methods agree */
-  double G, dG;
-  ms_meta_result res;
-  ms_meta_optimizer gd = {MS_META_GD, 0.05, 0};
-  require(!meta_reverse(ctx, obj, w0, 0.05, &G, &dG), "reverse meta-gradient", ctx);
-  require(!ms_meta_stable_quadratic(ctx, H, w0, NULL, &gd, T, MS_META_LOG, &res), "stable", ctx);
-  require(fabs(dG - res.grad[0]) <= 1e-9 * fabs(res.grad[0]), "reverse vs stable agree", ctx);
-  require(fabs(G - res.value) <= 1e-12 * fabs(res.value), "values agree", ctx);
+  /* GD, w' = w - lr grad f(w), with its meta-parameter "lr" starting at 0.05 */
+  ms_optim_options oo;
+  memset(&oo, 0, sizeof oo);
+  oo.lr = 0.05;
+  require(!ms_optim_builtin(ctx, MS_OPTIM_GD, &oo, &gd), "gd", ctx);
+  if (fails) goto out;
 
-  /* meta-gradient descent on eta */
-  double eta = 0.01;
-  for (int k = 1; k <= 300; k++) {
-    if (meta_reverse(ctx, obj, w0, eta, &G, &dG)) {
-      require(0, "meta step", ctx);
-      break;
-    }
-    eta -= 0.01 / sqrt((double)k) * dG;
-    if (eta < 0) eta = 0;
+  /* one task, T steps, G = (1/T) log f(w_T) */
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_meta_spec spec;
+  memset(&spec, 0, sizeof spec);
+  spec.optimizer = gd;
+  spec.ntasks = 1;
+  spec.tasks = &task;
+  spec.steps = T;
+  spec.meta.kind = MS_META_LOG;
+
+  /* the meta-gradient by back-propagation agrees with the stable unroll and the closed form */
+  double Gr = NAN, Gs = NAN, Ge = NAN;
+  double gr = meta_grad(ctx, spec, MS_METHOD_REVERSE, &Gr);
+  double gs = meta_grad(ctx, spec, MS_METHOD_STABLE, &Gs);
+  double ge = meta_grad(ctx, spec, MS_METHOD_EXACT, &Ge);
+  require(fabs(gr - gs) <= 1e-10 * fabs(gs), "reverse vs stable meta-gradient", ctx);
+  require(fabs(gr - ge) <= 1e-10 * fabs(ge), "reverse vs exact meta-gradient", ctx);
+  require(fabs(Gr - Gs) <= 1e-10 * fabs(Gs) && fabs(Gr - Ge) <= 1e-10 * fabs(Ge), "values agree", ctx);
+  require(fabs(Gr - closed_G(lam, c, 0.05)) <= 1e-10 * fabs(Gr), "value matches the closed form", ctx);
+
+  /* the minimizer of G, independently: a fine grid over eta in (0, 2/10) on the closed form */
+  double eta_star = 0, G_star = INFINITY;
+  for (int k = 1; k < 200000; k++) {
+    double eta = 0.2 * k / 200000.0, G = closed_G(lam, c, eta);
+    if (G < G_star) G_star = G, eta_star = eta;
   }
-  printf("learned eta = %.6f (2/(lmin+lmax) = %.6f)\n", eta, 2.0 / 11.0);
-  /* the learned step minimizes G: dG vanishes (or G has a kink there) and eta is near 2/11 */
-  require(fabs(eta - 2.0 / 11.0) < 0.02, "eta near 2/(lmin + lmax)", ctx);
 
+  /* meta-gradient descent on lr from 0.01: lr_k = meta_lr / sqrt(k), reverse mode */
+  ms_tensor *lr0 = NULL;
+  require(!ms_tensor_scalar(ctx, 0.01, &lr0), "lr0", ctx);
+  ms_tensor *theta[1] = {lr0};
+  spec.theta = theta;
+  spec.method = MS_METHOD_REVERSE;
+  ms_train_options to;
+  memset(&to, 0, sizeof to);
+  to.iterations = 2000;
+  to.meta_lr = 0.003;
+  to.schedule = MS_SCHEDULE_INV_SQRT;
+  to.meta_optimizer = MS_METAOPT_SGD;
+  ms_train_result tr;
+  require(!ms_meta_train(ctx, &spec, &to, &tr), "meta-train", ctx);
+  double eta = NAN;
+  if (tr.theta[0]) ms_tensor_item(ctx, tr.theta[0], &eta);
+  printf("learned lr = %.8f after %lld iterations; argmin G = %.8f (G = %.6f vs %.6f)\n", eta,
+         (long long)tr.n, eta_star, closed_G(lam, c, eta), G_star);
+  require(fabs(eta - eta_star) < 1e-4, "learned lr near the minimizer of G", ctx);
+  ms_train_result_clear(ctx, &tr);
+  ms_tensor_release(lr0);
+
+out:
+  ms_optim_release(gd);
   ms_objective_release(obj);
-  ms_tensor *all[] = {lam, A, Q, R, QD, Qt, H, w0, D_, Ht, S};
-  for (size_t i = 0; i < sizeof all / sizeof *all; i++) ms_tensor_release(all[i]);
+  ms_tensor_release(w0);
+  ms_tensor_release(H);
+  ms_tensor_release(lamt);
   require(ms_ctx_bytes(ctx) == 0, "no leaks", ctx);
   ms_ctx_free(ctx);
   printf("%d passed, %d failed\n", passes, fails);
