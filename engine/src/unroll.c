@@ -1030,10 +1030,10 @@ static int method_forward(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *
 /* ---- finite differences ---- */
 
 /* The default step: relative to the parameter (an absolute floor would straddle the
- * divergence threshold at tiny step sizes), 1e-8 where it is 0. */
+ * divergence threshold at tiny step sizes), 1e-6 where it is 0. */
 static double fd_step(const ms_meta_spec *spec, double x) {
   if (spec->fd_step > 0) return spec->fd_step;
-  return x != 0 ? 1e-4 * fabs(x) : 1e-8;
+  return x != 0 ? 1e-4 * fabs(x) : 1e-6;
 }
 
 static int method_fd(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,

@@ -1,110 +1,133 @@
---- Unrolled trajectories, meta-objectives, meta-gradients and meta-training.
+--- Unrolled trajectories, meta-objectives, meta-gradients and meta-training: option checking
+-- and result formatting around the engine's C layer (metastep/meta.h, train.h).
 --
 -- A run is described by a spec table:
 --   objective = obj (or task = {objective =, valid_objective =, w0 =}, or tasks = {...}),
 --   optimizer = ms.optim.gd{lr = 0.1} (its theta gives the meta-parameters),
---   w0 = tensor (default: zeros), steps = T, meta = "log" | "naive" | "sum" | "logsum" |
---   "train" | "valid" | function(traj) -> number or tensor,
+--   w0 = tensor (default: zeros), steps = T,
+--   meta = "log" | "naive" | "sum" | "logsum" (on the training loss), "valid" | "valid_log" |
+--   "valid_sum" | "valid_logsum" (on the task's validation objective), "train" (= naive), or
+--   function(traj) -> tensor (traj = {T, losses = {[0] = f(w_0), f(w_1), ...}, loss0, w_T,
+--   theta, task, status}),
 --   method = "reverse" | "forward" | "exact" | "stable" | "fd",
---   truncate = K (derivatives through the last K steps only: w_{T-K}, its loss and the
---   optimizer state are held constant; losses f(w_t), t <= T - K, that a meta-objective reads
---   keep their full derivatives), freeze_norm = R (a task's
---   run is frozen once |w_t| >= R, projected to norm R), theta = {...} (overrides).
--- value_and_grad(spec) returns {value =, grad = {name = number}, status =, method =,
--- fail_step =}: status is "ok", or "overflow", "underflow", "nan" when the method could
--- not give a faithful number (and at which step it first went wrong).
+--   truncate = K (reverse and forward: derivatives through the last K steps only: w_{T-K},
+--   its loss and the optimizer state are held constant; losses f(w_t), t <= T - K, that a
+--   meta-objective reads keep their full derivatives), checkpoint = K (reverse: keep every K-th
+--   state and recompute between them, memory O((T/K + K) d), the same result bit for bit),
+--   freeze_norm = R (a task's run is frozen once |w_t| >= R, projected to norm R),
+--   theta = {...} (overrides), params = {"lr", ...} (which to differentiate), fd_step = h,
+--   allow_zero_loss = true.
+-- value_and_grad(spec) returns {value =, grad = {name = number or tensor}, status =, method =,
+-- fail_step =, log_abs_grad = {...} (stable, exact)}: status is "ok", or "overflow",
+-- "underflow", "nan" when the method could not give a faithful number (and at which step it
+-- first went wrong).
 local core = require "metastep.core"
+local util = require "metastep.util"
 
 local M = {}
 
-local DBL_MIN = 2.2250738585072014e-308
-
 local function is_tensor(v) return getmetatable(v) == core.Tensor_mt end
-local function num(v) return is_tensor(v) and v:item() or v end
 
--- ---------------------------------------------------------------- meta-objectives
-
---- The built-in meta-objectives, as functions of a trajectory (tensors in, tensor out).
-M.objectives = {
-  naive = function(traj) return traj.losses[traj.T] end,
-  log = function(traj) return core.log(traj.losses[traj.T]) / traj.T end,
-  sum = function(traj)
-    local s = traj.losses[1]
-    for t = 2, traj.T do s = s + traj.losses[t] end
-    return s
-  end,
-  logsum = function(traj)
-    -- running log(exp(s) + exp(l)) = max(s, l) + log1p(exp(-|s - l|)): stable, any T
-    local s = core.log(traj.losses[1])
-    for t = 2, traj.T do
-      local l = core.log(traj.losses[t])
-      s = core.maximum(s, l) + core.log1p(core.exp(-core.abs(s - l)))
-    end
-    return s / traj.T
-  end,
-  train = function(traj) return traj.losses[traj.T] end,
-  valid = function(traj)
-    local v = traj.task and traj.task.valid_objective
-    if not v then error("meta 'valid': the task has no validation set (valid_objective)", 0) end
-    return v:value(traj.w_T)
-  end,
+-- The built-in meta-objectives: name -> kind and the loss they read.
+local BUILTIN = {
+  naive = {"naive", "train"}, log = {"log", "train"}, sum = {"sum", "train"}, logsum = {"logsum", "train"},
+  train = {"naive", "train"}, valid = {"naive", "valid"}, valid_log = {"log", "valid"},
+  valid_sum = {"sum", "valid"}, valid_logsum = {"logsum", "valid"},
 }
+
+-- The options of value_and_grad, value and unroll; train adds its own.
+local SPEC_OPTIONS = {"objective", "task", "tasks", "optimizer", "w0", "steps", "meta", "method", "truncate",
+                      "checkpoint", "freeze_norm", "theta", "params", "fd_step", "allow_zero_loss",
+                      "keep_iterates"}
+local TRAIN_OPTIONS = {"iterations", "meta_lr", "schedule", "meta_optimizer", "clip", "bounds", "on_failure",
+                       "progress", "log", "callback", "sample", "batch"}
 
 -- ---------------------------------------------------------------- checking inputs
 
--- Raises "meta: <msg>" blamed on the first Lua caller outside this file, as luaL_argerror
--- blames the caller: the checks sit at different depths (check_spec, tasks_of, the methods),
--- and a fixed level pointed some messages at meta.lua itself.
-local SOURCE = debug.getinfo(1, "S").source
-local function spec_error(msg, ...)
-  local level = 2
-  while true do
-    local info = debug.getinfo(level, "S")
-    if not info or (info.source ~= SOURCE and info.what ~= "C") then break end
-    level = level + 1
+local fail = util.raise
+local function spec_error(msg, ...) fail("meta: ", msg, ...) end
+local show = util.show
+
+local function check_known(opts, lists, who)
+  local set = {}
+  for _, list in ipairs(lists) do for _, k in ipairs(list) do set[k] = true end end
+  for k in pairs(opts) do
+    if not set[k] then
+      local near = {}
+      for name in pairs(set) do
+        if type(k) == "string" and (name:find(k, 1, true) or k:find(name, 1, true)) then near[#near + 1] = name end
+      end
+      table.sort(near)
+      fail(who, "unknown option '%s'%s", tostring(k),
+           #near > 0 and (" (did you mean '" .. table.concat(near, "', '") .. "'?)") or "")
+    end
   end
-  error(("meta: " .. msg):format(...), level)
 end
 
--- A number for a message: NaN prints as "nan" on every platform (tostring gives "-nan" on x86).
-local function show(v)
-  if type(v) == "number" and v ~= v then return "nan" end
-  return tostring(v)
+local function int_option(spec, key, lo, what)
+  local v = spec[key]
+  if v == nil then return nil end
+  if math.type(v) == nil or math.tointeger(v) == nil or v < lo then
+    spec_error("'%s' must be %s, got %s", key, what, show(v))
+  end
+  return math.tointeger(v)
 end
 
-local function check_spec(spec)
-  if type(spec) ~= "table" then error(("meta: expected a spec table, got %s"):format(type(spec)), 3) end
+local function check_spec(spec, who)
+  if type(spec) ~= "table" then spec_error("expected a spec table, got %s", type(spec)) end
+  if who ~= "train" then check_known(spec, {SPEC_OPTIONS}, "meta: ") end
   local opt = spec.optimizer
-  if type(opt) ~= "table" or type(opt.step) ~= "function" then
+  if type(opt) ~= "table" or opt.c == nil then
     spec_error("'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opt))
   end
-  -- math.tointeger also rejects inf and floats beyond the integer range, which passed
-  -- a T == floor(T) test and then broke the unroll's loop.
+  if opt._invalid then spec_error("%s", opt._invalid) end
+  -- math.tointeger also rejects inf and floats beyond the integer range
   local T = type(spec.steps) == "number" and math.tointeger(spec.steps) or nil
   if not T then spec_error("'steps' must be an integer, got %s", show(spec.steps)) end
   if T < 1 then spec_error("'steps' must be >= 1, got %d", T) end
   local theta = {}
-  for k, v in pairs(opt.theta or {}) do theta[k] = v end
-  for k, v in pairs(spec.theta or {}) do theta[k] = v end
-  for k, v in pairs(theta) do
-    if type(v) ~= "number" then spec_error("meta-parameter '%s' must be a number, got %s", k, type(v)) end
-    if v ~= v or v == math.huge or v == -math.huge then
-      spec_error("meta-parameter '%s' must be finite, got %s", k, show(v))
+  for k, v in pairs(opt.theta) do theta[k] = v end
+  if spec.theta ~= nil and type(spec.theta) ~= "table" then
+    spec_error("'theta' must be a table of meta-parameter values, got %s", type(spec.theta))
+  end
+  for k, v in pairs(spec.theta or {}) do
+    if opt.theta[k] == nil then
+      spec_error("unknown meta-parameter '%s' (optimizer '%s' has %s)", tostring(k), opt.name,
+                 #opt.params > 0 and table.concat(opt.params, ", ") or "none")
     end
-    if (k == "lr" or k == "beta") and v < 0 then
-      spec_error("meta-parameter '%s' must be >= 0, got %g", k, v)
+    theta[k] = v
+  end
+  for k, v in pairs(theta) do
+    if type(v) ~= "number" and not is_tensor(v) then
+      spec_error("meta-parameter '%s' must be a number, got %s", k, type(v))
+    end
+    if type(v) == "number" and (v ~= v or v == math.huge or v == -math.huge) then
+      spec_error("meta-parameter '%s' must be finite, got %s", k, show(v))
     end
   end
   local meta = spec.meta or "log"
-  if type(meta) == "string" and not M.objectives[meta] then
+  if type(meta) == "string" and not BUILTIN[meta] then
     spec_error("unknown meta-objective '%s' (expected naive, log, sum, logsum, train, valid or a function)", meta)
   elseif type(meta) ~= "string" and type(meta) ~= "function" then
     spec_error("'meta' must be a name or a function of the trajectory, got %s", type(meta))
   end
-  -- an integer: the unroll cuts the graph at step T - K + 1, which a fraction never equals
-  if spec.truncate ~= nil and (math.type(spec.truncate) == nil or math.tointeger(spec.truncate) == nil
-                               or spec.truncate < 1) then
-    spec_error("'truncate' must be an integer number of steps >= 1, got %s", show(spec.truncate))
+  if spec.truncate ~= nil then int_option(spec, "truncate", 1, "an integer number of steps >= 1") end
+  if spec.checkpoint ~= nil then int_option(spec, "checkpoint", 1, "an integer number of steps >= 1") end
+  if spec.freeze_norm ~= nil and (type(spec.freeze_norm) ~= "number" or not (spec.freeze_norm > 0)
+                                  or spec.freeze_norm == math.huge) then
+    spec_error("'freeze_norm' must be a finite number > 0, got %s", show(spec.freeze_norm))
+  end
+  if spec.fd_step ~= nil and (type(spec.fd_step) ~= "number" or not (spec.fd_step > 0)
+                              or spec.fd_step == math.huge) then
+    spec_error("'fd_step' must be a finite number > 0, got %s", show(spec.fd_step))
+  end
+  if spec.params ~= nil then
+    if type(spec.params) ~= "table" then
+      spec_error("'params' must be a list of meta-parameter names, got %s", type(spec.params))
+    end
+    for _, k in ipairs(spec.params) do
+      if theta[k] == nil then spec_error("unknown meta-parameter '%s'", tostring(k)) end
+    end
   end
   return theta, T, meta
 end
@@ -113,17 +136,17 @@ end
 local function tasks_of(spec)
   local list = {}
   local function add(task, obj, w0)
-    if obj == nil or type(obj.value) ~= "function" or type(obj.grad) ~= "function" then
+    if getmetatable(obj) == nil or type(obj.value) ~= "function" or type(obj.dim) ~= "function" then
       spec_error("'objective' must be an objective (ms.objective.quadratic(H), ...), got %s", type(obj))
     end
-    local d = obj:dim()
-    w0 = w0 or core.zeros(d)
-    if not is_tensor(w0) then spec_error("'w0' must be a tensor, got %s", type(w0)) end
-    local s = w0:shape()
-    if #s ~= 1 or s[1] ~= d then
-      spec_error("'w0' has shape [%s] but the objective has dimension %d", table.concat(s, ","), d)
+    if w0 ~= nil and not is_tensor(w0) then spec_error("'w0' must be a tensor, got %s", type(w0)) end
+    if w0 then
+      local s, d = w0:shape(), obj:dim()
+      if #s ~= 1 or s[1] ~= d then
+        spec_error("'w0' has shape [%s] but the objective has dimension %d", table.concat(s, ","), d)
+      end
     end
-    list[#list + 1] = {objective = obj, w0 = w0, task = task}
+    list[#list + 1] = {objective = obj, w0 = w0, task = task, valid = task and task.valid_objective}
   end
   if spec.tasks then
     if type(spec.tasks) ~= "table" or #spec.tasks == 0 then spec_error("'tasks' must be a non-empty list of tasks") end
@@ -136,327 +159,172 @@ local function tasks_of(spec)
   return list
 end
 
--- ---------------------------------------------------------------- unroll
-
--- Status of a scalar loss value: nil when fine.
-local function loss_status(v)
-  if v ~= v then return "nan" end
-  if v == math.huge or v == -math.huge then return "overflow" end
-  if v == 0 or math.abs(v) < DBL_MIN then return "underflow" end
+-- Parameters to differentiate, in the optimizer's order, and their 1-based indices.
+local function selection(opt, spec)
+  if not spec.params then return opt.params, nil end
+  local index = {}
+  for i, k in ipairs(opt.params) do index[k] = i end
+  local names, sel = {}, {}
+  for _, k in ipairs(spec.params) do
+    names[#names + 1] = k
+    sel[#sel + 1] = index[k]
+  end
+  return names, sel
 end
 
---- unroll(spec [, theta]) runs the optimizer; returns the trajectory:
--- {T, losses = {f(w_1), ..., f(w_T)} (0-d tensors), loss0 = f(w_0), w_T, w = {[0] = w_0, ...}
---  (when spec.keep_iterates), status, fail_step, objective, task, theta}.
--- The run stops at the first step whose iterate or loss is not a faithful double.
-function M.unroll(spec, theta, entry)
-  local th, T = check_spec(spec)
-  theta = theta or th
-  entry = entry or tasks_of(spec)[1]
-  local obj, opt = entry.objective, spec.optimizer
-  local w = entry.w0
-  local traj = {T = T, losses = {}, objective = obj, task = entry.task, theta = theta, status = "ok"}
-  if spec.keep_iterates then traj.w = {[0] = w} end
-  local state = opt.init(w, theta)
-  local fw = obj:value(w)
-  traj.loss0 = fw
-  local K, R = spec.truncate, spec.freeze_norm
-  local log_meta = spec.meta == nil or spec.meta == "log" or spec.meta == "logsum"
-  local frozen = false
-  local rng_seed = opt.seed or 0
-  for t = 1, T do
-    if K and t == T - K + 1 then
-      -- everything the next step reads from the held steps: the iterate, its loss, the state
-      w, fw = core.stop_gradient(w), core.stop_gradient(fw)
-      for k, v in pairs(state) do if is_tensor(v) then state[k] = core.stop_gradient(v) end end
-    end
-    if not frozen then
-      local gw
-      if opt.stochastic then
-        local n = obj.n or error("meta: optimizer '" .. opt.name .. "' needs an objective with samples (:minibatch)", 0)
-        local u = core.rand({opt.batch}, {seed = rng_seed * 7919 + t, lo = 0, hi = n})
-        local idx = {}
-        for i = 1, opt.batch do idx[i] = math.floor(u[i]) + 1 end
-        gw = obj:minibatch(idx):grad(w)
-      else
-        gw = obj:grad(w)
-      end
-      w, state = opt.step(theta, state, w, fw, gw, t)
-      if R then
-        local nrm = w:norm()
-        if nrm:item() >= R then
-          w = w * (R / nrm)
-          frozen = true
+local function methods_ok(method)
+  return method == "reverse" or method == "forward" or method == "exact" or method == "stable" or method == "fd"
+end
+
+-- The normalized table the C binding reads.
+local function engine_spec(spec, theta, T, meta, entries, method)
+  local opt = spec.optimizer
+  local th = {}
+  for i, k in ipairs(opt.params) do
+    local v = theta[k]
+    th[i] = is_tensor(v) and v or core.tensor(v)
+  end
+  local _, sel = selection(opt, spec)
+  local tasks, hosts = {}, {}
+  for i, e in ipairs(entries) do
+    tasks[i] = {objective = e.objective, valid = e.valid, w0 = e.w0}
+    hosts[i] = e.task or false
+  end
+  local c = {optimizer = opt.c, tasks = tasks, hosts = hosts, steps = T, method = method, theta = th,
+             select = sel, truncate = spec.truncate, checkpoint = spec.checkpoint,
+             freeze_norm = spec.freeze_norm, fd_step = spec.fd_step, allow_zero_loss = spec.allow_zero_loss}
+  if type(meta) == "function" then
+    local differentiating = method == "reverse" or method == "forward"
+    c.kind, c.on, c.name = "custom", "train", "function"
+    c.fn = function(traj)
+      local named = {}
+      for i, k in ipairs(opt.params) do named[k] = traj.theta_list[i] end
+      traj.theta = named
+      if traj.task == false then traj.task = nil end
+      local v = meta(traj)
+      if type(v) == "number" then
+        if differentiating then
+          error("meta: the meta-objective returned a Lua number, which carries no derivative; return a " ..
+                "tensor computed from traj.losses or traj.w_T (a number from :item() is cut off from the " ..
+                "trajectory)", 0)
         end
+        v = core.tensor(v)
       end
+      if not is_tensor(v) or v:numel() ~= 1 then
+        error(("meta: the meta-objective must return a number or a one-element tensor, got %s"):format(
+          is_tensor(v) and ("shape [" .. table.concat(v:shape(), ",") .. "]") or type(v)), 0)
+      end
+      return v
     end
-    if not core.all_finite(w) then
-      traj.status = core.max(core.abs(w)):item() ~= core.max(core.abs(w)):item() and "nan" or "overflow"
-      traj.fail_step = t
-      break
-    end
-    fw = obj:value(w)
-    local st = loss_status(fw:item())
-    -- a loss of exactly 0 (or below DBL_MIN) only breaks meta-objectives that take its log
-    if st == "underflow" and (spec.allow_zero_loss or not log_meta) then st = nil end
-    if st then
-      traj.status, traj.fail_step = st, t
-      break
-    end
-    traj.losses[t] = fw
-    if traj.w then traj.w[t] = w end
+  else
+    c.kind, c.on = BUILTIN[meta][1], BUILTIN[meta][2]
   end
-  traj.w_T = w
-  return traj
+  return c
 end
 
--- ---------------------------------------------------------------- methods
-
-local function meta_fn(meta)
-  return type(meta) == "function" and meta or M.objectives[meta]
-end
-
--- Meta value of one task as a tensor, or nil and the trajectory when the unroll failed.
-local function task_value(spec, theta, entry, meta)
-  local traj = M.unroll(spec, theta, entry)
-  if traj.status ~= "ok" then return nil, traj end
-  local v = meta_fn(meta)(traj)
-  if type(v) == "number" then v = core.tensor(v) end
-  if not is_tensor(v) or v:numel() ~= 1 then
-    error(("meta: the meta-objective must return a number or a one-element tensor, got %s"):format(
-      is_tensor(v) and ("shape [" .. table.concat(v:shape(), ",") .. "]") or type(v)), 0)
+-- Domain errors of the stable and exact methods, in the words of the front library.
+local function check_method_domain(spec, method, meta, entries)
+  if method ~= "exact" and method ~= "stable" then return end
+  local opt = spec.optimizer
+  local allowed = method == "exact" and {gd = true, "gd"} or
+                  {gd = true, momentum = true, nesterov = true, "gd", "momentum", "nesterov"}
+  if not allowed[opt.kind] then
+    spec_error("method '%s' handles the optimizers %s, got %s", method, table.concat(allowed, ", "), opt.kind)
   end
-  return v, traj
-end
-
-local function value_status(v)
-  if v ~= v then return "nan" end
-  if v == math.huge or v == -math.huge then return "overflow" end
-  return "ok"
-end
-
-local function param_names(theta, spec)
-  local names = {}
-  for k in pairs(theta) do names[#names + 1] = k end
-  table.sort(names)
-  if spec.params then
-    names = {}
-    for _, k in ipairs(spec.params) do
-      if theta[k] == nil then spec_error("unknown meta-parameter '%s'", k) end
-      names[#names + 1] = k
-    end
+  local metas = method == "exact" and {naive = true, log = true, train = true, "naive", "log"} or
+                {naive = true, log = true, sum = true, logsum = true, train = true, valid = true, valid_log = true,
+                 valid_sum = true, valid_logsum = true, "naive", "log", "sum", "logsum", "valid", "valid_log",
+                 "valid_sum", "valid_logsum"}
+  if type(meta) ~= "string" or not metas[meta] then
+    spec_error("method '%s' handles the meta-objectives %s, got %s", method, table.concat(metas, ", "),
+               type(meta) == "function" and "a function" or tostring(meta))
   end
-  return names
-end
-
-local function failed(names, traj, method)
-  local g = {}
-  for _, k in ipairs(names) do g[k] = 0 / 0 end
-  return {value = 0 / 0, grad = g, status = traj.status, fail_step = traj.fail_step, method = method}
-end
-
-local methods = {}
-
-function methods.reverse(spec, theta, names, entry, meta)
-  local tape <close> = core.ad_push("reverse")
-  local th, xs = {}, {}
-  for k, v in pairs(theta) do th[k] = v end
-  for i, k in ipairs(names) do
-    th[k] = tape:watch(core.tensor(theta[k]))
-    xs[i] = th[k]
-  end
-  local v, traj = task_value(spec, th, entry, meta)
-  tape:pop()
-  if not v then return failed(names, traj, "reverse") end
-  local gs = tape:gradient(v, xs)
-  local r = {value = v:item(), grad = {}, status = "ok", method = "reverse"}
-  r.status = value_status(r.value)
-  for i, k in ipairs(names) do
-    r.grad[k] = gs[i]:item()
-    local st = value_status(r.grad[k])
-    if r.status == "ok" and st ~= "ok" then r.status = st end
-  end
-  return r
-end
-
-function methods.forward(spec, theta, names, entry, meta)
-  local r = {grad = {}, status = "ok", method = "forward"}
-  for _, k in ipairs(names) do
-    local level <close> = core.ad_push("forward")
-    local th = {}
-    for kk, vv in pairs(theta) do th[kk] = vv end
-    th[k] = level:watch(core.tensor(theta[k]), core.tensor(1.0))
-    local v, traj = task_value(spec, th, entry, meta)
-    level:pop()
-    if not v then return failed(names, traj, "forward") end
-    r.value = v:item()
-    r.grad[k] = level:tangent(v):item()
-    for _, x in ipairs{r.value, r.grad[k]} do
-      local st = value_status(x)
-      if r.status == "ok" and st ~= "ok" then r.status = st end
-    end
-  end
-  return r
-end
-
--- The quadratic and optimizer a closed-form or stable method needs, or an error naming why not.
-local function quadratic_parts(spec, entry, method, meta, allowed_opt, allowed_meta)
-  local obj, opt = entry.objective, spec.optimizer
-  if obj.kind ~= "quadratic" then
-    spec_error("method '%s' needs a quadratic objective, got %s", method, obj.kind or obj:name())
-  end
-  if not allowed_opt[opt.kind] then
-    spec_error("method '%s' handles the optimizers %s, got %s", method, table.concat(allowed_opt, ", "), opt.kind)
-  end
-  if type(meta) ~= "string" or not allowed_meta[meta] then
-    spec_error("method '%s' handles the meta-objectives %s, got %s", method,
-      table.concat(allowed_meta, ", "), type(meta) == "function" and "a function" or tostring(meta))
-  end
-  if opt.schedule then spec_error("method '%s' does not handle step-size schedules", method) end
+  if method == "exact" and opt.schedule then spec_error("method 'exact' does not handle step-size schedules") end
   if spec.truncate then spec_error("method '%s' does not handle truncation", method) end
   if spec.freeze_norm then spec_error("method '%s' does not handle freeze_norm", method) end
-  if obj.fstar and obj.fstar ~= 0 then spec_error("method '%s' needs fstar = 0", method) end
-  if not M._psd(obj) then
-    spec_error("method '%s' needs a positive semi-definite H (smallest eigenvalue %g)", method, obj._min_eig)
+  for _, e in ipairs(entries) do
+    local kind = e.objective.kind
+    local ok = kind == "quadratic" or (method == "stable" and kind == "least_squares")
+    if not ok then
+      spec_error("method '%s' needs a quadratic%s objective, got %s", method,
+                 method == "stable" and " or least-squares" or "", tostring(kind or e.objective:name()))
+    end
+    if kind == "quadratic" and (e.objective.fstar or 0) ~= 0 then spec_error("method '%s' needs fstar = 0", method) end
   end
-  return obj, opt
 end
 
--- Whether a quadratic's H is positive semi-definite (cached on the objective).
-function M._psd(obj)
-  if obj._min_eig == nil then
-    local lam = core.eigh(obj.H)
-    obj._min_eig = lam[1]
-    obj._max_eig = lam[lam:numel()]
-  end
-  return obj._min_eig >= -1e-12 * math.max(1, math.abs(obj._max_eig))
-end
-
--- Chain rule for a log-parametrized step size: d/d log_lr = lr * d/d lr.
-local function lr_of(opt, theta)
-  if opt.log_lr then return math.exp(theta.log_lr), "log_lr" end
-  return theta.lr, "lr"
-end
-
-local function from_engine(res, opt, theta, names, method)
-  local lr, lrname = lr_of(opt, theta)
-  local r = {value = res.value, log_loss = res.log_loss, status = res.status, method = method,
-             grad = {}, log_abs_grad = {}}
-  if res.fail_step >= 0 then r.fail_step = res.fail_step end
-  local g = {[lrname] = res.grad[1], beta = res.grad[2]}
-  local lg = {[lrname] = res.log_abs_grad[1], beta = res.log_abs_grad[2]}
-  if opt.log_lr then
-    g.log_lr = g.log_lr * lr
-    lg.log_lr = lg.log_lr + math.log(lr)
-  end
-  for _, k in ipairs(names) do r.grad[k], r.log_abs_grad[k] = g[k], lg[k] end
-  return r
-end
-
-function methods.exact(spec, theta, names, entry, meta)
-  local obj, opt = quadratic_parts(spec, entry, "exact", meta, {gd = true, "gd"},
-    {naive = true, log = true, "naive", "log"})
-  local lam, Q = core.eigh(obj.H)
-  local e = obj.wstar and entry.w0 - obj.wstar or entry.w0
-  local c = core.matvec(Q:t(), e)
-  local lr = lr_of(opt, theta)
-  local res = core.meta_gd_exact(lam, c, lr, spec.steps, meta)
-  return from_engine(res, opt, theta, names, "exact")
-end
-
-function methods.stable(spec, theta, names, entry, meta)
-  local obj, opt = quadratic_parts(spec, entry, "stable", meta, {gd = true, momentum = true, "gd", "momentum"},
-    {naive = true, log = true, sum = true, logsum = true, "naive", "log", "sum", "logsum"})
-  local lr = lr_of(opt, theta)
-  local res = core.meta_stable(obj.H, entry.w0, obj.wstar, {kind = opt.kind, lr = lr, beta = theta.beta},
-    spec.steps, meta)
-  return from_engine(res, opt, theta, names, "stable")
-end
-
--- The meta value as a number, through the stable routine when it applies.
-local function plain_value(spec, theta, entry, meta)
-  local obj, opt = entry.objective, spec.optimizer
-  if obj.kind == "quadratic" and (opt.kind == "gd" or opt.kind == "momentum") and type(meta) == "string"
-     and (meta == "naive" or meta == "log" or meta == "sum" or meta == "logsum") and not opt.schedule
-     and not spec.truncate and not spec.freeze_norm and (obj.fstar or 0) == 0 and M._psd(obj) then
-    local res = methods.stable(spec, theta, {}, entry, meta)
-    return res.value, res.status
-  end
-  local v, traj = task_value(spec, theta, entry, meta)
-  if not v then return 0 / 0, traj.status end
-  return v:item(), value_status(v:item())
-end
-
-function methods.fd(spec, theta, names, entry, meta)
-  local r = {grad = {}, status = "ok", method = "fd"}
-  local v0, st0 = plain_value(spec, theta, entry, meta)
-  r.value, r.status = v0, st0
+-- Gradient entries as the user gave theta: numbers for numbers, tensors for tensors.
+local function format_result(r, spec, theta, method)
+  local opt = spec.optimizer
+  local names = selection(opt, spec)
+  local index = {}
+  for i, k in ipairs(opt.params) do index[k] = i end
+  local out = {value = r.value, status = r.status, method = method, fail_step = r.fail_step, grad = {}}
+  if r.log_loss == r.log_loss then out.log_loss, out.log_abs_grad = r.log_loss, {} end
   for _, k in ipairs(names) do
-    local x = theta[k]
-    local h = spec.fd_step or 1e-4 * math.max(math.abs(x), 1e-2)
-    -- near the edge of the domain (lr, beta >= 0) a one-sided stencil stays inside it
-    local one_sided = (k == "lr" or k == "beta") and x - 2 * h < 0
-    local offsets = one_sided and {0, 1, 2, 3, 4} or {-2, -1, 1, 2}
-    local vals = {}
-    for i, s in ipairs(offsets) do
-      local th = {}
-      for kk, vv in pairs(theta) do th[kk] = vv end
-      th[k] = x + s * h
-      local v, st = plain_value(spec, th, entry, meta)
-      if st ~= "ok" and r.status == "ok" then r.status = st end
-      vals[i] = v
-    end
-    if one_sided then -- fourth-order forward difference
-      r.grad[k] = (-25 * vals[1] + 48 * vals[2] - 36 * vals[3] + 16 * vals[4] - 3 * vals[5]) / (12 * h)
-    else
-      r.grad[k] = (vals[1] - 8 * vals[2] + 8 * vals[3] - vals[4]) / (12 * h)
+    local g = r.grad[index[k]]
+    if g ~= nil then
+      out.grad[k] = (type(theta[k]) == "number" and g:numel() == 1) and g:item() or g
+      if out.log_abs_grad then out.log_abs_grad[k] = r.log_abs_grad[index[k]] end
     end
   end
-  return r
+  return out
 end
 
 --- value_and_grad(spec): the meta-objective and its meta-gradient (averaged over spec.tasks
 -- when given). See the module comment for the spec and the result.
 function M.value_and_grad(spec)
-  local theta, _, meta = check_spec(spec)
+  local theta, T, meta = check_spec(spec)
   local method = spec.method or "reverse"
-  local fn = methods[method]
-  if not fn then
+  if type(method) ~= "string" or not methods_ok(method) then
     spec_error("unknown method '%s' (expected reverse, forward, exact, stable or fd)", tostring(method))
   end
-  local names = param_names(theta, spec)
   local entries = tasks_of(spec)
-  local total = {value = 0, grad = {}, status = "ok", method = method}
-  for _, k in ipairs(names) do total.grad[k] = 0 end
-  for _, entry in ipairs(entries) do
-    local r = fn(spec, theta, names, entry, meta)
-    if #entries == 1 then return r end
-    total.value = total.value + r.value / #entries
-    for _, k in ipairs(names) do total.grad[k] = total.grad[k] + r.grad[k] / #entries end
-    if r.status ~= "ok" and total.status == "ok" then total.status, total.fail_step = r.status, r.fail_step end
-  end
-  return total
+  check_method_domain(spec, method, meta, entries)
+  local r = core.meta_value_and_grad(engine_spec(spec, theta, T, meta, entries, method))
+  return format_result(r, spec, theta, method)
 end
 
 --- value(spec): the meta-objective only (a number), with its status.
 function M.value(spec)
-  local theta, _, meta = check_spec(spec)
+  local theta, T, meta = check_spec(spec)
   local entries = tasks_of(spec)
-  local sum, status = 0, "ok"
-  for _, entry in ipairs(entries) do
-    local v, st = plain_value(spec, theta, entry, meta)
-    sum = sum + v / #entries
-    if st ~= "ok" and status == "ok" then status = st end
-  end
-  return sum, status
+  return core.meta_value(engine_spec(spec, theta, T, meta, entries, spec.method or "reverse"))
+end
+
+--- unroll(spec): runs the optimizer on the spec's (first) task; returns the trajectory:
+-- {T, losses = {f(w_1), ..., f(w_T)} (0-d tensors), loss0 = f(w_0), w_T, w = {[0] = w_0, ...}
+--  (when spec.keep_iterates), status, fail_step}. The run stops at the first step whose iterate
+-- or loss is not a faithful double.
+function M.unroll(spec)
+  local theta, T, meta = check_spec(spec)
+  local entries = tasks_of(spec)
+  local traj = core.meta_unroll(engine_spec(spec, theta, T, meta, entries, "reverse"), 1, spec.keep_iterates)
+  traj.objective, traj.task, traj.theta = entries[1].objective, entries[1].task, theta
+  return traj
 end
 
 -- ---------------------------------------------------------------- meta-training
 
 local function fmt_theta(theta, names)
   local parts = {}
-  for _, k in ipairs(names) do parts[#parts + 1] = ("%s=%.6g"):format(k, theta[k]) end
+  for _, k in ipairs(names) do
+    local v = theta[k]
+    parts[#parts + 1] = is_tensor(v) and ("%s=[%d values]"):format(k, v:numel()) or ("%s=%.6g"):format(k, v)
+  end
   return table.concat(parts, " ")
+end
+
+local function check_train_number(opts, key, default, lo, lo_open)
+  local v = opts[key]
+  if v == nil then return default end
+  if type(v) ~= "number" or v ~= v or v == math.huge or v == -math.huge then
+    fail("meta.train: ", "option '%s' must be a finite number, got %s", key, show(v))
+  end
+  if v < lo or (lo_open and v == lo) then
+    fail("meta.train: ", "option '%s' must be %s %g, got %s", key, lo_open and ">" or ">=", lo, show(v))
+  end
+  return v
 end
 
 --- train(opts): meta-gradient descent on theta.
@@ -470,33 +338,63 @@ end
 --   progress = true (a progress line on stderr), log = "file.csv", callback = f(k, record).
 -- Returns {theta =, history = {{k =, theta =, value =, grad =, status =}, ...}, optimizer =}.
 function M.train(opts)
-  if type(opts) ~= "table" then error(("meta.train: expected an options table, got %s"):format(type(opts)), 2) end
+  if type(opts) ~= "table" then fail("meta.train: ", "expected an options table, got %s", type(opts)) end
+  check_known(opts, {SPEC_OPTIONS, TRAIN_OPTIONS}, "meta.train: ")
   local K = opts.iterations or 100
-  local base_lr = opts.meta_lr or 0.01
+  if math.type(K) == nil or math.tointeger(K) == nil or K < 0 then
+    fail("meta.train: ", "option 'iterations' must be an integer >= 0, got %s", show(K))
+  end
+  K = math.tointeger(K)
+  local base_lr = check_train_number(opts, "meta_lr", 0.01, 0)
+  local clip = opts.clip ~= nil and check_train_number(opts, "clip", nil, 0, true) or nil
   local sched = opts.schedule or "inv_sqrt"
   if type(sched) == "string" then
     if sched == "inv_sqrt" then sched = function(k) return 1 / math.sqrt(k) end
     elseif sched == "constant" then sched = function() return 1 end
-    else error(("meta.train: unknown schedule '%s' (inv_sqrt, constant or a function)"):format(sched), 2) end
+    else fail("meta.train: ", "unknown schedule '%s' (inv_sqrt, constant or a function)", sched) end
+  elseif type(sched) ~= "function" then
+    fail("meta.train: ", "option 'schedule' must be inv_sqrt, constant or a function, got %s", type(sched))
   end
   local on_failure = opts.on_failure or "skip"
   if on_failure ~= "skip" and on_failure ~= "zero" and on_failure ~= "error" then
-    error(("meta.train: unknown on_failure '%s' (skip, zero or error)"):format(tostring(on_failure)), 2)
+    fail("meta.train: ", "unknown on_failure '%s' (skip, zero or error)", tostring(on_failure))
   end
   local meta_opt = opts.meta_optimizer or "gd"
   if meta_opt ~= "gd" and meta_opt ~= "adam" then
-    error(("meta.train: unknown meta_optimizer '%s' (gd or adam)"):format(tostring(meta_opt)), 2)
+    fail("meta.train: ", "unknown meta_optimizer '%s' (gd or adam)", tostring(meta_opt))
+  end
+  if opts.sample ~= nil and type(opts.sample) ~= "function" then
+    fail("meta.train: ", "option 'sample' must be a function returning a task, got %s", type(opts.sample))
+  end
+  local batch = opts.batch or 1
+  if math.type(batch) == nil or math.tointeger(batch) == nil or batch < 1 then
+    fail("meta.train: ", "option 'batch' must be an integer >= 1, got %s", show(batch))
+  end
+  if opts.callback ~= nil and type(opts.callback) ~= "function" then
+    fail("meta.train: ", "option 'callback' must be a function, got %s", type(opts.callback))
   end
   -- lr >= 0 and beta >= 0 stay unless the caller bounds them itself (other bounds add to these)
   local bounds = {lr = {0, math.huge}, beta = {0, math.huge}}
-  for k, b in pairs(opts.bounds or {}) do bounds[k] = b end
+  if opts.bounds ~= nil and type(opts.bounds) ~= "table" then
+    fail("meta.train: ", "option 'bounds' must be a table {name = {lo, hi}}, got %s", type(opts.bounds))
+  end
+  for k, b in pairs(opts.bounds or {}) do
+    if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" or not (b[1] <= b[2]) then
+      fail("meta.train: ", "bounds for '%s' must be {lo, hi} with lo <= hi", tostring(k))
+    end
+    bounds[k] = b
+  end
   local spec = {}
-  for k, v in pairs(opts) do spec[k] = v end
+  for _, k in ipairs(SPEC_OPTIONS) do spec[k] = opts[k] end
   local theta = {}
   for k, v in pairs(opts.optimizer and opts.optimizer.theta or {}) do theta[k] = v end
   for k, v in pairs(opts.theta or {}) do theta[k] = v end
   spec.theta = theta
-  local names = param_names(theta, spec)
+  check_spec(spec, "train")
+  -- columns and progress in name order (the log's format)
+  local names = {}
+  for _, k in ipairs(selection(spec.optimizer, spec)) do names[#names + 1] = k end
+  if not spec.params then table.sort(names) end
   local adam = meta_opt == "adam"
   local updates = 0
   local m, v = {}, {}
@@ -505,7 +403,7 @@ function M.train(opts)
   if opts.log then
     local err
     logf, err = io.open(opts.log, "w")
-    if not logf then error("meta.train: cannot write the log: " .. err, 2) end
+    if not logf then fail("meta.train: ", "cannot write the log: %s", err) end
     local cols = {"iter"}
     for _, k in ipairs(names) do cols[#cols + 1] = k end
     cols[#cols + 1] = "meta_loss"
@@ -514,12 +412,13 @@ function M.train(opts)
     logf:write(table.concat(cols, ","), "\n")
   end
   local history = {}
-  local last_progress = os.clock()
+  local start = os.clock()
+  local last_progress = start
   local ok, err = pcall(function()
     for k = 1, K do
       if opts.sample then
         local tasks = {}
-        for i = 1, opts.batch or 1 do tasks[i] = opts.sample() end
+        for i = 1, batch do tasks[i] = opts.sample() end
         spec.tasks = tasks
       end
       local r = M.value_and_grad(spec)
@@ -549,7 +448,7 @@ function M.train(opts)
           local g = r.grad[n]
           -- non-finite entries become 0 (as the authors' TensorFlow code did), then clip
           if g ~= g or g == math.huge or g == -math.huge then g = 0 end
-          if opts.clip then g = math.max(-opts.clip, math.min(opts.clip, g)) end
+          if clip then g = math.max(-clip, math.min(clip, g)) end
           if adam then
             m[n] = 0.9 * m[n] + 0.1 * g
             v[n] = 0.999 * v[n] + 0.001 * g * g
@@ -565,7 +464,9 @@ function M.train(opts)
       -- at most about two progress updates a second, plus the first and the last
       if opts.progress ~= false and (k == 1 or k == K or os.clock() - last_progress >= 0.5) then
         last_progress = os.clock()
-        io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s   "):format(k, K, fmt_theta(theta, names), r.value, r.status))
+        local rate = k / math.max(os.clock() - start, 1e-9)
+        io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s  %.1f it/s  %.0fs left   "):format(
+          k, K, fmt_theta(theta, names), r.value, r.status, rate, (K - k) / rate))
         if k == K then io.stderr:write("\n") end
       end
       if opts.callback then opts.callback(k, rec) end

@@ -1,150 +1,225 @@
---- Optimizers as boxes with meta-parameters theta.
+--- Optimizers as boxes with meta-parameters theta: Lua handles on the engine's C optimizers.
 -- An optimizer is a table with
---   name, theta (default meta-parameters: a table of numbers),
---   init(w, theta) -> state,
---   step(theta, state, w, fw, gw, t) -> w', state'   (a pure function: it returns a new state)
--- theta entries are numbers or 0-d tensors: meta-gradient methods pass tracked tensors,
--- so every step must be written with metastep tensor operations.
-local ms_core = require "metastep.core"
+--   name, kind ("gd", "sgd", "momentum", "nesterov", "rmsprop", "adam" or "custom"),
+--   theta (the meta-parameters' initial stored values: numbers, or tensors of any shape),
+--   params (their names in the engine's order) and c (the engine handle, metastep.Optim).
+-- Every step runs in the engine (metastep/optim.h); meta-gradient methods trace through it.
+-- ms.optim.new{theta, init, step} defines an optimizer in Lua: its step is called by the
+-- engine through the same C interface as the built-ins.
+local core = require "metastep.core"
+local util = require "metastep.util"
 
 local M = {}
 
--- level: the error level of the user's call (3 when called from a constructor directly,
--- 4 from base). NaN prints as "nan" (tostring gives "-nan" on x86).
-local function check_number(fname, opts, key, default, lo, lo_open, level)
-  level = level or 3
+local function is_tensor(v) return getmetatable(v) == core.Tensor_mt end
+
+-- Errors are blamed on the first caller outside the front library (util.raise).
+local function fail(fname, fmt, ...) util.raise(fname .. ": ", fmt, ...) end
+
+local function check_number(fname, opts, key, default, lo, lo_open)
   local v = opts[key]
   if v == nil then v = default end
-  if type(v) ~= "number" then
-    error(("%s: option '%s' must be a number, got %s"):format(fname, key, type(v)), level)
-  end
+  if type(v) ~= "number" then fail(fname, "option '%s' must be a number, got %s", key, type(v)) end
   if v ~= v or v == math.huge or v == -math.huge then
-    error(("%s: option '%s' must be finite, got %s"):format(fname, key, v ~= v and "nan" or tostring(v)), level)
+    fail(fname, "option '%s' must be finite, got %s", key, util.show(v))
   end
   if lo and (v < lo or (lo_open and v == lo)) then
-    error(("%s: option '%s' must be %s %g, got %g"):format(fname, key, lo_open and ">" or ">=", lo, v), level)
+    fail(fname, "option '%s' must be %s %g, got %g", key, lo_open and ">" or ">=", lo, v)
   end
   return v
 end
 
--- The step size at step t: lr (or exp(log_lr)) times the schedule's factor.
-local function step_size(opt, theta, t)
-  local lr
-  if opt.log_lr then
-    lr = theta.log_lr
-    lr = type(lr) == "number" and math.exp(lr) or ms_core.exp(lr)
-  else
-    lr = theta.lr
+-- Options each constructor knows: anything else is an error naming it.
+local KNOWN = {
+  gd = {"lr", "log_lr", "schedule"},
+  sgd = {"lr", "log_lr", "schedule", "batch", "seed"},
+  momentum = {"lr", "log_lr", "schedule", "beta", "nesterov"},
+  nesterov = {"lr", "log_lr", "schedule", "beta"},
+  rmsprop = {"lr", "log_lr", "schedule", "rho", "eps"},
+  adam = {"lr", "log_lr", "schedule", "beta1", "beta2", "eps"},
+}
+
+local function check_known(fname, opts, known)
+  local set = {}
+  for _, k in ipairs(known) do set[k] = true end
+  for k in pairs(opts) do
+    if not set[k] then
+      fail(fname, "unknown option '%s' (expected %s)", tostring(k), table.concat(known, ", "))
+    end
   end
-  if opt.schedule then lr = lr * opt.schedule(t) end
-  return lr
 end
 
--- Shared construction: lr given directly or log-parametrized, optional schedule.
-local function base(fname, opts, extra)
-  opts = opts or {}
-  if type(opts) ~= "table" then error(("%s: expected an options table, got %s"):format(fname, type(opts)), 3) end
-  local o = {name = fname:match("optim%.(.*)") or fname, log_lr = opts.log_lr and true or false}
-  -- log(0) = -inf would only be refused later, by meta, far from the cause
-  local lr = check_number(fname, opts, "lr", extra and extra.lr_default or nil, 0, o.log_lr, 4)
-  o.theta = {}
-  if o.log_lr then o.theta.log_lr = math.log(lr) else o.theta.lr = lr end
-  if opts.schedule ~= nil then
-    local s = opts.schedule
-    if type(s) == "table" then
-      if #s == 0 then error(("%s: option 'schedule' must not be an empty table"):format(fname), 3) end
-      for i = 1, #s do
-        if type(s[i]) ~= "number" then
-          error(("%s: option 'schedule' must hold numbers, entry %d is a %s"):format(fname, i, type(s[i])), 3)
-        end
-      end
-      local tbl = table.move(s, 1, #s, 1, {}) -- a copy: later edits of the caller's table do not leak in
-      s = function(t) return tbl[t] or tbl[#tbl] end
-    elseif type(s) ~= "function" then
-      error(("%s: option 'schedule' must be a function of the step or a table of factors, got %s"):format(fname, type(s)), 3)
+-- A schedule given as a table (copied: later edits of the caller's table do not leak in)
+-- or a function of the step.
+local function check_schedule(fname, s)
+  if type(s) == "table" then
+    if #s == 0 then fail(fname, "option 'schedule' must not be an empty table") end
+    for i = 1, #s do
+      if type(s[i]) ~= "number" then fail(fname, "option 'schedule' must hold numbers, entry %d is a %s", i, type(s[i])) end
     end
-    o.schedule = s
+    return table.move(s, 1, #s, 1, {})
+  elseif type(s) ~= "function" then
+    fail(fname, "option 'schedule' must be a function of the step or a table of factors, got %s", type(s))
   end
-  o.lr_at = function(theta, t) return step_size(o, theta, t) end
+  return s
+end
+
+-- The Lua table around an engine optimizer.
+local function wrap(c, kind, extra)
+  local o = {c = c, kind = kind, name = c:name(), theta = {}, params = {}}
+  for i, p in ipairs(c:params()) do
+    o.params[i] = p.name
+    o.theta[p.name] = p.init:numel() == 1 and p.init:ndim() == 0 and p.init:item() or p.init
+  end
+  for k, v in pairs(extra or {}) do o[k] = v end
   return o
+end
+
+-- Shared construction of the built-ins: lr given directly, as a tensor (one step size per
+-- coordinate: any shape broadcasting against w) or log-parametrized; an optional schedule.
+local function builtin(kind, opts, extra_check)
+  local fname = "optim." .. kind
+  opts = opts or {}
+  if type(opts) ~= "table" then fail(fname, "expected an options table, got %s", type(opts)) end
+  check_known(fname, opts, KNOWN[kind])
+  local args = {log_lr = opts.log_lr and true or false}
+  if is_tensor(opts.lr) then
+    args.lr_init = opts.lr
+  else
+    -- log(0) = -inf would only be refused later, by meta, far from the cause
+    args.lr = check_number(fname, opts, "lr", nil, 0, args.log_lr)
+  end
+  if extra_check then extra_check(fname, opts, args) end
+  local schedule = opts.schedule ~= nil and check_schedule(fname, opts.schedule) or nil
+  local engine_kind = kind
+  if kind == "momentum" and opts.nesterov then engine_kind = "nesterov" end
+  local c = core.optim_builtin(engine_kind, args)
+  if schedule then c:set_schedule(schedule) end
+  return wrap(c, engine_kind, {log_lr = args.log_lr, schedule = schedule, batch = args.batch, seed = args.seed})
 end
 
 --- gd{lr = 0.1 [, log_lr = true] [, schedule = f(t) or {factors}]}: w' = w - lr g.
-function M.gd(opts)
-  local o = base("optim.gd", opts)
-  o.kind = "gd"
-  function o.init() return {} end
-  function o.step(theta, state, w, _, g, t)
-    return w - g * o.lr_at(theta, t), state
-  end
-  return o
-end
+-- lr may be a tensor (a step size per coordinate, shape [d], or any shape broadcasting to w).
+function M.gd(opts) return builtin("gd", opts) end
 
---- sgd{lr =, batch = B, seed =}: GD on mini-batches of B samples drawn each step.
--- The objective must support :minibatch(idx) (least squares and logistic do).
+--- sgd{lr =, batch = B, seed =}: GD on mini-batches of B samples drawn each step (with
+-- replacement, from the seed and the step number). The objective must have samples
+-- (least squares, logistic).
 function M.sgd(opts)
-  local o = base("optim.sgd", opts)
-  o.kind = "sgd"
-  o.batch = math.tointeger(check_number("optim.sgd", opts, "batch", 1, 1))
-  if not o.batch then error("optim.sgd: option 'batch' must be an integer", 2) end
-  o.seed = math.tointeger(opts.seed or 0) or error("optim.sgd: option 'seed' must be an integer", 2)
-  o.stochastic = true
-  function o.init() return {draw = 0} end
-  function o.step(theta, state, w, _, g, t)
-    return w - g * o.lr_at(theta, t), {draw = state.draw + 1}
-  end
-  return o
+  return builtin("sgd", opts, function(fname, o, args)
+    args.batch = math.tointeger(check_number(fname, o, "batch", 1, 1, false))
+    if not args.batch then fail(fname, "option 'batch' must be an integer") end
+    args.seed = math.tointeger(o.seed or 0)
+    if not args.seed then fail(fname, "option 'seed' must be an integer") end
+  end)
 end
 
---- momentum{lr =, beta = 0.9}: m' = beta m + g, w' = w - lr m' (heavy ball).
-function M.momentum(opts)
-  local o = base("optim.momentum", opts)
-  o.kind = "momentum"
-  o.theta.beta = check_number("optim.momentum", opts, "beta", 0.9, 0)
-  function o.init(w) return {m = ms_core.zeros(w:shape())} end
-  function o.step(theta, state, w, _, g, t)
-    local m = state.m * theta.beta + g
-    return w - m * o.lr_at(theta, t), {m = m}
-  end
-  return o
+local function beta_check(fname, o, args) args.beta = check_number(fname, o, "beta", 0.9, 0, false) end
+
+--- momentum{lr =, beta = 0.9 [, nesterov = true]}: heavy ball m' = beta m + g, w' = w - lr m';
+-- Nesterov: w' = w - lr (g + beta m'). beta is a meta-parameter too.
+function M.momentum(opts) return builtin("momentum", opts, beta_check) end
+
+--- nesterov{lr =, beta = 0.9}: momentum{nesterov = true}.
+function M.nesterov(opts) return builtin("nesterov", opts, beta_check) end
+
+--- rmsprop{lr =, rho = 0.99, eps = 1e-8}: v' = rho v + (1 - rho) g^2, w' = w - lr g / (sqrt(v') + eps).
+function M.rmsprop(opts)
+  return builtin("rmsprop", opts, function(fname, o, args)
+    args.rho = check_number(fname, o, "rho", 0.99, 0, false)
+    args.eps = check_number(fname, o, "eps", 1e-8, 0, true)
+    if args.rho >= 1 then fail(fname, "rho must be < 1") end
+  end)
 end
 
---- adam{lr =, beta1 = 0.9, beta2 = 0.999, eps = 1e-8}: Adam with bias correction.
--- Only lr (or log_lr) is a meta-parameter; betas and eps are fixed hyper-parameters.
+--- adam{lr =, beta1 = 0.9, beta2 = 0.999, eps = 1e-8}: Adam with bias correction (counting the
+-- updates made). Only lr (or log_lr) is a meta-parameter; betas and eps are fixed.
 function M.adam(opts)
-  local o = base("optim.adam", opts)
-  o.kind = "adam"
-  local b1 = check_number("optim.adam", opts, "beta1", 0.9, 0)
-  local b2 = check_number("optim.adam", opts, "beta2", 0.999, 0)
-  local eps = check_number("optim.adam", opts, "eps", 1e-8, 0, true)
-  if b1 >= 1 or b2 >= 1 then error("optim.adam: beta1 and beta2 must be < 1", 2) end
-  function o.init(w) return {m = ms_core.zeros(w:shape()), v = ms_core.zeros(w:shape())} end
-  function o.step(theta, state, w, _, g, t)
-    local m = state.m * b1 + g * (1 - b1)
-    local v = state.v * b2 + ms_core.square(g) * (1 - b2)
-    local mhat = m / (1 - b1 ^ t)
-    local vhat = v / (1 - b2 ^ t)
-    -- sqrt has an infinite derivative at 0: take it only where vhat > 0 (0 elsewhere), so
-    -- a coordinate whose gradient is exactly 0 gives a finite meta-gradient, not 0 * inf
-    local pos = ms_core.gt(vhat, 0)
-    local root = ms_core.where(pos, ms_core.sqrt(ms_core.where(pos, vhat, 1)), 0)
-    return w - mhat / (root + eps) * o.lr_at(theta, t), {m = m, v = v}
-  end
-  return o
+  return builtin("adam", opts, function(fname, o, args)
+    args.beta1 = check_number(fname, o, "beta1", 0.9, 0, false)
+    args.beta2 = check_number(fname, o, "beta2", 0.999, 0, false)
+    args.eps = check_number(fname, o, "eps", 1e-8, 0, true)
+    if args.beta1 >= 1 or args.beta2 >= 1 then fail(fname, "beta1 and beta2 must be < 1") end
+  end)
 end
+
+local MAXSTATE = 8
 
 --- new{name =, theta = {...}, init = f(w, theta) -> state, step = f(theta, state, w, fw, gw, t) -> w', state'}
--- defines an optimizer in Lua.
+-- defines an optimizer in Lua. theta: initial values (numbers or tensors); the step receives
+-- them as tensors (traced by the meta-gradient methods), so write it with tensor operations.
+-- state: a table of at most 8 tensors (numbers become 0-d tensors); step may return nil for
+-- an unchanged state. Parameters named lr and beta are kept >= 0 (finite differences and
+-- meta.train respect that).
 function M.new(def)
-  if type(def) ~= "table" then error(("optim.new: expected a table, got %s"):format(type(def)), 2) end
-  if type(def.step) ~= "function" then
-    error(("optim.new: field 'step' must be a function, got %s"):format(type(def.step)), 2)
-  end
+  if type(def) ~= "table" then fail("optim.new", "expected a table, got %s", type(def)) end
+  if type(def.step) ~= "function" then fail("optim.new", "field 'step' must be a function, got %s", type(def.step)) end
   if def.theta ~= nil and type(def.theta) ~= "table" then
-    error(("optim.new: field 'theta' must be a table of numbers, got %s"):format(type(def.theta)), 2)
+    fail("optim.new", "field 'theta' must be a table of numbers, got %s", type(def.theta))
   end
-  local o = {name = def.name or "custom", kind = "custom", theta = def.theta or {}, step = def.step,
-             init = def.init or function() return {} end}
+  local theta = def.theta or {}
+  local names = {}
+  for k in pairs(theta) do names[#names + 1] = k end
+  table.sort(names)
+  local user_init = def.init or function() return {} end
+  local o = {name = def.name or "custom", kind = "custom", theta = {}, params = names, step = def.step,
+             init = user_init}
+  for k, v in pairs(theta) do o.theta[k] = v end
+  -- the engine wants numbers as tensors; a bad entry is refused by meta with its name
+  o._invalid = nil
+  local params = {}
+  for i, k in ipairs(names) do
+    local v = theta[k]
+    if type(v) ~= "number" and not is_tensor(v) then
+      o._invalid = ("meta-parameter '%s' must be a number, got %s"):format(k, type(v))
+      v = 0
+    end
+    params[i] = {name = k, init = is_tensor(v) and v or core.tensor(v),
+                 lo = (k == "lr" or k == "beta") and 0 or nil}
+  end
+  local keys = {} -- state keys in slot order, fixed by the last init
+  local zero = core.tensor(0)
+  local function named(list)
+    local t = {}
+    for i, k in ipairs(names) do t[k] = list[i] end
+    return t
+  end
+  local function to_list(st, what)
+    if type(st) ~= "table" then
+      error(("optim '%s': %s must return the state as a table, got %s"):format(o.name, what, type(st)), 0)
+    end
+    local list = {}
+    for i, k in ipairs(keys) do
+      local v = st[k]
+      if type(v) == "number" then v = core.tensor(v) end
+      if not is_tensor(v) then
+        error(("optim '%s': state entry '%s' must be a tensor or a number, got %s"):format(o.name, tostring(k), type(v)), 0)
+      end
+      list[i] = v
+    end
+    for i = #keys + 1, MAXSTATE do list[i] = zero end
+    return list
+  end
+  local function init(w, theta_list)
+    local st = user_init(w, named(theta_list)) or {}
+    if type(st) ~= "table" then
+      error(("optim '%s': init must return the state as a table, got %s"):format(o.name, type(st)), 0)
+    end
+    keys = {}
+    for k in pairs(st) do keys[#keys + 1] = k end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    if #keys > MAXSTATE then
+      error(("optim '%s': the state holds at most %d entries, got %d"):format(o.name, MAXSTATE, #keys), 0)
+    end
+    return to_list(st, "init")
+  end
+  local function step(t, _, _, w, fw, gw, theta_list, state_list)
+    local st = {}
+    for i, k in ipairs(keys) do st[k] = state_list[i] end
+    local wn, st2 = def.step(named(theta_list), st, w, fw, gw, t)
+    return wn, to_list(st2 == nil and st or st2, "step")
+  end
+  o.c = core.optim_new{name = o.name, params = params, nstate = MAXSTATE, init = init, step = step}
   return o
 end
 

@@ -48,5 +48,7 @@ void lms_open_meta(lua_State *L);
 int lms_ad_hiding(lua_State *L);
 /* Adds the objective bindings (lms_objective.c). */
 void lms_open_objective(lua_State *L);
+/* Adds the optimizer, meta-gradient and meta-training bindings (lms_l2l.c). */
+void lms_open_l2l(lua_State *L);
 
 #endif

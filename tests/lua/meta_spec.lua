@@ -509,13 +509,16 @@ describe("bad input", function()
     assert.has_error(run{optimizer = ms.optim.momentum{lr = 0.1}, method = "exact"},
       "meta: method 'exact' handles the optimizers gd, got momentum")
     assert.has_error(run{optimizer = ms.optim.adam{lr = 0.1}, method = "stable"},
-      "meta: method 'stable' handles the optimizers gd, momentum, got adam")
+      "meta: method 'stable' handles the optimizers gd, momentum, nesterov, got adam")
     assert.has_error(run{meta = "sum", method = "exact"},
       "meta: method 'exact' handles the meta-objectives naive, log, got sum")
     assert.has_error(run{meta = function(traj) return traj.losses[1] end, method = "exact"},
       "meta: method 'exact' handles the meta-objectives naive, log, got a function")
     local ls = ms.objective.least_squares(ms.eye(20), ms.zeros(20))
-    assert.has_error(run{objective = ls, method = "stable"},
-      "meta: method 'stable' needs a quadratic objective, got least_squares")
+    local lg = ms.objective.logistic(ms.eye(20), ms.zeros(20))
+    assert.has_error(run{objective = lg, method = "stable"},
+      "meta: method 'stable' needs a quadratic or least-squares objective, got logistic")
+    assert.has_error(run{objective = ls, method = "exact"},
+      "meta: method 'exact' needs a quadratic objective, got least_squares")
   end)
 end)

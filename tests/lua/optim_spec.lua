@@ -819,11 +819,11 @@ describe("meta.train", function()
                              schedule = "constant", bounds = {beta = {0.1, 0.99}}})
     assert.are.equal(0, res.theta.lr)
     assert.are.equal(0.1, res.theta.beta)
-    -- and the upper ends
-    res = ms.meta.train(base{optimizer = ms.optim.momentum{lr = 0.2, beta = 0.5}, iterations = 1, meta_lr = -100,
-                             schedule = "constant", bounds = {lr = {0.01, 0.3}, beta = {0.1, 0.99}}})
-    assert.are.equal(0.3, res.theta.lr)
-    assert.are.equal(0.99, res.theta.beta)
+    -- and the upper ends (a negative meta_lr is refused: it would be gradient ascent)
+    res = ms.meta.train(base{optimizer = ms.optim.momentum{lr = 0.2, beta = 0.5}, iterations = 1, meta_lr = 1e-12,
+                             schedule = "constant", bounds = {lr = {0.01, 0.15}, beta = {0.1, 0.3}}})
+    assert.are.equal(0.15, res.theta.lr)
+    assert.are.equal(0.3, res.theta.beta)
     -- log_lr is unbounded: it goes negative freely
     res = ms.meta.train(base{optimizer = ms.optim.gd{lr = 0.25, log_lr = true}, iterations = 1, meta_lr = 100,
                              schedule = "constant"})
@@ -1002,8 +1002,12 @@ describe("meta.train", function()
     assert.are.equal("", after)
     -- one line rewritten in place (\r), theta after the update, a newline at the end
     local h = res.history
-    assert.are.equal(("\rmeta 1/2  lr=%.6g  meta=%.6g  ok   \rmeta 2/2  lr=%.6g  meta=%.6g  ok   \n"):format(
-      h[2].theta.lr, h[1].value, res.theta.lr, h[2].value), before)
+    -- each update shows the rate and the time left
+    local rate = "  [%d.]+ it/s  %d+s left   "
+    local want = ("\rmeta 1/2  lr=%.6g  meta=%.6g  ok"):format(h[2].theta.lr, h[1].value):gsub("%p", "%%%0")
+      .. rate .. ("\rmeta 2/2  lr=%.6g  meta=%.6g  ok"):format(res.theta.lr, h[2].value):gsub("%p", "%%%0")
+      .. rate .. "\n"
+    assert.truthy(before:match("^" .. want .. "$"), before)
   end)
 
   it("callback receives each record", function()
@@ -1054,7 +1058,7 @@ describe("bad input", function()
     assert.are.equal("optim.sgd: option 'batch' must be >= 1, got 0", err_of(function() ms.optim.sgd{lr = 0.1, batch = 0} end))
     assert.are.equal("optim.sgd: option 'batch' must be an integer", err_of(function() ms.optim.sgd{lr = 0.1, batch = 2.5} end))
     assert.are.equal("optim.sgd: option 'seed' must be an integer", err_of(function() ms.optim.sgd{lr = 0.1, seed = 0.5} end))
-    assert.are.equal("meta: optimizer 'sgd' needs an objective with samples (:minibatch)", err_of(function()
+    assert.are.equal("meta: optimizer 'sgd' draws mini-batches and needs an objective with samples (least squares, logistic), got 'quadratic'", err_of(function()
       ms.meta.value_and_grad(spec{optimizer = ms.optim.sgd{lr = 0.1}})
     end))
   end)
@@ -1066,8 +1070,8 @@ describe("bad input", function()
       err_of(function() ms.optim.gd{lr = 0.1, schedule = {}} end))
     assert.are.equal("optim.momentum: option 'schedule' must hold numbers, entry 2 is a string",
       err_of(function() ms.optim.momentum{lr = 0.1, schedule = {1, "half"}} end))
-    assert.are.equal("meta: method 'stable' does not handle step-size schedules", err_of(function()
-      ms.meta.value_and_grad(spec{optimizer = ms.optim.gd{lr = 0.1, schedule = {1}}, method = "stable"})
+    assert.are.equal("meta: method 'exact' does not handle step-size schedules", err_of(function()
+      ms.meta.value_and_grad(spec{optimizer = ms.optim.gd{lr = 0.1, schedule = {1}}, method = "exact"})
     end))
   end)
 

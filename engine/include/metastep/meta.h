@@ -167,7 +167,7 @@ typedef struct ms_meta_spec {
   int64_t checkpoint;
   /* > 0: once |w_t| >= freeze_norm the iterate is projected to that norm and frozen. */
   double freeze_norm;
-  /* fd only: the step (0 = relative: 1e-4 |theta_i|, or 1e-8 where theta_i = 0). */
+  /* fd only: the step (0 = relative: 1e-4 |theta_i|, or 1e-6 where theta_i = 0). */
   double fd_step;
   /* A loss of exactly 0 is a status "underflow" for LOG and LOGSUM; nonzero: accept it. */
   int allow_zero_loss;

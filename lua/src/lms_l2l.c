@@ -1,0 +1,764 @@
+/*
+ * Lua bindings of the learning-to-learn layer: optimizers (metastep/optim.h), unrolls and
+ * meta-gradients (metastep/meta.h) and meta-training (metastep/train.h).
+ *
+ * The front library (lua/metastep/optim.lua, meta.lua) checks options and names things; these
+ * bindings translate its normalized tables into the engine's structs, run one engine call and
+ * push the result. Lua functions (optimizer steps, schedules, meta-objectives, task samplers,
+ * progress callbacks) become engine callbacks through one trampoline, call_lua: it runs the
+ * function under lua_pcall with a traceback handler on the thread that entered the engine,
+ * and turns an error into MS_ECALLBACK with the message and traceback.
+ *
+ * Ownership: every engine object a spec points to is retained for the duration of the call
+ * (a finalizer or a callback may close its Lua box meanwhile) and released before an error is
+ * raised; errors are raised as the last act.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "lms.h"
+
+#define LMS_OPTIM "metastep.Optim"
+#define LMS_OBJECTIVE "metastep.Objective"
+
+/* ---- calling Lua from engine callbacks ---- */
+
+typedef struct lref {
+  lua_State *L0; /* main thread: used when no binding set the running one */
+  int ref;       /* registry reference of the function */
+} lref;
+
+static lua_State *running(ms_ctx *ctx, lua_State *L0) {
+  lua_State *L = ms_ctx_userdata(ctx);
+  return L ? L : L0;
+}
+
+/* Where a callback's error object waits for the binding that entered the engine: it is
+ * raised again unchanged (as Lua propagates errors through table.sort's comparator), while
+ * the engine's message, for C callers, carries the traceback. */
+static const char *const PENDING = "metastep.callback_error";
+
+static int msgh(lua_State *L) {
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
+  const char *msg = lua_tostring(L, 1);
+  if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+  luaL_traceback(L, L, msg, 1);
+  return 1;
+}
+
+/* Raises the engine's failure: a callback's own error object when one is pending. */
+static int raise(lua_State *L) {
+  ms_ctx *ctx = lms_ctx(L);
+  if (ms_ctx_status(ctx) == MS_ECALLBACK && lua_getfield(L, LUA_REGISTRYINDEX, PENDING) != LUA_TNIL) {
+    lua_pushnil(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
+    ms_ctx_clear_error(ctx);
+    return lua_error(L);
+  }
+  return lms_error(L);
+}
+
+/* Calls the function under ref with the nargs values on top of L's stack; leaves nres results.
+ * On error pops everything it pushed and returns MS_ECALLBACK with the message. */
+static int call_lua(ms_ctx *ctx, lua_State *L, int ref, int nargs, int nres) {
+  int base = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, msgh);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_rotate(L, base + 1, 2); /* msgh, f, args... */
+  if (lua_pcall(L, nargs, nres, base + 1) != LUA_OK) {
+    int st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
+    lua_settop(L, base);
+    return st;
+  }
+  lua_remove(L, base + 1); /* msgh */
+  return MS_OK;
+}
+
+static void push_tensor(lua_State *L, ms_tensor *t) {
+  if (t == NULL) {
+    lua_pushnil(L);
+    return;
+  }
+  ms_tensor **box = lms_newbox(L);
+  *box = ms_tensor_retain(t);
+}
+
+static void push_list(lua_State *L, int n, ms_tensor *const *ts) {
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    push_tensor(L, ts[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+}
+
+/* The tensor at idx (retained into *out), or MS_ECALLBACK naming `what`. */
+static int take_tensor(ms_ctx *ctx, lua_State *L, int idx, const char *what, ms_tensor **out) {
+  ms_tensor *t = lms_testtensor(L, idx);
+  if (t == NULL)
+    return ms_ctx_fail(ctx, MS_ECALLBACK, "%s must return a tensor, got %s", what, luaL_typename(L, idx));
+  *out = ms_tensor_retain(t);
+  return MS_OK;
+}
+
+/* ---- optimizers ---- */
+
+typedef struct optbox {
+  ms_optim *opt;
+} optbox;
+
+typedef struct lopt {
+  lua_State *L0;
+  int step, init, sched;
+  int nstate, nparams;
+  char name[32];
+} lopt;
+
+static ms_optim *checkoptim(lua_State *L, int arg) {
+  optbox *b = luaL_checkudata(L, arg, LMS_OPTIM);
+  if (b->opt == NULL) luaL_argerror(L, arg, "optimizer has been released");
+  return b->opt;
+}
+
+static optbox *newoptbox(lua_State *L) {
+  optbox *b = lua_newuserdatauv(L, sizeof *b, 0);
+  b->opt = NULL;
+  luaL_setmetatable(L, LMS_OPTIM);
+  return b;
+}
+
+static int optim_gc(lua_State *L) {
+  optbox *b = luaL_checkudata(L, 1, LMS_OPTIM);
+  ms_optim_release(b->opt);
+  b->opt = NULL;
+  return 0;
+}
+
+static double numfield(lua_State *L, int t, const char *k, double def) {
+  lua_getfield(L, t, k);
+  double v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static int boolfield(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  int v = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* optim_builtin(kind, {lr =, lr_init = tensor, log_lr =, beta =, beta1 =, beta2 =, eps =, rho =,
+ *                      batch =, seed =}) */
+static int l_optim_builtin(lua_State *L) {
+  static const char *const kinds[] = {"gd", "sgd", "momentum", "nesterov", "rmsprop", "adam", NULL};
+  lua_settop(L, 2);
+  ms_optim_kind kind = (ms_optim_kind)(luaL_checkoption(L, 1, NULL, kinds) + 1);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  ms_optim_options o;
+  memset(&o, 0, sizeof o);
+  o.lr = numfield(L, 2, "lr", 0);
+  o.log_lr = boolfield(L, 2, "log_lr");
+  lua_getfield(L, 2, "beta");
+  o.beta_set = !lua_isnil(L, -1);
+  lua_pop(L, 1);
+  o.beta = numfield(L, 2, "beta", 0.9);
+  o.hyper_set = 1;
+  o.beta1 = numfield(L, 2, "beta1", 0.9);
+  o.beta2 = numfield(L, 2, "beta2", 0.999);
+  o.eps = numfield(L, 2, "eps", 1e-8);
+  o.rho = numfield(L, 2, "rho", 0.99);
+  o.batch = (int64_t)numfield(L, 2, "batch", 1);
+  o.seed = (uint64_t)(lua_Integer)numfield(L, 2, "seed", 0);
+  lua_getfield(L, 2, "lr_init"); /* slot 3 keeps it alive */
+  optbox *b = newoptbox(L);
+  o.lr_init = lua_isnil(L, 3) ? NULL : lms_checktensor(L, 3);
+  if (ms_optim_builtin(lms_ctx(L), kind, &o, &b->opt) != MS_OK) return lms_error(L);
+  return 1;
+}
+
+static void lopt_free(void *ud) {
+  lopt *lo = ud;
+  luaL_unref(lo->L0, LUA_REGISTRYINDEX, lo->step);
+  luaL_unref(lo->L0, LUA_REGISTRYINDEX, lo->init);
+  luaL_unref(lo->L0, LUA_REGISTRYINDEX, lo->sched);
+  ms_ctx_dealloc(lms_ctx(lo->L0), lo, sizeof *lo);
+}
+
+/* Reads a list of nstate tensors at idx into state[] (new references). */
+static int take_state(ms_ctx *ctx, lua_State *L, int idx, const lopt *lo, const char *what,
+                      ms_tensor **state) {
+  if (!lua_istable(L, idx))
+    return ms_ctx_fail(ctx, MS_ECALLBACK, "optimizer '%s': %s must return the state as a table, got %s",
+                       lo->name, what, luaL_typename(L, idx));
+  int st = MS_OK;
+  for (int i = 0; !st && i < lo->nstate; i++) {
+    lua_rawgeti(L, idx, i + 1);
+    st = take_tensor(ctx, L, -1, what, &state[i]);
+    lua_pop(L, 1);
+  }
+  if (st)
+    for (int i = 0; i < lo->nstate; i++) ms_tensor_release(state[i]), state[i] = NULL;
+  return st;
+}
+
+static int lopt_init(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *const *theta, ms_tensor **state) {
+  lopt *lo = ud;
+  lua_State *L = running(ctx, lo->L0);
+  /* init(w, theta_list) -> state_list */
+  push_tensor(L, w);
+  push_list(L, lo->nparams, theta);
+  int st = call_lua(ctx, L, lo->init, 2, 1);
+  if (st) return st;
+  st = take_state(ctx, L, -1, lo, "init", state);
+  lua_pop(L, 1);
+  return st;
+}
+
+static int lopt_step(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w_next,
+                     ms_tensor **state) {
+  lopt *lo = ud;
+  lua_State *L = running(ctx, lo->L0);
+  int n = lo->nparams;
+  /* step(t, k, factor, w, fw, gw, theta_list, state_list) -> w', state_list' */
+  lua_pushinteger(L, io->t);
+  lua_pushinteger(L, io->k);
+  lua_pushnumber(L, io->factor);
+  push_tensor(L, io->w);
+  push_tensor(L, io->fw);
+  push_tensor(L, io->gw);
+  push_list(L, n, io->theta);
+  push_list(L, lo->nstate, io->state);
+  int st = call_lua(ctx, L, lo->step, 8, 2);
+  if (st) return st;
+  st = take_tensor(ctx, L, -2, "the step", w_next);
+  if (!st) st = take_state(ctx, L, -1, lo, "the step", state);
+  if (st) ms_tensor_release(*w_next), *w_next = NULL;
+  lua_pop(L, 2);
+  return st;
+}
+
+/* optim_new{name =, params = {{name =, init = tensor, map = "plain"|"log", lo =, hi =}, ...},
+ *           nstate =, init = f(w, theta_list) -> state_list, step = f(...)} */
+static int l_optim_new(lua_State *L) {
+  lua_settop(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  ms_ctx *ctx = lms_ctx(L);
+  lua_getfield(L, 1, "params"); /* 2 */
+  luaL_checktype(L, 2, LUA_TTABLE);
+  int np = (int)luaL_len(L, 2);
+  if (np > MS_OPTIM_MAXPARAMS) return luaL_error(L, "optim.new: at most %d meta-parameters, got %d", MS_OPTIM_MAXPARAMS, np);
+  lua_getfield(L, 1, "step"); /* 3 */
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  lua_getfield(L, 1, "init"); /* 4 */
+  luaL_checktype(L, 4, LUA_TFUNCTION);
+  lua_getfield(L, 1, "name"); /* 5 */
+  int nstate = (int)numfield(L, 1, "nstate", 0);
+  if (nstate < 0 || nstate > MS_OPTIM_MAXSTATE)
+    return luaL_error(L, "optim.new: the state holds at most %d entries, got %d", MS_OPTIM_MAXSTATE, nstate);
+  for (int i = 1; i <= np; i++) lua_geti(L, 2, i); /* 6 .. 5+np: param tables, kept on the stack */
+  for (int i = 1; i <= np; i++) lua_getfield(L, 5 + i, "init"); /* 6+np .. 5+2np */
+  for (int i = 1; i <= np; i++) lua_getfield(L, 5 + i, "name");
+  optbox *b = newoptbox(L);
+  lopt *lo = ms_ctx_alloc(ctx, sizeof *lo);
+  if (lo == NULL) return lms_error(L);
+  memset(lo, 0, sizeof *lo);
+  lo->L0 = L;
+  lo->step = lo->init = lo->sched = LUA_NOREF;
+  lo->nstate = nstate;
+  lo->nparams = np;
+  snprintf(lo->name, sizeof lo->name, "%s", lua_isstring(L, 5) ? lua_tostring(L, 5) : "custom");
+  ms_optim_def def;
+  memset(&def, 0, sizeof def);
+  def.name = lo->name;
+  def.nparams = np;
+  def.nstate = nstate;
+  def.init = lopt_init;
+  def.step = lopt_step;
+  def.free_ud = lopt_free;
+  def.ud = lo;
+  for (int i = 0; i < np; i++) {
+    int pt = 6 + i;
+    def.params[i].name = lua_tostring(L, 6 + 2 * np + i);
+    def.params[i].init = lms_testtensor(L, 6 + np + i);
+    lua_getfield(L, pt, "map");
+    def.params[i].map = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "log") == 0 ? MS_PARAM_LOG : MS_PARAM_PLAIN;
+    lua_pop(L, 1);
+    def.params[i].lo = numfield(L, pt, "lo", -INFINITY);
+    def.params[i].hi = numfield(L, pt, "hi", INFINITY);
+  }
+  if (ms_optim_new(ctx, &def, &b->opt) != MS_OK) {
+    ms_ctx_dealloc(ctx, lo, sizeof *lo);
+    return lms_error(L);
+  }
+  /* references once the optimizer owns lo: an error now leaks nothing */
+  lua_pushvalue(L, 3);
+  lo->step = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, 4);
+  lo->init = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+typedef struct lsched {
+  lua_State *L0;
+  int ref;
+} lsched;
+
+static int lsched_call(ms_ctx *ctx, void *ud, int64_t t, double *factor) {
+  lsched *s = ud;
+  lua_State *L = running(ctx, s->L0);
+  lua_pushinteger(L, t);
+  int st = call_lua(ctx, L, s->ref, 1, 1);
+  if (st) return st;
+  int isnum;
+  *factor = lua_tonumberx(L, -1, &isnum);
+  if (!isnum)
+    st = ms_ctx_fail(ctx, MS_ECALLBACK, "schedule: the function must return a number, got %s", luaL_typename(L, -1));
+  lua_pop(L, 1);
+  return st;
+}
+
+static void lsched_free(void *ud) {
+  lsched *s = ud;
+  luaL_unref(s->L0, LUA_REGISTRYINDEX, s->ref);
+  ms_ctx_dealloc(lms_ctx(s->L0), s, sizeof *s);
+}
+
+/* opt:set_schedule(table of factors | function(t) -> factor) */
+static int optim_set_schedule(lua_State *L) {
+  lua_settop(L, 2);
+  ms_ctx *ctx = lms_ctx(L);
+  if (lua_isfunction(L, 2)) {
+    lsched *s = ms_ctx_alloc(ctx, sizeof *s);
+    if (s == NULL) return lms_error(L);
+    s->L0 = L;
+    lua_pushvalue(L, 2);
+    s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+    if (ms_optim_set_schedule_fn(ctx, checkoptim(L, 1), lsched_call, s, lsched_free) != MS_OK) {
+      lsched_free(s);
+      return lms_error(L);
+    }
+    return 0;
+  }
+  luaL_checktype(L, 2, LUA_TTABLE);
+  lua_Integer n = luaL_len(L, 2);
+  if (n < 1) return luaL_argerror(L, 2, "a schedule needs at least one factor");
+  double *f = lua_newuserdatauv(L, (size_t)n * sizeof *f, 0); /* scratch owned by Lua */
+  for (lua_Integer i = 1; i <= n; i++) {
+    lua_geti(L, 2, i);
+    f[i - 1] = luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+  }
+  if (ms_optim_set_schedule(ctx, checkoptim(L, 1), (int64_t)n, f) != MS_OK) return lms_error(L);
+  return 0;
+}
+
+/* opt:params() -> {{name =, init = tensor, map =, lo =, hi =}, ...} */
+static int optim_params(lua_State *L) {
+  ms_optim *o = checkoptim(L, 1);
+  int n = ms_optim_nparams(o);
+  lua_createtable(L, n, 0);
+  for (int i = 0; i < n; i++) {
+    const ms_optim_param *p = ms_optim_param_at(o, i);
+    lua_createtable(L, 0, 5);
+    lua_pushstring(L, p->name);
+    lua_setfield(L, -2, "name");
+    push_tensor(L, p->init);
+    lua_setfield(L, -2, "init");
+    lua_pushstring(L, p->map == MS_PARAM_LOG ? "log" : "plain");
+    lua_setfield(L, -2, "map");
+    lua_pushnumber(L, p->lo);
+    lua_setfield(L, -2, "lo");
+    lua_pushnumber(L, p->hi);
+    lua_setfield(L, -2, "hi");
+    lua_rawseti(L, -2, i + 1);
+  }
+  return 1;
+}
+
+static int optim_name(lua_State *L) {
+  lua_pushstring(L, ms_optim_name(checkoptim(L, 1)));
+  return 1;
+}
+
+static int optim_tostring(lua_State *L) {
+  optbox *b = luaL_checkudata(L, 1, LMS_OPTIM);
+  if (b->opt == NULL) lua_pushliteral(L, "optimizer (released)");
+  else lua_pushfstring(L, "optimizer %s", ms_optim_name(b->opt));
+  return 1;
+}
+
+/* ---- specs ----
+ * core.meta_run(what, spec [, task_index, keep_iterates]) with spec =
+ *   {optimizer = Optim, tasks = {{objective =, valid =, w0 =, host =}, ...}, steps =,
+ *    kind = "naive"|"log"|"sum"|"logsum"|"custom", on = "train"|"valid", fn = f(traj), name =,
+ *    method = "reverse"|..., theta = {[i] = tensor}, select = {i, ...} (1-based),
+ *    truncate =, checkpoint =, freeze_norm =, fd_step =, allow_zero_loss =}
+ * The front library has checked the option names and types; values are checked by the engine.
+ */
+
+typedef struct lmeta {
+  lua_State *L0;
+  int fn;    /* registry reference of the Lua meta-objective */
+  int tasks; /* registry reference of the spec's task list (for traj.task) */
+  int nparams;
+} lmeta;
+
+/* Everything a spec points to, retained for the call. */
+typedef struct cspec {
+  ms_meta_spec s;
+  ms_ctx *ctx;
+  ms_task *tasks;  /* ntalloc entries from the context's allocator */
+  int ntalloc;
+  ms_tensor *theta[MS_OPTIM_MAXPARAMS];
+  int select[MS_OPTIM_MAXPARAMS];
+  lmeta meta;
+} cspec;
+
+static void cspec_release(cspec *c) {
+  for (int i = 0; c->tasks && i < c->s.ntasks; i++) {
+    ms_objective_release(c->tasks[i].objective);
+    ms_objective_release(c->tasks[i].valid);
+    ms_tensor_release(c->tasks[i].w0);
+  }
+  for (int i = 0; i < MS_OPTIM_MAXPARAMS; i++) ms_tensor_release(c->theta[i]);
+  ms_optim_release(c->s.optimizer);
+  if (c->tasks) ms_ctx_dealloc(c->ctx, c->tasks, (size_t)c->ntalloc * sizeof *c->tasks);
+  c->tasks = NULL;
+  c->s.tasks = NULL;
+  c->s.ntasks = 0;
+  c->s.optimizer = NULL;
+  memset(c->theta, 0, sizeof c->theta);
+}
+
+static ms_objective *testobjective(lua_State *L, int idx) {
+  /* the Objective box's first field is the handle (lms_objective.c) */
+  ms_objective **box = luaL_testudata(L, idx, LMS_OBJECTIVE);
+  return box ? *box : NULL;
+}
+
+static int64_t intfield(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  int64_t v = lua_isnil(L, -1) ? 0 : (int64_t)luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* Traj -> Lua table for a Lua meta-objective. */
+static void push_traj(lua_State *L, const lmeta *m, const ms_traj *traj) {
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, traj->T);
+  lua_setfield(L, -2, "T");
+  lua_createtable(L, (int)traj->T, 1);
+  for (int64_t t = 0; t <= traj->done; t++) {
+    push_tensor(L, traj->losses[t]);
+    lua_rawseti(L, -2, t);
+  }
+  lua_setfield(L, -2, "losses");
+  push_tensor(L, traj->losses[0]);
+  lua_setfield(L, -2, "loss0");
+  push_tensor(L, traj->w_T);
+  lua_setfield(L, -2, "w_T");
+  push_list(L, m->nparams, traj->theta);
+  lua_setfield(L, -2, "theta_list");
+  lua_pushstring(L, ms_meta_status_name(traj->status));
+  lua_setfield(L, -2, "status");
+}
+
+static int lmeta_call(ms_ctx *ctx, void *ud, const ms_traj *traj, ms_tensor **out) {
+  lmeta *m = ud;
+  lua_State *L = running(ctx, m->L0);
+  *out = NULL;
+  push_traj(L, m, traj);
+  /* the task's host value: tasks are numbered by their host pointer (an integer index) */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, m->tasks);
+  lua_rawgeti(L, -1, (lua_Integer)(intptr_t)traj->task->host);
+  lua_setfield(L, -3, "task");
+  lua_pop(L, 1);
+  int st = call_lua(ctx, L, m->fn, 1, 1);
+  if (st) return st;
+  st = take_tensor(ctx, L, -1, "the meta-objective", out);
+  lua_pop(L, 1);
+  return st;
+}
+
+/* Fills c from the spec table at idx. Raises on malformed input (nothing retained yet
+ * is leaked: c is released by the caller's error path through cspec_release). */
+static void read_spec(lua_State *L, int idx, cspec *c) {
+  static const char *const kinds[] = {"naive", "log", "sum", "logsum", "custom", NULL};
+  static const char *const ons[] = {"train", "valid", NULL};
+  static const char *const methods[] = {"reverse", "forward", "stable", "exact", "fd", NULL};
+  ms_meta_spec *s = &c->s;
+  lua_getfield(L, idx, "optimizer");
+  s->optimizer = ms_optim_retain(checkoptim(L, -1));
+  lua_pop(L, 1);
+  int np = ms_optim_nparams(s->optimizer);
+  s->steps = intfield(L, idx, "steps");
+  lua_getfield(L, idx, "kind");
+  s->meta.kind = (ms_meta_kind)luaL_checkoption(L, -1, "log", kinds);
+  lua_getfield(L, idx, "on");
+  s->meta.on = (ms_meta_on)luaL_checkoption(L, -1, "train", ons);
+  lua_getfield(L, idx, "method");
+  s->method = (ms_meta_method)luaL_checkoption(L, -1, "reverse", methods);
+  lua_pop(L, 3);
+  s->truncate = intfield(L, idx, "truncate");
+  s->checkpoint = intfield(L, idx, "checkpoint");
+  s->freeze_norm = numfield(L, idx, "freeze_norm", 0);
+  s->fd_step = numfield(L, idx, "fd_step", 0);
+  s->allow_zero_loss = boolfield(L, idx, "allow_zero_loss");
+  lua_getfield(L, idx, "theta");
+  if (lua_istable(L, -1)) {
+    for (int i = 0; i < np; i++) {
+      lua_geti(L, -1, i + 1);
+      if (!lua_isnil(L, -1)) c->theta[i] = ms_tensor_retain(lms_checktensor(L, -1));
+      lua_pop(L, 1);
+    }
+    s->theta = c->theta;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "select");
+  if (lua_istable(L, -1)) {
+    int n = (int)luaL_len(L, -1);
+    if (n > np) luaL_error(L, "meta: 'params' names %d parameters, the optimizer has %d", n, np);
+    for (int i = 0; i < n; i++) {
+      lua_geti(L, -1, i + 1);
+      c->select[i] = (int)luaL_checkinteger(L, -1) - 1;
+      lua_pop(L, 1);
+    }
+    s->nselect = n;
+    s->select = c->select;
+  }
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "tasks");
+  luaL_checktype(L, -1, LUA_TTABLE);
+  int nt = (int)luaL_len(L, -1);
+  c->ctx = lms_ctx(L);
+  c->tasks = ms_ctx_alloc(c->ctx, (size_t)(nt > 0 ? nt : 1) * sizeof(ms_task));
+  if (c->tasks == NULL) lms_error(L);
+  c->ntalloc = nt > 0 ? nt : 1;
+  memset(c->tasks, 0, (size_t)c->ntalloc * sizeof(ms_task));
+  s->tasks = c->tasks;
+  for (int i = 0; i < nt; i++) {
+    lua_geti(L, -1, i + 1);
+    int t = lua_gettop(L);
+    lua_getfield(L, t, "objective");
+    ms_objective *o = testobjective(L, -1);
+    if (o == NULL) luaL_error(L, "meta: task %d: 'objective' must be an objective, got %s", i + 1, luaL_typename(L, -1));
+    lua_getfield(L, t, "valid");
+    ms_objective *v = lua_isnil(L, -1) ? NULL : testobjective(L, -1);
+    if (!lua_isnil(L, -1) && v == NULL) luaL_error(L, "meta: task %d: 'valid_objective' must be an objective", i + 1);
+    lua_getfield(L, t, "w0");
+    ms_tensor *w0 = lua_isnil(L, -1) ? NULL : lms_checktensor(L, -1);
+    c->tasks[i].objective = ms_objective_retain(o);
+    c->tasks[i].valid = ms_objective_retain(v);
+    c->tasks[i].w0 = ms_tensor_retain(w0);
+    c->tasks[i].host = (void *)(intptr_t)(i + 1);
+    s->ntasks = i + 1;
+    lua_settop(L, t - 1);
+  }
+  lua_pop(L, 1);
+  c->meta.L0 = L;
+  c->meta.fn = c->meta.tasks = LUA_NOREF;
+  c->meta.nparams = np;
+  if (s->meta.kind == MS_META_CUSTOM) {
+    lua_getfield(L, idx, "fn");
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    c->meta.fn = luaL_ref(L, LUA_REGISTRYINDEX);
+    lua_getfield(L, idx, "hosts");
+    c->meta.tasks = luaL_ref(L, LUA_REGISTRYINDEX);
+    s->meta.fn = lmeta_call;
+    s->meta.ud = &c->meta;
+    lua_getfield(L, idx, "name");
+    s->meta.name = lua_tostring(L, -1); /* kept alive by the spec table */
+    lua_pop(L, 1);
+  }
+}
+
+static void cspec_unref(lua_State *L, cspec *c) {
+  luaL_unref(L, LUA_REGISTRYINDEX, c->meta.fn);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->meta.tasks);
+  c->meta.fn = c->meta.tasks = LUA_NOREF;
+}
+
+static void push_result(lua_State *L, const ms_meta_out *r) {
+  lua_createtable(L, 0, 8);
+  lua_pushnumber(L, r->value);
+  lua_setfield(L, -2, "value");
+  lua_pushnumber(L, r->log_loss);
+  lua_setfield(L, -2, "log_loss");
+  lua_pushstring(L, ms_meta_status_name(r->status));
+  lua_setfield(L, -2, "status");
+  if (r->fail_step >= 0) {
+    lua_pushinteger(L, r->fail_step);
+    lua_setfield(L, -2, "fail_step");
+  }
+  if (r->task >= 0) {
+    lua_pushinteger(L, r->task + 1);
+    lua_setfield(L, -2, "task");
+  }
+  lua_createtable(L, r->nparams, 0);
+  lua_createtable(L, r->nparams, 0);
+  for (int i = 0; i < r->nparams; i++) {
+    push_tensor(L, r->grad[i]);
+    lua_rawseti(L, -3, i + 1);
+    lua_pushnumber(L, r->log_abs_grad[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -3, "log_abs_grad");
+  lua_setfield(L, -2, "grad");
+}
+
+/* The running thread for callbacks, set around one engine call. */
+typedef struct entered {
+  ms_ctx *ctx;
+  void *prev;
+} entered;
+
+static entered enter(lua_State *L) {
+  entered e = {lms_ctx(L), NULL};
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
+  e.prev = ms_ctx_userdata(e.ctx);
+  ms_ctx_set_userdata(e.ctx, L);
+  return e;
+}
+static void leave(entered e) { ms_ctx_set_userdata(e.ctx, e.prev); }
+
+static int cspec_gc(lua_State *L) {
+  cspec *c = luaL_checkudata(L, 1, "metastep.Spec");
+  cspec_unref(L, c);
+  cspec_release(c);
+  return 0;
+}
+
+/* A spec box, safe to collect at any point of read_spec (its finalizer releases what it holds). */
+static cspec *newspec(lua_State *L) {
+  cspec *c = lua_newuserdatauv(L, sizeof *c, 0);
+  memset(c, 0, sizeof *c);
+  c->meta.fn = c->meta.tasks = LUA_NOREF;
+  luaL_setmetatable(L, "metastep.Spec");
+  return c;
+}
+
+/* meta_value_and_grad(spec) -> result table */
+static int l_meta_value_and_grad(lua_State *L) {
+  lua_settop(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  cspec *c = newspec(L); /* 2 */
+  read_spec(L, 1, c);
+  lua_settop(L, 2);
+  entered e = enter(L);
+  ms_meta_out r;
+  int st = ms_meta_value_and_grad(e.ctx, &c->s, &r);
+  leave(e);
+  cspec_unref(L, c);
+  cspec_release(c);
+  if (st != MS_OK) return raise(L);
+  push_result(L, &r);
+  ms_meta_out_clear(&r);
+  return 1;
+}
+
+/* meta_value(spec) -> value, status */
+static int l_meta_value(lua_State *L) {
+  lua_settop(L, 1);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  cspec *c = newspec(L);
+  read_spec(L, 1, c);
+  lua_settop(L, 2);
+  entered e = enter(L);
+  double v;
+  int status;
+  int st = ms_meta_value(e.ctx, &c->s, &v, &status);
+  leave(e);
+  cspec_unref(L, c);
+  cspec_release(c);
+  if (st != MS_OK) return raise(L);
+  lua_pushnumber(L, v);
+  lua_pushstring(L, ms_meta_status_name(status));
+  return 2;
+}
+
+/* meta_unroll(spec, task_index, keep_iterates) -> traj table */
+static int l_meta_unroll(lua_State *L) {
+  lua_settop(L, 3);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_Integer k = luaL_optinteger(L, 2, 1);
+  int keep = lua_toboolean(L, 3);
+  cspec *c = newspec(L);
+  read_spec(L, 1, c);
+  lua_settop(L, 4);
+  if (k < 1 || k > c->s.ntasks) {
+    cspec_unref(L, c);
+    cspec_release(c);
+    return luaL_argerror(L, 2, "task index out of range");
+  }
+  entered e = enter(L);
+  ms_traj traj;
+  int st = ms_meta_unroll(e.ctx, &c->s, &c->tasks[k - 1], keep, &traj);
+  leave(e);
+  if (st != MS_OK) {
+    cspec_unref(L, c);
+    cspec_release(c);
+    return raise(L);
+  }
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, traj.T);
+  lua_setfield(L, -2, "T");
+  lua_createtable(L, (int)traj.done, 0);
+  for (int64_t t = 1; t <= traj.done; t++) {
+    push_tensor(L, traj.losses[t]);
+    lua_rawseti(L, -2, t);
+  }
+  lua_setfield(L, -2, "losses");
+  push_tensor(L, traj.losses[0]);
+  lua_setfield(L, -2, "loss0");
+  push_tensor(L, traj.w_T);
+  lua_setfield(L, -2, "w_T");
+  if (traj.w) {
+    lua_createtable(L, (int)traj.done, 1);
+    for (int64_t t = 0; t <= traj.done; t++) {
+      push_tensor(L, traj.w[t]);
+      lua_rawseti(L, -2, t);
+    }
+    lua_setfield(L, -2, "w");
+  }
+  lua_pushstring(L, ms_meta_status_name(traj.status));
+  lua_setfield(L, -2, "status");
+  if (traj.fail_step >= 0) {
+    lua_pushinteger(L, traj.fail_step);
+    lua_setfield(L, -2, "fail_step");
+  }
+  ms_traj_clear(e.ctx, &traj);
+  cspec_unref(L, c);
+  cspec_release(c);
+  return 1;
+}
+
+static const luaL_Reg optim_methods[] = {{"set_schedule", optim_set_schedule}, {"params", optim_params},
+                                          {"name", optim_name}, {NULL, NULL}};
+
+static const luaL_Reg functions[] = {{"optim_builtin", l_optim_builtin},
+                                     {"optim_new", l_optim_new},
+                                     {"meta_value_and_grad", l_meta_value_and_grad},
+                                     {"meta_value", l_meta_value},
+                                     {"meta_unroll", l_meta_unroll},
+                                     {NULL, NULL}};
+
+void lms_open_l2l(lua_State *L) {
+  luaL_newmetatable(L, "metastep.Spec");
+  lua_pushcfunction(L, cspec_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
+  luaL_newmetatable(L, LMS_OPTIM);
+  luaL_newlib(L, optim_methods);
+  lua_setfield(L, -2, "__index");
+  lua_pushcfunction(L, optim_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pushcfunction(L, optim_gc);
+  lua_setfield(L, -2, "__close");
+  lua_pushcfunction(L, optim_tostring);
+  lua_setfield(L, -2, "__tostring");
+  lua_pop(L, 1);
+  luaL_setfuncs(L, functions, 0);
+}
