@@ -6,9 +6,22 @@
 local core = require "metastep.core"
 
 local M = {}
-for k, v in pairs(core) do M[k] = v end
 
-M.Tensor = core.Tensor
+--- The public names of the C core (tensors, math, reductions, random numbers, memory). Every
+-- other binding stays internal, under ms.core.
+local PUBLIC = {
+  "tensor", "zeros", "ones", "full", "eye", "diag", "arange", "linspace", "rand", "randn", "cat", "where",
+  "clamp", "abs", "neg", "exp", "expm1", "log", "log1p", "sqrt", "square", "reciprocal", "tanh", "sigmoid",
+  "relu", "softplus", "sin", "cos", "sign", "floor", "ceil", "round", "isfinite", "add", "sub", "mul", "div",
+  "pow", "maximum", "minimum", "atan2", "eq", "ne", "lt", "le", "gt", "ge", "sum", "mean", "max", "min",
+  "prod", "norm", "argmax", "argmin", "logsumexp", "all_finite", "max_abs_diff", "dot", "matvec", "matmul",
+  "outer", "eigh", "solve", "cholesky", "qr", "inv", "det", "sum_to", "log_softmax", "softmax_xent",
+  "stop_gradient", "ad_push", "ad_depth", "seed", "memory", "set_memory_limit", "version",
+  "Tensor", "Objective", "Objective_mt",
+}
+for _, k in ipairs(PUBLIC) do M[k] = core[k] end
+--- The C core itself, for internals and tests.
+M.core = core
 
 --- Automatic differentiation (also at the top level): grad, value_and_grad, jvp, vjp,
 -- hvp, check_grad, custom, stop_gradient.

@@ -92,7 +92,7 @@ describe("built-in objectives", function()
     local w = ms.randn({d}, {seed = 5})
     local v = ms.randn({d}, {seed = 6})
     local wt, vt = w:totable(), v:totable()
-    local obj = ms.objective_quadratic(ms.tensor(H), {wstar = ms.tensor(ws), fstar = 0.5})
+    local obj = ms.core.objective_quadratic(ms.tensor(H), {wstar = ms.tensor(ws), fstar = 0.5})
     local r = {}
     for i = 1, d do r[i] = wt[i] - ws[i] end
     local Hr = matvec(H, r)
@@ -107,7 +107,7 @@ describe("built-in objectives", function()
 
   it("quadratic without wstar and fstar: f = 1/2 w^T H w", function()
     local H = {{2, 1}, {1, 3}}
-    local obj = ms.objective_quadratic(ms.tensor(H))
+    local obj = ms.core.objective_quadratic(ms.tensor(H))
     local w, v = ms.tensor{1, -2}, ms.tensor{0.5, 1}
     -- H w = {0, -5}; f = 1/2 (1*0 + (-2)(-5)) = 5
     check_objective("quadratic0", obj, w, v, 5, {0, -5}, {2, 3.5})
@@ -119,7 +119,7 @@ describe("built-in objectives", function()
 
   it("quadratic parts are copies", function()
     local H = ms.tensor{{2, 1}, {1, 3}}
-    local obj = ms.objective_quadratic(H, {wstar = ms.tensor{1, 1}, fstar = 2})
+    local obj = ms.core.objective_quadratic(H, {wstar = ms.tensor{1, 1}, fstar = 2})
     H:fill(7) -- the objective kept its own copy
     local Hp, wsp, fs = obj:parts()
     assert.are.same({{2, 1}, {1, 3}}, Hp:totable())
@@ -136,7 +136,7 @@ describe("built-in objectives", function()
     local y = ms.randn({n}, {seed = 12}):totable()
     local w = ms.randn({d}, {seed = 13})
     local v = ms.randn({d}, {seed = 14})
-    local obj = ms.objective_least_squares(ms.tensor(X), ms.tensor(y))
+    local obj = ms.core.objective_least_squares(ms.tensor(X), ms.tensor(y))
     local r = matvec(X, w:totable())
     local Xv = matvec(X, v:totable())
     local f0, g0, hv0 = 0, {0, 0, 0}, {0, 0, 0}
@@ -161,7 +161,7 @@ describe("built-in objectives", function()
       local w = ms.randn({d}, {seed = 23})
       local v = ms.randn({d}, {seed = 24})
       local wt, vt = w:totable(), v:totable()
-      local obj = ms.objective_logistic(ms.tensor(X), ms.tensor(y), l2)
+      local obj = ms.core.objective_logistic(ms.tensor(X), ms.tensor(y), l2)
       local z, Xv = matvec(X, wt), matvec(X, vt)
       local f0, g0, hv0 = 0, {}, {}
       for i = 1, d do
@@ -184,8 +184,8 @@ describe("built-in objectives", function()
 
   it("logistic l2 defaults to 0", function()
     local X, y = ms.tensor{{1, 0}, {0, 1}}, ms.tensor{1, 0}
-    local a = ms.objective_logistic(X, y)
-    local b = ms.objective_logistic(X, y, 0)
+    local a = ms.core.objective_logistic(X, y)
+    local b = ms.core.objective_logistic(X, y, 0)
     local w = ms.tensor{0.3, -0.7}
     assert.are.equal(b:value(w):item(), a:value(w):item())
     -- at w = 0 every example costs log 2
@@ -199,10 +199,10 @@ describe("built-in objectives", function()
     do
       local X = ms.randn({50, 10}, {seed = 1})
       local y = ms.gt(ms.randn({50}, {seed = 2}), 0)
-      local objs = {ms.objective_logistic(X, y, 0.1), ms.objective_least_squares(X, y),
-                    ms.objective_quadratic(ms.eye(10))}
+      local objs = {ms.core.objective_logistic(X, y, 0.1), ms.core.objective_least_squares(X, y),
+                    ms.core.objective_quadratic(ms.eye(10))}
       for _, o in ipairs(objs) do o:hvp(ms.zeros(10), ms.ones(10)) end
-      local cb = ms.objective_from_callbacks{dim = 10, value = function(w) return (w * w):sum() end}
+      local cb = ms.core.objective_from_callbacks{dim = 10, value = function(w) return (w * w):sum() end}
       cb:hvp(ms.ones(10), ms.ones(10))
     end
     collectgarbage()
@@ -230,7 +230,7 @@ describe("objectives with Lua callbacks", function()
   local w, v = ms.tensor{0.7, -1.2, 0.4}, ms.tensor{1, -0.5, 2}
 
   it("value only: grad by reverse mode, hvp by forward over reverse (in C)", function()
-    local obj = ms.objective_from_callbacks{name = "quartic", dim = 3, value = value}
+    local obj = ms.core.objective_from_callbacks{name = "quartic", dim = 3, value = value}
     assert.are.equal("quartic", obj:name())
     assert.are.equal(3, obj:dim())
     check_objective("quartic (value only)", obj, w, v, closed(w, v))
@@ -238,21 +238,21 @@ describe("objectives with Lua callbacks", function()
 
   it("value and grad: hvp by forward mode over the Lua grad", function()
     local calls = 0
-    local obj = ms.objective_from_callbacks{name = "quartic", dim = 3, value = value,
+    local obj = ms.core.objective_from_callbacks{name = "quartic", dim = 3, value = value,
       grad = function(x) calls = calls + 1; return c * x ^ 3 + 1 end}
     check_objective("quartic (value, grad)", obj, w, v, closed(w, v))
     assert.is_true(calls > 0)
   end)
 
   it("a given hvp is used as it is", function()
-    local obj = ms.objective_from_callbacks{dim = 3, value = value,
+    local obj = ms.core.objective_from_callbacks{dim = 3, value = value,
       hvp = function(x, u) return x * 0 + u * 10 end}
     assert.are.equal("objective", obj:name())
     assert.are.same({10, -5, 20}, obj:hvp(w, v):totable())
   end)
 
   it("a callback objective inside grad and through an unrolled loop", function()
-    local obj = ms.objective_from_callbacks{dim = 3, value = value}
+    local obj = ms.core.objective_from_callbacks{dim = 3, value = value}
     -- d/d eta of f(w - eta grad f(w)) = -grad f(w1) . grad f(w)
     local G = function(eta)
       return obj:value(w - obj:grad(w) * eta)
@@ -269,7 +269,7 @@ describe("objectives with Lua callbacks", function()
   end)
 
   it("an error inside a callback surfaces with its message and a traceback", function()
-    local obj = ms.objective_from_callbacks{name = "boom", dim = 3,
+    local obj = ms.core.objective_from_callbacks{name = "boom", dim = 3,
       value = function() error("value exploded") end,
       grad = function() error("grad exploded") end}
     local msg = err_of(obj.value, obj, w)
@@ -282,7 +282,7 @@ describe("objectives with Lua callbacks", function()
     assert.truthy(msg2:find("grad exploded", 1, true), msg2)
     assert.truthy(msg2:find("stack traceback", 1, true), msg2)
     -- derived grad through a failing value: the tape is gone afterwards
-    local vonly = ms.objective_from_callbacks{name = "boom2", dim = 3,
+    local vonly = ms.core.objective_from_callbacks{name = "boom2", dim = 3,
       value = function(x) local y = x * x; error({}) ; return y end}
     local msg3 = err_of(vonly.grad, vonly, w)
     assert.truthy(msg3:find("boom2: error in value: (error object is a table value)", 1, true), msg3)
@@ -290,7 +290,7 @@ describe("objectives with Lua callbacks", function()
   end)
 
   it("callbacks returning the wrong thing are clear errors", function()
-    local obj = ms.objective_from_callbacks{name = "bad", dim = 3,
+    local obj = ms.core.objective_from_callbacks{name = "bad", dim = 3,
       value = function(x) return x * 2 end,
       grad = function() return ms.zeros(2) end,
       hvp = function() return 1 end}
@@ -298,20 +298,20 @@ describe("objectives with Lua callbacks", function()
       err_of(obj.value, obj, w))
     assert.are.equal("bad: grad returned shape [2], expected [3]", err_of(obj.grad, obj, w))
     assert.are.equal("bad: hvp must return a tensor, got number", err_of(obj.hvp, obj, w, v))
-    local nothing = ms.objective_from_callbacks{name = "nothing", dim = 3, value = function() end}
+    local nothing = ms.core.objective_from_callbacks{name = "nothing", dim = 3, value = function() end}
     assert.are.equal("nothing: value must return a tensor, got nil", err_of(nothing.value, nothing, w))
     assert.are.equal("nothing: value must return a tensor, got nil", err_of(nothing.grad, nothing, w))
-    local num = ms.objective_from_callbacks{name = "num", dim = 3, value = function() return 3 end}
+    local num = ms.core.objective_from_callbacks{name = "num", dim = 3, value = function() return 3 end}
     assert.are.equal("num: value must return a tensor, got number", err_of(num.value, num, w))
     -- a one-element [1] result is accepted and handed out as 0-d
-    local one = ms.objective_from_callbacks{dim = 3, value = function(x) return ms.dot(x, x):view(1) end}
+    local one = ms.core.objective_from_callbacks{dim = 3, value = function(x) return ms.dot(x, x):view(1) end}
     assert.are.same({}, one:value(w):shape())
     assert_close(one:grad(w), (w * 2):totable(), 1e-15, "grad of |w|^2")
   end)
 
   it("an objective closed inside its own callback finishes the call, then is released", function()
     local obj
-    obj = ms.objective_from_callbacks{name = "selfclose", dim = 3, value = function(x)
+    obj = ms.core.objective_from_callbacks{name = "selfclose", dim = 3, value = function(x)
       getmetatable(obj).__close(obj)
       collectgarbage()
       return (x * x):sum()
@@ -325,7 +325,7 @@ end)
 
 describe("objective errors at the boundary", function()
   local H = ms.tensor{{2, 1, 0}, {1, 3, 0}, {0, 0, 1}}
-  local q = ms.objective_quadratic(H)
+  local q = ms.core.objective_quadratic(H)
 
   it("wrong types", function()
     assert.are.equal("bad argument #1 to 'value' (tensor expected, got string)", err_of(function() return q:value("x") end))
@@ -335,31 +335,31 @@ describe("objective errors at the boundary", function()
     assert.are.equal("bad argument #1 to 'value' (metastep.Objective expected, got table)",
       err_of(function() return q.value({}, ms.zeros(3)) end))
     assert.are.equal("bad argument #1 to 'objective_quadratic' (tensor expected, got string)",
-      err_of(function() return ms.objective_quadratic("H") end))
+      err_of(function() return ms.core.objective_quadratic("H") end))
     assert.are.equal("bad argument #2 to 'objective_quadratic' (table expected, got number)",
-      err_of(function() return ms.objective_quadratic(H, 3) end))
+      err_of(function() return ms.core.objective_quadratic(H, 3) end))
     assert.are.equal("bad argument #2 to 'objective_quadratic' (field 'wstar' must be a tensor, got string)",
-      err_of(function() return ms.objective_quadratic(H, {wstar = "w"}) end))
+      err_of(function() return ms.core.objective_quadratic(H, {wstar = "w"}) end))
     assert.are.equal("bad argument #2 to 'objective_quadratic' (field 'fstar' must be a number, got table)",
-      err_of(function() return ms.objective_quadratic(H, {fstar = {}}) end))
+      err_of(function() return ms.core.objective_quadratic(H, {fstar = {}}) end))
     assert.are.equal("bad argument #2 to 'objective_least_squares' (tensor expected, got nil)",
-      err_of(function() return ms.objective_least_squares(H) end))
+      err_of(function() return ms.core.objective_least_squares(H) end))
     assert.are.equal("bad argument #3 to 'objective_logistic' (number expected, got string)",
-      err_of(function() return ms.objective_logistic(H, ms.zeros(3), "l2") end))
+      err_of(function() return ms.core.objective_logistic(H, ms.zeros(3), "l2") end))
     assert.are.equal("bad argument #1 to 'objective_from_callbacks' (table expected, got function)",
-      err_of(function() return ms.objective_from_callbacks(function() end) end))
+      err_of(function() return ms.core.objective_from_callbacks(function() end) end))
     assert.are.equal("bad argument #1 to 'objective_from_callbacks' (field 'value' must be a function, got nil)",
-      err_of(function() return ms.objective_from_callbacks({dim = 3}) end))
+      err_of(function() return ms.core.objective_from_callbacks({dim = 3}) end))
     assert.are.equal("bad argument #1 to 'objective_from_callbacks' (field 'grad' must be a function, got string)",
-      err_of(function() return ms.objective_from_callbacks({dim = 3, value = print, grad = "g"}) end))
+      err_of(function() return ms.core.objective_from_callbacks({dim = 3, value = print, grad = "g"}) end))
     assert.are.equal("bad argument #1 to 'objective_from_callbacks' (field 'dim' must be an integer >= 1, got nil)",
-      err_of(function() return ms.objective_from_callbacks({value = print}) end))
+      err_of(function() return ms.core.objective_from_callbacks({value = print}) end))
     assert.are.equal("bad argument #1 to 'objective_from_callbacks' (field 'dim' must be an integer >= 1, got 0)",
-      err_of(function() return ms.objective_from_callbacks({dim = 0, value = print}) end))
+      err_of(function() return ms.core.objective_from_callbacks({dim = 0, value = print}) end))
     assert.are.equal("bad argument #1 to 'objective_from_callbacks' (field 'dim' must be an integer >= 1, got 2.5)",
-      err_of(function() return ms.objective_from_callbacks({dim = 2.5, value = print}) end))
+      err_of(function() return ms.core.objective_from_callbacks({dim = 2.5, value = print}) end))
     assert.are.equal("bad argument #1 to 'objective_from_callbacks' (field 'name' must be a string, got boolean)",
-      err_of(function() return ms.objective_from_callbacks({dim = 1, value = print, name = true}) end))
+      err_of(function() return ms.core.objective_from_callbacks({dim = 1, value = print, name = true}) end))
   end)
 
   it("wrong shapes and values", function()
@@ -368,29 +368,29 @@ describe("objective errors at the boundary", function()
     assert.are.equal("quadratic: w has shape [], expected [3]", err_of(q.grad, q, ms.tensor(1)))
     assert.are.equal("quadratic: v has shape [2], expected [3]", err_of(q.hvp, q, ms.zeros(3), ms.zeros(2)))
     assert.are.equal("quadratic: H must be a square matrix [d,d], got shape [2,3]",
-      err_of(ms.objective_quadratic, ms.zeros(2, 3)))
+      err_of(ms.core.objective_quadratic, ms.zeros(2, 3)))
     assert.are.equal("quadratic: wstar has shape [2], expected [3] (H is [3,3])",
-      err_of(ms.objective_quadratic, H, {wstar = ms.zeros(2)}))
+      err_of(ms.core.objective_quadratic, H, {wstar = ms.zeros(2)}))
     assert.are.equal("quadratic: fstar must be finite, got nan",
-      err_of(ms.objective_quadratic, H, {fstar = 0 / 0}):gsub("%-nan", "nan"))
+      err_of(ms.core.objective_quadratic, H, {fstar = 0 / 0}):gsub("%-nan", "nan"))
     assert.are.equal("quadratic: H must be symmetric, got H[0,1] = 1 and H[1,0] = 2 "
       .. "(0-based; tolerance 1e-10 * max|H| = 3e-10)",
-      err_of(ms.objective_quadratic, ms.tensor{{1, 1}, {2, 3}}))
+      err_of(ms.core.objective_quadratic, ms.tensor{{1, 1}, {2, 3}}))
     assert.are.equal("least_squares: y has shape [2], expected [3] (one entry per row of X [3,2])",
-      err_of(ms.objective_least_squares, ms.zeros(3, 2), ms.zeros(2)))
+      err_of(ms.core.objective_least_squares, ms.zeros(3, 2), ms.zeros(2)))
     assert.are.equal("logistic: y must hold labels 0 or 1, got y[1] = 2 (0-based)",
-      err_of(ms.objective_logistic, ms.zeros(3, 2), ms.tensor{0, 2, 1}))
+      err_of(ms.core.objective_logistic, ms.zeros(3, 2), ms.tensor{0, 2, 1}))
     assert.are.equal("logistic: l2 must be finite and >= 0, got -0.5",
-      err_of(ms.objective_logistic, ms.zeros(3, 2), ms.tensor{0, 1, 1}, -0.5))
+      err_of(ms.core.objective_logistic, ms.zeros(3, 2), ms.tensor{0, 1, 1}, -0.5))
     assert.are.equal("quadratic_parts: objective 'least_squares' is not a quadratic",
       err_of(function()
-        local o = ms.objective_least_squares(ms.zeros(3, 2), ms.zeros(3))
+        local o = ms.core.objective_least_squares(ms.zeros(3, 2), ms.zeros(3))
         return o:parts()
       end))
   end)
 
   it("released objectives and tensors", function()
-    local o = ms.objective_quadratic(H)
+    local o = ms.core.objective_quadratic(H)
     getmetatable(o).__close(o)
     getmetatable(o).__close(o) -- closing twice is harmless
     assert.are.equal("calling 'grad' on bad self (objective has been released)", err_of(function() return o:grad(ms.zeros(3)) end))
@@ -399,9 +399,9 @@ describe("objective errors at the boundary", function()
     getmetatable(t).__close(t)
     assert.are.equal("bad argument #1 to 'value' (tensor has been released)", err_of(function() return q:value(t) end))
     assert.are.equal("bad argument #2 to 'objective_quadratic' (field 'wstar': tensor has been released)",
-      err_of(function() return ms.objective_quadratic(H, {wstar = t}) end))
+      err_of(function() return ms.core.objective_quadratic(H, {wstar = t}) end))
     do
-      local closed <close> = ms.objective_quadratic(H)
+      local closed <close> = ms.core.objective_quadratic(H)
       assert.are.equal(3, closed:dim())
     end
   end)
