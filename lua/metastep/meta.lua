@@ -49,18 +49,12 @@ local function spec_error(msg, ...) fail("meta: ", msg, ...) end
 local show = util.show
 
 local function check_known(opts, lists, who)
-  local set = {}
-  for _, list in ipairs(lists) do for _, k in ipairs(list) do set[k] = true end end
+  local set, names = {}, {}
+  for _, list in ipairs(lists) do
+    for _, k in ipairs(list) do set[k] = true; names[#names + 1] = k end
+  end
   for k in pairs(opts) do
-    if not set[k] then
-      local near = {}
-      for name in pairs(set) do
-        if type(k) == "string" and (name:find(k, 1, true) or k:find(name, 1, true)) then near[#near + 1] = name end
-      end
-      table.sort(near)
-      fail(who, "unknown option '%s'%s", tostring(k),
-           #near > 0 and (" (did you mean '" .. table.concat(near, "', '") .. "'?)") or "")
-    end
+    if not set[k] then fail(who, "unknown option '%s'%s", tostring(k), util.suggest(k, names)) end
   end
 end
 

@@ -33,4 +33,30 @@ function M.show(v)
   return tostring(v)
 end
 
+--- Levenshtein distance of two short strings (for "did you mean" suggestions).
+function M.distance(a, b)
+  local prev = {}
+  for j = 0, #b do prev[j] = j end
+  for i = 1, #a do
+    local cur = {[0] = i}
+    for j = 1, #b do
+      local cost = a:sub(i, i) == b:sub(j, j) and 0 or 1
+      cur[j] = math.min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+    end
+    prev = cur
+  end
+  return prev[#b]
+end
+
+--- " (did you mean 'x'?)" for the names within two edits of name, or "".
+function M.suggest(name, names)
+  if type(name) ~= "string" then return "" end
+  local near = {}
+  for _, n in ipairs(names) do
+    if M.distance(name, n) <= math.max(1, math.min(2, #name // 3)) then near[#near + 1] = n end
+  end
+  table.sort(near)
+  return #near > 0 and (" (did you mean '" .. table.concat(near, "', '") .. "'?)") or ""
+end
+
 return M
