@@ -146,10 +146,9 @@ static int record(ms_ctx *ctx, ms_level *l, ms_prim p, const ms_attr *attr, int 
                   ms_tensor *const *in, ms_tensor *out, int64_t *node) {
   if (l->n == l->cap) {
     int64_t cap = l->cap ? 2 * l->cap : 64;
-    ms_node *nodes = ms_ctx_alloc(ctx, (size_t)cap * sizeof(ms_node));
+    /* realloc: a long tape's node array moves by remapping, not by copying */
+    ms_node *nodes = ms__ctx_realloc(ctx, l->nodes, (size_t)l->cap * sizeof(ms_node), (size_t)cap * sizeof(ms_node));
     if (nodes == NULL) return MS_ENOMEM;
-    if (l->n) memcpy(nodes, l->nodes, (size_t)l->n * sizeof(ms_node));
-    ms_ctx_dealloc(ctx, l->nodes, (size_t)l->cap * sizeof(ms_node));
     l->nodes = nodes;
     l->cap = cap;
   }

@@ -134,6 +134,25 @@ void *ms_ctx_alloc(ms_ctx *ctx, size_t nbytes) {
   return p;
 }
 
+void *ms__ctx_realloc(ms_ctx *ctx, void *ptr, size_t osize, size_t nsize) {
+  if (ptr == NULL) return ms_ctx_alloc(ctx, nsize);
+  if (nsize <= osize) return ptr;
+  size_t grow = nsize - osize;
+  if (ctx->limit != 0 && (grow > ctx->limit || ctx->bytes > ctx->limit - grow)) {
+    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: %zu bytes requested, %zu in use, budget %zu bytes", grow,
+                ctx->bytes, ctx->limit);
+    return NULL;
+  }
+  void *p = ctx->alloc(ctx->ud, ptr, osize, nsize);
+  if (p == NULL) {
+    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: allocating %zu bytes failed", nsize);
+    return NULL;
+  }
+  ctx->bytes += grow;
+  if (ctx->bytes > ctx->peak) ctx->peak = ctx->bytes;
+  return p;
+}
+
 void ms_ctx_dealloc(ms_ctx *ctx, void *ptr, size_t nbytes) {
   if (ptr == NULL) return;
   if (nbytes == 0) nbytes = 1;

@@ -51,6 +51,9 @@ struct ms_tensor {
   } track[8];
 };
 
+/* Grows a block from ms_ctx_alloc (osize bytes) to nsize through the context's allocator
+ * (a realloc: large blocks move without a copy); NULL and the old block kept on failure. */
+void *ms__ctx_realloc(ms_ctx *ctx, void *ptr, size_t osize, size_t nsize);
 /* New tensor with fresh contiguous storage of the given shape (contents uninitialized). */
 int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **out);
 /* New view sharing t's storage with the given geometry. */
