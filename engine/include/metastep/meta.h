@@ -73,9 +73,10 @@ int ms_meta_gd_exact(ms_ctx *ctx, const ms_tensor *lambda, const ms_tensor *c, d
 /*
  * Stable unroll of GD or heavy-ball momentum for T steps on the quadratic (H [d,d],
  * w0 [d], wstar [d] or NULL for 0), forward-mode derivatives with respect to
- * (lr) or (lr, beta). The state (w - w*, m) is kept as exp(l) * u with |u| = 1, and
- * its tangents as exp(l) * v, renormalized every step, so nothing over- or underflows
- * whatever T and the step size. Checks ms_ctx_check_interrupt every 4096 steps.
+ * (lr) or (lr, beta). The state (w - w*, m) is kept as 2^s * u with |u| in [1/2, 1) and
+ * an integer s, and its tangents as 2^s * v, rescaled every step by exact powers of two, so
+ * nothing over- or underflows and no rounding accumulates in the scale, whatever T and the
+ * step size. The same routine as method "stable" of ms_meta_value_and_grad.
  */
 int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w0,
                              const ms_tensor *wstar, const ms_meta_optimizer *opt, int64_t T,
