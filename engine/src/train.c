@@ -415,10 +415,9 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
       result->best_value = rec->value;
       result->best_k = k;
     }
-    if (rec->status != MS_META_OK && opts->on_failure == MS_FAIL_ERROR) {
-      st = ms_ctx_fail(ctx, MS_ENUMERIC, "meta.train: iteration %lld: meta-gradient status %s (step %lld)",
-                       (long long)k, ms_meta_status_name(rec->status), (long long)rec->fail_step);
-    } else if (rec->status == MS_META_OK || opts->on_failure == MS_FAIL_ZERO) {
+    /* ERROR stops after the callback has seen the failing record (a log then holds it) */
+    int error_stop = rec->status != MS_META_OK && opts->on_failure == MS_FAIL_ERROR;
+    if (!error_stop && (rec->status == MS_META_OK || opts->on_failure == MS_FAIL_ZERO)) {
       st = update(&r, rec->grad, rec->lr, k);
       if (st == MS_OK) rec->updated = 1;
     }
@@ -433,6 +432,9 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
                                cb, (long long)k);
       }
     }
+    if (st == MS_OK && error_stop)
+      st = ms_ctx_fail(ctx, MS_ENUMERIC, "meta.train: iteration %lld: meta-gradient status %s (step %lld)",
+                       (long long)k, ms_meta_status_name(rec->status), (long long)rec->fail_step);
     if (!opts->keep_history) record_clear(&tmp);
     if (st || stop_cb) break;
   }

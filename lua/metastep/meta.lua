@@ -325,12 +325,15 @@ end
 -- opts: the spec fields (objective/w0, or sample = a task sampler with batch = tasks per
 -- iteration; optimizer; steps; meta; method) plus
 --   iterations = 100, meta_lr = 0.01, schedule = "inv_sqrt" | "constant" | f(k),
---   meta_optimizer = "gd" | "adam", clip = c (clip each meta-gradient entry to [-c, c]),
+--   meta_optimizer = "gd" | "adam" | "rmsprop", clip = c (clip each meta-gradient entry to [-c, c]),
 --   bounds = {name = {lo, hi}} (projection after each step; lr >= 0 and beta >= 0 unless given),
 --   on_failure = "skip" | "zero" | "error" (what to do when a meta-gradient is not "ok":
 --   skip the update, use 0 for non-finite entries as the authors' TensorFlow code did, or raise),
 --   progress = true (a progress line on stderr), log = "file.csv", callback = f(k, record).
--- Returns {theta =, history = {{k =, theta =, value =, grad =, status =}, ...}, optimizer =}.
+-- Runs in the engine (ms_meta_train). Returns {theta =, history = {{k =, theta =, value =,
+-- grad =, status =}, ...}, optimizer =, best_theta =, best_value =, best_k =, stopped =}:
+-- stopped is "done", "callback" (callback returned true) or "interrupt" (Ctrl-C: the history so
+-- far is returned, not lost).
 function M.train(opts)
   if type(opts) ~= "table" then fail("meta.train: ", "expected an options table, got %s", type(opts)) end
   check_known(opts, {SPEC_OPTIONS, TRAIN_OPTIONS}, "meta.train: ")
@@ -343,9 +346,9 @@ function M.train(opts)
   local clip = opts.clip ~= nil and check_train_number(opts, "clip", nil, 0, true) or nil
   local sched = opts.schedule or "inv_sqrt"
   if type(sched) == "string" then
-    if sched == "inv_sqrt" then sched = function(k) return 1 / math.sqrt(k) end
-    elseif sched == "constant" then sched = function() return 1 end
-    else fail("meta.train: ", "unknown schedule '%s' (inv_sqrt, constant or a function)", sched) end
+    if sched ~= "inv_sqrt" and sched ~= "constant" then
+      fail("meta.train: ", "unknown schedule '%s' (inv_sqrt, constant or a function)", sched)
+    end
   elseif type(sched) ~= "function" then
     fail("meta.train: ", "option 'schedule' must be inv_sqrt, constant or a function, got %s", type(sched))
   end
@@ -354,8 +357,8 @@ function M.train(opts)
     fail("meta.train: ", "unknown on_failure '%s' (skip, zero or error)", tostring(on_failure))
   end
   local meta_opt = opts.meta_optimizer or "gd"
-  if meta_opt ~= "gd" and meta_opt ~= "adam" then
-    fail("meta.train: ", "unknown meta_optimizer '%s' (gd or adam)", tostring(meta_opt))
+  if meta_opt ~= "gd" and meta_opt ~= "adam" and meta_opt ~= "rmsprop" then
+    fail("meta.train: ", "unknown meta_optimizer '%s' (gd, adam or rmsprop)", tostring(meta_opt))
   end
   if opts.sample ~= nil and type(opts.sample) ~= "function" then
     fail("meta.train: ", "option 'sample' must be a function returning a task, got %s", type(opts.sample))
@@ -367,8 +370,7 @@ function M.train(opts)
   if opts.callback ~= nil and type(opts.callback) ~= "function" then
     fail("meta.train: ", "option 'callback' must be a function, got %s", type(opts.callback))
   end
-  -- lr >= 0 and beta >= 0 stay unless the caller bounds them itself (other bounds add to these)
-  local bounds = {lr = {0, math.huge}, beta = {0, math.huge}}
+  -- lr >= 0 and beta >= 0 (their domains) stay unless the caller bounds them itself
   if opts.bounds ~= nil and type(opts.bounds) ~= "table" then
     fail("meta.train: ", "option 'bounds' must be a table {name = {lo, hi}}, got %s", type(opts.bounds))
   end
@@ -376,7 +378,6 @@ function M.train(opts)
     if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" or not (b[1] <= b[2]) then
       fail("meta.train: ", "bounds for '%s' must be {lo, hi} with lo <= hi", tostring(k))
     end
-    bounds[k] = b
   end
   local spec = {}
   for _, k in ipairs(SPEC_OPTIONS) do spec[k] = opts[k] end
@@ -384,15 +385,31 @@ function M.train(opts)
   for k, v in pairs(opts.optimizer and opts.optimizer.theta or {}) do theta[k] = v end
   for k, v in pairs(opts.theta or {}) do theta[k] = v end
   spec.theta = theta
-  check_spec(spec, "train")
+  local _, T, meta = check_spec(spec, "train")
+  local opt = spec.optimizer
   -- columns and progress in name order (the log's format)
   local names = {}
-  for _, k in ipairs(selection(spec.optimizer, spec)) do names[#names + 1] = k end
+  for _, k in ipairs(selection(opt, spec)) do names[#names + 1] = k end
   if not spec.params then table.sort(names) end
-  local adam = meta_opt == "adam"
-  local updates = 0
-  local m, v = {}, {}
-  for _, k in ipairs(names) do m[k], v[k] = 0, 0 end
+  local index = {}
+  for i, k in ipairs(opt.params) do index[k] = i end
+  for k in pairs(opts.bounds or {}) do
+    if not index[k] then fail("meta.train: ", "bounds for unknown meta-parameter '%s'", tostring(k)) end
+  end
+  local entries = opts.sample and {} or tasks_of(spec)
+  if not opts.sample then check_method_domain(spec, spec.method or "reverse", meta, entries) end
+  local cspec = engine_spec(spec, theta, T, meta, entries, spec.method or "reverse")
+  if opts.sample then cspec.tasks = {} end
+  -- numbers stay numbers for one-element parameters given as numbers
+  local function named(list)
+    local t = {}
+    for i, k in ipairs(opt.params) do
+      local v = list[i]
+      if v ~= nil and type(theta[k]) == "number" and v:numel() == 1 then v = v:item() end
+      t[k] = v
+    end
+    return t
+  end
   local logf
   if opts.log then
     local err
@@ -405,70 +422,57 @@ function M.train(opts)
     cols[#cols + 1] = "status"
     logf:write(table.concat(cols, ","), "\n")
   end
-  local history = {}
+  local function cell(v)
+    if is_tensor(v) then
+      local parts = {}
+      for i, x in ipairs(v:reshape(v:numel()):totable()) do parts[i] = ("%.17g"):format(x) end
+      return table.concat(parts, " ")
+    end
+    return ("%.17g"):format(v)
+  end
+  local function record(r)
+    local rec = {k = r.k, value = r.value, status = r.status, fail_step = r.fail_step, theta = {}, grad = {}}
+    local th, g = named(r.theta), named(r.grad)
+    for _, n in ipairs(names) do rec.theta[n], rec.grad[n] = th[n], g[n] end
+    return rec
+  end
   local start = os.clock()
   local last_progress = start
-  local ok, err = pcall(function()
-    for k = 1, K do
-      if opts.sample then
-        local tasks = {}
-        for i = 1, batch do tasks[i] = opts.sample() end
-        spec.tasks = tasks
-      end
-      local r = M.value_and_grad(spec)
-      local rec = {k = k, theta = {}, value = r.value, grad = {}, status = r.status}
-      for _, n in ipairs(names) do rec.theta[n], rec.grad[n] = theta[n], r.grad[n] end
-      history[k] = rec
-      if logf then
-        local row = {k}
-        for _, n in ipairs(names) do row[#row + 1] = ("%.17g"):format(theta[n]) end
-        row[#row + 1] = ("%.17g"):format(r.value)
-        for _, n in ipairs(names) do row[#row + 1] = ("%.17g"):format(r.grad[n]) end
-        row[#row + 1] = r.status
-        logf:write(table.concat(row, ","), "\n")
-      end
-      local update = true
-      if r.status ~= "ok" then
-        if on_failure == "error" then
-          error(("meta.train: iteration %d: meta-gradient status %s (step %s)"):format(k, r.status, tostring(r.fail_step)), 0)
-        elseif on_failure == "skip" then
-          update = false
-        end
-      end
-      if update then
-        updates = updates + 1 -- Adam's bias correction counts the updates actually made
-        local lr = base_lr * sched(k)
-        for _, n in ipairs(names) do
-          local g = r.grad[n]
-          -- non-finite entries become 0 (as the authors' TensorFlow code did), then clip
-          if g ~= g or g == math.huge or g == -math.huge then g = 0 end
-          if clip then g = math.max(-clip, math.min(clip, g)) end
-          if adam then
-            m[n] = 0.9 * m[n] + 0.1 * g
-            v[n] = 0.999 * v[n] + 0.001 * g * g
-            local mh, vh = m[n] / (1 - 0.9 ^ updates), v[n] / (1 - 0.999 ^ updates)
-            theta[n] = theta[n] - lr * mh / (math.sqrt(vh) + 1e-8)
-          else
-            theta[n] = theta[n] - lr * g
-          end
-          local b = bounds[n]
-          if b then theta[n] = math.min(math.max(theta[n], b[1]), b[2]) end
-        end
-      end
-      -- at most about two progress updates a second, plus the first and the last
-      if opts.progress ~= false and (k == 1 or k == K or os.clock() - last_progress >= 0.5) then
-        last_progress = os.clock()
-        local rate = k / math.max(os.clock() - start, 1e-9)
-        io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s  %.1f it/s  %.0fs left   "):format(
-          k, K, fmt_theta(theta, names), r.value, r.status, rate, (K - k) / rate))
-        if k == K then io.stderr:write("\n") end
-      end
-      if opts.callback then opts.callback(k, rec) end
+  local sample = opts.sample
+  local copts = {iterations = K, meta_lr = base_lr, schedule = sched, clip = clip,
+                 meta_optimizer = meta_opt, on_failure = on_failure, batch = batch,
+                 sample = sample and function() return sample() end or nil, bounds = {}}
+  for k, b in pairs(opts.bounds or {}) do copts.bounds[index[k]] = b end
+  copts.callback = function(r, theta_list)
+    local rec = record(r)
+    if logf then
+      local row = {r.k}
+      for _, n in ipairs(names) do row[#row + 1] = cell(rec.theta[n]) end
+      row[#row + 1] = ("%.17g"):format(r.value)
+      for _, n in ipairs(names) do row[#row + 1] = cell(rec.grad[n]) end
+      row[#row + 1] = r.status
+      logf:write(table.concat(row, ","), "\n")
     end
-  end)
+    -- at most about two progress updates a second, plus the first and the last
+    if opts.progress ~= false and (r.k == 1 or r.k == K or os.clock() - last_progress >= 0.5) then
+      last_progress = os.clock()
+      local rate = r.k / math.max(os.clock() - start, 1e-9)
+      io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s  %.1f it/s  %.0fs left   "):format(
+        r.k, K, fmt_theta(named(theta_list), names), r.value, r.status, rate, (K - r.k) / rate))
+      if r.k == K then io.stderr:write("\n") end
+    end
+    if opts.callback then return opts.callback(r.k, rec) == true end
+    return false
+  end
+  local ok, res = pcall(core.meta_train, cspec, copts)
   if logf then logf:close() end
-  if not ok then error(err, 0) end
-  return {theta = theta, history = history, optimizer = opts.optimizer}
+  if not ok then error(res, 0) end
+  local out = {theta = named(res.theta), history = {}, optimizer = opts.optimizer, stopped = res.stopped,
+               best_value = res.best_value, best_k = res.best_k,
+               best_theta = res.best_k > 0 and named(res.best_theta) or nil}
+  for i, r in ipairs(res.history) do out.history[i] = record(r) end
+  if res.stopped == "interrupt" then io.stderr:write("\nmeta.train: interrupted; the history so far is returned\n") end
+  return out
 end
 
 return M

@@ -735,6 +735,254 @@ static int l_meta_unroll(lua_State *L) {
   return 1;
 }
 
+
+/* ---- meta-training ----
+ * meta_train(spec, opts) with opts = {iterations =, meta_lr =, schedule = "inv_sqrt"|"constant"
+ * | f(k), meta_optimizer = "gd"|"adam"|"rmsprop", clip =, on_failure = "skip"|"zero"|"error",
+ * bounds = {[i] = {lo, hi}}, sample = f(k, i) -> task table, batch =, callback = f(rec, theta_list)
+ * -> true to stop}. Returns {theta =, best_theta =, best_value =, best_k =, stopped =,
+ * history = {{k, value, status, fail_step, updated, lr, theta = {...}, grad = {...}}}}. */
+
+typedef struct ltrain {
+  lua_State *L0;
+  int sched, sample, callback; /* registry references or LUA_NOREF */
+  int hosts;                   /* the spec's task table list (borrowed reference) */
+  int nparams;
+} ltrain;
+
+static int lt_schedule(ms_ctx *ctx, void *ud, int64_t k, double *factor) {
+  ltrain *t = ud;
+  lua_State *L = running(ctx, t->L0);
+  lua_pushinteger(L, k);
+  int st = call_lua(ctx, L, t->sched, 1, 1);
+  if (st) return st;
+  int isnum;
+  *factor = lua_tonumberx(L, -1, &isnum);
+  lua_pop(L, 1);
+  if (!isnum) return ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the schedule must return a number");
+  return MS_OK;
+}
+
+static int lt_sample(ms_ctx *ctx, void *ud, int64_t k, int i, ms_task *task) {
+  ltrain *t = ud;
+  lua_State *L = running(ctx, t->L0);
+  memset(task, 0, sizeof *task);
+  lua_pushinteger(L, k);
+  lua_pushinteger(L, i + 1);
+  int st = call_lua(ctx, L, t->sample, 2, 1);
+  if (st) return st;
+  int top = lua_gettop(L);
+  if (!lua_istable(L, top)) {
+    st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the sampler must return a task table, got %s",
+                     luaL_typename(L, top));
+  } else {
+    lua_getfield(L, top, "objective");
+    lua_getfield(L, top, "valid_objective");
+    lua_getfield(L, top, "w0");
+    ms_objective *o = testobjective(L, top + 1), *v = lua_isnil(L, top + 2) ? NULL : testobjective(L, top + 2);
+    ms_tensor *w0 = lua_isnil(L, top + 3) ? NULL : lms_testtensor(L, top + 3);
+    if (o == NULL)
+      st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the sampler's task has no objective");
+    else if (!lua_isnil(L, top + 2) && v == NULL)
+      st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the task's valid_objective is not an objective");
+    else if (!lua_isnil(L, top + 3) && w0 == NULL)
+      st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the task's w0 is not a tensor");
+    if (!st) {
+      task->objective = ms_objective_retain(o);
+      task->valid = ms_objective_retain(v);
+      task->w0 = ms_tensor_retain(w0);
+      /* a custom meta-objective sees the task table as traj.task: slot i of the batch */
+      if (t->hosts != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, t->hosts);
+        lua_pushvalue(L, top);
+        lua_rawseti(L, -2, i + 1);
+        lua_pop(L, 1);
+        task->host = (void *)(intptr_t)(i + 1);
+      }
+    }
+  }
+  lua_settop(L, top - 1);
+  return st;
+}
+
+static void lt_release(ms_ctx *ctx, void *ud, ms_task *task) {
+  (void)ctx;
+  (void)ud;
+  ms_objective_release(task->objective);
+  ms_objective_release(task->valid);
+  ms_tensor_release(task->w0);
+  memset(task, 0, sizeof *task);
+}
+
+static void push_record(lua_State *L, const ms_train_record *r, int np) {
+  lua_createtable(L, 0, 8);
+  lua_pushinteger(L, r->k);
+  lua_setfield(L, -2, "k");
+  lua_pushnumber(L, r->value);
+  lua_setfield(L, -2, "value");
+  lua_pushstring(L, ms_meta_status_name(r->status));
+  lua_setfield(L, -2, "status");
+  if (r->fail_step >= 0) {
+    lua_pushinteger(L, r->fail_step);
+    lua_setfield(L, -2, "fail_step");
+  }
+  lua_pushboolean(L, r->updated);
+  lua_setfield(L, -2, "updated");
+  lua_pushnumber(L, r->lr);
+  lua_setfield(L, -2, "lr");
+  push_list(L, np, r->theta);
+  lua_setfield(L, -2, "theta");
+  push_list(L, np, r->grad);
+  lua_setfield(L, -2, "grad");
+}
+
+static int lt_callback(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor *const *theta) {
+  ltrain *t = ud;
+  lua_State *L = running(ctx, t->L0);
+  push_record(L, rec, t->nparams);
+  push_list(L, t->nparams, theta);
+  int st = call_lua(ctx, L, t->callback, 2, 1);
+  if (st) return st;
+  int stop = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return stop ? 1 : 0;
+}
+
+static int64_t optint(lua_State *L, int t, const char *k, int64_t def) {
+  lua_getfield(L, t, k);
+  int64_t v = lua_isnil(L, -1) ? def : (int64_t)luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+static int funcref(lua_State *L, int t, const char *k) {
+  lua_getfield(L, t, k);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return LUA_NOREF;
+  }
+  luaL_checktype(L, -1, LUA_TFUNCTION);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+typedef struct trainbox {
+  ltrain t;
+  ms_train_result res;
+  ms_ctx *ctx;
+  int has_res;
+} trainbox;
+
+static int trainbox_gc(lua_State *L) {
+  trainbox *b = luaL_checkudata(L, 1, "metastep.TrainRun");
+  luaL_unref(L, LUA_REGISTRYINDEX, b->t.sched);
+  luaL_unref(L, LUA_REGISTRYINDEX, b->t.sample);
+  luaL_unref(L, LUA_REGISTRYINDEX, b->t.callback);
+  b->t.sched = b->t.sample = b->t.callback = LUA_NOREF;
+  if (b->has_res) ms_train_result_clear(b->ctx, &b->res);
+  b->has_res = 0;
+  return 0;
+}
+
+static int l_meta_train(lua_State *L) {
+  static const char *const scheds[] = {"inv_sqrt", "constant", NULL};
+  static const char *const metaopts[] = {"gd", "adam", "rmsprop", NULL};
+  static const char *const failures[] = {"skip", "zero", "error", NULL};
+  static const char *const stops[] = {"done", "callback", "interrupt", "error"};
+  lua_settop(L, 2);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  luaL_checktype(L, 2, LUA_TTABLE);
+  cspec *c = newspec(L); /* 3 */
+  read_spec(L, 1, c);
+  trainbox *b = lua_newuserdatauv(L, sizeof *b, 0); /* 4 */
+  memset(b, 0, sizeof *b);
+  b->t.sched = b->t.sample = b->t.callback = LUA_NOREF;
+  b->ctx = lms_ctx(L);
+  luaL_setmetatable(L, "metastep.TrainRun");
+  ms_train_options o;
+  memset(&o, 0, sizeof o);
+  o.iterations = optint(L, 2, "iterations", 100);
+  o.meta_lr = numfield(L, 2, "meta_lr", 0.01);
+  lua_getfield(L, 2, "schedule");
+  if (lua_isfunction(L, -1)) {
+    b->t.sched = luaL_ref(L, LUA_REGISTRYINDEX);
+    o.schedule_fn = lt_schedule;
+  } else {
+    o.schedule = (ms_train_schedule)luaL_checkoption(L, -1, "inv_sqrt", scheds);
+    lua_pop(L, 1);
+  }
+  lua_getfield(L, 2, "meta_optimizer");
+  o.meta_optimizer = (ms_train_metaopt)luaL_checkoption(L, -1, "gd", metaopts);
+  lua_getfield(L, 2, "on_failure");
+  o.on_failure = (ms_train_failure)luaL_checkoption(L, -1, "skip", failures);
+  lua_pop(L, 2);
+  o.clip = numfield(L, 2, "clip", 0);
+  o.batch = (int)optint(L, 2, "batch", 1);
+  lua_getfield(L, 2, "bounds");
+  if (lua_istable(L, -1)) {
+    for (int i = 0; i < c->meta.nparams; i++) {
+      if (lua_geti(L, -1, i + 1) == LUA_TTABLE) {
+        o.has_bounds[i] = 1;
+        lua_geti(L, -1, 1);
+        lua_geti(L, -2, 2);
+        o.lo[i] = luaL_checknumber(L, -2);
+        o.hi[i] = luaL_checknumber(L, -1);
+        lua_pop(L, 2);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  lua_pop(L, 1);
+  b->t.L0 = L;
+  b->t.nparams = c->meta.nparams;
+  b->t.hosts = c->meta.tasks;
+  b->t.sample = funcref(L, 2, "sample");
+  b->t.callback = funcref(L, 2, "callback");
+  if (b->t.sample != LUA_NOREF) {
+    o.sample = lt_sample;
+    o.release_task = lt_release;
+  }
+  if (b->t.callback != LUA_NOREF) o.callback = lt_callback;
+  o.ud = &b->t;
+  o.keep_history = 1;
+  entered e = enter(L);
+  int st = ms_meta_train(e.ctx, &c->s, &o, &b->res);
+  leave(e);
+  b->has_res = 1;
+  cspec_unref(L, c);
+  cspec_release(c);
+  if (st != MS_OK && st != MS_EINTERRUPT) {
+    ms_train_result_clear(b->ctx, &b->res);
+    b->has_res = 0;
+    return raise(L);
+  }
+  int np = b->res.nparams;
+  lua_createtable(L, 0, 8);
+  push_list(L, np, b->res.theta);
+  lua_setfield(L, -2, "theta");
+  push_list(L, np, b->res.best_theta);
+  lua_setfield(L, -2, "best_theta");
+  lua_pushnumber(L, b->res.best_value);
+  lua_setfield(L, -2, "best_value");
+  lua_pushinteger(L, b->res.best_k);
+  lua_setfield(L, -2, "best_k");
+  lua_pushstring(L, stops[b->res.stopped]);
+  lua_setfield(L, -2, "stopped");
+  if (st == MS_EINTERRUPT) {
+    lua_pushstring(L, ms_ctx_error(e.ctx));
+    lua_setfield(L, -2, "error");
+    ms_ctx_clear_error(e.ctx);
+  }
+  lua_createtable(L, (int)b->res.n, 0);
+  for (int64_t i = 0; b->res.history && i < b->res.n; i++) {
+    push_record(L, &b->res.history[i], np);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "history");
+  ms_train_result_clear(b->ctx, &b->res);
+  b->has_res = 0;
+  return 1;
+}
+
 static const luaL_Reg optim_methods[] = {{"set_schedule", optim_set_schedule}, {"params", optim_params},
                                           {"name", optim_name}, {NULL, NULL}};
 
@@ -743,9 +991,14 @@ static const luaL_Reg functions[] = {{"optim_builtin", l_optim_builtin},
                                      {"meta_value_and_grad", l_meta_value_and_grad},
                                      {"meta_value", l_meta_value},
                                      {"meta_unroll", l_meta_unroll},
+                                     {"meta_train", l_meta_train},
                                      {NULL, NULL}};
 
 void lms_open_l2l(lua_State *L) {
+  luaL_newmetatable(L, "metastep.TrainRun");
+  lua_pushcfunction(L, trainbox_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_pop(L, 1);
   luaL_newmetatable(L, "metastep.Spec");
   lua_pushcfunction(L, cspec_gc);
   lua_setfield(L, -2, "__gc");

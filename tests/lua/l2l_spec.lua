@@ -48,6 +48,22 @@ describe("tensor-valued meta-parameters", function()
     end
   end)
 
+  it("meta-training per-coordinate step sizes reaches the per-coordinate optimum of the log objective", function()
+    -- f = 1 + 1/2 sum_i l_i w_i^2 (f* = 1 keeps the log finite), w0 = 1, T = 1:
+    -- G(eta) = log(1 + 1/2 sum_i l_i (1 - eta_i l_i)^2), minimized exactly at eta_i = 1/l_i
+    local l = {1, 2, 3, 4}
+    local obj = ms.objective.quadratic(ms.diag(ms.tensor(l)), {fstar = 1})
+    local run = ms.meta.train{objective = obj, w0 = ms.ones(4), optimizer = ms.optim.gd{lr = ms.tensor{0.5, 0.3, 0.2, 0.1}},
+                              steps = 1, meta = "log", method = "reverse", iterations = 1500, meta_lr = 0.02,
+                              schedule = "constant", progress = false}
+    assert.is_true(ms.is_tensor(run.theta.lr))
+    local got = run.theta.lr:totable()
+    for i = 1, 4 do assert.is_true(math.abs(got[i] - 1 / l[i]) < 1e-6, ("%d: %.12g"):format(i, got[i])) end
+    assert.are.equal("done", run.stopped)
+    assert.are.equal(1500, #run.history)
+    assert.is_true(ms.is_tensor(run.history[1].grad.lr))
+  end)
+
   it("a theta of the wrong shape names the parameter, the expected and the actual shape", function()
     assert.are.equal("meta: meta-parameter 'lr' of optimizer 'gd' must have shape [4], got [3]", err_of(function()
       ms.meta.value_and_grad{objective = OBJ, w0 = W0, optimizer = ms.optim.gd{lr = ms.tensor{0.1, 0.1, 0.1, 0.1}},

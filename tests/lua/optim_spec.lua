@@ -1120,8 +1120,8 @@ describe("bad input", function()
       err_of(function() ms.meta.train(spec{optimizer = ms.optim.gd{lr = 0.1}, schedule = "cosine"}) end))
     assert.are.equal("meta.train: unknown on_failure 'ignore' (skip, zero or error)",
       err_of(function() ms.meta.train(spec{optimizer = ms.optim.gd{lr = 0.1}, on_failure = "ignore"}) end))
-    assert.are.equal("meta.train: unknown meta_optimizer 'rmsprop' (gd or adam)",
-      err_of(function() ms.meta.train(spec{optimizer = ms.optim.gd{lr = 0.1}, meta_optimizer = "rmsprop"}) end))
+    assert.are.equal("meta.train: unknown meta_optimizer 'sgd' (gd, adam or rmsprop)",
+      err_of(function() ms.meta.train(spec{optimizer = ms.optim.gd{lr = 0.1}, meta_optimizer = "sgd"}) end))
   end)
 end)
 

@@ -21,7 +21,8 @@
  * A meta-gradient whose status is not ok is handled by on_failure: SKIP (no update; Adam's
  * state and update count unchanged), ZERO (update with its non-finite entries set to 0, as
  * the paper's authors' code did) or ERROR (stop with MS_ENUMERIC "meta.train: iteration 7:
- * meta-gradient status overflow (step 135)"; that iteration's record is kept).
+ * meta-gradient status overflow (step 135)"; that iteration's record is kept and the callback
+ * sees it first, so a log holds the failing row).
  * Every option is checked first: MS_EARG "meta.train: option 'clip' must be >= 0, got -1".
  *
  * Ctrl-C (ms_ctx_interrupt) or a callback asking to stop ends the run early: the result
@@ -91,7 +92,8 @@ typedef struct ms_train_options {
   int (*sample)(ms_ctx *ctx, void *ud, int64_t k, int i, ms_task *task);
   void (*release_task)(ms_ctx *ctx, void *ud, ms_task *task);
   int batch;
-  /* Called after each iteration's update (or skip), not after an ERROR stop. Return 0 to go
+  /* Called after each iteration's update (or skip), and with the record that an ERROR stop
+   * stops at (its return value then ignored). Return 0 to go
    * on, 1 to stop early (MS_OK, stopped = MS_STOP_CALLBACK), or a failure status (after
    * ms_ctx_fail) to stop with it. 1 is also MS_ENOMEM's value and always means "stop": report
    * an allocation failure inside the callback as another status (e.g. MS_ECALLBACK). Any
