@@ -86,7 +86,7 @@ function M.help_text()
   local fns = sorted_keys(M, function(_, v) return type(v) == "function" end)
   -- submodules only: not the method tables and metatables of the userdata types
   local mods = sorted_keys(M, function(k, v)
-    return type(v) == "table" and k ~= "Tensor" and k ~= "Objective" and not k:find("_mt$")
+    return type(v) == "table" and k ~= "Tensor" and k ~= "Objective" and k ~= "core" and not k:find("_mt$")
   end)
   lines[#lines + 1] = "  functions:    " .. table.concat(fns, " ")
   for _, m in ipairs(mods) do

@@ -396,6 +396,32 @@ static void test_status_and_errors(void) {
   ms_objective_release(obj);
 }
 
+/* ---- host conveniences: ms_grad and the version ---- */
+
+static int sum_squares(ms_ctx *c, void *ud, ms_tensor *x, ms_tensor **y) {
+  (void)ud;
+  ms_tensor *sq = NULL;
+  int st = ms_unary(c, MS_SQUARE, x, &sq);
+  if (!st) st = ms_reduce(c, MS_SUM, sq, MS_ALL, 0, y);
+  ms_tensor_release(sq);
+  return st;
+}
+
+static void test_host_conveniences(void) {
+  double x[3] = {1, -2, 0.5};
+  ms_tensor *xt = vec(3, x), *v = NULL, *g = NULL;
+  OK(ms_grad(ctx, sum_squares, NULL, xt, &v, &g));
+  CHECK_NEAR(item(v), 5.25, 1e-15);
+  for (int i = 0; i < 3; i++) CHECK_NEAR(ms_tensor_data(g)[i], 2 * x[i], 1e-15);
+  ms_tensor_release(v), ms_tensor_release(g);
+  CHECK_FAILS(ctx, ms_grad(ctx, NULL, NULL, xt, NULL, &g), MS_EARG, "grad: the function is NULL");
+  ms_tensor_release(xt);
+  CHECK(strcmp(ms_version(), METASTEP_VERSION) == 0);
+  CHECK(ms_version_number() == METASTEP_VERSION_NUMBER);
+  ms_status st = MS_ESHAPE;
+  CHECK(strcmp(ms_status_name(st), ms_status_name(MS_ESHAPE)) == 0);
+}
+
 int main(void) {
   ctx = ms_ctx_new(NULL, NULL);
   test_closed_form();
@@ -404,6 +430,7 @@ int main(void) {
   test_checkpoint();
   test_custom();
   test_status_and_errors();
+  test_host_conveniences();
   CHECK(ms_ctx_bytes(ctx) == 0);
   if (ms_ctx_bytes(ctx) != 0) fprintf(stderr, "leaked %zu bytes\n", ms_ctx_bytes(ctx));
   ms_ctx_free(ctx);
