@@ -41,8 +41,6 @@ void lms_preload(lua_State *L);
 int luaopen_metastep_core(lua_State *L);
 /* Adds the autodiff bindings to the table on top of the stack (lms_autodiff.c). */
 void lms_open_autodiff(lua_State *L);
-/* Adds the meta-objective bindings (lms_meta.c). */
-void lms_open_meta(lua_State *L);
 /* Nonzero while a custom primitive's forward or jvp rule runs with the engine's levels
  * hidden (lms_autodiff.c): engine calls that push levels of their own must not run then. */
 int lms_ad_hiding(lua_State *L);

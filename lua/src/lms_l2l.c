@@ -543,6 +543,8 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
     int t = lua_gettop(L);
     lua_getfield(L, t, "objective");
     ms_objective *o = testobjective(L, -1);
+    if (o == NULL && luaL_testudata(L, -1, LMS_OBJECTIVE))
+      luaL_error(L, "meta: task %d: the objective has been released", i + 1);
     if (o == NULL) luaL_error(L, "meta: task %d: 'objective' must be an objective, got %s", i + 1, luaL_typename(L, -1));
     lua_getfield(L, t, "valid");
     ms_objective *v = lua_isnil(L, -1) ? NULL : testobjective(L, -1);

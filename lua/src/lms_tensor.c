@@ -1149,7 +1149,6 @@ int luaopen_metastep_core(lua_State *L) {
   lua_setfield(L, lib, "Tensor"); /* methods table, so Lua code can add methods */
   lua_pop(L, 1);
   lms_open_autodiff(L);
-  lms_open_meta(L);
   lms_open_objective(L);
   lms_open_l2l(L);
   lua_pushliteral(L, METASTEP_VERSION);

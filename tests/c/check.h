@@ -4,6 +4,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static int check_passed, check_failed;
@@ -45,6 +46,36 @@ static int check_passed, check_failed;
               __FILE__, __LINE__, #call, check_st_, check_m_, (int)(st), msg);      \
     }                                                                               \
   } while (0)
+
+/* The call must return MS_OK; a failure prints the status and the context's message. */
+#define CHECK_OK(ctx, call)                                                                 \
+  do {                                                                                      \
+    int check_st_ = (call);                                                                 \
+    if (check_st_ == 0) {                                                                   \
+      check_passed++;                                                                       \
+    } else {                                                                                \
+      check_failed++;                                                                       \
+      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, check_st_, \
+              ms_ctx_error(ctx));                                                           \
+    }                                                                                       \
+  } while (0)
+
+/* An allocator (lua_Alloc contract) that fails its fail_at-th allocation, counting from 0
+ * (-1: never), for sweeps over every allocation point. */
+typedef struct check_alloc {
+  long n, fail_at;
+} check_alloc;
+
+static inline void *check_failing_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  check_alloc *s = ud;
+  (void)osize;
+  if (nsize == 0) {
+    free(ptr);
+    return NULL;
+  }
+  if (s->fail_at >= 0 && s->n++ == s->fail_at) return NULL;
+  return realloc(ptr, nsize);
+}
 
 static int check_report(void) {
   printf("%d passed, %d failed\n", check_passed, check_failed);

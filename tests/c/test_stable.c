@@ -25,15 +25,7 @@
 #include "metastep/metastep.h"
 #include "../../engine/src/meta_internal.h"
 
-#define OK(call)                                                                            \
-  do {                                                                                      \
-    int ok_st_ = (call);                                                                    \
-    if (ok_st_ != MS_OK) {                                                                  \
-      check_failed++;                                                                       \
-      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, ok_st_,   \
-              ms_ctx_error(ctx));                                                           \
-    }                                                                                       \
-  } while (0)
+#define OK(call) CHECK_OK(ctx, call)
 
 #define MAXD 20
 #define MAXN 10

@@ -1031,21 +1031,6 @@ out:
 
 /* ---- (8) allocation failures at every point ---- */
 
-typedef struct fail_alloc_state {
-  long n, fail_at;
-} fail_alloc_state;
-
-static void *fail_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  fail_alloc_state *s = ud;
-  (void)osize;
-  if (nsize == 0) {
-    free(ptr);
-    return NULL;
-  }
-  if (s->fail_at >= 0 && s->n++ == s->fail_at) return NULL;
-  return realloc(ptr, nsize);
-}
-
 static int project_copy(ms_ctx *ctx, void *ud, int nparams, ms_tensor **theta) {
   (void)ud;
   for (int i = 0; i < nparams; i++) {
@@ -1068,8 +1053,8 @@ static int alloc_cb(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor
 
 static void test_alloc_failures(void) {
   for (int variant = 0; variant < 2; variant++) {
-    fail_alloc_state fs = {0, -1};
-    ms_ctx *ctx = ms_ctx_new(fail_alloc, &fs);
+    check_alloc fs = {0, -1};
+    ms_ctx *ctx = ms_ctx_new(check_failing_alloc, &fs);
     fixture f = {0};
     ms_train_result r;
     memset(&r, 0, sizeof r);

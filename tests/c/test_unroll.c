@@ -13,7 +13,7 @@
 #include "check.h"
 #include "metastep/metastep.h"
 
-#define OK(call) CHECK((call) == MS_OK)
+#define OK(call) CHECK_OK(ctx, call)
 
 static ms_ctx *ctx;
 
