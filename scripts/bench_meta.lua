@@ -3,10 +3,10 @@
 --
 --   OPENBLAS_NUM_THREADS=1 build/metastep scripts/bench_meta.lua [T] [d] [rounds]
 --
--- "Lua-level unroll" is the loop the front library ran before the move (lua/metastep/meta.lua
--- up to metastep 0.1): every step crosses the interpreter several times (the gradient, the
--- update, the finiteness check, the loss and its status). "engine unroll" is one call of
--- ms.meta.value_and_grad. Both compute the same number (checked), medians of `rounds` runs.
+-- "Lua-level unroll" is the loop the front library ran before the move (metastep 0.1): every
+-- step crosses the interpreter several times (the gradient, the update, the finiteness
+-- check, the loss and its status). "engine unroll" is one call of ms.meta.value_and_grad.
+-- Both compute the same number (checked); medians of `rounds` runs, CPU time.
 local ms = require "metastep"
 local core = ms.core
 
@@ -18,24 +18,45 @@ local obj = ms.objective.random_quadratic{d = d, eigenvalues = {1, 10}, seed = 1
 local w0 = ms.randn({d}, {seed = 2})
 local lr = 0.01 -- keeps f(w_T) a normal double at T = 10000 (about 1e-88)
 
--- The former Lua-level unroll and reverse mode (meta.lua's unroll, methods.reverse, "log").
+-- The former Lua-level unroll and reverse mode, as metastep 0.1's front library ran them
+-- (meta.lua's unroll and methods.reverse, optim.lua's gd step, objective.lua's wrapper that
+-- checked w's shape in Lua before calling the C objective), replicated here operation by
+-- operation so that "before" is measured on this build.
 local function lua_level()
+  local function check(o, w) -- objective.lua: Objective:_check
+    if getmetatable(w) ~= core.Tensor_mt then error("w must be a tensor") end
+    local s = w:shape()
+    if #s ~= 1 or s[1] ~= o:dim() then error("bad shape") end
+  end
+  local wrapped = {value = function(_, w) check(obj, w); return obj:value(w) end,
+                   grad = function(_, w) check(obj, w); return obj:grad(w) end}
+  local opt = {log_lr = false}
+  local function lr_at(theta) -- optim.lua: step_size without a schedule
+    local l = opt.log_lr and core.exp(theta.log_lr) or theta.lr
+    if opt.schedule then l = l * opt.schedule() end
+    return l
+  end
+  function opt.step(theta, state, w, _, g, t) return w - g * lr_at(theta, t), state end
+  local function loss_status(v)
+    if v ~= v then return "nan" end
+    if v == math.huge or v == -math.huge then return "overflow" end
+    if v == 0 or math.abs(v) < 2.2250738585072014e-308 then return "underflow" end
+  end
   local tape <close> = core.ad_push("reverse")
-  local th = tape:watch(ms.tensor(lr))
-  local w, losses = w0, {}
-  local fw = obj:value(w)
+  local theta = {lr = tape:watch(ms.tensor(lr))}
+  local w, state, losses = w0, {}, {}
+  local fw = wrapped:value(w)
   for t = 1, T do
-    local gw = obj:grad(w)
-    w = w - gw * th
+    local gw = wrapped:grad(w)
+    w, state = opt.step(theta, state, w, fw, gw, t)
     if not core.all_finite(w) then error("overflow") end
-    fw = obj:value(w)
-    local v = fw:item()
-    if v ~= v or v == math.huge or v == 0 then error("bad loss") end
+    fw = wrapped:value(w)
+    if loss_status(fw:item()) then error("bad loss") end
     losses[t] = fw
   end
   local v = core.log(losses[T]) / T
   tape:pop()
-  local g = tape:gradient(v, {th})
+  local g = tape:gradient(v, {theta.lr})
   return v:item(), g[1]:item()
 end
 

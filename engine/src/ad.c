@@ -19,6 +19,13 @@ typedef struct ms_node {
   uint64_t out_ver;
 } ms_node;
 
+/* The nodes' input arrays come from chunks freed with the level: one bump per node instead
+ * of a malloc and a free (a long unroll records hundreds of thousands of nodes). */
+typedef struct ms_chunk {
+  struct ms_chunk *next;
+  size_t size, used; /* bytes of data after the header */
+} ms_chunk;
+
 struct ms_level {
   ms_ctx *ctx;
   uint64_t id;
@@ -26,7 +33,25 @@ struct ms_level {
   int active;
   ms_node *nodes;
   int64_t n, cap;
+  ms_chunk *chunks; /* newest first */
 };
+
+static void *level_bump(ms_ctx *ctx, ms_level *l, size_t n) {
+  n = (n + 15) & ~(size_t)15;
+  ms_chunk *c = l->chunks;
+  if (c == NULL || c->size - c->used < n) {
+    size_t size = n > 65536 ? n : 65536;
+    c = ms_ctx_alloc(ctx, sizeof(ms_chunk) + size);
+    if (c == NULL) return NULL;
+    c->next = l->chunks;
+    c->size = size;
+    c->used = 0;
+    l->chunks = c;
+  }
+  void *p = (char *)(c + 1) + c->used;
+  c->used += n;
+  return p;
+}
 
 /* ---- tracking entries on tensors ---- */
 
@@ -108,9 +133,8 @@ int ms_ad_pop(ms_ctx *ctx, ms_level *level) {
 }
 
 static void node_free(ms_ctx *ctx, ms_node *nd) {
+  (void)ctx;
   for (int i = 0; i < nd->nin; i++) ms_tensor_release(nd->in[i]);
-  if (nd->nin > 0)
-    ms_ctx_dealloc(ctx, nd->in, (size_t)nd->nin * (sizeof(ms_tensor *) + 2 * sizeof(int64_t)));
   ms_tensor_release(nd->out);
   if (nd->attr.custom) ms_custom_release(nd->attr.custom);
 }
@@ -127,6 +151,11 @@ void ms_ad_free(ms_level *level) {
   }
   for (int64_t k = 0; k < level->n; k++) node_free(ctx, &level->nodes[k]);
   ms_ctx_dealloc(ctx, level->nodes, (size_t)level->cap * sizeof(ms_node));
+  while (level->chunks) {
+    ms_chunk *next = level->chunks->next;
+    ms_ctx_dealloc(ctx, level->chunks, sizeof(ms_chunk) + level->chunks->size);
+    level->chunks = next;
+  }
   ms_ctx_dealloc(ctx, level, sizeof *level);
 }
 
@@ -155,7 +184,7 @@ static int record(ms_ctx *ctx, ms_level *l, ms_prim p, const ms_attr *attr, int 
   ms_node *nd = &l->nodes[l->n];
   memset(nd, 0, sizeof *nd);
   if (nin > 0) {
-    char *blk = ms_ctx_alloc(ctx, (size_t)nin * (sizeof(ms_tensor *) + 2 * sizeof(int64_t)));
+    char *blk = level_bump(ctx, l, (size_t)nin * (sizeof(ms_tensor *) + 2 * sizeof(int64_t)));
     if (blk == NULL) return MS_ENOMEM;
     nd->in = (ms_tensor **)blk;
     nd->in_node = (int64_t *)(blk + (size_t)nin * sizeof(ms_tensor *));

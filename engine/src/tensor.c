@@ -1,6 +1,7 @@
 /* Tensors: refcounted views onto refcounted storage; construction, views, element access. */
 #include <math.h>
 #include <stdio.h>
+#include <stddef.h>
 #include <string.h>
 
 #include "ad.h"
@@ -61,7 +62,8 @@ static void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
 static ms_tensor *header_new(ms_ctx *ctx) {
   ms_tensor *t = ms_ctx_alloc(ctx, sizeof(ms_tensor));
   if (t == NULL) return NULL;
-  memset(t, 0, sizeof *t);
+  /* the tracking entries (most of the header) are only read below ntrack: leave them */
+  memset(t, 0, offsetof(ms_tensor, track));
   t->ctx = ctx;
   t->refcount = 1;
   return t;

@@ -144,6 +144,7 @@ typedef struct run {
   int frozen;
   int zero_is_failure;      /* a loss of 0 breaks LOG and LOGSUM on the training loss */
   int valid_each;           /* validation loss needed at every step (SUM, LOGSUM on VALID) */
+  int loss_traced;          /* every step's training loss carries derivatives (else only f(w_T)) */
   int64_t cut;              /* truncation: the step whose inputs are held constant (0 = none) */
   int64_t *idx;             /* mini-batch indices (batch entries) */
 } run;
@@ -171,6 +172,10 @@ static int run_setup(run *r, ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
   r->zero_is_failure = !spec->allow_zero_loss && spec->meta.on == MS_META_TRAIN &&
                        (kind == MS_META_LOG || kind == MS_META_LOGSUM);
   r->valid_each = spec->meta.on == MS_META_VALID && (kind == MS_META_SUM || kind == MS_META_LOGSUM);
+  /* A built-in optimizer never reads f(w), and NAIVE and LOG read the last loss only: the
+   * other losses are computed for their status alone, untraced (no tape nodes to record). */
+  r->loss_traced = ms_optim_kind_of(spec->optimizer) == MS_OPTIM_CUSTOM || kind == MS_META_CUSTOM ||
+                   (spec->meta.on == MS_META_TRAIN && (kind == MS_META_SUM || kind == MS_META_LOGSUM));
   if (spec->truncate > 0 && spec->truncate < spec->steps) r->cut = spec->steps - spec->truncate + 1;
   int64_t batch = ms_optim_batch(r->opt);
   if (batch > 0) {
@@ -292,9 +297,15 @@ static int advance(run *r, int64_t t, int *mstatus) {
       if (isnan(p[ms__offset_of(r->w, i)])) *mstatus = MS_META_NAN;
     return MS_OK;
   }
-  ms_tensor *f = NULL;
+  ms_tensor *f = NULL, *wu = NULL;
   double v;
-  if ((st = ms_objective_value(ctx, r->obj, r->w, &f))) return st;
+  if (r->loss_traced || (t == r->spec->steps && r->spec->meta.on == MS_META_TRAIN)) {
+    st = ms_objective_value(ctx, r->obj, r->w, &f);
+  } else if (!(st = ms_stop_gradient(ctx, r->w, &wu))) {
+    st = ms_objective_value(ctx, r->obj, wu, &f);
+    ms_tensor_release(wu);
+  }
+  if (st) return st;
   replace(&r->fw, f);
   if ((st = ms_tensor_item(ctx, f, &v))) return st;
   if ((*mstatus = loss_status(r, v))) return MS_OK;
