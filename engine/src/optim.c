@@ -152,6 +152,7 @@ int ms_optim_has_schedule(const ms_optim *opt) { return opt->nsched > 0 || opt->
 
 int ms_optim_factor(ms_ctx *ctx, ms_optim *opt, int64_t t, double *factor) {
   *factor = 1.0;
+  if (t < 1) return ms_ctx_fail(ctx, MS_EARG, "optim: schedule step must be >= 1, got %lld", (long long)t);
   if (opt->nsched > 0) {
     *factor = opt->sched[(t < opt->nsched ? t : opt->nsched) - 1];
     return MS_OK;

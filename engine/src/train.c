@@ -198,7 +198,8 @@ static int update(train_run *r, ms_tensor *const *grad, double lr, int64_t k) {
   ms_tensor *next[MS_OPTIM_MAXPARAMS] = {0};
   int st = MS_OK;
   for (int i = 0; i < r->np && st == MS_OK; i++) {
-    if (r->sel[i] && grad[i]) st = plain_copy(ctx, r->cur[i], &next[i]);
+    /* a project callback may write in place: it gets copies, never the recorded tensors */
+    if ((r->sel[i] && grad[i]) || o->project) st = plain_copy(ctx, r->cur[i], &next[i]);
     else next[i] = ms_tensor_retain(r->cur[i]);
   }
   if (st) goto fail;
@@ -423,6 +424,10 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
     }
     if (st == MS_OK && opts->callback) {
       int cb = opts->callback(ctx, opts->ud, rec, r.cur);
+      if (error_stop) {
+        cb = MS_OK; /* the run stops with the meta-gradient's failure whatever the callback says */
+        ms_ctx_clear_error(ctx);
+      }
       if (cb == 1) {
         stop_cb = 1;
       } else if (cb != MS_OK) {

@@ -41,9 +41,8 @@ static void out_init(ms_meta_out *out, int nparams) {
 
 static int shape_is(const ms_tensor *t, int64_t d) { return t->ndim == 1 && t->shape[0] == d; }
 
-static int check_task(ms_ctx *ctx, const ms_meta_spec *spec, int i) {
+static int check_task(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task, int i) {
   char b[MS_SHAPE_STRLEN];
-  const ms_task *task = &spec->tasks[i];
   ms_objective *obj = task->objective;
   if (obj == NULL) return ms_ctx_fail(ctx, MS_EARG, "meta: task %d has no objective", i + 1);
   int64_t d = ms_objective_dim(obj);
@@ -112,7 +111,9 @@ int ms_meta_check_spec(ms_ctx *ctx, const ms_meta_spec *spec) {
   int st = ms_optim_check_theta(ctx, spec->optimizer, "meta", spec->theta);
   if (st) return st;
   int np = ms_optim_nparams(spec->optimizer);
-  if (spec->nselect < 0 || spec->nselect > np || (spec->nselect > 0 && spec->select == NULL))
+  if (spec->nselect > 0 && spec->select == NULL)
+    return ms_ctx_fail(ctx, MS_EARG, "meta: 'nselect' is %d but 'select' is NULL", spec->nselect);
+  if (spec->nselect < 0 || spec->nselect > np)
     return ms_ctx_fail(ctx, MS_EARG, "meta: 'select' lists %d parameters of an optimizer with %d",
                        spec->nselect, np);
   for (int i = 0; spec->select && i < spec->nselect; i++) {
@@ -125,7 +126,7 @@ int ms_meta_check_spec(ms_ctx *ctx, const ms_meta_spec *spec) {
                            ms_optim_param_at(spec->optimizer, k)->name);
   }
   for (int i = 0; i < spec->ntasks; i++)
-    if ((st = check_task(ctx, spec, i))) return st;
+    if ((st = check_task(ctx, spec, &spec->tasks[i], i))) return st;
   return MS_OK;
 }
 
@@ -143,6 +144,7 @@ typedef struct run {
   int64_t k;                /* updates made */
   int frozen;
   int zero_is_failure;      /* a loss of 0 breaks LOG and LOGSUM on the training loss */
+  int valid_zero_failure;   /* ... and on the validation loss */
   int valid_each;           /* validation loss needed at every step (SUM, LOGSUM on VALID) */
   int loss_traced;          /* every step's training loss carries derivatives (else only f(w_T)) */
   int64_t cut;              /* truncation: the step whose inputs are held constant (0 = none) */
@@ -172,6 +174,8 @@ static int run_setup(run *r, ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
   r->zero_is_failure = !spec->allow_zero_loss && spec->meta.on == MS_META_TRAIN &&
                        (kind == MS_META_LOG || kind == MS_META_LOGSUM);
   r->valid_each = spec->meta.on == MS_META_VALID && (kind == MS_META_SUM || kind == MS_META_LOGSUM);
+  r->valid_zero_failure = !spec->allow_zero_loss && spec->meta.on == MS_META_VALID &&
+                          (kind == MS_META_LOG || kind == MS_META_LOGSUM);
   /* A built-in optimizer never reads f(w), and NAIVE and LOG read the last loss only: the
    * other losses are computed for their status alone, untraced (no tape nodes to record). */
   r->loss_traced = ms_optim_kind_of(spec->optimizer) == MS_OPTIM_CUSTOM || kind == MS_META_CUSTOM ||
@@ -258,11 +262,11 @@ static int freeze(run *r, ms_tensor **w) {
   return st;
 }
 
-/* Status of a loss value, or OK. */
-static int loss_status(const run *r, double v) {
+/* Status of a loss value, or OK; zero_fails: a loss of 0 (or below DBL_MIN) is an underflow. */
+static int loss_status(int zero_fails, double v) {
   if (isnan(v)) return MS_META_NAN;
   if (isinf(v)) return MS_META_OVERFLOW;
-  if (r->zero_is_failure && (v == 0 || fabs(v) < DBL_MIN)) return MS_META_UNDERFLOW;
+  if (zero_fails && (v == 0 || fabs(v) < DBL_MIN)) return MS_META_UNDERFLOW;
   return MS_META_OK;
 }
 
@@ -308,15 +312,29 @@ static int advance(run *r, int64_t t, int *mstatus) {
   if (st) return st;
   replace(&r->fw, f);
   if ((st = ms_tensor_item(ctx, f, &v))) return st;
-  if ((*mstatus = loss_status(r, v))) return MS_OK;
+  if ((*mstatus = loss_status(r->zero_is_failure, v))) return MS_OK;
   if (r->valid_each) {
     if ((st = ms_objective_value(ctx, r->task->valid, r->w, &f))) return st;
     replace(&r->vl, f);
+    if ((st = ms_tensor_item(ctx, f, &v))) return st;
+    *mstatus = loss_status(r->valid_zero_failure, v);
   }
   return MS_OK;
 }
 
 /* ---- trajectories ---- */
+
+/* Methods that record the trajectory keep O(T) entries: refuse a T whose arrays would not fit
+ * a size_t (the stable and exact methods take any T). */
+#define MAX_RECORDED_STEPS ((int64_t)1 << 40)
+
+static int check_recorded(ms_ctx *ctx, int64_t T) {
+  if (T > MAX_RECORDED_STEPS)
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta: 'steps' = %lld is more than a recorded trajectory can hold (at most %lld; "
+                       "the stable and exact methods take any T)", (long long)T, (long long)MAX_RECORDED_STEPS);
+  return MS_OK;
+}
 
 static size_t slots(const ms_traj *traj) { return (size_t)(traj->T + 1) * sizeof(ms_tensor *); }
 
@@ -350,7 +368,9 @@ static int unroll(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
   traj->nparams = ms_optim_nparams(spec->optimizer);
   for (int i = 0; i < traj->nparams; i++) traj->theta[i] = ms_tensor_retain(theta[i]);
   run r;
-  int st = run_setup(&r, ctx, spec, task, mapped);
+  memset(&r, 0, sizeof r);
+  int st = check_recorded(ctx, spec->steps);
+  if (!st) st = run_setup(&r, ctx, spec, task, mapped);
   if (!st) st = traj_alloc(ctx, &traj->losses, traj);
   if (!st && r.valid_each) st = traj_alloc(ctx, &traj->valid_losses, traj);
   if (!st && keep_w) st = traj_alloc(ctx, &traj->w, traj);
@@ -475,6 +495,14 @@ static int status_of(double x) {
   return MS_META_OK;
 }
 
+/* Status of a meta-objective's value: for LOG and LOGSUM, -inf is a loss that reached 0. */
+static int value_status(const ms_meta_spec *spec, double x) {
+  ms_meta_kind kind = spec->meta.kind;
+  if (x == -INFINITY && (kind == MS_META_LOG || kind == MS_META_LOGSUM))
+    return spec->allow_zero_loss ? MS_META_OK : MS_META_UNDERFLOW;
+  return status_of(x);
+}
+
 static void set_status(ms_meta_out *out, int status, int64_t step) {
   if (out->status == MS_META_OK && status != MS_META_OK) {
     out->status = status;
@@ -542,7 +570,7 @@ static int method_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *
     if (!st) st = ms_ad_gradient(ctx, tape, v, NULL, nsel, xs, grads);
     if (!st) st = ms_tensor_item(ctx, v, &out->value);
     if (!st) {
-      set_status(out, status_of(out->value), spec->steps);
+      set_status(out, value_status(spec, out->value), spec->steps);
       for (int j = 0; j < nsel; j++) {
         set_status(out, tensor_status(grads[j]), spec->steps);
         out->grad[where[j]] = grads[j];
@@ -727,6 +755,10 @@ static int meta_adjoints(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *t
                          sweep *sw, ms_tensor **direct, double *value) {
   int64_t T = sw->T;
   int np = ms_optim_nparams(spec->optimizer);
+  ms_meta_kind kind = spec->meta.kind;
+  /* leaves only for the losses the meta-objective reads: NAIVE and LOG read l_T alone, so a
+   * long checkpointed run keeps no per-step tensors for them */
+  int64_t first = kind == MS_META_NAIVE || kind == MS_META_LOG ? T : 0;
   ms_traj traj;
   memset(&traj, 0, sizeof traj);
   traj.T = traj.done = T;
@@ -735,18 +767,21 @@ static int meta_adjoints(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *t
   traj.nparams = np;
   ms_level *tape = NULL;
   ms_tensor *v = NULL, **xs = NULL, **gs = NULL;
-  int nx = 0;
+  int64_t nx = 0;
+  for (int64_t t = 0; t <= T; t++) sw->dl[t] = 0;
+  if (vv)
+    for (int64_t t = 0; t <= T; t++) sw->dvl[t] = 0;
   int st = ms_ad_push(ctx, MS_AD_REVERSE, &tape);
   if (st) return st;
   if (!(st = traj_alloc(ctx, &traj.losses, &traj)) && vv) st = traj_alloc(ctx, &traj.valid_losses, &traj);
-  size_t nmax = (size_t)(2 * (T + 1) + 1 + np);
+  size_t nmax = (size_t)(2 * (T - first + 1) + 1 + np);
   if (!st) {
     xs = ms_ctx_alloc(ctx, nmax * sizeof *xs);
     gs = ms_ctx_alloc(ctx, nmax * sizeof *gs);
+    if (gs) memset(gs, 0, nmax * sizeof *gs);
     if (xs == NULL || gs == NULL) st = MS_ENOMEM;
-    else memset(gs, 0, nmax * sizeof *gs);
   }
-  for (int64_t t = 0; !st && t <= T; t++) {
+  for (int64_t t = first; !st && t <= T; t++) {
     ms_tensor *s = NULL;
     if (!(st = ms_tensor_scalar(ctx, lv[t], &s))) st = ms_ad_watch(ctx, tape, s, NULL, &traj.losses[t]);
     ms_tensor_release(s);
@@ -766,12 +801,12 @@ static int meta_adjoints(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *t
   if (!st) st = meta_value(ctx, spec, &traj, &v);
   int pst = ms_ad_pop(ctx, tape);
   if (!st) st = pst;
-  if (!st && spec->meta.kind == MS_META_CUSTOM && !ms_ad_is_tracked(tape, v)) st = detached(ctx, spec);
+  if (!st && kind == MS_META_CUSTOM && sw->nsel > 0 && !ms_ad_is_tracked(tape, v)) st = detached(ctx, spec);
   if (!st) st = ms_tensor_item(ctx, v, value);
-  if (!st) st = ms_ad_gradient(ctx, tape, v, NULL, nx, xs, gs);
+  if (!st) st = ms_ad_gradient(ctx, tape, v, NULL, (int)nx, xs, gs);
   if (!st) {
-    int k = 0;
-    for (int64_t t = 0; t <= T; t++) {
+    int64_t k = 0;
+    for (int64_t t = first; t <= T; t++) {
       if ((st = ms_tensor_item(ctx, gs[k++], &sw->dl[t]))) break;
       if (vv && (st = ms_tensor_item(ctx, gs[k++], &sw->dvl[t]))) break;
     }
@@ -834,6 +869,16 @@ static int method_checkpoint(ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
                              ms_tensor *const *theta, const int *sel, ms_meta_out *out) {
   int64_t T = spec->steps, K = spec->checkpoint;
   int np = ms_optim_nparams(spec->optimizer);
+  int st = check_recorded(ctx, T);
+  if (st) return st;
+  /* the sweep carries dM/dl_t as numbers: a meta-gradient that is itself differentiated (theta
+   * or w0 traced by an outer level) would lose that dependence, so it is refused */
+  int traced = task->w0 && ms_ad_is_traced(ctx, task->w0);
+  for (int i = 0; i < np; i++) traced |= ms_ad_is_traced(ctx, theta[i]);
+  if (traced)
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta: 'checkpoint' gives first-order meta-gradients only, and theta or w0 is "
+                       "traced by an outer autodiff level; use reverse mode without checkpointing");
   int64_t nck = (T - 1) / K + 1; /* checkpoints at t = 0, K, 2K, ... < T */
   ms_tensor *mapped[MS_OPTIM_MAXPARAMS] = {0}, *direct[MS_OPTIM_MAXPARAMS] = {0}, *wT = NULL;
   sweep sw;
@@ -847,7 +892,7 @@ static int method_checkpoint(ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
   double *lv = ms_ctx_alloc(ctx, (size_t)(T + 1) * sizeof *lv);
   sw.dl = ms_ctx_alloc(ctx, (size_t)(T + 1) * sizeof *sw.dl);
   run r;
-  int st = run_setup(&r, ctx, spec, task, mapped);
+  st = run_setup(&r, ctx, spec, task, mapped);
   double *vv = NULL;
   if (!st && r.valid_each) {
     vv = ms_ctx_alloc(ctx, (size_t)(T + 1) * sizeof *vv);
@@ -891,7 +936,7 @@ static int method_checkpoint(ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
   }
   if (!st) st = through_map(ctx, spec, theta, &sw, direct, out->grad);
   if (!st) {
-    set_status(out, status_of(out->value), T);
+    set_status(out, value_status(spec, out->value), T);
     for (int i = 0; i < np; i++)
       if (out->grad[i]) set_status(out, tensor_status(out->grad[i]), T);
   }
@@ -947,7 +992,7 @@ static int plain_value(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *tas
     *fail_step = traj.fail_step;
   } else if (!st) {
     if (!(st = meta_value(ctx, spec, &traj, &v)) && !(st = ms_tensor_item(ctx, v, value))) {
-      *status = status_of(*value);
+      *status = value_status(spec, *value);
       if (*status) *fail_step = spec->steps;
     }
   }
@@ -1032,7 +1077,7 @@ static int method_forward(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *
     ms_meta_out_clear(out);
     return st;
   }
-  set_status(out, status_of(out->value), spec->steps);
+  set_status(out, value_status(spec, out->value), spec->steps);
   for (int i = 0; i < np; i++)
     if (out->grad[i]) set_status(out, tensor_status(out->grad[i]), spec->steps);
   return MS_OK;
@@ -1187,6 +1232,8 @@ int ms_meta_unroll(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task, i
                    ms_traj *traj) {
   memset(traj, 0, sizeof *traj);
   int st = ms_meta_check_spec(ctx, spec);
+  if (!st && task == NULL) st = ms_ctx_fail(ctx, MS_EARG, "meta: unroll: the task is NULL");
+  if (!st) st = check_task(ctx, spec, task, 0);
   if (st) return st;
   ms_tensor *theta[MS_OPTIM_MAXPARAMS] = {0}, *mapped[MS_OPTIM_MAXPARAMS] = {0};
   int sel[MS_OPTIM_MAXPARAMS];

@@ -435,6 +435,119 @@ static void test_adam_second_derivative(void) {
   ms_objective_release(obj);
 }
 
+/* ---- found in review: limits, validation zeros, outer levels, allocation failures ---- */
+
+static void test_review_cases(void) {
+  double l[2] = {1, 2}, c[2] = {1, 1};
+  ms_objective *obj = diag_quadratic(2, l);
+  ms_tensor *w0 = vec(2, c);
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_optim *gd = make(MS_OPTIM_GD, 0.1, 0);
+  ms_meta_out r;
+  /* a T whose trajectory arrays cannot exist is refused, not overflowed */
+  ms_meta_spec s = spec_of(gd, &task, (int64_t)1 << 61, MS_META_NAIVE, MS_METHOD_REVERSE);
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "is more than a recorded trajectory can hold");
+  s.checkpoint = 5;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "is more than a recorded trajectory can hold");
+  /* the exact method takes any T */
+  s = spec_of(gd, &task, (int64_t)1 << 61, MS_META_LOG, MS_METHOD_EXACT);
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  ms_meta_out_clear(&r);
+  /* a schedule step below 1 */
+  double f = 0;
+  CHECK_FAILS(ctx, ms_optim_factor(ctx, gd, 0, &f), MS_EARG, "schedule step must be >= 1, got 0");
+  /* a validation loss of exactly 0 under LOG is an underflow (ok with allow_zero_loss) */
+  double z[2] = {0, 0};
+  ms_tensor *zero = vec(2, z);
+  ms_objective *vq = NULL;
+  ms_tensor *Hv = NULL, *lt = vec(2, l);
+  OK(ms_tensor_diag(ctx, lt, &Hv));
+  OK(ms_objective_quadratic(ctx, Hv, NULL, 0, &vq));
+  ms_task vt = {obj, vq, zero, NULL}; /* w stays 0 under GD from 0: the validation loss is 0 */
+  s = spec_of(gd, &vt, 3, MS_META_LOG, MS_METHOD_REVERSE);
+  s.meta.on = MS_META_VALID;
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  CHECK(r.status == MS_META_UNDERFLOW);
+  ms_meta_out_clear(&r);
+  s.allow_zero_loss = 1;
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  CHECK(r.status == MS_META_OK || r.status == MS_META_NAN);
+  ms_meta_out_clear(&r);
+  /* ms_meta_unroll checks the task it is given */
+  ms_task novalid = {obj, NULL, w0, NULL};
+  s = spec_of(gd, &task, 3, MS_META_SUM, MS_METHOD_REVERSE);
+  s.meta.on = MS_META_VALID;
+  s.tasks = &vt;
+  ms_traj traj;
+  CHECK_FAILS(ctx, ms_meta_unroll(ctx, &s, &novalid, 0, &traj), MS_EARG, "has no validation objective");
+  /* checkpointing refuses a theta traced by an outer level (its result would be first order) */
+  ms_level *fwd = NULL;
+  ms_tensor *x = scalar(0.1), *one = scalar(1), *xw = NULL;
+  OK(ms_ad_push(ctx, MS_AD_FORWARD, &fwd));
+  OK(ms_ad_watch(ctx, fwd, x, one, &xw));
+  ms_tensor *th[1] = {xw};
+  s = spec_of(gd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  s.theta = th;
+  s.checkpoint = 2;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "'checkpoint' gives first-order meta-gradients only");
+  OK(ms_ad_pop(ctx, fwd));
+  ms_ad_free(fwd);
+  ms_tensor_release(xw), ms_tensor_release(x), ms_tensor_release(one);
+  ms_tensor_release(zero), ms_tensor_release(Hv), ms_tensor_release(lt);
+  ms_objective_release(vq);
+  ms_optim_release(gd);
+  ms_tensor_release(w0);
+  ms_objective_release(obj);
+}
+
+/* Every allocation of a checkpointed, a plain reverse and a forward run fails in turn: the
+ * call returns MS_ENOMEM or succeeds, and nothing leaks. */
+static void test_allocation_failures(void) {
+  ms_meta_method methods[] = {MS_METHOD_REVERSE, MS_METHOD_REVERSE, MS_METHOD_FORWARD};
+  for (int m = 0; m < 3; m++) {
+    long points = 0;
+    for (long at = 0;; at++) {
+      check_alloc fa = {0, -1};
+      ms_ctx *c = ms_ctx_new(check_failing_alloc, &fa);
+      double l[2] = {1, 3}, w[2] = {1, -1};
+      int64_t d = 2;
+      ms_tensor *lt = NULL, *H = NULL, *w0 = NULL;
+      ms_objective *obj = NULL;
+      ms_optim *opt = NULL;
+      ms_optim_options o;
+      memset(&o, 0, sizeof o);
+      o.lr = 0.05;
+      int st = ms_tensor_from_data(c, 1, &d, l, &lt);
+      if (!st) st = ms_tensor_diag(c, lt, &H);
+      if (!st) st = ms_tensor_from_data(c, 1, &d, w, &w0);
+      if (!st) st = ms_objective_quadratic(c, H, NULL, 0, &obj);
+      if (!st) st = ms_optim_builtin(c, MS_OPTIM_ADAM, &o, &opt);
+      CHECK(st == MS_OK);
+      ms_task task = {obj, NULL, w0, NULL};
+      ms_meta_spec s = spec_of(opt, &task, 7, MS_META_LOGSUM, methods[m]);
+      s.checkpoint = m == 0 ? 3 : 0;
+      size_t base = ms_ctx_bytes(c);
+      fa.n = 0;
+      fa.fail_at = at;
+      ms_meta_out r;
+      st = ms_meta_value_and_grad(c, &s, &r);
+      int done = fa.n <= at; /* the failure point was never reached: the sweep is complete */
+      CHECK(st == MS_OK || st == MS_ENOMEM);
+      if (st == MS_OK) ms_meta_out_clear(&r);
+      fa.fail_at = -1;
+      CHECK(ms_ctx_bytes(c) >= base);
+      ms_optim_release(opt);
+      ms_objective_release(obj);
+      ms_tensor_release(lt), ms_tensor_release(H), ms_tensor_release(w0);
+      CHECK(ms_ctx_bytes(c) == 0);
+      ms_ctx_free(c);
+      points++;
+      if (done) break;
+    }
+    CHECK(points > 50);
+  }
+}
+
 /* ---- host conveniences: ms_grad and the version ---- */
 
 static int sum_squares(ms_ctx *c, void *ud, ms_tensor *x, ms_tensor **y) {
@@ -471,6 +584,8 @@ int main(void) {
   test_status_and_errors();
   test_host_conveniences();
   test_adam_second_derivative();
+  test_review_cases();
+  test_allocation_failures();
   CHECK(ms_ctx_bytes(ctx) == 0);
   if (ms_ctx_bytes(ctx) != 0) fprintf(stderr, "leaked %zu bytes\n", ms_ctx_bytes(ctx));
   ms_ctx_free(ctx);

@@ -93,7 +93,8 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
  * (on = MS_META_VALID), t = 1..T:
  *   NAIVE l_T,  LOG (1/T) log l_T,  SUM sum_t l_t,  LOGSUM (1/T) log sum_t l_t (stably).
  * A custom one is a callback of the trajectory returning a one-element tensor computed
- * with engine operations from traj->losses, traj->w_T, traj->w or traj->theta.
+ * with engine operations from traj->losses, traj->w_T or traj->theta (traj->w, the iterates, is
+ * kept only by ms_meta_unroll with keep_iterates; a meta-objective sees NULL there).
  * ====================================================================================== */
 
 typedef enum ms_meta_on { MS_META_TRAIN = 0, MS_META_VALID = 1 } ms_meta_on;
@@ -158,13 +159,14 @@ typedef struct ms_meta_spec {
   /* Which parameters to differentiate (0-based indices; NULL: all of them). */
   int nselect;
   const int *select;
-  /* reverse only: K >= 1 differentiates through the last K steps only: w_{T-K}, its loss
+  /* reverse and forward: K >= 1 differentiates through the last K steps only: w_{T-K}, its loss
    * and the optimizer state are held constant; losses l_t, t <= T - K, that the
    * meta-objective reads keep their full derivatives. 0 = off. */
   int64_t truncate;
   /* reverse only: K >= 1 stores every K-th state and recomputes the steps between them
-   * while back-propagating: memory O((T/K + K) d) instead of O(T d), the same result bit for
-   * bit. 0 = off. */
+   * while back-propagating: memory O((T/K + K) d) instead of O(T d) (plus O(T) scalars for
+   * SUM, LOGSUM and custom meta-objectives, which read every loss), the same result bit for
+   * bit. First order only: refused when theta or w0 is traced by an outer level. 0 = off. */
   int64_t checkpoint;
   /* > 0: once |w_t| >= freeze_norm the iterate is projected to that norm and frozen. */
   double freeze_norm;
