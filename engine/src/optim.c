@@ -125,9 +125,9 @@ int ms_optim_new(ms_ctx *ctx, const ms_optim_def *def, ms_optim **out) {
 int ms_optim_set_schedule(ms_ctx *ctx, ms_optim *opt, int64_t n, const double *factors) {
   if (n < 1) return ms_ctx_fail(ctx, MS_EARG, "optim: a schedule needs at least one factor, got %lld", (long long)n);
   for (int64_t i = 0; i < n; i++)
-    if (!isfinite(factors[i]))
-      return ms_ctx_fail(ctx, MS_EARG, "optim: schedule factor %lld is not finite (%g)", (long long)i + 1,
-                         factors[i]);
+    if (!(factors[i] >= 0) || isinf(factors[i]))
+      return ms_ctx_fail(ctx, MS_EARG, "optim: schedule factor %lld must be finite and >= 0, got %g",
+                         (long long)i + 1, factors[i]);
   double *copy = ms_ctx_alloc(ctx, (size_t)n * sizeof *copy);
   if (copy == NULL) return MS_ENOMEM;
   memcpy(copy, factors, (size_t)n * sizeof *copy);
@@ -160,8 +160,8 @@ int ms_optim_factor(ms_ctx *ctx, ms_optim *opt, int64_t t, double *factor) {
   if (opt->sched_fn == NULL) return MS_OK;
   int st = opt->sched_fn(ctx, opt->sched_ud, t, factor);
   if (st) return st;
-  if (!isfinite(*factor))
-    return ms_ctx_fail(ctx, MS_EARG, "optim '%s': the schedule gave a non-finite factor (%g) at step %lld",
+  if (!(*factor >= 0) || isinf(*factor))
+    return ms_ctx_fail(ctx, MS_EARG, "optim '%s': the schedule must give finite factors >= 0, got %g at step %lld",
                        opt->name, *factor, (long long)t);
   return MS_OK;
 }

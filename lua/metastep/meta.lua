@@ -45,6 +45,21 @@ local TRAIN_OPTIONS = {"iterations", "meta_lr", "schedule", "meta_optimizer", "c
 -- ---------------------------------------------------------------- checking inputs
 
 local fail = util.raise
+
+-- Runs an engine binding: its own messages ("metastep/meta.lua:278: mul: shapes ...") are
+-- raised again at the caller's line; a callback's error object passes through unchanged.
+local function engine(f, ...)
+  local r = table.pack(pcall(f, ...))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  local err = r[2]
+  if type(err) == "string" then
+    -- an engine message carries no position, or one inside the library: blame the caller;
+    -- a message with a position of its own (a callback's error) keeps it
+    local msg = err:match("^metastep/[%w_]+%.lua:%d+: (.*)$") or (not err:match("^[^\n]-:%d+: ") and err)
+    if msg then fail("", "%s", msg) end
+  end
+  error(err, 0)
+end
 local function spec_error(msg, ...) fail("meta: ", msg, ...) end
 local show = util.show
 
@@ -144,8 +159,12 @@ local function tasks_of(spec)
   end
   if spec.tasks then
     if type(spec.tasks) ~= "table" or #spec.tasks == 0 then spec_error("'tasks' must be a non-empty list of tasks") end
-    for _, task in ipairs(spec.tasks) do add(task, task.objective, task.w0 or spec.w0) end
+    for i, task in ipairs(spec.tasks) do
+      if type(task) ~= "table" then spec_error("'tasks' entry %d must be a task table, got %s", i, type(task)) end
+      add(task, task.objective, task.w0 or spec.w0)
+    end
   elseif spec.task then
+    if type(spec.task) ~= "table" then spec_error("'task' must be a task table, got %s", type(spec.task)) end
     add(spec.task, spec.task.objective, spec.task.w0 or spec.w0)
   else
     add(nil, spec.objective, spec.w0)
@@ -171,7 +190,7 @@ local function methods_ok(method)
 end
 
 -- The normalized table the C binding reads.
-local function engine_spec(spec, theta, T, meta, entries, method)
+local function engine_spec(spec, theta, T, meta, entries, method, values_only)
   local opt = spec.optimizer
   local th = {}
   for i, k in ipairs(opt.params) do
@@ -188,7 +207,7 @@ local function engine_spec(spec, theta, T, meta, entries, method)
              select = sel, truncate = spec.truncate, checkpoint = spec.checkpoint,
              freeze_norm = spec.freeze_norm, fd_step = spec.fd_step, allow_zero_loss = spec.allow_zero_loss}
   if type(meta) == "function" then
-    local differentiating = method == "reverse" or method == "forward"
+    local differentiating = not values_only and (method == "reverse" or method == "forward")
     c.kind, c.on, c.name = "custom", "train", "function"
     c.fn = function(traj)
       local named = {}
@@ -275,7 +294,7 @@ function M.value_and_grad(spec)
   end
   local entries = tasks_of(spec)
   check_method_domain(spec, method, meta, entries)
-  local r = core.meta_value_and_grad(engine_spec(spec, theta, T, meta, entries, method))
+  local r = engine(core.meta_value_and_grad, engine_spec(spec, theta, T, meta, entries, method))
   return format_result(r, spec, theta, method)
 end
 
@@ -283,7 +302,11 @@ end
 function M.value(spec)
   local theta, T, meta = check_spec(spec)
   local entries = tasks_of(spec)
-  return core.meta_value(engine_spec(spec, theta, T, meta, entries, spec.method or "reverse"))
+  local method = spec.method or "reverse"
+  if type(method) ~= "string" or not methods_ok(method) then
+    spec_error("unknown method '%s' (expected reverse, forward, exact, stable or fd)", tostring(method))
+  end
+  return engine(core.meta_value, engine_spec(spec, theta, T, meta, entries, method, true))
 end
 
 --- unroll(spec): runs the optimizer on the spec's (first) task; returns the trajectory:
@@ -293,7 +316,8 @@ end
 function M.unroll(spec)
   local theta, T, meta = check_spec(spec)
   local entries = tasks_of(spec)
-  local traj = core.meta_unroll(engine_spec(spec, theta, T, meta, entries, "reverse"), 1, spec.keep_iterates)
+  local traj = engine(core.meta_unroll, engine_spec(spec, theta, T, meta, entries, "reverse", true), 1,
+                      spec.keep_iterates)
   traj.objective, traj.task, traj.theta = entries[1].objective, entries[1].task, theta
   return traj
 end
@@ -329,7 +353,9 @@ end
 --   bounds = {name = {lo, hi}} (projection after each step; lr >= 0 and beta >= 0 unless given),
 --   on_failure = "skip" | "zero" | "error" (what to do when a meta-gradient is not "ok":
 --   skip the update, use 0 for non-finite entries as the authors' TensorFlow code did, or raise),
---   progress = true (a progress line on stderr), log = "file.csv", callback = f(k, record).
+--   progress = false (no progress line on stderr; on by default), log = "file.csv",
+--   callback = f(k, record) (return true to stop), sample = f(k, i) -> task (the i-th task of
+--   iteration k; w0 defaults to the spec's).
 -- Runs in the engine (ms_meta_train). Returns {theta =, history = {{k =, theta =, value =,
 -- grad =, status =}, ...}, optimizer =, best_theta =, best_value =, best_k =, stopped =}:
 -- stopped is "done", "callback" (callback returned true) or "interrupt" (Ctrl-C: the history so
@@ -381,8 +407,24 @@ function M.train(opts)
   end
   local spec = {}
   for _, k in ipairs(SPEC_OPTIONS) do spec[k] = opts[k] end
+  if type(opts.optimizer) ~= "table" or opts.optimizer.c == nil then
+    fail("meta.train: ", "'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opts.optimizer))
+  end
+  if opts.theta ~= nil and type(opts.theta) ~= "table" then
+    fail("meta.train: ", "'theta' must be a table of meta-parameter values, got %s", type(opts.theta))
+  end
+  if opts.log ~= nil and type(opts.log) ~= "string" then
+    fail("meta.train: ", "option 'log' must be a file name, got %s", type(opts.log))
+  end
+  if opts.sample and (opts.objective ~= nil or opts.task ~= nil or opts.tasks ~= nil) then
+    fail("meta.train: ", "'sample' draws the tasks: give it instead of 'objective', 'task' or 'tasks'")
+  end
+  local method = opts.method or "reverse"
+  if type(method) ~= "string" or not methods_ok(method) then
+    fail("meta.train: ", "unknown method '%s' (expected reverse, forward, exact, stable or fd)", tostring(method))
+  end
   local theta = {}
-  for k, v in pairs(opts.optimizer and opts.optimizer.theta or {}) do theta[k] = v end
+  for k, v in pairs(opts.optimizer.theta) do theta[k] = v end
   for k, v in pairs(opts.theta or {}) do theta[k] = v end
   spec.theta = theta
   local _, T, meta = check_spec(spec, "train")
@@ -398,7 +440,7 @@ function M.train(opts)
   end
   local entries = opts.sample and {} or tasks_of(spec)
   if not opts.sample then check_method_domain(spec, spec.method or "reverse", meta, entries) end
-  local cspec = engine_spec(spec, theta, T, meta, entries, spec.method or "reverse")
+  local cspec = engine_spec(spec, theta, T, meta, entries, method)
   if opts.sample then cspec.tasks = {} end
   -- numbers stay numbers for one-element parameters given as numbers
   local function named(list)
@@ -438,12 +480,26 @@ function M.train(opts)
   end
   local start = os.clock()
   local last_progress = start
+  local shown_progress, last_k = false, 0
   local sample = opts.sample
   local copts = {iterations = K, meta_lr = base_lr, schedule = sched, clip = clip,
                  meta_optimizer = meta_opt, on_failure = on_failure, batch = batch,
-                 sample = sample and function() return sample() end or nil, bounds = {}}
+                 bounds = {}}
+  if sample then
+    -- a plain copy of each drawn task (the engine reads its fields raw), w0 from the spec if the
+    -- task has none
+    copts.sample = function(k, i)
+      local task = sample(k, i)
+      if type(task) ~= "table" then
+        error(("meta.train: the sampler must return a task table, got %s"):format(type(task)), 0)
+      end
+      return {objective = task.objective, valid_objective = task.valid_objective, w0 = task.w0 or spec.w0,
+              task = task}
+    end
+  end
   for k, b in pairs(opts.bounds or {}) do copts.bounds[index[k]] = b end
   copts.callback = function(r, theta_list)
+    last_k = r.k
     local rec = record(r)
     if logf then
       local row = {r.k}
@@ -456,6 +512,7 @@ function M.train(opts)
     -- at most about two progress updates a second, plus the first and the last
     if opts.progress ~= false and (r.k == 1 or r.k == K or os.clock() - last_progress >= 0.5) then
       last_progress = os.clock()
+      shown_progress = true
       local rate = r.k / math.max(os.clock() - start, 1e-9)
       io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s  %.1f it/s  %.0fs left   "):format(
         r.k, K, fmt_theta(named(theta_list), names), r.value, r.status, rate, (K - r.k) / rate))
@@ -464,8 +521,18 @@ function M.train(opts)
     if opts.callback then return opts.callback(r.k, rec) == true end
     return false
   end
-  local ok, res = pcall(core.meta_train, cspec, copts)
+  core.meta_train_last() -- nothing left over from an earlier run
+  local ok, res = pcall(engine, core.meta_train, cspec, copts)
+  if not ok then
+    -- Ctrl-C after the engine returned (its hook fires at the next Lua instruction): the
+    -- result is not lost
+    local partial = core.meta_train_last()
+    if partial then ok, res = true, partial end
+  else
+    core.meta_train_last()
+  end
   if logf then logf:close() end
+  if shown_progress and last_k ~= K then io.stderr:write("\n") end -- a run that stopped early
   if not ok then error(res, 0) end
   local out = {theta = named(res.theta), history = {}, optimizer = opts.optimizer, stopped = res.stopped,
                best_value = res.best_value, best_k = res.best_k,

@@ -56,6 +56,9 @@ local function check_schedule(fname, s)
     if #s == 0 then fail(fname, "option 'schedule' must not be an empty table") end
     for i = 1, #s do
       if type(s[i]) ~= "number" then fail(fname, "option 'schedule' must hold numbers, entry %d is a %s", i, type(s[i])) end
+      if not (s[i] >= 0) or s[i] == math.huge then
+        fail(fname, "option 'schedule' must hold finite factors >= 0, entry %d is %s", i, util.show(s[i]))
+      end
     end
     return table.move(s, 1, #s, 1, {})
   elseif type(s) ~= "function" then
@@ -153,23 +156,40 @@ local MAXSTATE = 8
 -- meta.train respect that).
 function M.new(def)
   if type(def) ~= "table" then fail("optim.new", "expected a table, got %s", type(def)) end
+  for k in pairs(def) do
+    if k ~= "name" and k ~= "theta" and k ~= "init" and k ~= "step" then
+      fail("optim.new", "unknown field '%s' (expected name, theta, init, step)%s", tostring(k),
+           util.suggest(k, {"name", "theta", "init", "step"}))
+    end
+  end
+  if def.name ~= nil and (type(def.name) ~= "string" or #def.name == 0 or #def.name > 31) then
+    fail("optim.new", "field 'name' must be a string of 1 to 31 bytes, got %s",
+         type(def.name) == "string" and ("'" .. def.name .. "'") or type(def.name))
+  end
+  if def.init ~= nil and type(def.init) ~= "function" then
+    fail("optim.new", "field 'init' must be a function, got %s", type(def.init))
+  end
   if type(def.step) ~= "function" then fail("optim.new", "field 'step' must be a function, got %s", type(def.step)) end
   if def.theta ~= nil and type(def.theta) ~= "table" then
     fail("optim.new", "field 'theta' must be a table of numbers, got %s", type(def.theta))
   end
   local theta = def.theta or {}
   local names = {}
-  for k in pairs(theta) do names[#names + 1] = k end
+  for k in pairs(theta) do
+    if type(k) ~= "string" then fail("optim.new", "meta-parameter names must be strings, got %s", type(k)) end
+    names[#names + 1] = k
+  end
   table.sort(names)
   local user_init = def.init or function() return {} end
   local o = {name = def.name or "custom", kind = "custom", theta = {}, params = names, step = def.step,
              init = user_init}
-  for k, v in pairs(theta) do o.theta[k] = v end
+  -- copies: later writes to the caller's tensors do not change the optimizer
+  for k, v in pairs(theta) do o.theta[k] = is_tensor(v) and v:clone() or v end
   -- the engine wants numbers as tensors; a bad entry is refused by meta with its name
   o._invalid = nil
   local params = {}
   for i, k in ipairs(names) do
-    local v = theta[k]
+    local v = o.theta[k]
     if type(v) ~= "number" and not is_tensor(v) then
       o._invalid = ("meta-parameter '%s' must be a number, got %s"):format(k, type(v))
       v = 0
@@ -178,6 +198,7 @@ function M.new(def)
                  lo = (k == "lr" or k == "beta") and 0 or nil}
   end
   local keys = {} -- state keys in slot order, fixed by the last init
+  local oname = o.name -- the closures below capture this, not o: the engine holds them
   local zero = core.tensor(0)
   local function named(list)
     local t = {}
@@ -186,14 +207,14 @@ function M.new(def)
   end
   local function to_list(st, what)
     if type(st) ~= "table" then
-      error(("optim '%s': %s must return the state as a table, got %s"):format(o.name, what, type(st)), 0)
+      error(("optim '%s': %s must return the state as a table, got %s"):format(oname, what, type(st)), 0)
     end
     local list = {}
     for i, k in ipairs(keys) do
       local v = st[k]
       if type(v) == "number" then v = core.tensor(v) end
       if not is_tensor(v) then
-        error(("optim '%s': state entry '%s' must be a tensor or a number, got %s"):format(o.name, tostring(k), type(v)), 0)
+        error(("optim '%s': state entry '%s' must be a tensor or a number, got %s"):format(oname, tostring(k), type(v)), 0)
       end
       list[i] = v
     end
@@ -203,20 +224,21 @@ function M.new(def)
   local function init(w, theta_list)
     local st = user_init(w, named(theta_list)) or {}
     if type(st) ~= "table" then
-      error(("optim '%s': init must return the state as a table, got %s"):format(o.name, type(st)), 0)
+      error(("optim '%s': init must return the state as a table, got %s"):format(oname, type(st)), 0)
     end
     keys = {}
     for k in pairs(st) do keys[#keys + 1] = k end
     table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
     if #keys > MAXSTATE then
-      error(("optim '%s': the state holds at most %d entries, got %d"):format(o.name, MAXSTATE, #keys), 0)
+      error(("optim '%s': the state holds at most %d entries, got %d"):format(oname, MAXSTATE, #keys), 0)
     end
     return to_list(st, "init")
   end
+  local user_step = def.step
   local function step(t, _, _, w, fw, gw, theta_list, state_list)
     local st = {}
     for i, k in ipairs(keys) do st[k] = state_list[i] end
-    local wn, st2 = def.step(named(theta_list), st, w, fw, gw, t)
+    local wn, st2 = user_step(named(theta_list), st, w, fw, gw, t)
     return wn, to_list(st2 == nil and st or st2, "step")
   end
   o.c = core.optim_new{name = o.name, params = params, nstate = MAXSTATE, init = init, step = step}

@@ -28,6 +28,14 @@ typedef struct lref {
   int ref;       /* registry reference of the function */
 } lref;
 
+/* The main thread: a coroutine that made an optimizer may be gone before the optimizer is. */
+static lua_State *mainthread(lua_State *L) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lua_State *M = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  return M;
+}
+
 static lua_State *running(ms_ctx *ctx, lua_State *L0) {
   lua_State *L = ms_ctx_userdata(ctx);
   return L ? L : L0;
@@ -69,6 +77,13 @@ static int call_lua(ms_ctx *ctx, lua_State *L, int ref, int nargs, int nres) {
   if (lua_pcall(L, nargs, nres, base + 1) != LUA_OK) {
     int st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
     lua_settop(L, base);
+    /* Ctrl-C: the host's hook raised inside the callback; the engine's flag says so. Report an
+     * interrupt (meta-training then returns its history) instead of the hook's error. */
+    if (ms_ctx_check_interrupt(ctx, "callback") == MS_EINTERRUPT) {
+      lua_pushnil(L);
+      lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
+      st = MS_EINTERRUPT;
+    }
     return st;
   }
   lua_remove(L, base + 1); /* msgh */
@@ -253,6 +268,7 @@ static int l_optim_new(lua_State *L) {
   lua_getfield(L, 1, "init"); /* 4 */
   luaL_checktype(L, 4, LUA_TFUNCTION);
   lua_getfield(L, 1, "name"); /* 5 */
+  luaL_checkstack(L, 3 * np + 8, "optim.new: too many meta-parameters");
   int nstate = (int)numfield(L, 1, "nstate", 0);
   if (nstate < 0 || nstate > MS_OPTIM_MAXSTATE)
     return luaL_error(L, "optim.new: the state holds at most %d entries, got %d", MS_OPTIM_MAXSTATE, nstate);
@@ -263,7 +279,7 @@ static int l_optim_new(lua_State *L) {
   lopt *lo = ms_ctx_alloc(ctx, sizeof *lo);
   if (lo == NULL) return lms_error(L);
   memset(lo, 0, sizeof *lo);
-  lo->L0 = L;
+  lo->L0 = mainthread(L);
   lo->step = lo->init = lo->sched = LUA_NOREF;
   lo->nstate = nstate;
   lo->nparams = np;
@@ -328,10 +344,11 @@ static void lsched_free(void *ud) {
 static int optim_set_schedule(lua_State *L) {
   lua_settop(L, 2);
   ms_ctx *ctx = lms_ctx(L);
+  checkoptim(L, 1);
   if (lua_isfunction(L, 2)) {
     lsched *s = ms_ctx_alloc(ctx, sizeof *s);
     if (s == NULL) return lms_error(L);
-    s->L0 = L;
+    s->L0 = mainthread(L);
     lua_pushvalue(L, 2);
     s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (ms_optim_set_schedule_fn(ctx, checkoptim(L, 1), lsched_call, s, lsched_free) != MS_OK) {
@@ -490,7 +507,10 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
   static const char *const methods[] = {"reverse", "forward", "stable", "exact", "fd", NULL};
   ms_meta_spec *s = &c->s;
   lua_getfield(L, idx, "optimizer");
-  s->optimizer = ms_optim_retain(checkoptim(L, -1));
+  optbox *ob = luaL_testudata(L, -1, LMS_OPTIM);
+  if (ob == NULL) luaL_error(L, "meta: 'optimizer' must be an optimizer, got %s", luaL_typename(L, -1));
+  if (ob->opt == NULL) luaL_error(L, "meta: the optimizer has been released");
+  s->optimizer = ms_optim_retain(ob->opt);
   lua_pop(L, 1);
   int np = ms_optim_nparams(s->optimizer);
   s->steps = intfield(L, idx, "steps");
@@ -559,7 +579,7 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
     lua_settop(L, t - 1);
   }
   lua_pop(L, 1);
-  c->meta.L0 = L;
+  c->meta.L0 = mainthread(L);
   c->meta.fn = c->meta.tasks = LUA_NOREF;
   c->meta.nparams = np;
   if (s->meta.kind == MS_META_CUSTOM) {
@@ -778,9 +798,14 @@ static int lt_sample(ms_ctx *ctx, void *ud, int64_t k, int i, ms_task *task) {
     st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the sampler must return a task table, got %s",
                      luaL_typename(L, top));
   } else {
-    lua_getfield(L, top, "objective");
-    lua_getfield(L, top, "valid_objective");
-    lua_getfield(L, top, "w0");
+    /* raw reads: a metamethod raising here would jump over the engine's frames (the front
+     * library hands over a plain copy of the task) */
+    lua_pushliteral(L, "objective");
+    lua_rawget(L, top);
+    lua_pushliteral(L, "valid_objective");
+    lua_rawget(L, top);
+    lua_pushliteral(L, "w0");
+    lua_rawget(L, top);
     ms_objective *o = testobjective(L, top + 1), *v = lua_isnil(L, top + 2) ? NULL : testobjective(L, top + 2);
     ms_tensor *w0 = lua_isnil(L, top + 3) ? NULL : lms_testtensor(L, top + 3);
     if (o == NULL)
@@ -934,7 +959,7 @@ static int l_meta_train(lua_State *L) {
     }
   }
   lua_pop(L, 1);
-  b->t.L0 = L;
+  b->t.L0 = mainthread(L);
   b->t.nparams = c->meta.nparams;
   b->t.hosts = c->meta.tasks;
   b->t.sample = funcref(L, 2, "sample");
@@ -982,6 +1007,17 @@ static int l_meta_train(lua_State *L) {
   lua_setfield(L, -2, "history");
   ms_train_result_clear(b->ctx, &b->res);
   b->has_res = 0;
+  /* kept until taken: a Ctrl-C hook that fires as this function returns must not lose it */
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "metastep.train_last");
+  return 1;
+}
+
+/* meta_train_last() -> the last result of meta_train (once), or nil */
+static int l_meta_train_last(lua_State *L) {
+  lua_getfield(L, LUA_REGISTRYINDEX, "metastep.train_last");
+  lua_pushnil(L);
+  lua_setfield(L, LUA_REGISTRYINDEX, "metastep.train_last");
   return 1;
 }
 
@@ -994,6 +1030,7 @@ static const luaL_Reg functions[] = {{"optim_builtin", l_optim_builtin},
                                      {"meta_value", l_meta_value},
                                      {"meta_unroll", l_meta_unroll},
                                      {"meta_train", l_meta_train},
+                                     {"meta_train_last", l_meta_train_last},
                                      {NULL, NULL}};
 
 void lms_open_l2l(lua_State *L) {

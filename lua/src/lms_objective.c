@@ -302,6 +302,9 @@ static int protected_call(lua_State *L) {
     luaL_unref(L, LUA_REGISTRYINDEX, a->lo->err);
     a->lo->err = r;
   }
+  /* and for a binding of lms_l2l.c that ran the objective inside the engine */
+  lua_pushvalue(L, -1);
+  lua_setfield(L, LUA_REGISTRYINDEX, "metastep.callback_error");
   return lua_error(L);
 }
 

@@ -143,7 +143,7 @@ int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *op
 
 /*
  * A step-size schedule: factor_t = factors[min(t, n) - 1] (the last one repeats), or a
- * callback returning a status and setting *factor (finite) for step t. Replaces any
+ * callback returning a status and setting *factor (finite, >= 0) for step t. Replaces any
  * schedule set before; applies to unrolls started afterwards. A schedule is part of the
  * optimizer: set it before sharing the optimizer.
  */
