@@ -202,4 +202,48 @@ describe("bad input, with the exact messages", function()
       assert.truthy(err_of(function() ms.meta.train(spec{iterations = bad}) end):find("option 'iterations' must be an integer >= 0", 1, true))
     end
   end)
+
+  it("review findings stay fixed", function()
+    local Q, W = ms.objective.quadratic(ms.eye(2)), ms.ones(2)
+    -- an optimizer made in a coroutine outlives it (ASan in CI would catch a stale thread)
+    local o
+    coroutine.wrap(function() o = ms.optim.gd{lr = 0.1, schedule = function() return 1 end} end)()
+    collectgarbage()
+    assert.are.equal("ok", ms.meta.value_and_grad{objective = Q, w0 = W, optimizer = o, steps = 3}.status)
+    o = nil
+    collectgarbage()
+    -- Lua-defined optimizers are collected (no reference cycle through the registry)
+    collectgarbage()
+    local m0 = ms.memory()
+    for _ = 1, 200 do ms.optim.new{theta = {lr = 0.1}, step = function(t, _, w, _, g) return w - g * t.lr end} end
+    collectgarbage()
+    collectgarbage()
+    assert.are.equal(m0, ms.memory())
+    -- sampled tasks take the spec's w0 when they have none
+    local r = ms.meta.train{optimizer = ms.optim.gd{lr = 0.1}, steps = 3, w0 = W, iterations = 2, progress = false,
+                            sample = function() return {objective = Q} end}
+    assert.are.equal("ok", r.history[1].status)
+    assert.are.equal("meta.train: 'sample' draws the tasks: give it instead of 'objective', 'task' or 'tasks'",
+      err_of(function() ms.meta.train{objective = Q, optimizer = ms.optim.gd{lr = 0.1}, steps = 3,
+                                      sample = function() return {objective = Q} end} end))
+    -- an objective's error object reaches the caller unchanged
+    local f = ms.objective.from_function(function() error({code = 42}) end, {dim = 2})
+    local ok, e = pcall(ms.meta.value_and_grad, {objective = f, optimizer = ms.optim.gd{lr = 0.1}, steps = 3})
+    assert.is_false(ok)
+    assert.are.equal(42, e.code)
+    -- an engine error is blamed on the caller's line
+    local here = debug.getinfo(1, "S").short_src
+    ok, e = pcall(function()
+      ms.meta.value_and_grad{objective = Q, w0 = W, optimizer = ms.optim.gd{lr = ms.ones(3)}, steps = 3}
+    end)
+    assert.are.equal(here, e:match("^(.-):%d+: "))
+    assert.truthy(e:find("mul: shapes [2] and [3] do not broadcast", 1, true))
+    -- optim.new refuses what it does not know
+    assert.are.equal("optim.new: unknown field 'stepp' (expected name, theta, init, step) (did you mean 'step'?)",
+      err_of(function() ms.optim.new{theta = {lr = 0.1}, stepp = 1, step = print} end))
+    -- value() needs values only: a Lua number from a custom meta-objective is fine there
+    local v = ms.meta.value{objective = Q, w0 = W, optimizer = ms.optim.gd{lr = 0.1}, steps = 3,
+                            meta = function(t) return t.losses[3]:item() end}
+    assert.is_true(math.abs(v - 0.9 ^ 6) < 1e-15)
+  end)
 end)
