@@ -61,9 +61,11 @@ static int check_passed, check_failed;
   } while (0)
 
 /* An allocator (lua_Alloc contract) that fails its fail_at-th allocation, counting from 0
- * (-1: never), for sweeps over every allocation point. */
+ * (-1: never), for sweeps over every allocation point; with sticky, every allocation from the
+ * fail_at-th on fails. n counts the allocations made since it was last reset. */
 typedef struct check_alloc {
   long n, fail_at;
+  int sticky;
 } check_alloc;
 
 static inline void *check_failing_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -73,8 +75,32 @@ static inline void *check_failing_alloc(void *ud, void *ptr, size_t osize, size_
     free(ptr);
     return NULL;
   }
-  if (s->fail_at >= 0 && s->n++ == s->fail_at) return NULL;
+  if (s->fail_at >= 0) {
+    long k = s->n++;
+    if (k == s->fail_at || (s->sticky && k > s->fail_at)) return NULL;
+  }
   return realloc(ptr, nsize);
+}
+
+/* Relative error check over n elements: max |a - b| <= tol * max(floor, max |b|), naming the
+ * worst element; a NaN counts as the worst. Returns 1 when it holds. */
+static inline int check_near_arr(const char *what, const double *a, const double *b, long n, double tol,
+                                 double floor) {
+  double num = 0, den = floor;
+  long worst = 0;
+  for (long i = 0; i < n; i++) {
+    double d = fabs(a[i] - b[i]);
+    if (!(d <= num)) num = d, worst = i;
+    if (fabs(b[i]) > den) den = fabs(b[i]);
+  }
+  if (num <= tol * den) {
+    check_passed++;
+    return 1;
+  }
+  check_failed++;
+  fprintf(stderr, "%s: relative error %.3g > %.3g (element %ld: %.17g vs %.17g)\n", what, num / den, tol,
+          worst, n > 0 ? a[worst] : 0.0, n > 0 ? b[worst] : 0.0);
+  return 0;
 }
 
 static int check_report(void) {

@@ -44,24 +44,12 @@ static const char *cur_case = "";
     }                                                                                            \
   } while (0)
 
-/* Relative error check: max|a - b| <= tol * max(max|b|, floor). */
+/* check_near_arr with the current case in the message. */
 static int near_arr(const char *what, const double *a, const double *b, int64_t n, double tol,
                     double floor) {
-  double num = 0, den = floor;
-  int64_t worst = 0;
-  for (int64_t i = 0; i < n; i++) {
-    double d = fabs(a[i] - b[i]);
-    if (!(d <= num)) num = d, worst = i; /* NaN counts as worst */
-    if (fabs(b[i]) > den) den = fabs(b[i]);
-  }
-  if (num <= tol * den) {
-    check_passed++;
-    return 1;
-  }
-  check_failed++;
-  fprintf(stderr, "[%s] %s: relative error %.3g > %.3g (element %lld: %.17g vs %.17g)\n", cur_case,
-          what, num / den, tol, (long long)worst, a[worst], b[worst]);
-  return 0;
+  char label[256];
+  snprintf(label, sizeof label, "[%s] %s", cur_case, what);
+  return check_near_arr(label, a, b, (long)n, tol, floor);
 }
 
 static void near_val(const char *what, double a, double b, double tol) {
@@ -1462,21 +1450,6 @@ out:
 
 /* ---- allocation failure at every point of a second-order computation ---- */
 
-typedef struct {
-  long n, fail_at; /* fail the fail_at-th allocation (counting from 0); -1 never */
-} fail_alloc_state;
-
-static void *fail_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  fail_alloc_state *s = ud;
-  (void)osize;
-  if (nsize == 0) {
-    free(ptr);
-    return NULL;
-  }
-  if (s->fail_at >= 0 && s->n++ == s->fail_at) return NULL;
-  return realloc(ptr, nsize);
-}
-
 /* H v of case c by reverse over reverse, forward over reverse and reverse over forward
  * (mode 0, 1, 2); returns a status. */
 static int second_order_once(ms_ctx *ctx, const fcase *c, ms_tensor *const *x,
@@ -1547,8 +1520,8 @@ static void test_alloc_failures(void) {
   for (int ci = 0; ci < n; ci++) {
     const fcase *c = &cases[ci];
     cur_case = c->name;
-    fail_alloc_state fs = {0, -1};
-    ms_ctx *ctx = ms_ctx_new(fail_alloc, &fs);
+    check_alloc fs = {0, -1, 0};
+    ms_ctx *ctx = ms_ctx_new(check_failing_alloc, &fs);
     ms_tensor *x[MAXIN] = {0}, *v[MAXIN] = {0};
     ms_rng rng;
     ms_rng_seed(&rng, 7);
@@ -2001,8 +1974,8 @@ static void test_wide_cat(void) {
   /* every allocation failing in turn, on a cat of 20 (past the stack buffers of 16) */
   enum { NW = 20 };
   for (int mode = 0; mode < 5; mode++) {
-    fail_alloc_state fs = {0, -1};
-    ctx = ms_ctx_new(fail_alloc, &fs);
+    check_alloc fs = {0, -1, 0};
+    ctx = ms_ctx_new(check_failing_alloc, &fs);
     make_wide(ctx, NW, x, v, xd, vd);
     size_t base = ms_ctx_bytes(ctx);
     int ok = 0, wrong = 0, leaks = 0;
@@ -2031,8 +2004,8 @@ static void test_wide_cat(void) {
 static void check_alloc_failures(const char *what, sfn_t f, const void *arg, int nd,
                                  const int64_t *shape, const double *xd, const double *vd) {
   static sderivs d;
-  fail_alloc_state fs = {0, -1};
-  ms_ctx *ctx = ms_ctx_new(fail_alloc, &fs);
+  check_alloc fs = {0, -1, 0};
+  ms_ctx *ctx = ms_ctx_new(check_failing_alloc, &fs);
   ms_tensor *x = NULL, *v = NULL;
   CHECK(ms_tensor_from_data(ctx, nd, shape, xd, &x) == MS_OK);
   CHECK(ms_tensor_from_data(ctx, nd, shape, vd, &v) == MS_OK);

@@ -36,20 +36,7 @@
 
 /* max |a - b| <= tol * max(1, max |b|) over n elements. */
 static void near_arr(const char *what, const double *a, const double *b, int n, double tol) {
-  double num = 0, den = 1;
-  int worst = 0;
-  for (int i = 0; i < n; i++) {
-    double d = fabs(a[i] - b[i]);
-    if (!(d <= num)) num = d, worst = i;
-    if (fabs(b[i]) > den) den = fabs(b[i]);
-  }
-  if (num <= tol * den) {
-    check_passed++;
-  } else {
-    check_failed++;
-    fprintf(stderr, "%s: error %.3g > %.3g (element %d: %.17g vs %.17g)\n", what, num / den, tol,
-            worst, a[worst], b[worst]);
-  }
+  check_near_arr(what, a, b, n, tol, 1.0);
 }
 
 static ms_tensor *vec(ms_ctx *ctx, int n, const double *x) {
@@ -1039,21 +1026,6 @@ out:
 
 /* ---- allocation failures at every point ---- */
 
-typedef struct fail_alloc_state {
-  long n, fail_at;
-} fail_alloc_state;
-
-static void *fail_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  fail_alloc_state *s = ud;
-  (void)osize;
-  if (nsize == 0) {
-    free(ptr);
-    return NULL;
-  }
-  if (s->fail_at >= 0 && s->n++ == s->fail_at) return NULL;
-  return realloc(ptr, nsize);
-}
-
 /* Builds the objective and runs value, grad, hvp and a tape over grad; returns a status. */
 static int exercise_once(ms_ctx *ctx, const problem *p, int derived, quartic *qq, ms_tensor *w,
                          ms_tensor *v) {
@@ -1097,8 +1069,8 @@ static void test_alloc_failures(void) {
   for (int kind = 0; kind < 4; kind++) {
     problem p;
     make_problem(&p, kind == 3 ? 0 : kind, 3, 5, 500 + (uint64_t)kind);
-    fail_alloc_state fs = {0, -1};
-    ms_ctx *ctx = ms_ctx_new(fail_alloc, &fs);
+    check_alloc fs = {0, -1, 0};
+    ms_ctx *ctx = ms_ctx_new(check_failing_alloc, &fs);
     double wd[3] = {0.3, -0.2, 0.9}, vd[3] = {1, 2, -1}, cd[3] = {1, 2, 3};
     quartic qq = {vec(ctx, 3, cd), 0, Q_FINE};
     ms_tensor *w = vec(ctx, 3, wd), *v = vec(ctx, 3, vd);

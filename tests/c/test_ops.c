@@ -987,33 +987,16 @@ static void test_errors(ms_ctx *ctx) {
   ms_ctx_clear_error(ctx);
 }
 
-/* An allocator that lets `budget` allocations through and then fails (budget < 0: never). */
-typedef struct failing {
-  int budget;
-} failing;
-
-static void *failing_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-  failing *f = ud;
-  (void)osize;
-  if (nsize == 0) {
-    free(ptr);
-    return NULL;
-  }
-  if (f->budget == 0) return NULL;
-  if (f->budget > 0) f->budget--;
-  return realloc(ptr, nsize);
-}
-
 /* Runs op with the k-th allocation failing for k = 0, 1, ... until it succeeds. */
 #define CHECK_ALLOC_FAILURES(ctx, f, call, r)                                                     \
   do {                                                                                            \
     size_t base_ = ms_ctx_bytes(ctx);                                                             \
     int st_ = MS_ENOMEM, k_;                                                                      \
     for (k_ = 0; k_ < 10 && st_ != MS_OK; k_++) {                                                 \
-      (f)->budget = k_;                                                                           \
+      (f)->n = 0, (f)->fail_at = k_; /* k_ allocations pass, then every one fails */              \
       r = (ms_tensor *)&r;                                                                        \
       st_ = (call);                                                                               \
-      (f)->budget = -1;                                                                           \
+      (f)->fail_at = -1;                                                                          \
       if (st_ != MS_OK) {                                                                         \
         CHECK(st_ == MS_ENOMEM && r == NULL && ms_ctx_bytes(ctx) == base_);                       \
         CHECK(strstr(ms_ctx_error(ctx), "out of memory") != NULL);                                \
@@ -1025,8 +1008,8 @@ static void *failing_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   } while (0)
 
 static void test_alloc_failures(void) {
-  failing f = {-1};
-  ms_ctx *ctx = ms_ctx_new(failing_alloc, &f);
+  check_alloc f = {0, -1, 1};
+  ms_ctx *ctx = ms_ctx_new(check_failing_alloc, &f);
   CHECK(ctx != NULL);
   if (ctx == NULL) return;
   ms_tensor *a = mk(ctx, 2, SHAPE(2, 3), DATA(1, 2, 3, 4, 5, 6)), *at = NULL, *r = NULL;

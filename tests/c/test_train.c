@@ -1053,7 +1053,7 @@ static int alloc_cb(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor
 
 static void test_alloc_failures(void) {
   for (int variant = 0; variant < 2; variant++) {
-    check_alloc fs = {0, -1};
+    check_alloc fs = {0, -1, 0};
     ms_ctx *ctx = ms_ctx_new(check_failing_alloc, &fs);
     fixture f = {0};
     ms_train_result r;

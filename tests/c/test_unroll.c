@@ -507,7 +507,7 @@ static void test_allocation_failures(void) {
   for (int m = 0; m < 3; m++) {
     long points = 0;
     for (long at = 0;; at++) {
-      check_alloc fa = {0, -1};
+      check_alloc fa = {0, -1, 0};
       ms_ctx *c = ms_ctx_new(check_failing_alloc, &fa);
       double l[2] = {1, 3}, w[2] = {1, -1};
       int64_t d = 2;
