@@ -121,14 +121,7 @@ int main(int argc, char **argv) {
     goto out;
   }
   ms_task task = {obj, NULL, w0, NULL};
-  ms_meta_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.optimizer = gd;
-  spec.ntasks = 1;
-  spec.tasks = &task;
-  spec.steps = T;
-  spec.meta.kind = MS_META_LOG;
-  spec.method = MS_METHOD_REVERSE;
+  ms_meta_spec spec = ms_meta_spec_one(gd, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
   printf("bench_checkpoint: GD lr = %g, T = %lld steps on a dense quadratic, d = %lld "
          "(eigenvalues 1..10), meta = (1/T) log f(w_T)\n", LR, (long long)T, (long long)d);

@@ -78,13 +78,7 @@ int main(int argc, char **argv) {
     goto out;
   }
   ms_task task = {obj, NULL, w0, NULL};
-  ms_meta_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.optimizer = gd;
-  spec.ntasks = 1;
-  spec.tasks = &task;
-  spec.steps = T;
-  spec.meta.kind = MS_META_LOG;
+  ms_meta_spec spec = ms_meta_spec_one(gd, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
   printf("bench_unroll: GD lr = %g, T = %lld steps, d = %lld (diagonal quadratic, eigenvalues "
          "1..10), meta = (1/T) log f(w_T), best of %d\n", LR, (long long)T, (long long)d, reps);

@@ -81,14 +81,7 @@ int main(void) {
   if (fails) goto out;
 
   ms_task task = {obj, NULL, NULL, NULL}; /* w_0 = 0 */
-  ms_meta_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.optimizer = adam;
-  spec.ntasks = 1;
-  spec.tasks = &task;
-  spec.steps = T;
-  spec.meta.kind = MS_META_LOG;
-  spec.method = MS_METHOD_REVERSE;
+  ms_meta_spec spec = ms_meta_spec_one(adam, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
   /* (b) back-propagation through the unroll agrees with central finite differences */
   double G0 = NAN, Gfd = NAN;

@@ -84,13 +84,7 @@ int main(void) {
 
   /* one task, T steps, G = (1/T) log f(w_T) */
   ms_task task = {obj, NULL, w0, NULL};
-  ms_meta_spec spec;
-  memset(&spec, 0, sizeof spec);
-  spec.optimizer = gd;
-  spec.ntasks = 1;
-  spec.tasks = &task;
-  spec.steps = T;
-  spec.meta.kind = MS_META_LOG;
+  ms_meta_spec spec = ms_meta_spec_one(gd, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
   /* the meta-gradient by back-propagation agrees with the stable unroll and the closed form */
   double Gr = NAN, Gs = NAN, Ge = NAN;

@@ -21,6 +21,19 @@ const char *ms_meta_method_name(ms_meta_method m) {
   return (int)m >= 0 && m <= MS_METHOD_FD ? METHOD_NAMES[m] : "unknown";
 }
 
+ms_meta_spec ms_meta_spec_one(ms_optim *opt, const ms_task *task, int64_t steps, ms_meta_kind kind,
+                              ms_meta_method method) {
+  ms_meta_spec s;
+  memset(&s, 0, sizeof s);
+  s.optimizer = opt;
+  s.ntasks = 1;
+  s.tasks = task;
+  s.steps = steps;
+  s.meta.kind = kind;
+  s.method = method;
+  return s;
+}
+
 void ms_meta_out_clear(ms_meta_out *out) {
   for (int i = 0; i < MS_OPTIM_MAXPARAMS; i++) {
     ms_tensor_release(out->grad[i]);

@@ -83,18 +83,7 @@ static ms_optim *make(ms_optim_kind kind, double lr, int log_lr) {
   return opt;
 }
 
-static ms_meta_spec spec_of(ms_optim *opt, const ms_task *task, int64_t T, ms_meta_kind kind,
-                            ms_meta_method m) {
-  ms_meta_spec s;
-  memset(&s, 0, sizeof s);
-  s.optimizer = opt;
-  s.ntasks = 1;
-  s.tasks = task;
-  s.steps = T;
-  s.meta.kind = kind;
-  s.method = m;
-  return s;
-}
+
 
 /* ---- closed form, and the methods against each other ---- */
 
@@ -108,7 +97,7 @@ static void test_closed_form(void) {
   ms_meta_method methods[] = {MS_METHOD_REVERSE, MS_METHOD_FORWARD, MS_METHOD_FD, MS_METHOD_EXACT,
                               MS_METHOD_STABLE};
   for (int k = 0; k < 5; k++) {
-    ms_meta_spec s = spec_of(gd, &task, 30, MS_META_LOG, methods[k]);
+    ms_meta_spec s = ms_meta_spec_one(gd, &task, 30, MS_META_LOG, methods[k]);
     ms_meta_out r;
     OK(ms_meta_value_and_grad(ctx, &s, &r));
     CHECK(r.status == MS_META_OK);
@@ -118,7 +107,7 @@ static void test_closed_form(void) {
   }
   /* log_lr: d/dlog_lr = lr d/dlr */
   ms_optim *lg = make(MS_OPTIM_GD, eta, 1);
-  ms_meta_spec s = spec_of(lg, &task, 30, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_spec s = ms_meta_spec_one(lg, &task, 30, MS_META_LOG, MS_METHOD_REVERSE);
   ms_meta_out r;
   OK(ms_meta_value_and_grad(ctx, &s, &r));
   CHECK_NEAR(item(r.grad[0]), eta * dG, 1e-10);
@@ -145,7 +134,7 @@ static void test_vector_theta(void) {
   double G = closed_G(4, l, c, eta, 1, 25, dG);
   ms_meta_method methods[] = {MS_METHOD_REVERSE, MS_METHOD_FORWARD, MS_METHOD_FD};
   for (int k = 0; k < 3; k++) {
-    ms_meta_spec s = spec_of(gd, &task, 25, MS_META_LOG, methods[k]);
+    ms_meta_spec s = ms_meta_spec_one(gd, &task, 25, MS_META_LOG, methods[k]);
     ms_meta_out r;
     OK(ms_meta_value_and_grad(ctx, &s, &r));
     CHECK(r.status == MS_META_OK);
@@ -157,7 +146,7 @@ static void test_vector_theta(void) {
   /* a theta of the wrong shape names the parameter, expected and actual */
   ms_tensor *bad = vec(3, eta);
   ms_tensor *th[1] = {bad};
-  ms_meta_spec s = spec_of(gd, &task, 25, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_spec s = ms_meta_spec_one(gd, &task, 25, MS_META_LOG, MS_METHOD_REVERSE);
   s.theta = th;
   ms_meta_out r;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_ESHAPE,
@@ -180,7 +169,7 @@ static void test_fd_small_step(void) {
   ms_tensor *w0 = vec(20, c);
   ms_task task = {obj, NULL, w0, NULL};
   ms_optim *gd = make(MS_OPTIM_GD, eta, 0);
-  ms_meta_spec s = spec_of(gd, &task, 50, MS_META_LOG, MS_METHOD_FD);
+  ms_meta_spec s = ms_meta_spec_one(gd, &task, 50, MS_META_LOG, MS_METHOD_FD);
   ms_meta_out r;
   OK(ms_meta_value_and_grad(ctx, &s, &r));
   double g = item(r.grad[0]);
@@ -246,7 +235,7 @@ static void test_checkpoint(void) {
     ms_optim *opt = make(kinds[k], kinds[k] >= MS_OPTIM_RMSPROP ? 0.01 : 0.05, k % 2);
     for (int m = 0; m < 4; m++) {
       for (int on = 0; on < 2; on++) {
-        ms_meta_spec s = spec_of(opt, &task, 17, metas[m], MS_METHOD_REVERSE);
+        ms_meta_spec s = ms_meta_spec_one(opt, &task, 17, metas[m], MS_METHOD_REVERSE);
         s.meta.on = on;
         snprintf(what, sizeof what, "%s meta %d on %d", ms_optim_name(opt), m, on);
         compare_ckpt(s, what);
@@ -258,7 +247,7 @@ static void test_checkpoint(void) {
   }
   /* freeze_norm: a run that freezes part-way */
   ms_optim *big = make(MS_OPTIM_GD, 0.4, 0);
-  ms_meta_spec s = spec_of(big, &task, 20, MS_META_SUM, MS_METHOD_REVERSE);
+  ms_meta_spec s = ms_meta_spec_one(big, &task, 20, MS_META_SUM, MS_METHOD_REVERSE);
   s.freeze_norm = 3;
   compare_ckpt(s, "freeze_norm");
   ms_optim_release(big);
@@ -295,7 +284,7 @@ static void test_custom(void) {
   ms_tensor *w0 = vec(3, c);
   ms_task task = {obj, NULL, w0, NULL};
   ms_optim *gd = make(MS_OPTIM_GD, 0.1, 0);
-  ms_meta_spec s = spec_of(gd, &task, 10, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_spec s = ms_meta_spec_one(gd, &task, 10, MS_META_LOG, MS_METHOD_REVERSE);
   ms_meta_out a, b;
   OK(ms_meta_value_and_grad(ctx, &s, &a));
   s.meta.kind = MS_META_CUSTOM;
@@ -339,7 +328,7 @@ static void test_status_and_errors(void) {
   ms_task task = {obj, NULL, w0, NULL};
   /* lr far above 2/30: reverse mode overflows and says at which step */
   ms_optim *big = make(MS_OPTIM_GD, 1.0, 0);
-  ms_meta_spec s = spec_of(big, &task, 400, MS_META_NAIVE, MS_METHOD_REVERSE);
+  ms_meta_spec s = ms_meta_spec_one(big, &task, 400, MS_META_NAIVE, MS_METHOD_REVERSE);
   ms_meta_out r;
   OK(ms_meta_value_and_grad(ctx, &s, &r));
   CHECK(r.status == MS_META_OVERFLOW && r.fail_step > 0 && r.fail_step <= 400);
@@ -347,7 +336,7 @@ static void test_status_and_errors(void) {
   ms_meta_out_clear(&r);
   /* Adam: coordinate 2 has gradient exactly 0 all along; derivatives stay finite */
   ms_optim *adam = make(MS_OPTIM_ADAM, 0.01, 0);
-  s = spec_of(adam, &task, 20, MS_META_LOG, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(adam, &task, 20, MS_META_LOG, MS_METHOD_REVERSE);
   OK(ms_meta_value_and_grad(ctx, &s, &r));
   CHECK(r.status == MS_META_OK && isfinite(item(r.grad[0])));
   ms_meta_out fd;
@@ -357,7 +346,7 @@ static void test_status_and_errors(void) {
   ms_meta_out_clear(&r);
   ms_meta_out_clear(&fd);
   /* bad specs: the message names the field, expected and actual */
-  s = spec_of(adam, &task, 0, MS_META_LOG, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(adam, &task, 0, MS_META_LOG, MS_METHOD_REVERSE);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'steps' must be >= 1, got 0");
   s.steps = 5;
   s.fd_step = 1e-3;
@@ -374,17 +363,17 @@ static void test_status_and_errors(void) {
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "exact");
   ms_tensor *w0bad = vec(2, c);
   ms_task bad = {obj, NULL, w0bad, NULL};
-  s = spec_of(adam, &bad, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(adam, &bad, 5, MS_META_LOG, MS_METHOD_REVERSE);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_ESHAPE, "meta: 'w0' has shape [2] but the objective has dimension 3");
   s.tasks = &task;
   s.meta.on = MS_META_VALID;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "task 1 has no validation objective");
   ms_optim *sgd = make(MS_OPTIM_SGD, 0.1, 0);
-  s = spec_of(sgd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(sgd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "optimizer 'sgd' draws mini-batches");
   ms_tensor *neg = scalar(-0.1);
   ms_tensor *th[1] = {neg};
-  s = spec_of(big, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(big, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
   s.theta = th;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: meta-parameter 'lr' must be >= 0, got -0.1");
   ms_tensor_release(neg);
@@ -410,7 +399,7 @@ static void test_adam_second_derivative(void) {
   OK(ms_ad_push(ctx, MS_AD_FORWARD, &fwd));
   OK(ms_ad_watch(ctx, fwd, x, one, &xw));
   ms_tensor *th[1] = {xw};
-  ms_meta_spec s = spec_of(adam, &task, 20, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_spec s = ms_meta_spec_one(adam, &task, 20, MS_META_LOG, MS_METHOD_REVERSE);
   s.theta = th;
   ms_meta_out r;
   OK(ms_meta_value_and_grad(ctx, &s, &r));
@@ -445,12 +434,12 @@ static void test_review_cases(void) {
   ms_optim *gd = make(MS_OPTIM_GD, 0.1, 0);
   ms_meta_out r;
   /* a T whose trajectory arrays cannot exist is refused, not overflowed */
-  ms_meta_spec s = spec_of(gd, &task, (int64_t)1 << 61, MS_META_NAIVE, MS_METHOD_REVERSE);
+  ms_meta_spec s = ms_meta_spec_one(gd, &task, (int64_t)1 << 61, MS_META_NAIVE, MS_METHOD_REVERSE);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "is more than a recorded trajectory can hold");
   s.checkpoint = 5;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "is more than a recorded trajectory can hold");
   /* the exact method takes any T */
-  s = spec_of(gd, &task, (int64_t)1 << 61, MS_META_LOG, MS_METHOD_EXACT);
+  s = ms_meta_spec_one(gd, &task, (int64_t)1 << 61, MS_META_LOG, MS_METHOD_EXACT);
   OK(ms_meta_value_and_grad(ctx, &s, &r));
   ms_meta_out_clear(&r);
   /* a schedule step below 1 */
@@ -464,7 +453,7 @@ static void test_review_cases(void) {
   OK(ms_tensor_diag(ctx, lt, &Hv));
   OK(ms_objective_quadratic(ctx, Hv, NULL, 0, &vq));
   ms_task vt = {obj, vq, zero, NULL}; /* w stays 0 under GD from 0: the validation loss is 0 */
-  s = spec_of(gd, &vt, 3, MS_META_LOG, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(gd, &vt, 3, MS_META_LOG, MS_METHOD_REVERSE);
   s.meta.on = MS_META_VALID;
   OK(ms_meta_value_and_grad(ctx, &s, &r));
   CHECK(r.status == MS_META_UNDERFLOW);
@@ -475,7 +464,7 @@ static void test_review_cases(void) {
   ms_meta_out_clear(&r);
   /* ms_meta_unroll checks the task it is given */
   ms_task novalid = {obj, NULL, w0, NULL};
-  s = spec_of(gd, &task, 3, MS_META_SUM, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(gd, &task, 3, MS_META_SUM, MS_METHOD_REVERSE);
   s.meta.on = MS_META_VALID;
   s.tasks = &vt;
   ms_traj traj;
@@ -486,7 +475,7 @@ static void test_review_cases(void) {
   OK(ms_ad_push(ctx, MS_AD_FORWARD, &fwd));
   OK(ms_ad_watch(ctx, fwd, x, one, &xw));
   ms_tensor *th[1] = {xw};
-  s = spec_of(gd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
+  s = ms_meta_spec_one(gd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
   s.theta = th;
   s.checkpoint = 2;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "'checkpoint' gives first-order meta-gradients only");
@@ -524,7 +513,7 @@ static void test_allocation_failures(void) {
       if (!st) st = ms_optim_builtin(c, MS_OPTIM_ADAM, &o, &opt);
       CHECK(st == MS_OK);
       ms_task task = {obj, NULL, w0, NULL};
-      ms_meta_spec s = spec_of(opt, &task, 7, MS_META_LOGSUM, methods[m]);
+      ms_meta_spec s = ms_meta_spec_one(opt, &task, 7, MS_META_LOGSUM, methods[m]);
       s.checkpoint = m == 0 ? 3 : 0;
       size_t base = ms_ctx_bytes(c);
       fa.n = 0;

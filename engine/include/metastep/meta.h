@@ -190,6 +190,12 @@ typedef struct ms_meta_out {
   int task;            /* 0-based index of the first task whose status was not ok, -1 if none */
 } ms_meta_out;
 
+/* A spec for one task and a built-in meta-objective on the training loss, every other field
+ * zero (no truncation, checkpointing, freezing; all parameters at their initial values, all
+ * differentiated): the usual start of a host's spec. The task is borrowed. */
+ms_meta_spec ms_meta_spec_one(ms_optim *opt, const ms_task *task, int64_t steps, ms_meta_kind kind,
+                              ms_meta_method method);
+
 /* Releases the gradients of a result (safe on a zeroed or already cleared result). */
 void ms_meta_out_clear(ms_meta_out *out);
 
