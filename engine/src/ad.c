@@ -83,11 +83,6 @@ static struct ms_track *add_track(ms_ctx *ctx, ms_tensor *t, uint64_t level) {
   return e;
 }
 
-void ms__track_clear(ms_tensor *t) {
-  for (int i = 0; i < t->ntrack; i++) ms_tensor_release(t->track[i].tangent);
-  t->ntrack = 0;
-}
-
 int ms__any_tracked(ms_ctx *ctx, int n, const ms_tensor *const *ts) {
   for (int j = 0; j < ctx->nlevels; j++)
     for (int i = 0; i < n; i++)
@@ -226,9 +221,8 @@ static int propagate(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_te
       continue;
     }
     const ms_prim_def *def = &ms__prims[p];
-    const char *name = p == P_CUSTOM ? ms__custom_name(attr->custom) : def->name;
     if (def->jvp == NULL) {
-      st = ms_ctx_fail(ctx, MS_EARG, "%s: no forward-mode rule", name);
+      st = ms_ctx_fail(ctx, MS_EARG, "%s: no forward-mode rule", ms__prim_name(p, attr));
       break;
     }
     if (tin == NULL) {
@@ -254,7 +248,8 @@ static int propagate(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_te
       char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
       /* format before releasing: the message reads tout's shape */
       st = ms_ctx_fail(ctx, MS_ESHAPE,
-                       "%s: forward-mode rule returned shape %s for an output of shape %s", name,
+                       "%s: forward-mode rule returned shape %s for an output of shape %s",
+                       ms__prim_name(p, attr),
                        ms_shape_str(tout->ndim, tout->shape, b1, sizeof b1),
                        ms_shape_str(out->ndim, out->shape, b2, sizeof b2));
       ms_tensor_release(tout);
@@ -426,7 +421,6 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
       if (g[k] == NULL || nd->prim == P_LEAF) continue;
       if ((st = ms_ctx_check_interrupt(ctx, "gradient"))) goto done;
       const ms_prim_def *def = &ms__prims[nd->prim];
-      const char *name = nd->prim == P_CUSTOM ? ms__custom_name(nd->attr.custom) : def->name;
       int any = 0;
       for (int i = 0; i < nd->nin; i++) {
         need[i] = nd->in_node[i] >= 0;
@@ -436,7 +430,7 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
           st = ms_ctx_fail(ctx, MS_ESTATE,
                            "gradient: input %d of '%s' (step %lld of the tape) was modified in "
                            "place after being saved (version %llu, saved at %llu)",
-                           i + 1, name, (long long)k + 1,
+                           i + 1, ms__prim_name(nd->prim, &nd->attr), (long long)k + 1,
                            (unsigned long long)nd->in[i]->st->version,
                            (unsigned long long)nd->in_ver[i]);
           goto done;
@@ -445,12 +439,14 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
       if (nd->out->st->version != nd->out_ver) {
         st = ms_ctx_fail(ctx, MS_ESTATE,
                          "gradient: the output of '%s' (step %lld of the tape) was modified in "
-                         "place after being saved", name, (long long)k + 1);
+                         "place after being saved", ms__prim_name(nd->prim, &nd->attr),
+                         (long long)k + 1);
         goto done;
       }
       if (!any) continue;
       if (def->vjp == NULL) {
-        st = ms_ctx_fail(ctx, MS_EARG, "gradient: '%s' has no reverse-mode rule", name);
+        st = ms_ctx_fail(ctx, MS_EARG, "gradient: '%s' has no reverse-mode rule",
+                         ms__prim_name(nd->prim, &nd->attr));
         goto done;
       }
       st = def->vjp(ctx, &nd->attr, nd->in, nd->out, g[k], need, gin);
@@ -469,7 +465,8 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
           st = ms_ctx_fail(ctx, MS_ESHAPE,
                            "gradient: the reverse-mode rule of '%s' returned shape %s for input "
                            "%d of shape %s",
-                           name, ms_shape_str(gin[i]->ndim, gin[i]->shape, b1, sizeof b1), i + 1,
+                           ms__prim_name(nd->prim, &nd->attr),
+                           ms_shape_str(gin[i]->ndim, gin[i]->shape, b1, sizeof b1), i + 1,
                            ms_shape_str(nd->in[i]->ndim, nd->in[i]->shape, b2, sizeof b2));
           for (int j = i; j < nd->nin; j++) ms_tensor_release(gin[j]);
           goto done;
@@ -565,7 +562,7 @@ void ms_custom_release(ms_custom *op) {
   ms_ctx_dealloc(op->ctx, op, sizeof *op);
 }
 
-const char *ms__custom_name(const ms_custom *op) { return op->name; }
+const char *ms__custom_name(const ms_attr *attr) { return attr->custom->name; }
 
 int ms__custom_forward(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   ms_custom *op = attr->custom;

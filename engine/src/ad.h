@@ -1,50 +1,25 @@
 /*
- * Autodiff internals: the primitive table, the attributes a node keeps, and the raw
- * (never recorded) kernels that primitives' forward functions call.
+ * Autodiff internals: the primitive table, the attributes a node keeps, and recording
+ * (ms__apply). Built on the raw kernels of kernels.h, which compute and never record.
+ *
+ * Adding a differentiable element-wise op takes three edits, none of them here: its enum
+ * entry and name (metastep/ops.h, ops.c), its kernel (ops.c) and its derivative rule
+ * (ad_rules.c); see the top of kernels.h. Its family's primitive (P_BINARY, P_UNARY,
+ * P_REDUCE) already carries it. A new primitive (an op that is not element-wise) takes its
+ * P_ entry below, its row in ad_rules.c's table and its public function in api.c.
  */
 #ifndef METASTEP_AD_H
 #define METASTEP_AD_H
 
-#include "internal.h"
+#include "kernels.h"
 #include "metastep/autodiff.h"
-
-/* ---- raw kernels (ops.c, linalg.c, tensor.c): compute only, never record ---- */
-int ms__binary(ms_ctx *ctx, ms_binop op, const ms_tensor *a, const ms_tensor *b, ms_tensor **out);
-int ms__binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, int scalar_left,
-                      ms_tensor **out);
-int ms__unary(ms_ctx *ctx, ms_unop op, const ms_tensor *a, ms_tensor **out);
-int ms__reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepdim,
-               ms_tensor **out);
-int ms__where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_tensor *b,
-              ms_tensor **out);
-int ms__clamp(ms_ctx *ctx, const ms_tensor *a, double lo, double hi, ms_tensor **out);
-int ms__dot(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out);
-int ms__matvec(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, ms_tensor **out);
-int ms__matmul(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out);
-int ms__outer(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out);
-int ms__diag(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out);
-int ms__copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out);
-int ms__contiguous(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out);
-int ms__view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out);
-int ms__reshape(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out);
-int ms__transpose(ms_ctx *ctx, const ms_tensor *t, int axis0, int axis1, ms_tensor **out);
-int ms__permute(ms_ctx *ctx, const ms_tensor *t, const int *perm, ms_tensor **out);
-int ms__slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop,
-              int64_t step, ms_tensor **out);
-int ms__select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tensor **out);
-int ms__expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out);
-int ms__cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out);
 
 /* ---- primitives ---- */
 typedef enum ms_prim {
   P_LEAF, P_IDENTITY, P_COPY,
-  /* element-wise binary, broadcasting (attr.code = ms_binop) */
-  P_ADD, P_SUB, P_MUL, P_DIV, P_POW, P_MAXIMUM, P_MINIMUM, P_ATAN2,
-  /* element-wise unary (attr.code = ms_unop) */
-  P_NEG, P_ABS, P_EXP, P_LOG, P_LOG1P, P_EXPM1, P_SQRT, P_SQUARE, P_RECIPROCAL, P_TANH,
-  P_SIGMOID, P_RELU, P_SOFTPLUS, P_SIN, P_COS,
-  /* reductions (attr.code = ms_redop, attr.axis, attr.keepdim) */
-  P_SUM, P_MEAN, P_MAX, P_MIN, P_PROD, P_NORM, P_LOGSUMEXP,
+  P_BINARY, /* element-wise, broadcasting: attr.binop */
+  P_UNARY,  /* element-wise: attr.unop */
+  P_REDUCE, /* attr.redop, attr.axis, attr.keepdim */
   P_WHERE, P_CLAMP,
   P_DOT, P_MATVEC, P_MATMUL, P_OUTER, P_DIAG,
   P_RESHAPE, P_TRANSPOSE, P_PERMUTE, P_SLICE, P_UNSLICE, P_EXPAND, P_SUM_TO, P_CAT,
@@ -53,9 +28,27 @@ typedef enum ms_prim {
   P_COUNT
 } ms_prim;
 
-/* What a node needs besides its inputs to re-run or differentiate its primitive. */
+/* What P_RESHAPE does (attr.reshape). */
+typedef enum ms_reshape_kind {
+  RESHAPE,          /* ms_tensor_reshape: a view when the layout allows, else a copy */
+  RESHAPE_VIEW,     /* ms_tensor_view: a view or an error */
+  RESHAPE_DROP_AXIS /* drop the size-1 axis attr.axis (the second half of a tracked
+                     * select; a view even of a strided input, where a view would refuse) */
+} ms_reshape_kind;
+
+/*
+ * What a node needs besides its inputs to re-run or differentiate its primitive. Each
+ * primitive reads only the fields its comment in ms_prim (or its rules) names; the
+ * selectors of the different primitives share storage.
+ */
 typedef struct ms_attr {
-  int code;          /* ms_binop / ms_unop / ms_redop for families */
+  union {
+    ms_binop binop;          /* P_BINARY */
+    ms_unop unop;            /* P_UNARY */
+    ms_redop redop;          /* P_REDUCE */
+    ms_reshape_kind reshape; /* P_RESHAPE */
+    int ncat;                /* P_CAT: the number of inputs */
+  };
   int axis, axis2, keepdim;
   int64_t start, stop, step, index;
   double lo, hi;
@@ -76,15 +69,26 @@ typedef int (*ms_jvp_fn)(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 typedef struct ms_prim_def {
   const char *name;
-  int nin;      /* -1: variable (cat, custom) */
-  int code;     /* family code passed in attr.code */
+  /* The name in messages when it depends on the node (a family's op, a custom primitive's
+   * own name); NULL: `name`. */
+  const char *(*name_of)(const ms_attr *attr);
+  int nin; /* -1: variable (cat, custom) */
   ms_forward_fn forward;
   ms_vjp_fn vjp;
   ms_jvp_fn jvp;
 } ms_prim_def;
 
-/* The one table declaring every primitive (ad_rules.c). */
-extern const ms_prim_def ms__prims[P_COUNT];
+/* The one table declaring every primitive, indexed by ms_prim (ad_rules.c). */
+extern const ms_prim_def ms__prims[];
+/* The name of a node of primitive p with attributes attr, for messages ("mul", "sin"). */
+const char *ms__prim_name(ms_prim p, const ms_attr *attr);
+
+/* Nonzero for the element-wise ops whose result is a constant (comparisons, sign, rounding,
+ * isfinite, argmax, argmin) and for unknown ops: the public ops never record these. Every
+ * other op is differentiable, with its rule in ad_rules.c. */
+int ms__binop_constant(ms_binop op);
+int ms__unop_constant(ms_unop op);
+int ms__redop_constant(ms_redop op);
 
 /*
  * Runs primitive p on nin inputs: forward with raw kernels, then records on every
@@ -92,18 +96,12 @@ extern const ms_prim_def ms__prims[P_COUNT];
  */
 int ms__apply(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_tensor *const *in,
               ms_tensor **out);
-/* Nonzero if any of the tensors is tracked on an active level. */
-int ms__any_tracked(ms_ctx *ctx, int n, const ms_tensor *const *ts);
-/* Fails with MS_EARG if t is tracked on an active level (for non-differentiable ops). */
-int ms__not_differentiable(ms_ctx *ctx, const char *what, int n, const ms_tensor *const *ts);
 /* Custom primitive hooks (ad.c), used by the P_CUSTOM row of the table. */
-const char *ms__custom_name(const ms_custom *op);
+const char *ms__custom_name(const ms_attr *attr);
 int ms__custom_forward(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out);
 int ms__custom_vjp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
                    ms_tensor *gout, const int *need, ms_tensor **gin);
 int ms__custom_jvp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
                    ms_tensor *out, ms_tensor **tout);
-/* Releases a tensor's autodiff tracking (tangents). Called by ms_tensor_release. */
-void ms__track_clear(ms_tensor *t);
 
 #endif

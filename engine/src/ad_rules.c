@@ -103,8 +103,16 @@ static int j_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 /* ---- element-wise binary ---- */
 
+/* The comparisons give 1.0 or 0.0: constants. Every other op has its partials below. */
+int ms__binop_constant(ms_binop op) {
+  switch (op) {
+    case MS_LT: case MS_LE: case MS_GT: case MS_GE: case MS_EQ: case MS_NE: return 1;
+    default: return (unsigned)op >= MS_BINOP_COUNT; /* unknown: the kernel reports it */
+  }
+}
+
 static int f_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
-  return ms__binary(ctx, (ms_binop)attr->code, in[0], in[1], out);
+  return ms__binary(ctx, attr->binop, in[0], in[1], out);
 }
 
 /* Partial derivatives d out / d a and d out / d b (element-wise, broadcast shape). */
@@ -224,7 +232,7 @@ static int binary_partials(ms_ctx *ctx, ms_binop op, ms_tensor *a, ms_tensor *b,
 
 static int v_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
                     ms_tensor *g, const int *need, ms_tensor **gin) {
-  ms_binop op = (ms_binop)attr->code;
+  ms_binop op = attr->binop;
   ms_tensor *t;
   if (op == MS_ADD || op == MS_SUB) {
     if (need[0]) TRY(sum_to_like(ctx, g, in[0], &gin[0]));
@@ -264,7 +272,7 @@ static int add_term(ms_ctx *ctx, ms_tensor **acc, ms_tensor *term, const ms_tens
 
 static int j_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
-  ms_binop op = (ms_binop)attr->code;
+  ms_binop op = attr->binop;
   ms_tensor *acc = NULL, *t = NULL;
   int st = MS_OK;
   if (op == MS_ADD || op == MS_SUB) {
@@ -301,8 +309,16 @@ static int j_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 /* ---- element-wise unary ---- */
 
+/* Piecewise constant ops. Every other op has its derivative in unary_deriv. */
+int ms__unop_constant(ms_unop op) {
+  switch (op) {
+    case MS_SIGN: case MS_FLOOR: case MS_CEIL: case MS_ROUND: case MS_ISFINITE: return 1;
+    default: return (unsigned)op >= MS_UNOP_COUNT; /* unknown: the kernel reports it */
+  }
+}
+
 static int f_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
-  return ms__unary(ctx, (ms_unop)attr->code, in[0], out);
+  return ms__unary(ctx, attr->unop, in[0], out);
 }
 
 /* d out / d a, element-wise, as a differentiable expression of a and out. */
@@ -332,23 +348,31 @@ static int v_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_te
                    ms_tensor *g, const int *need, ms_tensor **gin) {
   (void)need;
   ms_tensor *d;
-  if (attr->code == MS_NEG) return un(ctx, MS_NEG, g, &gin[0]);
-  TRY(unary_deriv(ctx, (ms_unop)attr->code, in[0], out, &d));
+  if (attr->unop == MS_NEG) return un(ctx, MS_NEG, g, &gin[0]);
+  TRY(unary_deriv(ctx, attr->unop, in[0], out, &d));
   return bin_take(ctx, MS_MUL, d, g, &gin[0]);
 }
 
 static int j_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
   ms_tensor *d;
-  if (attr->code == MS_NEG) return un(ctx, MS_NEG, tin[0], tout);
-  TRY(unary_deriv(ctx, (ms_unop)attr->code, in[0], out, &d));
+  if (attr->unop == MS_NEG) return un(ctx, MS_NEG, tin[0], tout);
+  TRY(unary_deriv(ctx, attr->unop, in[0], out, &d));
   return bin_take(ctx, MS_MUL, d, tin[0], tout);
 }
 
 /* ---- reductions ---- */
 
+/* Indices are constants. Every other op has its weights in reduce_weights. */
+int ms__redop_constant(ms_redop op) {
+  switch (op) {
+    case MS_ARGMAX: case MS_ARGMIN: return 1;
+    default: return (unsigned)op >= MS_REDOP_COUNT; /* unknown: the kernel reports it */
+  }
+}
+
 static int f_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
-  return ms__reduce(ctx, (ms_redop)attr->code, in[0], attr->axis, attr->keepdim, out);
+  return ms__reduce(ctx, attr->redop, in[0], attr->axis, attr->keepdim, out);
 }
 
 /* Reshapes a reduction's result r to keep the reduced axes as size 1 (broadcastable to a). */
@@ -410,7 +434,7 @@ static int reduce_weights(ms_ctx *ctx, const ms_attr *attr, ms_tensor *a, ms_ten
                           ms_tensor **w) {
   ms_tensor *ok = NULL, *t = NULL, *u = NULL;
   int st;
-  switch ((ms_redop)attr->code) {
+  switch (attr->redop) {
     case MS_SUM:
       return ms_tensor_ones(ctx, a->ndim, a->shape, w);
     case MS_MEAN: {
@@ -469,7 +493,7 @@ static int reduce_weights(ms_ctx *ctx, const ms_attr *attr, ms_tensor *a, ms_ten
       ms_tensor_release(t);
       return st;
     default:
-      return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_redop_name((ms_redop)attr->code));
+      return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_redop_name(attr->redop));
   }
 }
 
@@ -708,12 +732,14 @@ static int j_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 /* ---- shape operations ---- */
 
-/* attr->code: 0 reshape, 1 view, 2 drop the size-1 axis attr->axis (the second half of a
- * tracked select; a view even when the input is strided, where ms__view would refuse). */
+/* attr->reshape says which (ms_reshape_kind). */
 static int f_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
-  if (attr->code == 2) return ms__select(ctx, in[0], attr->axis, 0, out);
-  return attr->code ? ms__view(ctx, in[0], attr->ndim, attr->shape, out)
-                    : ms__reshape(ctx, in[0], attr->ndim, attr->shape, out);
+  switch (attr->reshape) {
+    case RESHAPE: return ms__reshape(ctx, in[0], attr->ndim, attr->shape, out);
+    case RESHAPE_VIEW: return ms__view(ctx, in[0], attr->ndim, attr->shape, out);
+    case RESHAPE_DROP_AXIS: return ms__select(ctx, in[0], attr->axis, 0, out);
+  }
+  return ms_ctx_fail(ctx, MS_EARG, "reshape: unknown kind %d", (int)attr->reshape);
 }
 
 static int v_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
@@ -884,7 +910,7 @@ static int j_sum_to(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 }
 
 static int f_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
-  return ms__cat(ctx, attr->code, in, attr->axis, out);
+  return ms__cat(ctx, attr->ncat, in, attr->axis, out);
 }
 
 static int v_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
@@ -892,7 +918,7 @@ static int v_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tens
   (void)out;
   int ax = attr->axis < 0 ? attr->axis + in[0]->ndim : attr->axis;
   int64_t pos = 0;
-  for (int k = 0; k < attr->code; k++) {
+  for (int k = 0; k < attr->ncat; k++) {
     int64_t len = in[k]->shape[ax];
     if (need[k]) {
       ms_attr s;
@@ -908,7 +934,7 @@ static int v_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tens
 static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
                  ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
   (void)out;
-  int n = attr->code, st = MS_OK;
+  int n = attr->ncat, st = MS_OK;
   /* the tangent of cat is the cat of the tangents, zeros standing in for constant inputs */
   ms_tensor *parts_small[16] = {0}, **parts = parts_small;
   if (n > 16) {
@@ -1058,42 +1084,41 @@ static int j_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in
 
 /* ---- the table ---- */
 
-#define BIN(P, NAME, OP) [P] = {NAME, 2, OP, f_binary, v_binary, j_binary}
-#define UN(P, NAME, OP) [P] = {NAME, 1, OP, f_unary, v_unary, j_unary}
-#define RED(P, NAME, OP) [P] = {NAME, 1, OP, f_reduce, v_reduce, j_reduce}
+static const char *binop_name_of(const ms_attr *attr) { return ms_binop_name(attr->binop); }
+static const char *unop_name_of(const ms_attr *attr) { return ms_unop_name(attr->unop); }
+static const char *redop_name_of(const ms_attr *attr) { return ms_redop_name(attr->redop); }
 
-const ms_prim_def ms__prims[P_COUNT] = {
-  [P_LEAF] = {"leaf", 0, 0, NULL, NULL, NULL},
-  [P_IDENTITY] = {"identity", 1, 0, f_identity, v_identity, j_identity},
-  [P_COPY] = {"copy", 1, 0, f_copy, v_identity, j_identity},
-  BIN(P_ADD, "add", MS_ADD), BIN(P_SUB, "sub", MS_SUB), BIN(P_MUL, "mul", MS_MUL),
-  BIN(P_DIV, "div", MS_DIV), BIN(P_POW, "pow", MS_POW), BIN(P_MAXIMUM, "maximum", MS_MAXIMUM),
-  BIN(P_MINIMUM, "minimum", MS_MINIMUM), BIN(P_ATAN2, "atan2", MS_ATAN2),
-  UN(P_NEG, "neg", MS_NEG), UN(P_ABS, "abs", MS_ABS), UN(P_EXP, "exp", MS_EXP),
-  UN(P_LOG, "log", MS_LOG), UN(P_LOG1P, "log1p", MS_LOG1P), UN(P_EXPM1, "expm1", MS_EXPM1),
-  UN(P_SQRT, "sqrt", MS_SQRT), UN(P_SQUARE, "square", MS_SQUARE),
-  UN(P_RECIPROCAL, "reciprocal", MS_RECIPROCAL), UN(P_TANH, "tanh", MS_TANH),
-  UN(P_SIGMOID, "sigmoid", MS_SIGMOID), UN(P_RELU, "relu", MS_RELU),
-  UN(P_SOFTPLUS, "softplus", MS_SOFTPLUS), UN(P_SIN, "sin", MS_SIN), UN(P_COS, "cos", MS_COS),
-  RED(P_SUM, "sum", MS_SUM), RED(P_MEAN, "mean", MS_MEAN), RED(P_MAX, "max", MS_MAX),
-  RED(P_MIN, "min", MS_MIN), RED(P_PROD, "prod", MS_PROD), RED(P_NORM, "norm", MS_NORM),
-  RED(P_LOGSUMEXP, "logsumexp", MS_LOGSUMEXP),
-  [P_WHERE] = {"where", 3, 0, f_where, v_where, j_where},
-  [P_CLAMP] = {"clamp", 1, 0, f_clamp, v_clamp, j_clamp},
-  [P_DOT] = {"dot", 2, 0, f_dot, v_product, j_dot},
-  [P_MATVEC] = {"matvec", 2, 0, f_matvec, v_product, j_matvec},
-  [P_MATMUL] = {"matmul", 2, 0, f_matmul, v_product, j_matmul},
-  [P_OUTER] = {"outer", 2, 0, f_outer, v_product, j_outer},
-  [P_DIAG] = {"diag", 1, 0, f_diag, v_diag, j_diag},
-  [P_RESHAPE] = {"reshape", 1, 0, f_reshape, v_reshape, j_reshape},
-  [P_TRANSPOSE] = {"transpose", 1, 0, f_transpose, v_transpose, j_transpose},
-  [P_PERMUTE] = {"permute", 1, 0, f_permute, v_permute, j_permute},
-  [P_SLICE] = {"slice", 1, 0, f_slice, v_slice, j_slice},
-  [P_UNSLICE] = {"unslice", 1, 0, f_unslice, v_unslice, j_unslice},
-  [P_EXPAND] = {"expand", 1, 0, f_expand, v_expand, j_expand},
-  [P_SUM_TO] = {"sum_to", 1, 0, f_sum_to, v_sum_to, j_sum_to},
-  [P_CAT] = {"cat", -1, 0, f_cat, v_cat, j_cat},
-  [P_LOG_SOFTMAX] = {"log_softmax", 1, 0, f_log_softmax, v_log_softmax, j_log_softmax},
-  [P_SOFTMAX_XENT] = {"softmax_xent", 2, 0, f_softmax_xent, v_softmax_xent, j_softmax_xent},
-  [P_CUSTOM] = {"custom", -1, 0, ms__custom_forward, ms__custom_vjp, ms__custom_jvp},
+const ms_prim_def ms__prims[] = {
+  [P_LEAF] = {"leaf", NULL, 0, NULL, NULL, NULL},
+  [P_IDENTITY] = {"identity", NULL, 1, f_identity, v_identity, j_identity},
+  [P_COPY] = {"copy", NULL, 1, f_copy, v_identity, j_identity},
+  [P_BINARY] = {"binary", binop_name_of, 2, f_binary, v_binary, j_binary},
+  [P_UNARY] = {"unary", unop_name_of, 1, f_unary, v_unary, j_unary},
+  [P_REDUCE] = {"reduce", redop_name_of, 1, f_reduce, v_reduce, j_reduce},
+  [P_WHERE] = {"where", NULL, 3, f_where, v_where, j_where},
+  [P_CLAMP] = {"clamp", NULL, 1, f_clamp, v_clamp, j_clamp},
+  [P_DOT] = {"dot", NULL, 2, f_dot, v_product, j_dot},
+  [P_MATVEC] = {"matvec", NULL, 2, f_matvec, v_product, j_matvec},
+  [P_MATMUL] = {"matmul", NULL, 2, f_matmul, v_product, j_matmul},
+  [P_OUTER] = {"outer", NULL, 2, f_outer, v_product, j_outer},
+  [P_DIAG] = {"diag", NULL, 1, f_diag, v_diag, j_diag},
+  [P_RESHAPE] = {"reshape", NULL, 1, f_reshape, v_reshape, j_reshape},
+  [P_TRANSPOSE] = {"transpose", NULL, 1, f_transpose, v_transpose, j_transpose},
+  [P_PERMUTE] = {"permute", NULL, 1, f_permute, v_permute, j_permute},
+  [P_SLICE] = {"slice", NULL, 1, f_slice, v_slice, j_slice},
+  [P_UNSLICE] = {"unslice", NULL, 1, f_unslice, v_unslice, j_unslice},
+  [P_EXPAND] = {"expand", NULL, 1, f_expand, v_expand, j_expand},
+  [P_SUM_TO] = {"sum_to", NULL, 1, f_sum_to, v_sum_to, j_sum_to},
+  [P_CAT] = {"cat", NULL, -1, f_cat, v_cat, j_cat},
+  [P_LOG_SOFTMAX] = {"log_softmax", NULL, 1, f_log_softmax, v_log_softmax, j_log_softmax},
+  [P_SOFTMAX_XENT] = {"softmax_xent", NULL, 2, f_softmax_xent, v_softmax_xent, j_softmax_xent},
+  [P_CUSTOM] = {"custom", ms__custom_name, -1, ms__custom_forward, ms__custom_vjp,
+                ms__custom_jvp},
 };
+_Static_assert(sizeof ms__prims / sizeof ms__prims[0] == P_COUNT,
+               "ms__prims needs one row per ms_prim");
+
+const char *ms__prim_name(ms_prim p, const ms_attr *attr) {
+  const ms_prim_def *def = &ms__prims[p];
+  return def->name_of ? def->name_of(attr) : def->name;
+}

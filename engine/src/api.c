@@ -18,56 +18,17 @@ static ms_attr attr0(void) {
   return a;
 }
 
-static int binop_prim(ms_binop op) {
-  switch (op) {
-    case MS_ADD: return P_ADD;
-    case MS_SUB: return P_SUB;
-    case MS_MUL: return P_MUL;
-    case MS_DIV: return P_DIV;
-    case MS_POW: return P_POW;
-    case MS_MAXIMUM: return P_MAXIMUM;
-    case MS_MINIMUM: return P_MINIMUM;
-    case MS_ATAN2: return P_ATAN2;
-    default: return -1;
-  }
-}
-
-static int unop_prim(ms_unop op) {
-  static const int map[MS_UNOP_COUNT] = {
-    [MS_NEG] = P_NEG, [MS_ABS] = P_ABS, [MS_EXP] = P_EXP, [MS_LOG] = P_LOG,
-    [MS_LOG1P] = P_LOG1P, [MS_EXPM1] = P_EXPM1, [MS_SQRT] = P_SQRT, [MS_SQUARE] = P_SQUARE,
-    [MS_RECIPROCAL] = P_RECIPROCAL, [MS_TANH] = P_TANH, [MS_SIGMOID] = P_SIGMOID,
-    [MS_RELU] = P_RELU, [MS_SOFTPLUS] = P_SOFTPLUS, [MS_SIN] = P_SIN, [MS_COS] = P_COS,
-    [MS_SIGN] = -1, [MS_FLOOR] = -1, [MS_CEIL] = -1, [MS_ROUND] = -1, [MS_ISFINITE] = -1,
-  };
-  return (int)op >= 0 && op < MS_UNOP_COUNT ? map[op] : -1;
-}
-
-static int redop_prim(ms_redop op) {
-  switch (op) {
-    case MS_SUM: return P_SUM;
-    case MS_MEAN: return P_MEAN;
-    case MS_MAX: return P_MAX;
-    case MS_MIN: return P_MIN;
-    case MS_PROD: return P_PROD;
-    case MS_NORM: return P_NORM;
-    case MS_LOGSUMEXP: return P_LOGSUMEXP;
-    default: return -1;
-  }
-}
-
 int ms_binary(ms_ctx *ctx, ms_binop op, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
   const ms_tensor *in[2] = {a, b};
-  int p = binop_prim(op);
-  if (p < 0 || !tracked(ctx, 2, in)) return ms__binary(ctx, op, a, b, out);
+  if (!tracked(ctx, 2, in) || ms__binop_constant(op)) return ms__binary(ctx, op, a, b, out);
   ms_attr at = attr0();
-  at.code = op;
-  return ms__apply(ctx, (ms_prim)p, &at, 2, (ms_tensor *const *)in, out);
+  at.binop = op;
+  return ms__apply(ctx, P_BINARY, &at, 2, (ms_tensor *const *)in, out);
 }
 
 int ms_binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, int scalar_left,
                      ms_tensor **out) {
-  if (binop_prim(op) < 0 || !tracked(ctx, 1, &a))
+  if (!tracked(ctx, 1, &a) || ms__binop_constant(op))
     return ms__binary_scalar(ctx, op, a, s, scalar_left, out);
   ms_tensor *c;
   int st = ms_tensor_scalar(ctx, s, &c);
@@ -78,22 +39,21 @@ int ms_binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, int
 }
 
 int ms_unary(ms_ctx *ctx, ms_unop op, const ms_tensor *a, ms_tensor **out) {
-  int p = unop_prim(op);
-  if (p < 0 || !tracked(ctx, 1, &a)) return ms__unary(ctx, op, a, out);
+  if (!tracked(ctx, 1, &a) || ms__unop_constant(op)) return ms__unary(ctx, op, a, out);
   ms_attr at = attr0();
-  at.code = op;
-  return ms__apply(ctx, (ms_prim)p, &at, 1, (ms_tensor *const *)&a, out);
+  at.unop = op;
+  return ms__apply(ctx, P_UNARY, &at, 1, (ms_tensor *const *)&a, out);
 }
 
 int ms_reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepdim,
               ms_tensor **out) {
-  int p = redop_prim(op);
-  if (p < 0 || !tracked(ctx, 1, &a)) return ms__reduce(ctx, op, a, axis, keepdim, out);
+  if (!tracked(ctx, 1, &a) || ms__redop_constant(op))
+    return ms__reduce(ctx, op, a, axis, keepdim, out);
   ms_attr at = attr0();
-  at.code = op;
+  at.redop = op;
   at.axis = axis;
   at.keepdim = keepdim;
-  return ms__apply(ctx, (ms_prim)p, &at, 1, (ms_tensor *const *)&a, out);
+  return ms__apply(ctx, P_REDUCE, &at, 1, (ms_tensor *const *)&a, out);
 }
 
 int ms_where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_tensor *b,
@@ -150,7 +110,7 @@ static int reshape_like(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t
     return ms_ctx_fail(ctx, MS_EARG, "%s: expected at most %d dimensions, got %d",
                        is_view ? "view" : "reshape", MS_MAXDIM, ndim);
   ms_attr at = attr0();
-  at.code = is_view;
+  at.reshape = is_view ? RESHAPE_VIEW : RESHAPE;
   at.ndim = ndim;
   if (ndim) memcpy(at.shape, shape, sizeof(int64_t) * (size_t)ndim);
   return ms__apply(ctx, P_RESHAPE, &at, 1, (ms_tensor *const *)&t, out);
@@ -204,7 +164,7 @@ int ms_tensor_select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, m
   st = ms_tensor_slice(ctx, t, a, index, index + 1, 1, &s);
   if (st) return st;
   ms_attr at = attr0();
-  at.code = 2;
+  at.reshape = RESHAPE_DROP_AXIS;
   at.axis = a;
   for (int d = 0; d < t->ndim; d++)
     if (d != a) at.shape[at.ndim++] = t->shape[d];
@@ -227,7 +187,7 @@ int ms_tensor_expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *s
 int ms_tensor_cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out) {
   if (n < 1 || !tracked(ctx, n, (const ms_tensor *const *)ts)) return ms__cat(ctx, n, ts, axis, out);
   ms_attr at = attr0();
-  at.code = n;
+  at.ncat = n;
   at.axis = axis;
   return ms__apply(ctx, P_CAT, &at, n, ts, out);
 }

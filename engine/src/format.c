@@ -17,7 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "ad.h"
+#include "internal.h"
 
 #define LINE_WIDTH 75
 #define ELEM_MAX 64

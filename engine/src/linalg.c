@@ -14,7 +14,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "ad.h"
+#include "kernels.h"
 
 /* ---- helpers ---- */
 

@@ -12,21 +12,38 @@
 #include <math.h>
 #include <string.h>
 
-#include "ad.h"
+#include "kernels.h"
 
 /* ---- names ---- */
 
-/* In enum order; indexed by the op. */
-static const char *const binop_names[MS_BINOP_COUNT] = {
-    "add", "sub", "mul", "div", "pow", "maximum", "minimum",
-    "atan2", "lt", "le", "gt", "ge", "eq", "ne"};
+/* Indexed by the op; an entry per enum value (the assertions check the sizes). */
+static const char *const binop_names[] = {
+    [MS_ADD] = "add", [MS_SUB] = "sub", [MS_MUL] = "mul", [MS_DIV] = "div",
+    [MS_POW] = "pow", [MS_MAXIMUM] = "maximum", [MS_MINIMUM] = "minimum",
+    [MS_ATAN2] = "atan2", [MS_LT] = "lt", [MS_LE] = "le", [MS_GT] = "gt",
+    [MS_GE] = "ge", [MS_EQ] = "eq", [MS_NE] = "ne",
+};
+_Static_assert(sizeof binop_names / sizeof binop_names[0] == MS_BINOP_COUNT,
+               "binop_names needs one entry per ms_binop");
 
-static const char *const unop_names[MS_UNOP_COUNT] = {
-    "neg", "abs", "exp", "log", "log1p", "expm1", "sqrt", "square", "reciprocal", "tanh",
-    "sigmoid", "relu", "softplus", "sin", "cos", "sign", "floor", "ceil", "round", "isfinite"};
+static const char *const unop_names[] = {
+    [MS_NEG] = "neg", [MS_ABS] = "abs", [MS_EXP] = "exp", [MS_LOG] = "log",
+    [MS_LOG1P] = "log1p", [MS_EXPM1] = "expm1", [MS_SQRT] = "sqrt", [MS_SQUARE] = "square",
+    [MS_RECIPROCAL] = "reciprocal", [MS_TANH] = "tanh", [MS_SIGMOID] = "sigmoid",
+    [MS_RELU] = "relu", [MS_SOFTPLUS] = "softplus", [MS_SIN] = "sin", [MS_COS] = "cos",
+    [MS_SIGN] = "sign", [MS_FLOOR] = "floor", [MS_CEIL] = "ceil", [MS_ROUND] = "round",
+    [MS_ISFINITE] = "isfinite",
+};
+_Static_assert(sizeof unop_names / sizeof unop_names[0] == MS_UNOP_COUNT,
+               "unop_names needs one entry per ms_unop");
 
-static const char *const redop_names[MS_REDOP_COUNT] = {
-    "sum", "mean", "max", "min", "prod", "norm", "argmax", "argmin", "logsumexp"};
+static const char *const redop_names[] = {
+    [MS_SUM] = "sum", [MS_MEAN] = "mean", [MS_MAX] = "max", [MS_MIN] = "min",
+    [MS_PROD] = "prod", [MS_NORM] = "norm", [MS_ARGMAX] = "argmax", [MS_ARGMIN] = "argmin",
+    [MS_LOGSUMEXP] = "logsumexp",
+};
+_Static_assert(sizeof redop_names / sizeof redop_names[0] == MS_REDOP_COUNT,
+               "redop_names needs one entry per ms_redop");
 
 const char *ms_binop_name(ms_binop op) {
   return (unsigned)op < MS_BINOP_COUNT ? binop_names[op] : "?";
@@ -253,7 +270,7 @@ static void binary_kernel(ms_binop op, int64_t n, const double *a, int64_t sa, c
     case MS_GE: BINLOOP(x >= y ? 1.0 : 0.0); break;
     case MS_EQ: BINLOOP(x == y ? 1.0 : 0.0); break;
     case MS_NE: BINLOOP(x != y ? 1.0 : 0.0); break;
-    default: break; /* rejected by the callers */
+    case MS_BINOP_COUNT: break; /* rejected by the callers; no default: -Wswitch wants every op */
   }
 }
 
@@ -380,7 +397,7 @@ static void unary_row(void *arg, int64_t n, const double *const *p, const int64_
     case MS_CEIL: UNLOOP(ceil(x)); break;
     case MS_ROUND: UNLOOP(round_even(x)); break;
     case MS_ISFINITE: UNLOOP(isfinite(x) ? 1.0 : 0.0); break;
-    default: break; /* rejected by the caller */
+    case MS_UNOP_COUNT: break; /* rejected by the caller; no default: -Wswitch wants every op */
   }
 }
 
@@ -598,8 +615,9 @@ static double reduce_row(ms_redop op, const double *x, int64_t n, int64_t s) {
     case MS_ARGMAX: return argext_row(x, n, s, 1);
     case MS_ARGMIN: return argext_row(x, n, s, 0);
     case MS_LOGSUMEXP: return logsumexp_row(x, n, s);
-    default: return NAN; /* rejected by the caller */
+    case MS_REDOP_COUNT: break; /* rejected by the caller; no default: -Wswitch wants every op */
   }
+  return NAN;
 }
 
 typedef struct reduce_arg {
