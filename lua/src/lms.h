@@ -12,28 +12,89 @@
 
 #define LMS_TENSOR "metastep.Tensor"
 
+/* ---- lms_aux.c: the helper library every binding uses ---- */
+
 /* The engine context of this Lua state, created on first use and kept in the registry. */
 ms_ctx *lms_ctx(lua_State *L);
+/* The state's main thread. */
+lua_State *lms_mainthread(lua_State *L);
+
+/* Raises the context's last error as a Lua error: call as the last statement. When the
+ * failure is a callback's (MS_ECALLBACK) whose error object was kept (LMS_CB_KEEP, _PLAIN),
+ * that object is raised again unchanged, as Lua propagates errors through table.sort's
+ * comparator; otherwise the engine's message, blamed on the binding's caller. */
+int lms_error(lua_State *L);
+/* Registry key of a kept callback error object (nil when none is pending). */
+#define LMS_CALLBACK_ERROR "metastep.callback_error"
 
 /* Argument arg must be a live tensor; raises "bad argument #arg to 'fname' (tensor expected, got T)". */
 ms_tensor *lms_checktensor(lua_State *L, int arg);
 /* The tensor at arg, or NULL if it is not one (never raises). */
 ms_tensor *lms_testtensor(lua_State *L, int arg);
+/* True if arg is a tensor box whose tensor was released (closed or collected). */
+int lms_isreleased(lua_State *L, int arg);
 /* Tensor at arg, or a number turned into a 0-d tensor that replaces it on the stack
  * (so Lua owns it; nothing to release). */
 ms_tensor *lms_checktensorish(lua_State *L, int arg);
 /*
- * Pushes a userdata owning t (takes over the caller's reference). To keep the rule
- * "never longjmp over a C resource", call lms_newbox first, then fill it with lms_setbox.
+ * An empty tensor box (userdata). To keep the rule "never longjmp over a C resource", a
+ * binding creates its result boxes first and lets the engine fill them.
  */
-void lms_pushtensor(lua_State *L, ms_tensor *t);
 ms_tensor **lms_newbox(lua_State *L);
-/* Raises the context's last error as a Lua error: call as the last statement. */
-int lms_error(lua_State *L);
-/* If status != MS_OK, raise the context's message (after the caller freed its resources). */
-#define lms_check(L, st) ((st) == MS_OK ? (void)0 : (void)lms_error(L))
+/* Pushes t in a new box holding a new reference (nil for NULL). */
+void lms_pushref(lua_State *L, ms_tensor *t);
+/* Ends a binding whose engine call returned st and filled its result boxes: raises on
+ * failure, else steps the collector (tensors are small userdata that may own megabytes)
+ * and returns nret. */
+int lms_result(lua_State *L, int st, int nret);
+/* lms_result for one result t (passed by address: the engine call that sets it is usually
+ * a sibling argument, and C leaves the order of evaluation unspecified), stored in box. */
+int lms_finish(lua_State *L, ms_tensor **box, int st, ms_tensor **t);
+
 /* Reads a shape from a table {2, 3} or from integer arguments starting at arg. */
 int lms_checkshape(lua_State *L, int arg, int64_t *shape);
+
+/*
+ * Calling Lua from an engine callback. lms_running is the thread to run on: the one that
+ * entered the engine (lms_enter), or the main thread outside engine calls. lms_callback
+ * calls the function under registry reference ref under lua_pcall, with arguments pushed
+ * by push(L, ud) (returning their count; it runs protected, so it may allocate), and leaves
+ * nres results on top of L's stack. On error it restores the stack and returns
+ * MS_ECALLBACK with the message and a traceback, "<name>: error in <what>: <msg>" (just
+ * "<msg>" when name is NULL). keep: 0, or LMS_CB_KEEP to keep the error object for
+ * lms_error, or LMS_CB_PLAIN to keep it and give the message without traceback.
+ */
+typedef int (*lms_pushfn)(lua_State *L, void *ud);
+enum { LMS_CB_KEEP = 1, LMS_CB_PLAIN = 2 };
+lua_State *lms_running(ms_ctx *ctx);
+int lms_callback(ms_ctx *ctx, lua_State *L, int ref, lms_pushfn push, void *ud, int nres,
+                 int keep, const char *name, const char *what);
+
+/*
+ * The engine-call handoff: lms_enter makes L the running thread for callbacks,
+ * lms_hold_* retain what the call reads (a callback may close its Lua box meanwhile),
+ * lms_leave restores the previous thread and releases them. Enter after the binding's last
+ * check that can raise (entering allocates nothing) and leave before raising.
+ */
+#define LMS_HOLD 4
+typedef struct lms_entry {
+  ms_ctx *ctx;
+  void *prev;
+  ms_tensor *tensors[LMS_HOLD];
+  int ntensors;
+  ms_tensor *const *list; /* the caller's array, alive for the call */
+  int nlist;
+  ms_objective *objective;
+  ms_custom *custom;
+} lms_entry;
+ms_ctx *lms_enter(lua_State *L, lms_entry *e);
+void lms_hold_tensor(lms_entry *e, ms_tensor *t);
+void lms_hold_tensors(lms_entry *e, int n, ms_tensor *const *ts);
+void lms_hold_objective(lms_entry *e, ms_objective *o);
+void lms_hold_custom(lms_entry *e, ms_custom *op);
+void lms_leave(lms_entry *e);
+
+/* ---- the binding files ---- */
 
 /* Registers "metastep", "metastep.core" and the embedded front modules in package.preload. */
 void lms_preload(lua_State *L);

@@ -151,8 +151,7 @@ static int level_watch(lua_State *L) {
   ms_level *lv = checklevel(L, 1)->lv;
   ms_tensor *x = lms_checktensor(L, 2);
   ms_tensor *v = lua_isnil(L, 3) ? NULL : lms_checktensor(L, 3);
-  if (ms_ad_watch(ctx, lv, x, v, box) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_ad_watch(ctx, lv, x, v, box), 1);
 }
 
 static int level_is_tracked(lua_State *L) {
@@ -212,27 +211,23 @@ static int level_gradient(lua_State *L) {
     lua_pop(L, 1); /* anchored in table 5 */
   }
   /* The vjp rules of custom primitives run Lua code that may close these or free the tape. */
-  ms_tensor_retain(y);
-  ms_tensor_retain(seed);
-  for (int i = 0; i < n; i++) ms_tensor_retain(xs[i]);
+  lms_entry e;
+  lms_enter(L, &e);
+  lms_hold_tensor(&e, y);
+  lms_hold_tensor(&e, seed);
+  lms_hold_tensors(&e, n, xs);
   lb->busy++;
-  void *prev = ms_ctx_userdata(ctx);
-  ms_ctx_set_userdata(ctx, L);
   int st = ms_ad_gradient(ctx, lb->lv, y, seed, n, xs, grads);
-  ms_ctx_set_userdata(ctx, prev);
   lb->busy--;
-  for (int i = 0; i < n; i++) ms_tensor_release(xs[i]);
-  ms_tensor_release(seed);
-  ms_tensor_release(y);
+  lms_leave(&e);
   if (st == MS_OK)
     for (int i = 0; i < n; i++) *boxes[i] = grads[i];
   if (lb->busy == 0 && lb->doomed) { /* freed by a rule: release it now */
     lb->doomed = 0;
     release_level(L, lb);
   }
-  if (st != MS_OK) return lms_error(L);
   lua_settop(L, 6);
-  return 1;
+  return lms_result(L, st, 1);
 }
 
 static int level_tangent(lua_State *L) {
@@ -243,8 +238,7 @@ static int level_tangent(lua_State *L) {
   ms_tensor **box = lms_newbox(L);
   ms_level *lv = checklevel(L, 1)->lv;
   ms_tensor *y = lms_checktensor(L, 2);
-  if (ms_ad_tangent(ctx, lv, y, box) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_ad_tangent(ctx, lv, y, box), 1);
 }
 
 static int l_ad_depth(lua_State *L) {
@@ -259,8 +253,7 @@ static int l_stop_gradient(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *x = lms_checktensor(L, 1);
-  if (ms_stop_gradient(ctx, x, box) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_stop_gradient(ctx, x, box), 1);
 }
 
 static int l_sum_to(lua_State *L) {
@@ -272,8 +265,7 @@ static int l_sum_to(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *x = lms_checktensor(L, 1);
-  if (ms_sum_to(ctx, x, nd, shape, box) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_sum_to(ctx, x, nd, shape, box), 1);
 }
 
 static int l_log_softmax(lua_State *L) {
@@ -286,8 +278,7 @@ static int l_log_softmax(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *x = lms_checktensor(L, 1);
-  if (ms_log_softmax(ctx, x, d > 0 ? (int)d - 1 : (int)d, box) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_log_softmax(ctx, x, d > 0 ? (int)d - 1 : (int)d, box), 1);
 }
 
 /* softmax_xent(logits [n,k], labels [n] holding 1-based class indices) -> losses [n] */
@@ -301,78 +292,39 @@ static int l_softmax_xent(lua_State *L) {
   ms_tensor *logits = lms_checktensor(L, 1);
   ms_tensor *labels = lms_checktensor(L, 2);
   if (ms_binary_scalar(ctx, MS_SUB, labels, 1.0, 0, tmp) != MS_OK) return lms_error(L);
-  if (ms_softmax_xent(ctx, logits, *tmp, box) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_softmax_xent(ctx, logits, *tmp, box), 1);
 }
 
 /* ---- custom primitives with Lua rules ---- */
 
 typedef struct lcustom {
-  lua_State *L0;          /* main thread, used when no binding set the running thread */
   int forward, vjp, jvp;  /* registry references (LUA_NOREF when absent or released) */
   int nin;
   char name[64];
 } lcustom;
 
-/* Message handler for callbacks: the error message plus a traceback. */
-static int callback_msgh(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
-/* Callbacks run on the thread that called into the engine, kept in the context by the two
- * entry points (custom_call, level_gradient) for the duration of their engine call only:
- * each restores the previous thread before returning, because a rule may apply a custom
- * primitive from a coroutine that is finished and collected by the time the engine calls
- * the next rule. */
-static lua_State *current(ms_ctx *ctx, lcustom *c) {
-  lua_State *L = ms_ctx_userdata(ctx);
-  return L ? L : c->L0;
-}
-
-/* Pushes t as a Lua tensor (adds a reference). */
-static void push_ref(lua_State *L, ms_tensor *t) {
-  ms_tensor **box = lms_newbox(L);
-  *box = ms_tensor_retain(t);
-}
-
-typedef struct rulecall {
-  int ref; /* the rule */
-  int nargs, nres;
+typedef struct ruleargs {
+  int nargs;
   ms_tensor *const *args;
-} rulecall;
+} ruleargs;
 
-/* Runs under lua_pcall: pushing the rule's arguments allocates, and an allocation error
- * must not jump over the engine frames below us. */
-static int protected_rule(lua_State *L) {
-  const rulecall *rc = lua_touserdata(L, 1);
-  luaL_checkstack(L, rc->nargs + 1, "too many arguments for a custom rule");
-  lua_rawgeti(L, LUA_REGISTRYINDEX, rc->ref);
-  for (int i = 0; i < rc->nargs; i++) push_ref(L, rc->args[i]);
-  lua_call(L, rc->nargs, rc->nres);
-  return rc->nres;
+/* Pushes a rule's arguments as tensors (run protected by lms_callback). */
+static int push_rule_args(lua_State *L, void *ud) {
+  const ruleargs *ra = ud;
+  luaL_checkstack(L, ra->nargs + 1, "too many arguments for a custom rule");
+  for (int i = 0; i < ra->nargs; i++) lms_pushref(L, ra->args[i]);
+  return ra->nargs;
 }
 
-/* Calls rule ref with args as tensors. On success its nres results are at top + 2 ...
- * (top is the stack top on entry, which the caller restores); on failure the stack is
- * already restored. */
+/* Calls rule ref with args as tensors. On success its nres results are at top + 1 ...
+ * (top is the stack top on entry, which the caller restores). Callbacks run on the thread
+ * that entered the engine (custom_call, level_gradient set it for their engine call only,
+ * because a rule may apply a custom primitive from a coroutine that is finished and
+ * collected by the time the engine calls the next rule). */
 static int call_rule(ms_ctx *ctx, lua_State *L, lcustom *c, int ref, const char *what,
                      ms_tensor *const *args, int nargs, int nres) {
-  if (!lua_checkstack(L, nres + 4)) return ms_ctx_fail(ctx, MS_ENOMEM, "%s: Lua stack overflow", c->name);
-  int top = lua_gettop(L);
-  rulecall rc = {ref, nargs, nres, args};
-  lua_pushcfunction(L, callback_msgh);
-  lua_pushcfunction(L, protected_rule);
-  lua_pushlightuserdata(L, &rc);
-  if (lua_pcall(L, 1, nres, top + 1) != LUA_OK) {
-    int st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: error in %s: %s", c->name, what,
-                         lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)");
-    lua_settop(L, top);
-    return st;
-  }
-  return MS_OK;
+  ruleargs ra = {nargs, args};
+  return lms_callback(ctx, L, ref, push_rule_args, &ra, nres, 0, c->name, what);
 }
 
 /* The tensor result at idx, retained into *out, or an MS_ECALLBACK error. */
@@ -397,13 +349,13 @@ static void set_hiding(lua_State *L, int forward, int delta) {
 
 static int c_forward(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor **out) {
   lcustom *c = ud;
-  lua_State *L = current(ctx, c);
+  lua_State *L = lms_running(ctx);
   if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   int top = lua_gettop(L);
   set_hiding(L, 1, 1);
   int st = call_rule(ctx, L, c, c->forward, "forward", in, c->nin, 1);
   set_hiding(L, 1, -1);
-  if (st == MS_OK) st = take_result(ctx, L, c, top + 2, "forward", 1, 0, out);
+  if (st == MS_OK) st = take_result(ctx, L, c, top + 1, "forward", 1, 0, out);
   lua_settop(L, top);
   return st;
 }
@@ -412,7 +364,7 @@ static int c_forward(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor **ou
 static int c_vjp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out, ms_tensor *gout,
                  const int *need, ms_tensor **gin) {
   lcustom *c = ud;
-  lua_State *L = current(ctx, c);
+  lua_State *L = lms_running(ctx);
   if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   if (c->vjp < 0) return ms_ctx_fail(ctx, MS_EARG, "%s: custom primitive has no vjp rule", c->name);
   ms_tensor *args[2 + 16];
@@ -422,7 +374,7 @@ static int c_vjp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out, ms
   int top = lua_gettop(L);
   int st = call_rule(ctx, L, c, c->vjp, "vjp", args, c->nin + 2, c->nin);
   for (int i = 0; st == MS_OK && i < c->nin; i++)
-    if (need[i]) st = take_result(ctx, L, c, top + 2 + i, "vjp", i + 1, 1, &gin[i]);
+    if (need[i]) st = take_result(ctx, L, c, top + 1 + i, "vjp", i + 1, 1, &gin[i]);
   lua_settop(L, top);
   return st;
 }
@@ -431,7 +383,7 @@ static int c_vjp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out, ms
 static int c_jvp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *const *tin,
                  ms_tensor *out, ms_tensor **tout) {
   lcustom *c = ud;
-  lua_State *L = current(ctx, c);
+  lua_State *L = lms_running(ctx);
   if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   if (c->jvp < 0) return ms_ctx_fail(ctx, MS_EARG, "%s: custom primitive has no jvp rule", c->name);
   ms_tensor *args[2 * 16 + 1], *zeros[16] = {NULL};
@@ -447,7 +399,7 @@ static int c_jvp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *const *
     set_hiding(L, 0, 1);
     st = call_rule(ctx, L, c, c->jvp, "jvp", args, 2 * c->nin + 1, 1);
     set_hiding(L, 0, -1);
-    if (st == MS_OK) st = take_result(ctx, L, c, top + 2, "jvp", 1, 1, tout);
+    if (st == MS_OK) st = take_result(ctx, L, c, top + 1, "jvp", 1, 1, tout);
     lua_settop(L, top);
   }
   for (int i = 0; i < c->nin; i++) ms_tensor_release(zeros[i]); /* the rule's boxes keep theirs */
@@ -503,16 +455,12 @@ static int l_custom(lua_State *L) {
   lua_Integer nin = luaL_optinteger(L, -1, 1);
   if (nin < 1 || nin > 16)
     return luaL_argerror(L, 1, lua_pushfstring(L, "field 'nin' must be in 1..16, got %I", nin));
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  lua_State *L0 = lua_tothread(L, -1);
-  lua_pop(L, 1);
   custom_box *b = lua_newuserdatauv(L, sizeof *b, 0);
   b->op = NULL;
   b->lc = NULL;
   luaL_setmetatable(L, LMS_CUSTOM);
   lcustom *lc = malloc(sizeof *lc);
   if (lc == NULL) return luaL_error(L, "custom: out of memory");
-  lc->L0 = L0;
   lc->forward = lc->vjp = lc->jvp = LUA_NOREF;
   lc->nin = (int)nin;
   snprintf(lc->name, sizeof lc->name, "%s", name);
@@ -535,7 +483,6 @@ static int custom_call(lua_State *L) {
   if (b->op == NULL) return luaL_error(L, "custom primitive has been released");
   int nin = b->lc->nin;
   for (int i = 0; i < nin; i++) lms_checktensorish(L, i + 2); /* numbers become 0-d tensors */
-  ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
   adstate *ad = getadstate(L);
   /* no allocation from here on; a finalizer may have released the primitive or an input */
@@ -544,24 +491,21 @@ static int custom_call(lua_State *L) {
   ms_tensor *in[16];
   for (int i = 0; i < nin; i++) in[i] = lms_checktensor(L, i + 2);
   /* The rules run Lua code that may close the inputs or release the primitive. */
-  ms_custom_retain(op);
-  for (int i = 0; i < nin; i++) ms_tensor_retain(in[i]);
+  lms_entry e;
+  ms_ctx *ctx = lms_enter(L, &e);
+  lms_hold_custom(&e, op);
+  lms_hold_tensors(&e, nin, in);
   int saved_depth = ad->apply_depth;
   ad->apply_depth = ms_ad_depth(ctx);
-  void *prev = ms_ctx_userdata(ctx);
-  ms_ctx_set_userdata(ctx, L);
   int st = ms_custom_apply(ctx, op, in, box);
-  ms_ctx_set_userdata(ctx, prev);
   ad->apply_depth = saved_depth;
-  for (int i = 0; i < nin; i++) ms_tensor_release(in[i]);
-  ms_custom_release(op);
+  lms_leave(&e);
   if (ad->hidden == 0) { /* the levels are in view again: run the deferred frees */
     pushadstate(L);
     flush_deferred(L, lua_gettop(L));
     lua_pop(L, 1);
   }
-  if (st != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, st, 1);
 }
 
 static const luaL_Reg level_methods[] = {

@@ -5,9 +5,9 @@
  * The front library (lua/metastep/optim.lua, meta.lua) checks options and names things; these
  * bindings translate its normalized tables into the engine's structs, run one engine call and
  * push the result. Lua functions (optimizer steps, schedules, meta-objectives, task samplers,
- * progress callbacks) become engine callbacks through one trampoline, call_lua: it runs the
- * function under lua_pcall with a traceback handler on the thread that entered the engine,
- * and turns an error into MS_ECALLBACK with the message and traceback.
+ * progress callbacks) become engine callbacks through call_lua, lms_callback of lms_aux.c: it
+ * runs the function under lua_pcall with a traceback handler on the thread that entered the
+ * engine, and turns an error into MS_ECALLBACK with the message and traceback.
  *
  * Ownership: every engine object a spec points to is retained for the duration of the call
  * (a finalizer or a callback may close its Lua box meanwhile) and released before an error is
@@ -23,86 +23,26 @@
 
 /* ---- calling Lua from engine callbacks ---- */
 
-typedef struct lref {
-  lua_State *L0; /* main thread: used when no binding set the running one */
-  int ref;       /* registry reference of the function */
-} lref;
-
-/* The main thread: a coroutine that made an optimizer may be gone before the optimizer is. */
-static lua_State *mainthread(lua_State *L) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  lua_State *M = lua_tothread(L, -1);
-  lua_pop(L, 1);
-  return M;
-}
-
-static lua_State *running(ms_ctx *ctx, lua_State *L0) {
-  lua_State *L = ms_ctx_userdata(ctx);
-  return L ? L : L0;
-}
-
-/* Where a callback's error object waits for the binding that entered the engine: it is
- * raised again unchanged (as Lua propagates errors through table.sort's comparator), while
- * the engine's message, for C callers, carries the traceback. */
-static const char *const PENDING = "metastep.callback_error";
-
-static int msgh(lua_State *L) {
-  lua_pushvalue(L, 1);
-  lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
-/* Raises the engine's failure: a callback's own error object when one is pending. */
-static int raise(lua_State *L) {
-  ms_ctx *ctx = lms_ctx(L);
-  if (ms_ctx_status(ctx) == MS_ECALLBACK && lua_getfield(L, LUA_REGISTRYINDEX, PENDING) != LUA_TNIL) {
+/* Calls the function under ref (lms_callback) with the arguments push(L, ud) pushes and
+ * leaves nres results. A callback's error object is kept: the binding that entered the
+ * engine raises it again unchanged (lms_error), while the engine's message, for C callers,
+ * carries the traceback. */
+static int call_lua(ms_ctx *ctx, lua_State *L, int ref, lms_pushfn push, void *ud, int nres) {
+  int st = lms_callback(ctx, L, ref, push, ud, nres, LMS_CB_KEEP, NULL, NULL);
+  /* Ctrl-C: the host's hook raised inside the callback; the engine's flag says so. Report an
+   * interrupt (meta-training then returns its history) instead of the hook's error. */
+  if (st != MS_OK && ms_ctx_check_interrupt(ctx, "callback") == MS_EINTERRUPT) {
     lua_pushnil(L);
-    lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
-    ms_ctx_clear_error(ctx);
-    return lua_error(L);
+    lua_setfield(L, LUA_REGISTRYINDEX, LMS_CALLBACK_ERROR);
+    st = MS_EINTERRUPT;
   }
-  return lms_error(L);
-}
-
-/* Calls the function under ref with the nargs values on top of L's stack; leaves nres results.
- * On error pops everything it pushed and returns MS_ECALLBACK with the message. */
-static int call_lua(ms_ctx *ctx, lua_State *L, int ref, int nargs, int nres) {
-  int base = lua_gettop(L) - nargs;
-  lua_pushcfunction(L, msgh);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  lua_rotate(L, base + 1, 2); /* msgh, f, args... */
-  if (lua_pcall(L, nargs, nres, base + 1) != LUA_OK) {
-    int st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s", lua_tostring(L, -1) ? lua_tostring(L, -1) : "error");
-    lua_settop(L, base);
-    /* Ctrl-C: the host's hook raised inside the callback; the engine's flag says so. Report an
-     * interrupt (meta-training then returns its history) instead of the hook's error. */
-    if (ms_ctx_check_interrupt(ctx, "callback") == MS_EINTERRUPT) {
-      lua_pushnil(L);
-      lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
-      st = MS_EINTERRUPT;
-    }
-    return st;
-  }
-  lua_remove(L, base + 1); /* msgh */
-  return MS_OK;
-}
-
-static void push_tensor(lua_State *L, ms_tensor *t) {
-  if (t == NULL) {
-    lua_pushnil(L);
-    return;
-  }
-  ms_tensor **box = lms_newbox(L);
-  *box = ms_tensor_retain(t);
+  return st;
 }
 
 static void push_list(lua_State *L, int n, ms_tensor *const *ts) {
   lua_createtable(L, n, 0);
   for (int i = 0; i < n; i++) {
-    push_tensor(L, ts[i]);
+    lms_pushref(L, ts[i]);
     lua_rawseti(L, -2, i + 1);
   }
 }
@@ -217,34 +157,57 @@ static int take_state(ms_ctx *ctx, lua_State *L, int idx, const lopt *lo, const 
   return st;
 }
 
+typedef struct initargs {
+  ms_tensor *w;
+  ms_tensor *const *theta;
+  int n;
+} initargs;
+
+static int push_init(lua_State *L, void *ud) {
+  const initargs *a = ud;
+  lms_pushref(L, a->w);
+  push_list(L, a->n, a->theta);
+  return 2;
+}
+
 static int lopt_init(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *const *theta, ms_tensor **state) {
   lopt *lo = ud;
-  lua_State *L = running(ctx, lo->L0);
+  lua_State *L = lms_running(ctx);
   /* init(w, theta_list) -> state_list */
-  push_tensor(L, w);
-  push_list(L, lo->nparams, theta);
-  int st = call_lua(ctx, L, lo->init, 2, 1);
+  initargs a = {w, theta, lo->nparams};
+  int st = call_lua(ctx, L, lo->init, push_init, &a, 1);
   if (st) return st;
   st = take_state(ctx, L, -1, lo, "init", state);
   lua_pop(L, 1);
   return st;
 }
 
-static int lopt_step(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w_next,
-                     ms_tensor **state) {
-  lopt *lo = ud;
-  lua_State *L = running(ctx, lo->L0);
-  int n = lo->nparams;
-  /* step(t, k, factor, w, fw, gw, theta_list, state_list) -> w', state_list' */
+typedef struct stepargs {
+  const ms_optim_io *io;
+  const lopt *lo;
+} stepargs;
+
+static int push_step(lua_State *L, void *ud) {
+  const stepargs *a = ud;
+  const ms_optim_io *io = a->io;
   lua_pushinteger(L, io->t);
   lua_pushinteger(L, io->k);
   lua_pushnumber(L, io->factor);
-  push_tensor(L, io->w);
-  push_tensor(L, io->fw);
-  push_tensor(L, io->gw);
-  push_list(L, n, io->theta);
-  push_list(L, lo->nstate, io->state);
-  int st = call_lua(ctx, L, lo->step, 8, 2);
+  lms_pushref(L, io->w);
+  lms_pushref(L, io->fw);
+  lms_pushref(L, io->gw);
+  push_list(L, a->lo->nparams, io->theta);
+  push_list(L, a->lo->nstate, io->state);
+  return 8;
+}
+
+static int lopt_step(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w_next,
+                     ms_tensor **state) {
+  lopt *lo = ud;
+  lua_State *L = lms_running(ctx);
+  /* step(t, k, factor, w, fw, gw, theta_list, state_list) -> w', state_list' */
+  stepargs a = {io, lo};
+  int st = call_lua(ctx, L, lo->step, push_step, &a, 2);
   if (st) return st;
   st = take_tensor(ctx, L, -2, "the step", w_next);
   if (!st) st = take_state(ctx, L, -1, lo, "the step", state);
@@ -279,7 +242,7 @@ static int l_optim_new(lua_State *L) {
   lopt *lo = ms_ctx_alloc(ctx, sizeof *lo);
   if (lo == NULL) return lms_error(L);
   memset(lo, 0, sizeof *lo);
-  lo->L0 = mainthread(L);
+  lo->L0 = lms_mainthread(L);
   lo->step = lo->init = lo->sched = LUA_NOREF;
   lo->nstate = nstate;
   lo->nparams = np;
@@ -320,11 +283,20 @@ typedef struct lsched {
   int ref;
 } lsched;
 
+/* Pushes the one or two integers of ud (an int64_t[2]; a second of 0 is not pushed). */
+static int push_ints(lua_State *L, void *ud) {
+  const int64_t *k = ud;
+  lua_pushinteger(L, k[0]);
+  if (k[1] == 0) return 1;
+  lua_pushinteger(L, k[1]);
+  return 2;
+}
+
 static int lsched_call(ms_ctx *ctx, void *ud, int64_t t, double *factor) {
   lsched *s = ud;
-  lua_State *L = running(ctx, s->L0);
-  lua_pushinteger(L, t);
-  int st = call_lua(ctx, L, s->ref, 1, 1);
+  lua_State *L = lms_running(ctx);
+  int64_t args[2] = {t, 0};
+  int st = call_lua(ctx, L, s->ref, push_ints, args, 1);
   if (st) return st;
   int isnum;
   *factor = lua_tonumberx(L, -1, &isnum);
@@ -348,7 +320,7 @@ static int optim_set_schedule(lua_State *L) {
   if (lua_isfunction(L, 2)) {
     lsched *s = ms_ctx_alloc(ctx, sizeof *s);
     if (s == NULL) return lms_error(L);
-    s->L0 = mainthread(L);
+    s->L0 = lms_mainthread(L);
     lua_pushvalue(L, 2);
     s->ref = luaL_ref(L, LUA_REGISTRYINDEX);
     if (ms_optim_set_schedule_fn(ctx, checkoptim(L, 1), lsched_call, s, lsched_free) != MS_OK) {
@@ -380,7 +352,7 @@ static int optim_params(lua_State *L) {
     lua_createtable(L, 0, 5);
     lua_pushstring(L, p->name);
     lua_setfield(L, -2, "name");
-    push_tensor(L, p->init);
+    lms_pushref(L, p->init);
     lua_setfield(L, -2, "init");
     lua_pushstring(L, p->map == MS_PARAM_LOG ? "log" : "plain");
     lua_setfield(L, -2, "map");
@@ -415,7 +387,6 @@ static int optim_tostring(lua_State *L) {
  */
 
 typedef struct lmeta {
-  lua_State *L0;
   int fn;    /* registry reference of the Lua meta-objective */
   int tasks; /* registry reference of the spec's task list (for traj.task) */
   int nparams;
@@ -468,13 +439,13 @@ static void push_traj(lua_State *L, const lmeta *m, const ms_traj *traj) {
   lua_setfield(L, -2, "T");
   lua_createtable(L, (int)traj->T, 1);
   for (int64_t t = 0; t <= traj->done; t++) {
-    push_tensor(L, traj->losses[t]);
+    lms_pushref(L, traj->losses[t]);
     lua_rawseti(L, -2, t);
   }
   lua_setfield(L, -2, "losses");
-  push_tensor(L, traj->losses[0]);
+  lms_pushref(L, traj->losses[0]);
   lua_setfield(L, -2, "loss0");
-  push_tensor(L, traj->w_T);
+  lms_pushref(L, traj->w_T);
   lua_setfield(L, -2, "w_T");
   push_list(L, m->nparams, traj->theta);
   lua_setfield(L, -2, "theta_list");
@@ -482,17 +453,28 @@ static void push_traj(lua_State *L, const lmeta *m, const ms_traj *traj) {
   lua_setfield(L, -2, "status");
 }
 
-static int lmeta_call(ms_ctx *ctx, void *ud, const ms_traj *traj, ms_tensor **out) {
-  lmeta *m = ud;
-  lua_State *L = running(ctx, m->L0);
-  *out = NULL;
-  push_traj(L, m, traj);
+typedef struct trajargs {
+  const lmeta *m;
+  const ms_traj *traj;
+} trajargs;
+
+static int push_trajarg(lua_State *L, void *ud) {
+  const trajargs *a = ud;
+  push_traj(L, a->m, a->traj);
   /* the task's host value: tasks are numbered by their host pointer (an integer index) */
-  lua_rawgeti(L, LUA_REGISTRYINDEX, m->tasks);
-  lua_rawgeti(L, -1, (lua_Integer)(intptr_t)traj->task->host);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->m->tasks);
+  lua_rawgeti(L, -1, (lua_Integer)(intptr_t)a->traj->task->host);
   lua_setfield(L, -3, "task");
   lua_pop(L, 1);
-  int st = call_lua(ctx, L, m->fn, 1, 1);
+  return 1;
+}
+
+static int lmeta_call(ms_ctx *ctx, void *ud, const ms_traj *traj, ms_tensor **out) {
+  lmeta *m = ud;
+  lua_State *L = lms_running(ctx);
+  *out = NULL;
+  trajargs a = {m, traj};
+  int st = call_lua(ctx, L, m->fn, push_trajarg, &a, 1);
   if (st) return st;
   st = take_tensor(ctx, L, -1, "the meta-objective", out);
   lua_pop(L, 1);
@@ -579,7 +561,6 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
     lua_settop(L, t - 1);
   }
   lua_pop(L, 1);
-  c->meta.L0 = mainthread(L);
   c->meta.fn = c->meta.tasks = LUA_NOREF;
   c->meta.nparams = np;
   if (s->meta.kind == MS_META_CUSTOM) {
@@ -621,7 +602,7 @@ static void push_result(lua_State *L, const ms_meta_out *r) {
   lua_createtable(L, r->nparams, 0);
   lua_createtable(L, r->nparams, 0);
   for (int i = 0; i < r->nparams; i++) {
-    push_tensor(L, r->grad[i]);
+    lms_pushref(L, r->grad[i]);
     lua_rawseti(L, -3, i + 1);
     lua_pushnumber(L, r->log_abs_grad[i]);
     lua_rawseti(L, -2, i + 1);
@@ -629,22 +610,6 @@ static void push_result(lua_State *L, const ms_meta_out *r) {
   lua_setfield(L, -3, "log_abs_grad");
   lua_setfield(L, -2, "grad");
 }
-
-/* The running thread for callbacks, set around one engine call. */
-typedef struct entered {
-  ms_ctx *ctx;
-  void *prev;
-} entered;
-
-static entered enter(lua_State *L) {
-  entered e = {lms_ctx(L), NULL};
-  lua_pushnil(L);
-  lua_setfield(L, LUA_REGISTRYINDEX, PENDING);
-  e.prev = ms_ctx_userdata(e.ctx);
-  ms_ctx_set_userdata(e.ctx, L);
-  return e;
-}
-static void leave(entered e) { ms_ctx_set_userdata(e.ctx, e.prev); }
 
 static int cspec_gc(lua_State *L) {
   cspec *c = luaL_checkudata(L, 1, "metastep.Spec");
@@ -669,16 +634,17 @@ static int l_meta_value_and_grad(lua_State *L) {
   cspec *c = newspec(L); /* 2 */
   read_spec(L, 1, c);
   lua_settop(L, 2);
-  entered e = enter(L);
+  lms_entry e;
+  lms_enter(L, &e);
   ms_meta_out r;
   int st = ms_meta_value_and_grad(e.ctx, &c->s, &r);
-  leave(e);
+  lms_leave(&e);
   cspec_unref(L, c);
   cspec_release(c);
-  if (st != MS_OK) return raise(L);
+  if (st != MS_OK) return lms_error(L);
   push_result(L, &r);
   ms_meta_out_clear(&r);
-  return 1;
+  return lms_result(L, MS_OK, 1);
 }
 
 /* meta_value(spec) -> value, status */
@@ -688,14 +654,15 @@ static int l_meta_value(lua_State *L) {
   cspec *c = newspec(L);
   read_spec(L, 1, c);
   lua_settop(L, 2);
-  entered e = enter(L);
+  lms_entry e;
+  lms_enter(L, &e);
   double v;
   int status;
   int st = ms_meta_value(e.ctx, &c->s, &v, &status);
-  leave(e);
+  lms_leave(&e);
   cspec_unref(L, c);
   cspec_release(c);
-  if (st != MS_OK) return raise(L);
+  if (st != MS_OK) return lms_error(L);
   lua_pushnumber(L, v);
   lua_pushstring(L, ms_meta_status_name(status));
   return 2;
@@ -715,32 +682,33 @@ static int l_meta_unroll(lua_State *L) {
     cspec_release(c);
     return luaL_argerror(L, 2, "task index out of range");
   }
-  entered e = enter(L);
+  lms_entry e;
+  lms_enter(L, &e);
   ms_traj traj;
   int st = ms_meta_unroll(e.ctx, &c->s, &c->tasks[k - 1], keep, &traj);
-  leave(e);
+  lms_leave(&e);
   if (st != MS_OK) {
     cspec_unref(L, c);
     cspec_release(c);
-    return raise(L);
+    return lms_error(L);
   }
   lua_createtable(L, 0, 8);
   lua_pushinteger(L, traj.T);
   lua_setfield(L, -2, "T");
   lua_createtable(L, (int)traj.done, 0);
   for (int64_t t = 1; t <= traj.done; t++) {
-    push_tensor(L, traj.losses[t]);
+    lms_pushref(L, traj.losses[t]);
     lua_rawseti(L, -2, t);
   }
   lua_setfield(L, -2, "losses");
-  push_tensor(L, traj.losses[0]);
+  lms_pushref(L, traj.losses[0]);
   lua_setfield(L, -2, "loss0");
-  push_tensor(L, traj.w_T);
+  lms_pushref(L, traj.w_T);
   lua_setfield(L, -2, "w_T");
   if (traj.w) {
     lua_createtable(L, (int)traj.done, 1);
     for (int64_t t = 0; t <= traj.done; t++) {
-      push_tensor(L, traj.w[t]);
+      lms_pushref(L, traj.w[t]);
       lua_rawseti(L, -2, t);
     }
     lua_setfield(L, -2, "w");
@@ -754,7 +722,7 @@ static int l_meta_unroll(lua_State *L) {
   ms_traj_clear(e.ctx, &traj);
   cspec_unref(L, c);
   cspec_release(c);
-  return 1;
+  return lms_result(L, MS_OK, 1);
 }
 
 
@@ -766,7 +734,6 @@ static int l_meta_unroll(lua_State *L) {
  * history = {{k, value, status, fail_step, updated, lr, theta = {...}, grad = {...}}}}. */
 
 typedef struct ltrain {
-  lua_State *L0;
   int sched, sample, callback; /* registry references or LUA_NOREF */
   int hosts;                   /* the spec's task table list (borrowed reference) */
   int nparams;
@@ -774,9 +741,9 @@ typedef struct ltrain {
 
 static int lt_schedule(ms_ctx *ctx, void *ud, int64_t k, double *factor) {
   ltrain *t = ud;
-  lua_State *L = running(ctx, t->L0);
-  lua_pushinteger(L, k);
-  int st = call_lua(ctx, L, t->sched, 1, 1);
+  lua_State *L = lms_running(ctx);
+  int64_t args[2] = {k, 0};
+  int st = call_lua(ctx, L, t->sched, push_ints, args, 1);
   if (st) return st;
   int isnum;
   *factor = lua_tonumberx(L, -1, &isnum);
@@ -787,11 +754,10 @@ static int lt_schedule(ms_ctx *ctx, void *ud, int64_t k, double *factor) {
 
 static int lt_sample(ms_ctx *ctx, void *ud, int64_t k, int i, ms_task *task) {
   ltrain *t = ud;
-  lua_State *L = running(ctx, t->L0);
+  lua_State *L = lms_running(ctx);
   memset(task, 0, sizeof *task);
-  lua_pushinteger(L, k);
-  lua_pushinteger(L, i + 1);
-  int st = call_lua(ctx, L, t->sample, 2, 1);
+  int64_t args[2] = {k, i + 1};
+  int st = call_lua(ctx, L, t->sample, push_ints, args, 1);
   if (st) return st;
   int top = lua_gettop(L);
   if (!lua_istable(L, top)) {
@@ -863,12 +829,24 @@ static void push_record(lua_State *L, const ms_train_record *r, int np) {
   lua_setfield(L, -2, "grad");
 }
 
+typedef struct recargs {
+  const ms_train_record *rec;
+  ms_tensor *const *theta;
+  int n;
+} recargs;
+
+static int push_rec(lua_State *L, void *ud) {
+  const recargs *a = ud;
+  push_record(L, a->rec, a->n);
+  push_list(L, a->n, a->theta);
+  return 2;
+}
+
 static int lt_callback(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor *const *theta) {
   ltrain *t = ud;
-  lua_State *L = running(ctx, t->L0);
-  push_record(L, rec, t->nparams);
-  push_list(L, t->nparams, theta);
-  int st = call_lua(ctx, L, t->callback, 2, 1);
+  lua_State *L = lms_running(ctx);
+  recargs a = {rec, theta, t->nparams};
+  int st = call_lua(ctx, L, t->callback, push_rec, &a, 1);
   if (st) return st;
   int stop = lua_toboolean(L, -1);
   lua_pop(L, 1);
@@ -959,7 +937,6 @@ static int l_meta_train(lua_State *L) {
     }
   }
   lua_pop(L, 1);
-  b->t.L0 = mainthread(L);
   b->t.nparams = c->meta.nparams;
   b->t.hosts = c->meta.tasks;
   b->t.sample = funcref(L, 2, "sample");
@@ -971,16 +948,17 @@ static int l_meta_train(lua_State *L) {
   if (b->t.callback != LUA_NOREF) o.callback = lt_callback;
   o.ud = &b->t;
   o.keep_history = 1;
-  entered e = enter(L);
+  lms_entry e;
+  lms_enter(L, &e);
   int st = ms_meta_train(e.ctx, &c->s, &o, &b->res);
-  leave(e);
+  lms_leave(&e);
   b->has_res = 1;
   cspec_unref(L, c);
   cspec_release(c);
   if (st != MS_OK && st != MS_EINTERRUPT) {
     ms_train_result_clear(b->ctx, &b->res);
     b->has_res = 0;
-    return raise(L);
+    return lms_error(L);
   }
   int np = b->res.nparams;
   lua_createtable(L, 0, 8);
@@ -1010,7 +988,7 @@ static int l_meta_train(lua_State *L) {
   /* kept until taken: a Ctrl-C hook that fires as this function returns must not lose it */
   lua_pushvalue(L, -1);
   lua_setfield(L, LUA_REGISTRYINDEX, "metastep.train_last");
-  return 1;
+  return lms_result(L, MS_OK, 1);
 }
 
 /* meta_train_last() -> the last result of meta_train (once), or nil */

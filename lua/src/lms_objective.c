@@ -39,14 +39,11 @@
 
 typedef struct lobj {
   ms_ctx *ctx;          /* the lobj is allocated in this context (counted in its bytes) */
-  lua_State *L0;        /* main thread, used when no binding set the running thread */
   int value, grad, hvp; /* registry references (LUA_NOREF when absent or released) */
   int has_grad, has_hvp; /* given at construction (else the engine derives them with levels) */
-  /* propagate_errors: an error raised by a callback is kept as it is (registry reference
-   * `err`, until the binding that ran the objective re-raises it) and becomes the context's
-   * message without the objective's name or a traceback */
+  /* propagate_errors: an error raised by a callback is kept as it is (lms_error raises it
+   * again) and becomes the context's message without the objective's name or a traceback */
   int raw;
-  int err;
   char name[64];
 } lobj;
 
@@ -82,8 +79,7 @@ static int obj_gc(lua_State *L) {
       luaL_unref(L, LUA_REGISTRYINDEX, b->lo->value);
       luaL_unref(L, LUA_REGISTRYINDEX, b->lo->grad);
       luaL_unref(L, LUA_REGISTRYINDEX, b->lo->hvp);
-      luaL_unref(L, LUA_REGISTRYINDEX, b->lo->err);
-      b->lo->value = b->lo->grad = b->lo->hvp = b->lo->err = LUA_NOREF;
+      b->lo->value = b->lo->grad = b->lo->hvp = LUA_NOREF;
     }
     ms_objective *o = b->obj;
     b->obj = NULL;
@@ -91,14 +87,6 @@ static int obj_gc(lua_State *L) {
     ms_objective_release(o);
   }
   return 0;
-}
-
-/* Raises the error object a propagate_errors callback raised, unchanged. */
-static int reraise(lua_State *L, int ref) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, ref);
-  ms_ctx_clear_error(lms_ctx(L));
-  return lua_error(L);
 }
 
 /* obj:value(w), obj:grad(w), obj:hvp(w, v) */
@@ -118,16 +106,11 @@ static int run(lua_State *L, int which) {
                          "inside the forward or jvp rule of a custom primitive applied while "
                          "levels are active", which == CALL_GRAD ? "grad" : "hvp", b->lo->name,
                       which == CALL_GRAD ? "grad" : "hvp");
-  void *prev = ms_ctx_userdata(ctx);
-  ms_ctx_set_userdata(ctx, L); /* callbacks run on this thread */
-  lobj *lo = b->lo;
-  if (lo) {
-    luaL_unref(L, LUA_REGISTRYINDEX, lo->err);
-    lo->err = LUA_NOREF;
-  }
-  ms_objective_retain(o); /* keeps lo alive too (freed with o) */
-  ms_tensor_retain(w);
-  ms_tensor_retain(v);
+  lms_entry e;
+  lms_enter(L, &e); /* callbacks run on this thread */
+  lms_hold_objective(&e, o); /* keeps lo alive too (freed with o) */
+  lms_hold_tensor(&e, w);
+  lms_hold_tensor(&e, v);
   int st;
   if (which == CALL_VALUE)
     st = ms_objective_value(ctx, o, w, res);
@@ -135,19 +118,8 @@ static int run(lua_State *L, int which) {
     st = ms_objective_grad(ctx, o, w, res);
   else
     st = ms_objective_hvp(ctx, o, w, v, res);
-  ms_tensor_release(v);
-  ms_tensor_release(w);
-  int err = LUA_NOREF;
-  if (lo) {
-    err = lo->err;
-    lo->err = LUA_NOREF;
-  }
-  ms_objective_release(o);
-  ms_ctx_set_userdata(ctx, prev);
-  if (st != MS_OK && err != LUA_NOREF) return reraise(L, err);
-  luaL_unref(L, LUA_REGISTRYINDEX, err);
-  if (st != MS_OK) return lms_error(L);
-  return 1;
+  lms_leave(&e);
+  return lms_result(L, st, 1);
 }
 
 static int obj_value(lua_State *L) { return run(L, CALL_VALUE); }
@@ -183,7 +155,7 @@ static int obj_parts(lua_State *L) {
     return lms_error(L);
   }
   lua_pushnumber(L, fstar);
-  return 3;
+  return lms_result(L, MS_OK, 3);
 }
 
 static int obj_tostring(lua_State *L) {
@@ -260,88 +232,39 @@ static int l_logistic(lua_State *L) {
 
 /* ---- objectives with Lua callbacks ---- */
 
-/* Message handler for callbacks: the error message plus a traceback. */
-static int callback_msgh(lua_State *L) {
-  const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  luaL_traceback(L, L, msg, 1);
-  return 1;
-}
-
 typedef struct callargs {
-  lobj *lo;
-  int ref;
   ms_tensor *w, *v;
 } callargs;
 
-/* Pushes t as a Lua tensor (adds a reference). */
-static void push_ref(lua_State *L, ms_tensor *t) {
-  ms_tensor **box = lms_newbox(L);
-  *box = ms_tensor_retain(t);
+/* Pushes the point (and the direction): run protected by lms_callback. */
+static int push_point(lua_State *L, void *ud) {
+  const callargs *a = ud;
+  lms_pushref(L, a->w);
+  if (a->v) lms_pushref(L, a->v);
+  return a->v ? 2 : 1;
 }
 
-/*
- * Runs under lua_pcall: pushing the function's arguments allocates, and an allocation
- * error must not jump over the engine frames below us.
- */
-static int protected_call(lua_State *L) {
-  callargs *a = lua_touserdata(L, 1);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
-  push_ref(L, a->w);
-  if (a->v) push_ref(L, a->v);
-  if (!a->lo->raw) {
-    lua_call(L, a->v ? 2 : 1, 1);
-    return 1;
-  }
-  if (lua_pcall(L, a->v ? 2 : 1, 1, 0) == LUA_OK) return 1;
-  /* propagate_errors: keep the error object for the binding that ran the objective (unless
-   * the objective was collected meanwhile), then raise it on */
-  if (a->lo->value != LUA_NOREF) {
-    lua_pushvalue(L, -1);
-    int r = luaL_ref(L, LUA_REGISTRYINDEX);
-    luaL_unref(L, LUA_REGISTRYINDEX, a->lo->err);
-    a->lo->err = r;
-  }
-  /* and for a binding of lms_l2l.c that ran the objective inside the engine */
-  lua_pushvalue(L, -1);
-  lua_setfield(L, LUA_REGISTRYINDEX, "metastep.callback_error");
-  return lua_error(L);
-}
-
+/* Runs callback ref on the thread that entered the engine. With propagate_errors (raw) the
+ * error object is kept for lms_error and the message is its text alone. */
 static int call_lua(ms_ctx *ctx, lobj *lo, int ref, const char *what, ms_tensor *w, ms_tensor *v,
                     ms_tensor **out) {
   *out = NULL;
-  lua_State *L = ms_ctx_userdata(ctx);
-  if (L == NULL) L = lo->L0;
+  lua_State *L = lms_running(ctx);
   if (ref == LUA_NOREF || ref == LUA_REFNIL)
     return ms_ctx_fail(ctx, MS_ESTATE, "%s: objective has been released", lo->name);
-  if (!lua_checkstack(L, 8)) return ms_ctx_fail(ctx, MS_ENOMEM, "%s: Lua stack overflow", lo->name);
   int top = lua_gettop(L);
-  callargs a = {lo, ref, w, v};
-  lua_pushcfunction(L, callback_msgh);
-  lua_pushcfunction(L, protected_call);
-  lua_pushlightuserdata(L, &a);
-  int st = MS_OK;
-  if (lua_pcall(L, 1, 1, lo->raw ? 0 : top + 1) != LUA_OK) {
-    if (lo->raw) { /* the error object as it was raised (kept by protected_call) */
-      if (lua_isstring(L, -1))
-        st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s", lua_tostring(L, -1));
-      else
-        st = ms_ctx_fail(ctx, MS_ECALLBACK, "(error object is a %s value)", luaL_typename(L, -1));
-    } else {
-      st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: error in %s: %s", lo->name, what,
-                       lua_isstring(L, -1) ? lua_tostring(L, -1) : "(error object is not a string)");
-    }
+  callargs a = {w, v};
+  int st = lms_callback(ctx, L, ref, push_point, &a, 1, lo->raw ? LMS_CB_PLAIN : 0,
+                        lo->raw ? NULL : lo->name, what);
+  if (st != MS_OK) return st;
+  ms_tensor *t = lms_testtensor(L, -1);
+  if (t != NULL) {
+    *out = ms_tensor_retain(t);
+  } else if (luaL_testudata(L, -1, LMS_TENSOR)) {
+    st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: %s returned a released tensor", lo->name, what);
   } else {
-    ms_tensor *t = lms_testtensor(L, -1);
-    if (t != NULL) {
-      *out = ms_tensor_retain(t);
-    } else if (luaL_testudata(L, -1, LMS_TENSOR)) {
-      st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: %s returned a released tensor", lo->name, what);
-    } else {
-      st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: %s must return a tensor, got %s", lo->name, what,
-                       luaL_typename(L, -1));
-    }
+    st = ms_ctx_fail(ctx, MS_ECALLBACK, "%s: %s must return a tensor, got %s", lo->name, what,
+                     luaL_typename(L, -1));
   }
   lua_settop(L, top);
   return st;
@@ -401,15 +324,12 @@ static int l_from_callbacks(lua_State *L) {
   int has_hvp = checkfieldfunction(L, 1, "hvp", 0);       /* 6 */
   lua_getfield(L, 1, "propagate_errors");                 /* 7 */
   int raw = lua_toboolean(L, 7);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD); /* 8 */
-  lua_State *L0 = lua_tothread(L, 8);
-  objbox *b = newbox(L); /* 9 */
+  objbox *b = newbox(L); /* 8 */
   ms_ctx *ctx = lms_ctx(L);
   lobj *lo = ms_ctx_alloc(ctx, sizeof *lo);
   if (lo == NULL) return lms_error(L);
   lo->ctx = ctx;
-  lo->L0 = L0;
-  lo->value = lo->grad = lo->hvp = lo->err = LUA_NOREF;
+  lo->value = lo->grad = lo->hvp = LUA_NOREF;
   lo->raw = raw;
   lo->has_grad = has_grad;
   lo->has_hvp = has_hvp;
@@ -507,17 +427,14 @@ static int obj_grad_batch(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
   o = checkbox(L, 1)->obj;
   ms_tensor *w = lms_checktensor(L, 2); /* after the last Lua allocation */
-  ms_objective_retain(o);
-  ms_tensor_retain(w);
-  void *prev = ms_ctx_userdata(ctx);
-  ms_ctx_set_userdata(ctx, L);
+  lms_entry e;
+  lms_enter(L, &e);
+  lms_hold_objective(&e, o);
+  lms_hold_tensor(&e, w);
   int st = ms_objective_grad_batch(ctx, o, w, n, idx, res);
-  ms_ctx_set_userdata(ctx, prev);
-  ms_tensor_release(w);
-  ms_objective_release(o);
-  if (st != MS_OK) return lms_error(L);
+  lms_leave(&e);
   lua_settop(L, 4);
-  return 1;
+  return lms_result(L, st, 1);
 }
 
 /* obj:eigh() -> lambda (ascending), Q (eigenvectors as columns) of a quadratic's H: copies
@@ -530,9 +447,9 @@ static int obj_eigh(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
   ms_tensor *lam = NULL, *Q = NULL;
   if (ms_objective_quadratic_eigh(ctx, o, &lam, &Q) != MS_OK) return lms_error(L);
-  if (ms_tensor_copy(ctx, lam, lb) != MS_OK || ms_tensor_copy(ctx, Q, qb) != MS_OK)
-    return lms_error(L);
-  return 2;
+  int st = ms_tensor_copy(ctx, lam, lb);
+  if (st == MS_OK) st = ms_tensor_copy(ctx, Q, qb);
+  return lms_result(L, st, 2);
 }
 
 /* obj:check_psd([what]) -> true, or raises "<what>: needs a positive semi-definite H ..." */
@@ -599,7 +516,7 @@ static int push_tensor_field(lua_State *L, const char *k) {
   if (ms_tensor_copy(lms_ctx(L), t, box) != MS_OK) return lms_error(L);
   lua_pushvalue(L, 5);
   lua_setfield(L, 3, k);
-  return 1;
+  return lms_result(L, MS_OK, 1);
 }
 
 /* The read-only field number f of the objective at 1. */

@@ -21,125 +21,7 @@
 
 #include "lms.h"
 
-/* ---- per-state context ---- */
-
-typedef struct lms_state {
-  ms_ctx *ctx;
-  size_t gc_threshold; /* live engine bytes at which the next full collection runs */
-} lms_state;
-
-static const char *const STATE_KEY = "metastep.state";
-#define GC_MIN_THRESHOLD ((size_t)64 << 20)
-
-static int state_gc(lua_State *L) {
-  lms_state *s = lua_touserdata(L, 1);
-  if (s->ctx) ms_ctx_free(s->ctx);
-  s->ctx = NULL;
-  return 0;
-}
-
-static lms_state *getstate(lua_State *L) {
-  if (lua_getfield(L, LUA_REGISTRYINDEX, STATE_KEY) == LUA_TUSERDATA) {
-    lms_state *s = lua_touserdata(L, -1);
-    lua_pop(L, 1);
-    return s;
-  }
-  lua_pop(L, 1);
-  /* The box exists (empty) before the context is acquired, so a failure cannot leak it. */
-  lms_state *s = lua_newuserdatauv(L, sizeof *s, 0);
-  s->ctx = NULL;
-  s->gc_threshold = GC_MIN_THRESHOLD;
-  lua_createtable(L, 0, 1);
-  lua_pushcfunction(L, state_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_setmetatable(L, -2);
-  s->ctx = ms_ctx_new(NULL, NULL);
-  if (s->ctx == NULL) luaL_error(L, "metastep: cannot create the engine context (out of memory)");
-  lua_setfield(L, LUA_REGISTRYINDEX, STATE_KEY);
-  return s;
-}
-
-ms_ctx *lms_ctx(lua_State *L) { return getstate(L)->ctx; }
-
-int lms_error(lua_State *L) {
-  ms_ctx *ctx = lms_ctx(L);
-  const char *msg = ms_ctx_error(ctx);
-  luaL_where(L, 1);
-  lua_pushstring(L, *msg ? msg : ms_status_name(ms_ctx_status(ctx)));
-  ms_ctx_clear_error(ctx);
-  lua_concat(L, 2);
-  return lua_error(L);
-}
-
-/* ---- the Tensor userdata ---- */
-
-ms_tensor *lms_testtensor(lua_State *L, int arg) {
-  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
-  return box ? *box : NULL;
-}
-
-/* True if arg is a tensor box whose tensor was released (closed or collected). */
-static int isreleased(lua_State *L, int arg) {
-  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
-  return box != NULL && *box == NULL;
-}
-
-ms_tensor *lms_checktensor(lua_State *L, int arg) {
-  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
-  if (box == NULL) luaL_typeerror(L, arg, "tensor");
-  if (*box == NULL) luaL_argerror(L, arg, "tensor has been released");
-  return *box;
-}
-
-ms_tensor **lms_newbox(lua_State *L) {
-  ms_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = NULL;
-  luaL_setmetatable(L, LMS_TENSOR);
-  return box;
-}
-
-/* Runs a full collection once live tensor bytes pass a threshold: a tensor userdata is
- * small to Lua's collector but may own megabytes, so the collector must be told. */
-static void gc_step(lua_State *L) {
-  lms_state *s = getstate(L);
-  size_t bytes = ms_ctx_bytes(s->ctx);
-  if (bytes < s->gc_threshold) return;
-  lua_gc(L, LUA_GCCOLLECT);
-  bytes = ms_ctx_bytes(s->ctx);
-  s->gc_threshold = bytes * 2 > GC_MIN_THRESHOLD ? bytes * 2 : GC_MIN_THRESHOLD;
-}
-
-/* Completes a box made by lms_newbox: on failure the (empty) box is simply garbage.
- * t is passed by address because the engine call that sets it is a sibling argument,
- * and C leaves the order of argument evaluation unspecified. */
-static int finish(lua_State *L, ms_tensor **box, int st, ms_tensor **t) {
-  if (st != MS_OK) return lms_error(L);
-  *box = *t;
-  gc_step(L);
-  return 1;
-}
-
-void lms_pushtensor(lua_State *L, ms_tensor *t) {
-  ms_tensor **box = lua_newuserdatauv(L, sizeof *box, 0);
-  *box = t;
-  luaL_setmetatable(L, LMS_TENSOR);
-}
-
-ms_tensor *lms_checktensorish(lua_State *L, int arg) {
-  if (lua_type(L, arg) == LUA_TNUMBER) {
-    /* The scalar tensor lives in a box that replaces the number: Lua owns it at once. */
-    arg = lua_absindex(L, arg);
-    double v = lua_tonumber(L, arg);
-    ms_tensor **box = lms_newbox(L);
-    if (ms_tensor_scalar(lms_ctx(L), v, box) != MS_OK) lms_error(L);
-    lua_replace(L, arg);
-    return *box;
-  }
-  ms_tensor **box = luaL_testudata(L, arg, LMS_TENSOR);
-  if (box == NULL) luaL_typeerror(L, arg, "tensor or number");
-  if (*box == NULL) luaL_argerror(L, arg, "tensor has been released");
-  return *box;
-}
+/* ---- the Tensor userdata (boxes: lms_aux.c) ---- */
 
 static int tensor_gc(lua_State *L) {
   ms_tensor **box = luaL_checkudata(L, 1, LMS_TENSOR);
@@ -255,12 +137,12 @@ static int l_tensor(lua_State *L) {
   if (lua_type(L, 1) == LUA_TNUMBER) {
     ms_tensor **box = lms_newbox(L);
     ms_tensor *t;
-    return finish(L, box, ms_tensor_scalar(ctx, lua_tonumber(L, 1), &t), &t);
+    return lms_finish(L, box, ms_tensor_scalar(ctx, lua_tonumber(L, 1), &t), &t);
   }
   if (luaL_testudata(L, 1, LMS_TENSOR)) {
     ms_tensor **box = lms_newbox(L);
     ms_tensor *src = lms_checktensor(L, 1), *t;
-    return finish(L, box, ms_tensor_copy(ctx, src, &t), &t);
+    return lms_finish(L, box, ms_tensor_copy(ctx, src, &t), &t);
   }
   if (!lua_istable(L, 1)) return luaL_typeerror(L, 1, "table, number or tensor");
   int64_t shape[MS_MAXDIM];
@@ -284,7 +166,7 @@ static int l_tensor(lua_State *L) {
   ms_tensor *t;
   int st = ms_tensor_from_data(ctx, nd, shape, buf, &t);
   lua_remove(L, bufidx);
-  return finish(L, box, st, &t);
+  return lms_finish(L, box, st, &t);
 }
 
 static int l_zeros(lua_State *L) {
@@ -292,7 +174,7 @@ static int l_zeros(lua_State *L) {
   int nd = lms_checkshape(L, 1, shape);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_zeros(lms_ctx(L), nd, shape, &t), &t);
+  return lms_finish(L, box, ms_tensor_zeros(lms_ctx(L), nd, shape, &t), &t);
 }
 
 static int l_ones(lua_State *L) {
@@ -300,7 +182,7 @@ static int l_ones(lua_State *L) {
   int nd = lms_checkshape(L, 1, shape);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_ones(lms_ctx(L), nd, shape, &t), &t);
+  return lms_finish(L, box, ms_tensor_ones(lms_ctx(L), nd, shape, &t), &t);
 }
 
 static int l_full(lua_State *L) {
@@ -310,7 +192,7 @@ static int l_full(lua_State *L) {
   double v = luaL_checknumber(L, 2);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_full(lms_ctx(L), nd, shape, v, &t), &t);
+  return lms_finish(L, box, ms_tensor_full(lms_ctx(L), nd, shape, v, &t), &t);
 }
 
 static int l_eye(lua_State *L) {
@@ -320,14 +202,14 @@ static int l_eye(lua_State *L) {
   if (m < 0) return luaL_argerror(L, 2, lua_pushfstring(L, "size must be >= 0, got %I", m));
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_eye(lms_ctx(L), n, m, &t), &t);
+  return lms_finish(L, box, ms_tensor_eye(lms_ctx(L), n, m, &t), &t);
 }
 
 static int l_diag(lua_State *L) {
   lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return finish(L, box, ms_tensor_diag(lms_ctx(L), a, &t), &t);
+  return lms_finish(L, box, ms_tensor_diag(lms_ctx(L), a, &t), &t);
 }
 
 static int l_arange(lua_State *L) {
@@ -341,7 +223,7 @@ static int l_arange(lua_State *L) {
   }
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_arange(lms_ctx(L), start, stop, step, &t), &t);
+  return lms_finish(L, box, ms_tensor_arange(lms_ctx(L), start, stop, step, &t), &t);
 }
 
 static int l_linspace(lua_State *L) {
@@ -350,7 +232,7 @@ static int l_linspace(lua_State *L) {
   luaL_argcheck(L, n >= 1, 3, lua_pushfstring(L, "count must be >= 1, got %I", n));
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_linspace(lms_ctx(L), a, b, n, &t), &t);
+  return lms_finish(L, box, ms_tensor_linspace(lms_ctx(L), a, b, n, &t), &t);
 }
 
 /* rand(shape [, {seed=, lo=, hi=}]) and randn(shape [, {seed=, mean=, std=}]):
@@ -377,7 +259,7 @@ static int random_tensor(lua_State *L, int normal) {
   ms_tensor *t;
   int st = normal ? ms_tensor_randn(lms_ctx(L), rng, nd, shape, a, b, &t)
                   : ms_tensor_rand(lms_ctx(L), rng, nd, shape, a, b, &t);
-  return finish(L, box, st, &t);
+  return lms_finish(L, box, st, &t);
 }
 
 static int l_rand(lua_State *L) { return random_tensor(L, 0); }
@@ -539,14 +421,14 @@ static int m_clone(lua_State *L) {
   lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return finish(L, box, ms_tensor_copy(lms_ctx(L), a, &t), &t);
+  return lms_finish(L, box, ms_tensor_copy(lms_ctx(L), a, &t), &t);
 }
 
 static int m_contiguous(lua_State *L) {
   lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return finish(L, box, ms_tensor_contiguous(lms_ctx(L), a, &t), &t);
+  return lms_finish(L, box, ms_tensor_contiguous(lms_ctx(L), a, &t), &t);
 }
 
 static int reshape_impl(lua_State *L, int is_view) {
@@ -579,7 +461,7 @@ static int reshape_impl(lua_State *L, int is_view) {
   ms_tensor *a = lms_checktensor(L, 1), *t;
   int st = is_view ? ms_tensor_view(lms_ctx(L), a, nd, shape, &t)
                    : ms_tensor_reshape(lms_ctx(L), a, nd, shape, &t);
-  return finish(L, box, st, &t);
+  return lms_finish(L, box, st, &t);
 }
 
 static int m_view(lua_State *L) { return reshape_impl(L, 1); }
@@ -590,7 +472,7 @@ static int m_flatten(lua_State *L) {
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
   int64_t n = ms_tensor_numel(a);
-  return finish(L, box, ms_tensor_reshape(lms_ctx(L), a, 1, &n, &t), &t);
+  return lms_finish(L, box, ms_tensor_reshape(lms_ctx(L), a, 1, &n, &t), &t);
 }
 
 static int m_transpose(lua_State *L) {
@@ -607,7 +489,7 @@ static int m_transpose(lua_State *L) {
     d0 = checkaxis(L, 2, nd);
     d1 = checkaxis(L, 3, nd);
   }
-  return finish(L, box, ms_tensor_transpose(lms_ctx(L), a, d0, d1, &t), &t);
+  return lms_finish(L, box, ms_tensor_transpose(lms_ctx(L), a, d0, d1, &t), &t);
 }
 
 /* t:permute{...}: the table is read raw, so no Lua code runs while a is held. */
@@ -634,7 +516,7 @@ static int m_permute(lua_State *L) {
       return luaL_argerror(L, 2, lua_pushfstring(L, "entry %d: dimension %I repeated", i + 1, v));
     lua_pop(L, 1);
   }
-  return finish(L, box, ms_tensor_permute(lms_ctx(L), a, perm, &t), &t);
+  return lms_finish(L, box, ms_tensor_permute(lms_ctx(L), a, perm, &t), &t);
 }
 
 /* t:slice(dim, i, j [, step]): elements i..j inclusive (1-based, negative from the end). */
@@ -654,7 +536,7 @@ static int m_slice(lua_State *L) {
     return luaL_argerror(L, 3, lua_pushfstring(L, "start %I out of range for size %I", i, (lua_Integer)n));
   if (j < i - 1 || j > n)
     return luaL_argerror(L, 4, lua_pushfstring(L, "end %I out of range for start %I and size %I", j, i, (lua_Integer)n));
-  return finish(L, box, ms_tensor_slice(lms_ctx(L), a, d, i - 1, j, step, &t), &t);
+  return lms_finish(L, box, ms_tensor_slice(lms_ctx(L), a, d, i - 1, j, step, &t), &t);
 }
 
 static int m_select(lua_State *L) {
@@ -667,7 +549,7 @@ static int m_select(lua_State *L) {
   if (i < 0) i += n + 1;
   if (i < 1 || i > n)
     return luaL_argerror(L, 3, lua_pushfstring(L, "index %I out of range for size %I", i, (lua_Integer)n));
-  return finish(L, box, ms_tensor_select(lms_ctx(L), a, d, i - 1, &t), &t);
+  return lms_finish(L, box, ms_tensor_select(lms_ctx(L), a, d, i - 1, &t), &t);
 }
 
 static int m_expand(lua_State *L) {
@@ -676,7 +558,7 @@ static int m_expand(lua_State *L) {
   int nd = lms_checkshape(L, 2, shape); /* may run __len/__index: before a is fetched */
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return finish(L, box, ms_tensor_expand(lms_ctx(L), a, nd, shape, &t), &t);
+  return lms_finish(L, box, ms_tensor_expand(lms_ctx(L), a, nd, shape, &t), &t);
 }
 
 /* ms.cat(list [, dim]). The list may be a proxy whose __index runs Lua code (which may
@@ -699,7 +581,7 @@ static int l_cat(lua_State *L) {
   for (int i = 0; i < (int)n; i++) {
     lua_rawgeti(L, 3, i + 1);
     ms_tensor *t = lms_testtensor(L, -1);
-    if (t == NULL && isreleased(L, -1))
+    if (t == NULL && lms_isreleased(L, -1))
       return luaL_argerror(L, 1, lua_pushfstring(L, "element %d: tensor has been released", i + 1));
     if (t == NULL)
       return luaL_argerror(L, 1, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
@@ -709,7 +591,7 @@ static int l_cat(lua_State *L) {
   }
   int axis = lua_isnoneornil(L, 2) ? 0 : checkaxis(L, 2, nd);
   ms_tensor *t;
-  return finish(L, box, ms_tensor_cat(lms_ctx(L), (int)n, ts, axis, &t), &t);
+  return lms_finish(L, box, ms_tensor_cat(lms_ctx(L), (int)n, ts, axis, &t), &t);
 }
 
 /* ---- element access and indexing ---- */
@@ -794,7 +676,7 @@ static int tensor_index(lua_State *L) {
         cur = next;
       }
       *box = cur;
-      return 1;
+      return lms_result(L, MS_OK, 1);
     }
     double v;
     if (ms_tensor_get(ctx, t, idx, &v) != MS_OK) return lms_error(L);
@@ -802,7 +684,7 @@ static int tensor_index(lua_State *L) {
     return 1;
   }
   *box = view;
-  return 1;
+  return lms_result(L, MS_OK, 1);
 }
 
 /* Raises "what: cannot broadcast source of shape [..] to destination of shape [..]" for a
@@ -825,7 +707,7 @@ static int tensor_newindex(lua_State *L) {
     return luaL_error(L, "index: expected an integer or a table of integers, got %s", luaL_typename(L, 2));
   if (lua_type(L, 3) != LUA_TNUMBER && !luaL_testudata(L, 3, LMS_TENSOR))
     return luaL_error(L, "index assignment: expected a number or a tensor, got %s", luaL_typename(L, 3));
-  if (isreleased(L, 3)) return luaL_error(L, "index assignment: the source tensor has been released");
+  if (lms_isreleased(L, 3)) return luaL_error(L, "index assignment: the source tensor has been released");
   int64_t idx[MS_MAXDIM];
   ms_tensor **box = lms_newbox(L); /* owns the sub-view, if any */
   ms_tensor *t = lms_checktensor(L, 1), *view = NULL, *src = NULL;
@@ -877,7 +759,7 @@ static int m_assign(lua_State *L) {
 static void checkoperand(lua_State *L, int arg) {
   if (lua_type(L, arg) == LUA_TNUMBER) return;
   if (!luaL_testudata(L, arg, LMS_TENSOR)) luaL_typeerror(L, arg, "tensor or number");
-  if (isreleased(L, arg)) luaL_argerror(L, arg, "tensor has been released");
+  if (lms_isreleased(L, arg)) luaL_argerror(L, arg, "tensor has been released");
 }
 
 static int binary(lua_State *L, ms_binop op, int a_arg, int b_arg) {
@@ -904,7 +786,7 @@ static int binary(lua_State *L, ms_binop op, int a_arg, int b_arg) {
       ms_tensor_release(s);
     }
   }
-  return finish(L, box, st, &t);
+  return lms_finish(L, box, st, &t);
 }
 
 static int l_binary(lua_State *L) {
@@ -918,14 +800,14 @@ static int l_unary(lua_State *L) {
   lms_checktensorish(L, 1); /* a number becomes a 0-d tensor in slot 1 */
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return finish(L, box, ms_unary(lms_ctx(L), op, a, &t), &t);
+  return lms_finish(L, box, ms_unary(lms_ctx(L), op, a, &t), &t);
 }
 
 static int tensor_unm(lua_State *L) {
   lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return finish(L, box, ms_unary(lms_ctx(L), MS_NEG, a, &t), &t);
+  return lms_finish(L, box, ms_unary(lms_ctx(L), MS_NEG, a, &t), &t);
 }
 
 /* t:sum([dim [, keepdim]]): over everything gives a 0-d tensor; argmax/argmin are 1-based. */
@@ -936,6 +818,13 @@ static int l_reduce(lua_State *L) {
   ms_tensor *a = lms_checktensor(L, 1);
   int axis = lua_isnoneornil(L, 2) ? MS_ALL : checkaxis(L, 2, ms_tensor_ndim(a));
   int keepdim = lua_toboolean(L, 3);
+  /* Checked here so the message names the axis as Lua numbers it (the engine's is 0-based). */
+  if (axis != MS_ALL && ms_tensor_dim(a, axis) == 0 &&
+      (op == MS_MAX || op == MS_MIN || op == MS_ARGMAX || op == MS_ARGMIN)) {
+    char b[MS_SHAPE_STRLEN];
+    return luaL_error(L, "%s: cannot reduce empty axis %d of shape %s", ms_redop_name(op), axis + 1,
+                      ms_shape_str(ms_tensor_ndim(a), ms_tensor_shape(a), b, sizeof b));
+  }
   ms_tensor *t, *t1;
   int st = ms_reduce(lms_ctx(L), op, a, axis, keepdim, &t);
   if (st == MS_OK && (op == MS_ARGMAX || op == MS_ARGMIN)) {
@@ -943,7 +832,7 @@ static int l_reduce(lua_State *L) {
     ms_tensor_release(t);
     t = t1;
   }
-  return finish(L, box, st, &t);
+  return lms_finish(L, box, st, &t);
 }
 
 static int l_where(lua_State *L) {
@@ -951,7 +840,7 @@ static int l_where(lua_State *L) {
   for (int i = 1; i <= 3; i++) lms_checktensorish(L, i); /* numbers become 0-d tensors */
   ms_tensor **box = lms_newbox(L);
   ms_tensor *c = lms_checktensor(L, 1), *a = lms_checktensor(L, 2), *b = lms_checktensor(L, 3), *t;
-  return finish(L, box, ms_where(lms_ctx(L), c, a, b, &t), &t);
+  return lms_finish(L, box, ms_where(lms_ctx(L), c, a, b, &t), &t);
 }
 
 static int l_clamp(lua_State *L) {
@@ -959,7 +848,7 @@ static int l_clamp(lua_State *L) {
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
   double lo = luaL_optnumber(L, 2, -HUGE_VAL), hi = luaL_optnumber(L, 3, HUGE_VAL);
-  return finish(L, box, ms_clamp(lms_ctx(L), a, lo, hi, &t), &t);
+  return lms_finish(L, box, ms_clamp(lms_ctx(L), a, lo, hi, &t), &t);
 }
 
 static int l_all_finite(lua_State *L) {
@@ -1010,7 +899,7 @@ static int linalg2(lua_State *L, binfn fn) {
   lua_settop(L, 2);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *b = lms_checktensor(L, 2), *t;
-  return finish(L, box, fn(lms_ctx(L), a, b, &t), &t);
+  return lms_finish(L, box, fn(lms_ctx(L), a, b, &t), &t);
 }
 
 static int l_dot(lua_State *L) { return linalg2(L, ms_dot); }
@@ -1025,7 +914,7 @@ static int linalg1(lua_State *L, unfn fn) {
   lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return finish(L, box, fn(lms_ctx(L), a, &t), &t);
+  return lms_finish(L, box, fn(lms_ctx(L), a, &t), &t);
 }
 
 static int l_cholesky(lua_State *L) { return linalg1(L, ms_cholesky); }
@@ -1042,8 +931,7 @@ static int linalg_pair(lua_State *L, pairfn fn) {
   if (fn(lms_ctx(L), a, &x, &y) != MS_OK) return lms_error(L);
   *b1 = x;
   *b2 = y;
-  gc_step(L);
-  return 2;
+  return lms_result(L, MS_OK, 2);
 }
 
 static int l_eigh(lua_State *L) { return linalg_pair(L, ms_eigh); }

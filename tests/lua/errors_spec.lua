@@ -208,7 +208,7 @@ end
 for _, op in ipairs{"max", "min", "argmax", "argmin"} do
   cases[#cases + 1] = {op, "shape", ("ms.%s(ms.zeros(0))"):format(op), op .. ": cannot reduce empty tensor of shape [0]"}
   cases[#cases + 1] = {op, "shape", ("ms.%s(ms.zeros(2, 0), 2)"):format(op),
-    op .. ": cannot reduce empty axis 1 of shape [2,0]"}
+    op .. ": cannot reduce empty axis 2 of shape [2,0]"}
 end
 
 local function run(src)
