@@ -1,15 +1,23 @@
 -- Meta-gradients of gradient descent on a quadratic, checked against an independent
--- closed form written here in plain Lua numbers: H = Q diag(lambda) Q^T is built from
--- known eigenvalues and an orthogonal Q, and with c = Q^T w0
+-- closed form in plain Lua numbers: the oracle shared with the paper reproduction
+-- (scripts/experiments/lib/oracle.lua). H = Q diag(lambda) Q^T is built here from known
+-- eigenvalues and an orthogonal Q, and with c = Q^T w0
 --   log f(w_T) = logsumexp_i [log(1/2 lambda_i c_i^2) + 2T log|1 - eta lambda_i|]
 --   G'(eta)    = sum_i p_i * (-2 lambda_i / (1 - eta lambda_i))   (p = softmax of the terms)
---   F'(eta)    = -T sum_i lambda_i^2 c_i^2 (1 - eta lambda_i)^(2T - 1)
--- Then the paper's claims (PAPER.md, part 1 and 2): the naive meta-gradient vanishes or
+--   log|F'(eta)| = log f(w_T) + log(T |G'(eta)|)                 (F = f(w_T) = exp(T G))
+-- Then the paper's claims (docs/paper.md, part 1 and 2): the naive meta-gradient vanishes or
 -- explodes exponentially in T while the log one stays bounded; back-propagation through
 -- a long unroll fails where the stable method does not; meta-gradient descent on G finds
 -- the best step size; train-by-validation beats train-by-train with few noisy samples.
 -- Last, the boundary: bad specs raise with the exact messages below.
 local ms = require "metastep"
+
+-- The oracle lives with the experiments: scripts/experiments/lib, two levels above this file.
+do
+  local dir = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua"
+  package.path = dir .. "/../../scripts/experiments/?.lua;" .. package.path
+end
+local oracle = require "lib.oracle"
 
 -- ---------------------------------------------------------------- the problem, in plain Lua
 
@@ -42,56 +50,21 @@ end
 local OBJ = ms.objective.quadratic(ms.tensor(H))
 local W0T = ms.tensor(W0)
 
--- The terms log(1/2 lambda_i c_i^2) + 2T log|1 - eta lambda_i| (-inf when eta lambda_i = 1).
-local function log_terms(eta, T)
-  local a = {}
-  for i = 1, D do
-    a[i] = math.log(0.5 * LAM[i] * C[i] ^ 2) + 2 * T * math.log(math.abs(1 - eta * LAM[i]))
-  end
-  return a
-end
-
-local function logsumexp(a)
-  local m = -math.huge
-  for _, x in ipairs(a) do m = math.max(m, x) end
-  local s = 0
-  for _, x in ipairs(a) do s = s + math.exp(x - m) end
-  return m + math.log(s)
-end
+local SP = oracle.spectrum(LAM, C)
 
 --- The log meta-objective G = (1/T) log f(w_T) and G'(eta).
 local function closed_log(eta, T)
-  local a = log_terms(eta, T)
-  local lf = logsumexp(a)
-  local g = 0
-  for i = 1, D do
-    -- p_i / (1 - eta lambda_i) carries (1 - eta lambda_i)^(2T - 1): zero with the term
-    if a[i] > -math.huge then g = g + math.exp(a[i] - lf) * (-2 * LAM[i] / (1 - eta * LAM[i])) end
-  end
-  return lf / T, g
+  local cf = oracle.closed_form(SP, eta, T)
+  return cf.logf / T, cf.dG
 end
 
---- log |F'(eta)| for the naive meta-objective F = f(w_T), by a signed logsumexp.
+--- log |F'(eta)| for the naive meta-objective F = f(w_T).
 local function closed_naive_log_abs_grad(eta, T)
-  local b, m = {}, -math.huge
-  for i = 1, D do
-    b[i] = math.log(LAM[i] ^ 2 * C[i] ^ 2) + (2 * T - 1) * math.log(math.abs(1 - eta * LAM[i]))
-    m = math.max(m, b[i])
-  end
-  local s = 0
-  for i = 1, D do
-    local x = 1 - eta * LAM[i]
-    if x ~= 0 then s = s + (x > 0 and 1 or -1) * math.exp(b[i] - m) end
-  end
-  return math.log(T) + m + math.log(math.abs(s))
+  return oracle.closed_form(SP, eta, T).log_abs_dF
 end
 
 --- max_i |1 - eta lambda_i|
-local function rho(eta)
-  local r = 0
-  for i = 1, D do r = math.max(r, math.abs(1 - eta * LAM[i])) end
-  return r
-end
+local function rho(eta) return oracle.rho(SP, eta) end
 
 local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-300) end
 
@@ -291,23 +264,11 @@ end)
 describe("meta-gradient descent on G with step 1/sqrt(k)", function()
   local T = 40
 
-  -- The minimizer of G from the closed form: a grid of step 1e-3 over (0, 0.5), then one of
-  -- step 1e-6 around its best point.
-  local function grid_min(lo, hi, step)
-    local best, bestG = nil, math.huge
-    for k = 0, math.floor((hi - lo) / step + 0.5) do
-      local eta = lo + k * step
-      local G = logsumexp(log_terms(eta, T)) / T
-      if G < bestG then best, bestG = eta, G end
-    end
-    return best
-  end
+  -- The minimizer of G from the closed form: a grid over (0, 4/lambda_max] refined by
+  -- golden-section search.
   local best
   local function minimizer()
-    if not best then
-      local coarse = grid_min(1e-3, 0.499, 1e-3)
-      best = grid_min(coarse - 2e-3, coarse + 2e-3, 1e-6)
-    end
+    if not best then best = oracle.grid_optimum(SP, T, 2000) end
     return best
   end
 

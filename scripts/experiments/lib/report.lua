@@ -1,0 +1,80 @@
+--- The report kit of the paper reproduction: figures that raise when they cannot be drawn,
+-- CSV files, Markdown tables, criterion rows, number formatting and a rate-limited progress
+-- line. Every experiment module writes its files and builds its section with these.
+local M = {}
+
+--- Draws a figure with ms.plot.figure (spec.file relative to dir); raises on failure.
+function M.figure(ms, dir, spec)
+  local s = {}
+  for k, v in pairs(spec) do s[k] = v end
+  s.file = dir .. "/" .. spec.file
+  local ok, err = ms.plot.figure(s)
+  if not ok then error(err, 2) end
+end
+
+--- Writes dir/name with a header and a list of rows by ms.plot.write_csv; raises on failure.
+function M.csv(ms, dir, name, header, rows)
+  local ok, err = ms.plot.write_csv(dir .. "/" .. name, header, rows)
+  if not ok then error(err, 2) end
+end
+
+--- A Markdown table from a header list and rows of cells (nil cells print empty).
+function M.md_table(header, rows)
+  local out = {"| " .. table.concat(header, " | ") .. " |", "|" .. ("---|"):rep(#header)}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i = 1, #header do cells[i] = tostring(r[i] == nil and "" or r[i]) end
+    out[#out + 1] = "| " .. table.concat(cells, " | ") .. " |"
+  end
+  return table.concat(out, "\n")
+end
+
+--- A criterion row of the report: what is required, what was measured, whether it holds.
+function M.criterion(text, value, pass)
+  return {text = text, value = value, pass = pass and true or false}
+end
+
+--- x with p significant digits (4 by default).
+function M.fmt(x, p)
+  return (("%." .. (p or 4) .. "g"):format(x))
+end
+
+--- x as a percentage with two decimals ("nan" for NaN).
+function M.pct(x)
+  return x ~= x and "nan" or ("%.2f%%"):format(100 * x)
+end
+
+--- How many entries of list satisfy pred.
+function M.count(list, pred)
+  local n = 0
+  for _, v in ipairs(list) do if pred(v) then n = n + 1 end end
+  return n
+end
+
+--- Smallest and largest of f(x) over a list.
+function M.range(list, f)
+  local lo, hi = math.huge, -math.huge
+  for _, x in ipairs(list) do
+    local v = f(x)
+    lo, hi = math.min(lo, v), math.max(hi, v)
+  end
+  return lo, hi
+end
+
+--- A progress line for a loop of total items, printed through say(fmt, ...) at most every
+-- `every` seconds (5 by default) with the rate and the time left. Call :step(i) after item i.
+function M.meter(say, label, total, every)
+  local m = {t0 = os.time(), last = os.time(), every = every or 5}
+  function m.step(_, i, detail)
+    local now = os.time()
+    if now - m.last < m.every and i < total then return end
+    m.last = now
+    local dt = math.max(now - m.t0, 1e-9)
+    local rate = i / dt
+    say("%s: %d/%d%s (%.1f/s, %s left)", label, i, total, detail and (", " .. detail) or "", rate,
+      i >= total and "0 s" or ("~%d s"):format(math.ceil((total - i) / math.max(rate, 1e-9))))
+  end
+  return m
+end
+
+return M
