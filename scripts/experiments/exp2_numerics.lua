@@ -327,6 +327,20 @@ local function evidence(R, s)
   }
 end
 
+-- What counts as a failure, and whether reverse/forward lost precision short of failing.
+local function notes(s)
+  return "metastep's reverse and forward modes stop the unroll at the first step whose loss is not a normal " ..
+    "double (status underflow/overflow with fail_step) instead of back-propagating NaN or 0 as a plain " ..
+    "framework would (the authors' TensorFlow code replaced such gradients by 0); here that counts as a " ..
+    "failure, and the table compares the step with the one where the closed form says the loss leaves the " ..
+    "doubles. Relative errors are |G' − G'_ref| / |G'_ref| with G'_ref from the closed form " ..
+    "G' = Σ p_i (−2λ_i/(1 − ηλ_i))." ..
+    ((s.worst.reverse <= 1e-9 and s.worst.forward <= 1e-9) and
+      (" Of the claim's three failure modes only overflow and underflow occur here: while f(w_t) stays a normal " ..
+       "double, reverse and forward mode lose no precision (worst error %.1e)."):format(
+        math.max(s.worst.reverse, s.worst.forward)) or "")
+end
+
 --- The report section: claim, settings, evidence, criteria, figures, table and notes.
 function M.describe(R, cfg)
   local s = summarize(R)
@@ -354,16 +368,7 @@ function M.describe(R, cfg)
     },
     tables = {{title = "Where each method first fails (T from the grid; kind and step from the run)",
                file = "exp2_failures.csv", markdown = failures_table(R)}},
-    notes = "metastep's reverse and forward modes stop the unroll at the first step whose loss is not a normal " ..
-      "double (status underflow/overflow with fail_step) instead of back-propagating NaN or 0 as a plain " ..
-      "framework would (the authors' TensorFlow code replaced such gradients by 0); here that counts as a " ..
-      "failure, and the table compares the step with the one where the closed form says the loss leaves the " ..
-      "doubles. Relative errors are |G' − G'_ref| / |G'_ref| with G'_ref from the closed form " ..
-      "G' = Σ p_i (−2λ_i/(1 − ηλ_i))." ..
-      ((s.worst.reverse <= 1e-9 and s.worst.forward <= 1e-9) and
-        (" Of the claim's three failure modes only overflow and underflow occur here: while f(w_t) stays a normal " ..
-         "double, reverse and forward mode lose no precision (worst error %.1e)."):format(
-          math.max(s.worst.reverse, s.worst.forward)) or ""),
+    notes = notes(s),
   }
 end
 

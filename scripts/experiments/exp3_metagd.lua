@@ -53,6 +53,9 @@ local SHARE_MIN = 0.9   -- ... and on average 90% of the meta-steps in [K_CLAIM,
 local SHARE_FAIL = 0.1  -- a loop "fails" when at most 10% of those meta-steps are within 1%,
 local SHARE_MOST = 0.5  -- and does clearly worse than a stable loop with at least 50% of them
 
+-- A share in whole percent, for the texts.
+local function pc(x) return math.floor(100 * x + 0.5) end
+
 -- ---------------------------------------------------------------- float32 TensorFlow emulation
 
 -- Rounds a double to the nearest float32 (overflow to +-inf, underflow to denormals/0), as the
@@ -489,7 +492,7 @@ local function write_claim(R, out, ms)
     xrange = {1, R.K * 2}, yrange = {-0.05, 1.05},
     series = {{x = xs, y = ys, label = "one random quadratic", with = "points"}},
     vlines = {{x = K_CLAIM, label = ("k = %d"):format(K_CLAIM)}},
-    hlines = {{y = SHARE_MIN, label = ("%d%%"):format(math.floor(100 * SHARE_MIN + 0.5))}}, key = "bottom left"})
+    hlines = {{y = SHARE_MIN, label = ("%d%%"):format(pc(SHARE_MIN))}}, key = "bottom left"})
 end
 
 -- The rows of the comparison table: which loops end within 1% after the paper's meta-steps.
@@ -600,53 +603,66 @@ local function share_parts(list, label)
   return table.concat(parts, "; ")
 end
 
-local function criteria(R)
-  local S, c = R.S, claim_summary(R)
-  local list = {}
-  list[#list + 1] = report.criterion(
+-- The paper's Figure-1 claim judged over the random quadratics.
+local function claim_criteria(R)
+  local c = claim_summary(R)
+  return {report.criterion(
     ("Figure 1 over %d random quadratics (T = %d, η_0 = %g, meta step 1/(100√k)): on at least %d%% of them η_k " ..
      "stays within 1%% of the grid optimum of G from some meta-step k ≤ %d up to %d"):format(c.n, T_MAIN, ETA_HARD,
-      math.floor(100 * SETTLED_MIN + 0.5), K_CLAIM, R.K + 1),
+      pc(SETTLED_MIN), K_CLAIM, R.K + 1),
     ("%d of %d (%s); median settling step %s, never settled by %d: %d"):format(c.settled, c.n,
       report.pct(c.settled_frac), report.fmt(c.median_settle), R.K + 1, c.never),
-    c.settled_frac >= SETTLED_MIN)
-  list[#list + 1] = report.criterion(
+    c.settled_frac >= SETTLED_MIN),
+  report.criterion(
     ("Figure 1 over the same %d quadratics: on average at least %d%% of the meta-steps k ∈ [%d, %d] have η_k " ..
-     "within 1%% of the grid optimum"):format(c.n, math.floor(100 * SHARE_MIN + 0.5), K_CLAIM, R.K),
+     "within 1%% of the grid optimum"):format(c.n, pc(SHARE_MIN), K_CLAIM, R.K),
     ("mean %s, median %s; %d of %d draws reach %d%%"):format(report.pct(c.mean), report.pct(c.median), c.full, c.n,
-      math.floor(100 * SHARE_MIN + 0.5)),
-    c.mean >= SHARE_MIN)
-  list[#list + 1] = report.criterion(
+      pc(SHARE_MIN)),
+    c.mean >= SHARE_MIN)}
+end
+
+-- The same dynamics on the paper's quadratic, from every eta0 and for every horizon.
+local function run_criteria(R)
+  local S = R.S
+  return {report.criterion(
     ("From every η_0 in {%s} at T = %d (the paper's quadratic), at least %d%% of the meta-steps k ∈ [%d, %d] have " ..
      "η_k within 1%% of the grid optimum"):format(table.concat(S.eta0s, ", "), T_MAIN,
-      math.floor(100 * SHARE_MIN + 0.5), K_CLAIM, R.K),
+      pc(SHARE_MIN), K_CLAIM, R.K),
     share_parts(R.main, function(m) return ("η_0=%g"):format(m.eta0) end),
-    report.count(R.main, function(m) return m.dyn.share >= SHARE_MIN end) == #R.main)
-  list[#list + 1] = report.criterion(
+    report.count(R.main, function(m) return m.dyn.share >= SHARE_MIN end) == #R.main),
+  report.criterion(
     ("For every T in {%s}, meta-GD from η_0 = %g has at least %d%% of the meta-steps k ∈ [%d, %d] within 1%% of " ..
-     "the grid optimum of G(·, T)"):format(table.concat(S.Ts, ", "), ETA_HARD, math.floor(100 * SHARE_MIN + 0.5),
+     "the grid optimum of G(·, T)"):format(table.concat(S.Ts, ", "), ETA_HARD, pc(SHARE_MIN),
       K_CLAIM, R.K),
     share_parts(R.byT, function(r) return ("T=%d"):format(r.T) end),
-    report.count(R.byT, function(r) return r.dyn.share >= SHARE_MIN end) == #R.byT)
-  do
-    local mono, parts = true, {}
-    for i, r in ipairs(R.byT) do
-      if i > 1 and r.gap > R.byT[i - 1].gap then mono = false end
-      parts[#parts + 1] = ("T=%d: %s"):format(r.T, report.pct(r.gap))
-    end
-    local first, last = R.byT[1], R.byT[#R.byT]
-    list[#list + 1] = report.criterion(
-      ("The grid optimum of G moves toward 2/(λmin+λmax) = %.5g as T grows: its relative gap is " ..
-       "non-increasing over T ∈ {%s} and shrinks at least 4-fold from T = %d to T = %d (a 1/T approach would " ..
-       "give %d-fold)"):format(R.eta_lim, table.concat(S.Ts, ", "), first.T, last.T, last.T // first.T),
-      table.concat(parts, "; "), mono and last.gap <= first.gap / 4)
+    report.count(R.byT, function(r) return r.dyn.share >= SHARE_MIN end) == #R.byT)}
+end
+
+-- The grid optimum of G approaches 2/(lmin + lmax) as T grows.
+local function limit_criterion(R)
+  local mono, parts = true, {}
+  for i, r in ipairs(R.byT) do
+    if i > 1 and r.gap > R.byT[i - 1].gap then mono = false end
+    parts[#parts + 1] = ("T=%d: %s"):format(r.T, report.pct(r.gap))
   end
+  local first, last = R.byT[1], R.byT[#R.byT]
+  return report.criterion(
+    ("The grid optimum of G moves toward 2/(λmin+λmax) = %.5g as T grows: its relative gap is " ..
+     "non-increasing over T ∈ {%s} and shrinks at least 4-fold from T = %d to T = %d (a 1/T approach would " ..
+     "give %d-fold)"):format(R.eta_lim, table.concat(R.S.Ts, ", "), first.T, last.T, last.T // first.T),
+    table.concat(parts, "; "), mono and last.gap <= first.gap / 4)
+end
+
+-- Without the log (F) the loop fails; without stable numerics (the TF loop) it fails where the stable
+-- loop does not.
+local function failure_criteria(R)
+  local S, list = R.S, {}
   do
     local c1, c2 = R.cmp[T_MAIN].F_stable, R.cmp[T_MAIN].F_clip
     list[#list + 1] = report.criterion(
       ("Without the log: meta-GD on F = f(w_T) from η_0 = %g at T = %d has at most %d%% of the meta-steps " ..
        "k ∈ [%d, %d] within 1%% of the optimum, both when non-finite meta-gradients are skipped and with the " ..
-       "TensorFlow safety net"):format(ETA_HARD, T_MAIN, math.floor(100 * SHARE_FAIL + 0.5), K_CLAIM, R.K),
+       "TensorFlow safety net"):format(ETA_HARD, T_MAIN, pc(SHARE_FAIL), K_CLAIM, R.K),
       ("skipped: %s (final η = %s, %d non-finite); safety net: %s (final η = %s, %d non-finite)"):format(
         report.pct(c1.dyn.share), report.fmt(c1.final), c1.nonok, report.pct(c2.dyn.share), report.fmt(c2.final),
         c2.nonok),
@@ -670,9 +686,17 @@ local function criteria(R)
        "η_0 = %g) the TensorFlow-style loop on G (plain back-propagation, non-finite meta-gradients → 0, clip " ..
        "±1e4) has at most %d%% of the meta-steps k ∈ [%d, %d] within 1%% of the optimum while metastep's stable " ..
        "run has at least %d%%"):format(table.concat(S.cmp_Ts, ", "), T_MAIN, ETA_HARD,
-        math.floor(100 * SHARE_FAIL + 0.5), K_CLAIM, R.K, math.floor(100 * SHARE_MOST + 0.5)),
+        pc(SHARE_FAIL), K_CLAIM, R.K, pc(SHARE_MOST)),
       "share within 1%: " .. table.concat(parts, "; "), n > 0)
   end
+  return list
+end
+
+local function criteria(R)
+  local list = claim_criteria(R)
+  for _, c in ipairs(run_criteria(R)) do list[#list + 1] = c end
+  list[#list + 1] = limit_criterion(R)
+  for _, c in ipairs(failure_criteria(R)) do list[#list + 1] = c end
   return list
 end
 
@@ -723,9 +747,9 @@ local function evidence_draws(R)
     "within 1%% of the optimum from some k ≤ %d on for %d (%s), from some later k for %d, and never up to k = %d " ..
     "for %d; the share of meta-steps k ∈ [%d, %d] within 1%% is %s on average (median %s; %d draws reach %d%%). " ..
     "The final η alone, the number the paper's figure shows, is within 1%% for %d (%s); for a draw still " ..
-    "saw-toothing at k = %d, whether it is depends on the phase of the saw-tooth."):format(c.n, T_MAIN, ETA_HARD, R.K, K_CLAIM, c.settled,
-    report.pct(c.settled_frac), c.n - c.settled - c.never, R.K + 1, c.never, K_CLAIM, R.K,
-    report.pct(c.mean), report.pct(c.median), c.full, math.floor(100 * SHARE_MIN + 0.5), n_final,
+    "saw-toothing at k = %d, whether it is depends on the phase of the saw-tooth."):format(c.n, T_MAIN,
+    ETA_HARD, R.K, K_CLAIM, c.settled, report.pct(c.settled_frac), c.n - c.settled - c.never, R.K + 1, c.never,
+    K_CLAIM, R.K, report.pct(c.mean), report.pct(c.median), c.full, pc(SHARE_MIN), n_final,
     report.pct(n_final / c.n), R.K + 1)
   return list
 end
@@ -790,7 +814,7 @@ local function figures(R)
        "1%% " ..
        "of the grid optimum (drawn at %d when it does not by then) and the share of meta-steps k ∈ [%d, %d] within " ..
        "1%%. The claim holds on a draw in the top-left corner (settled by k = %d); dotted: k = %d and %d%%."):format(
-       #R.draws, R.K + 1, K_CLAIM, R.K, K_CLAIM, K_CLAIM, math.floor(100 * SHARE_MIN + 0.5))},
+       #R.draws, R.K + 1, K_CLAIM, R.K, K_CLAIM, K_CLAIM, pc(SHARE_MIN))},
   }
   for _, T in ipairs(R.S.cmp_Ts) do
     list[#list + 1] = {file = ("exp3_compare_T%d.png"):format(T), data = "exp3_compare.csv",
@@ -821,7 +845,7 @@ local function tables(R)
        c.n, T_MAIN, ETA_HARD, K), file = "exp3_claim.csv",
      markdown = report.md_table({"draws", ("settled within 1%% by k ≤ %d"):format(K_CLAIM),
        ("never settled by k = %d"):format(K + 1), ("mean share of k ∈ [%d, %d] within 1%%"):format(K_CLAIM, K),
-       "median share", ("draws with share ≥ %d%%"):format(math.floor(100 * SHARE_MIN + 0.5))},
+       "median share", ("draws with share ≥ %d%%"):format(pc(SHARE_MIN))},
        {{c.n, ("%d (%s)"):format(c.settled, pct(c.settled_frac)), c.never, pct(c.mean), pct(c.median), c.full}})},
     {title = ("Learned step size per horizon (from η_0 = %g)"):format(ETA_HARD), file = "exp3_eta_vs_T.csv",
      markdown = report.md_table({"T", ("η*(T), %d steps"):format(K), "off grid optimum", ("η*(T), %d steps"):format(KL),
@@ -859,8 +883,8 @@ local function note_sawtooth(R)
     "the mean share is at least %d%%; a loop \"fails\" when its share is at most %d%%, and a stable loop beats it " ..
     "when its own share is at least %d%%."):format(
     R.K, left_slope, right_slope, right_slope, dG0, -dG0, R.K, K_CLAIM, K_CLAIM, R.K,
-    math.floor(100 * SETTLED_MIN + 0.5), K_CLAIM, math.floor(100 * SHARE_MIN + 0.5),
-    math.floor(100 * SHARE_FAIL + 0.5), math.floor(100 * SHARE_MOST + 0.5))
+    pc(SETTLED_MIN), K_CLAIM, pc(SHARE_MIN),
+    pc(SHARE_FAIL), pc(SHARE_MOST))
 end
 
 -- Inner steps after which f(w_T) ~ |1 - eta lmax|^(2T) passes exp(logmax).

@@ -14,6 +14,22 @@ if "$METASTEP" scripts/reproduce.lua --quick --out "$out" >"$out/stdout" 2>"$out
 [ -s "$out/report.md" ] && ok || bad "no report.md"
 [ -s "$out/verdicts.csv" ] && ok || bad "no verdicts.csv"
 
+# the experiments load with require relative to the script, from any working directory
+repo=$(pwd)
+if (cd "$out" && "$METASTEP" "$repo/scripts/reproduce.lua" --quick --only 5 --out "$out/elsewhere" >/dev/null 2>&1); then ok; else
+  bad "reproduce.lua run from another directory failed"; fi
+# every experiment is a module of the same shape, and none loads another by path
+if "$METASTEP" -e 'package.path = "scripts/experiments/?.lua;" .. package.path
+  for _, name in ipairs{"exp1_explosion", "exp2_numerics", "exp3_metagd", "exp4_validation", "exp5_neural"} do
+    local m = require(name)
+    assert(type(m.title) == "string", name .. ": no title")
+    for _, f in ipairs{"measure", "write", "describe"} do
+      assert(type(m[f]) == "function", name .. ": no " .. f)
+    end
+  end' >"$out/shape" 2>&1; then ok; else bad "experiment modules: $(cat "$out/shape")"; fi
+if grep -nE 'loadfile|dofile' scripts/experiments/*.lua scripts/experiments/lib/*.lua; then
+  bad "an experiment loads code by path"; else ok; fi
+
 # every experiment row has a verdict computed by the script (never ERROR)
 rows=$(tail -n +2 "$out/verdicts.csv" | wc -l)
 [ "$rows" -eq 5 ] && ok || bad "verdicts.csv has $rows experiments, expected 5"
