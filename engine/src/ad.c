@@ -83,6 +83,11 @@ static struct ms_track *add_track(ms_ctx *ctx, ms_tensor *t, uint64_t level) {
   return e;
 }
 
+void ms__track_clear(ms_tensor *t) {
+  for (int i = 0; i < t->ntrack; i++) ms_tensor_release(t->track[i].tangent);
+  t->ntrack = 0;
+}
+
 int ms__any_tracked(ms_ctx *ctx, int n, const ms_tensor *const *ts) {
   for (int j = 0; j < ctx->nlevels; j++)
     for (int i = 0; i < n; i++)

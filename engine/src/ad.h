@@ -83,12 +83,31 @@ extern const ms_prim_def ms__prims[];
 /* The name of a node of primitive p with attributes attr, for messages ("mul", "sin"). */
 const char *ms__prim_name(ms_prim p, const ms_attr *attr);
 
-/* Nonzero for the element-wise ops whose result is a constant (comparisons, sign, rounding,
- * isfinite, argmax, argmin) and for unknown ops: the public ops never record these. Every
- * other op is differentiable, with its rule in ad_rules.c. */
-int ms__binop_constant(ms_binop op);
-int ms__unop_constant(ms_unop op);
-int ms__redop_constant(ms_redop op);
+/* ---- constant element-wise ops ---- */
+
+/* Nonzero for the element-wise ops whose result is a constant (comparisons, piecewise
+ * constant functions, indices) and for unknown ops (the kernel reports those): the public
+ * ops never record them. Every other op is differentiable, with its rule in ad_rules.c. */
+static inline int ms__binop_constant(ms_binop op) {
+  switch (op) {
+    case MS_LT: case MS_LE: case MS_GT: case MS_GE: case MS_EQ: case MS_NE: return 1;
+    default: return (unsigned)op >= MS_BINOP_COUNT;
+  }
+}
+
+static inline int ms__unop_constant(ms_unop op) {
+  switch (op) {
+    case MS_SIGN: case MS_FLOOR: case MS_CEIL: case MS_ROUND: case MS_ISFINITE: return 1;
+    default: return (unsigned)op >= MS_UNOP_COUNT;
+  }
+}
+
+static inline int ms__redop_constant(ms_redop op) {
+  switch (op) {
+    case MS_ARGMAX: case MS_ARGMIN: return 1;
+    default: return (unsigned)op >= MS_REDOP_COUNT;
+  }
+}
 
 /*
  * Runs primitive p on nin inputs: forward with raw kernels, then records on every

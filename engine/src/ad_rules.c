@@ -103,14 +103,6 @@ static int j_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 /* ---- element-wise binary ---- */
 
-/* The comparisons give 1.0 or 0.0: constants. Every other op has its partials below. */
-int ms__binop_constant(ms_binop op) {
-  switch (op) {
-    case MS_LT: case MS_LE: case MS_GT: case MS_GE: case MS_EQ: case MS_NE: return 1;
-    default: return (unsigned)op >= MS_BINOP_COUNT; /* unknown: the kernel reports it */
-  }
-}
-
 static int f_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   return ms__binary(ctx, attr->binop, in[0], in[1], out);
 }
@@ -309,14 +301,6 @@ static int j_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 /* ---- element-wise unary ---- */
 
-/* Piecewise constant ops. Every other op has its derivative in unary_deriv. */
-int ms__unop_constant(ms_unop op) {
-  switch (op) {
-    case MS_SIGN: case MS_FLOOR: case MS_CEIL: case MS_ROUND: case MS_ISFINITE: return 1;
-    default: return (unsigned)op >= MS_UNOP_COUNT; /* unknown: the kernel reports it */
-  }
-}
-
 static int f_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   return ms__unary(ctx, attr->unop, in[0], out);
 }
@@ -362,14 +346,6 @@ static int j_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 }
 
 /* ---- reductions ---- */
-
-/* Indices are constants. Every other op has its weights in reduce_weights. */
-int ms__redop_constant(ms_redop op) {
-  switch (op) {
-    case MS_ARGMAX: case MS_ARGMIN: return 1;
-    default: return (unsigned)op >= MS_REDOP_COUNT; /* unknown: the kernel reports it */
-  }
-}
 
 static int f_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   return ms__reduce(ctx, attr->redop, in[0], attr->axis, attr->keepdim, out);

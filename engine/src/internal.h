@@ -68,12 +68,14 @@ int ms__axis(ms_ctx *ctx, const char *what, int axis, int ndim, int *out);
 /* Row-major strided iteration helper: offset of the element at flat row-major index i. */
 int64_t ms__offset_of(const ms_tensor *t, int64_t i);
 
-/* Autodiff tracking queries (ad.c), for the public operations that are not differentiable
- * and refuse a traced input (linalg.c's factorizations, tensor.c's in-place copy). */
+/* ---- autodiff tracking (ad.c): the entries in ms_tensor.track and ms_ctx.levels ---- */
 /* Nonzero if any of the tensors is tracked on an active level. */
 int ms__any_tracked(ms_ctx *ctx, int n, const ms_tensor *const *ts);
-/* Fails with MS_EARG if t is tracked on an active level (for non-differentiable ops). */
+/* Fails with MS_EARG if t is tracked on an active level: for the public operations that are
+ * not differentiable (linalg.c's factorizations, tensor.c's in-place copy). */
 int ms__not_differentiable(ms_ctx *ctx, const char *what, int n, const ms_tensor *const *ts);
+/* Releases a tensor's tracking entries (its tangents). Called by ms_tensor_release. */
+void ms__track_clear(ms_tensor *t);
 
 /* Element-wise iteration over a (possibly strided) tensor in row-major order. */
 #define MS_TENSOR_DATA(t) ((t)->st->data + (t)->offset)

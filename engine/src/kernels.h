@@ -15,7 +15,7 @@
  * Nothing else: the public op (api.c) records it under its family's primitive (P_BINARY,
  * P_UNARY, P_REDUCE) with the op in the attribute (attr.binop, attr.unop, attr.redop).
  * An op whose result is a constant (a comparison, a rounding) takes, instead of a rule, its
- * case in ad_rules.c's ms__binop_constant, ms__unop_constant or ms__redop_constant: the
+ * case in ad.h's ms__binop_constant, ms__unop_constant or ms__redop_constant: the
  * public op then never records it. The kernel switches have no default, so -Wswitch
  * (an error under -Werror) reports an op without a kernel; an op without a rule fails
  * with "<name>: no derivative" when differentiated.

@@ -132,17 +132,11 @@ ms_tensor *ms_tensor_retain(ms_tensor *t) {
   return t;
 }
 
-/* Releases the tangents a tensor owns on forward-mode levels (its tracking entries, ad.c). */
-static void track_clear(ms_tensor *t) {
-  for (int i = 0; i < t->ntrack; i++) ms_tensor_release(t->track[i].tangent);
-  t->ntrack = 0;
-}
-
 void ms_tensor_release(ms_tensor *t) {
   if (t == NULL || --t->refcount > 0) return;
   ms_ctx *ctx = t->ctx;
   ms_storage *s = t->st;
-  if (t->ntrack) track_clear(t);
+  if (t->ntrack) ms__track_clear(t);
   if (--s->refcount == 0) ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (size_t)s->n * sizeof(double));
   ms_ctx_dealloc(ctx, t, sizeof(ms_tensor));
 }
