@@ -334,83 +334,31 @@ static int handle_luainit(lua_State *L) {
 /* ---------------------------------------------------------------- help */
 
 /*
- * The global `help`, in Lua because it only walks tables. It is loaded with the
- * version as its vararg and returns the help function. help() defers to the front
- * library's own ms.help when there is one (it knows its API best) and otherwise
- * lists the fields of require "metastep"; help("linalg") or help(ms.linalg) lists
- * a submodule.
+ * The global `help`: the front library's help (lua/metastep/init.lua), the one place
+ * help text lives; help(...) passes its arguments on.
  */
-static const char help_source[] =
-    "local version = ...\n"
-    "local write = io.write\n"
-    "local function fill(title, names)\n"
-    "  if #names == 0 then return end\n"
-    "  write(title, ':\\n')\n"
-    "  local line = ' '\n"
-    "  for _, name in ipairs(names) do\n"
-    "    if #line + #name + 1 > 78 and line ~= ' ' then\n"
-    "      write(line, '\\n')\n"
-    "      line = ' '\n"
-    "    end\n"
-    "    line = line .. ' ' .. name\n"
-    "  end\n"
-    "  write(line, '\\n')\n"
-    "end\n"
-    "local function list(t, prefix)\n"
-    "  local keys = {}\n"
-    "  for k in pairs(t) do\n"
-    "    if type(k) == 'string' and k:sub(1, 1) ~= '_' then keys[#keys + 1] = k end\n"
-    "  end\n"
-    "  table.sort(keys)\n"
-    "  local funcs, subs, values = {}, {}, {}\n"
-    "  for _, k in ipairs(keys) do\n"
-    "    local v = t[k]\n"
-    "    if type(v) == 'function' then funcs[#funcs + 1] = k\n"
-    "    elseif type(v) == 'table' then subs[#subs + 1] = prefix .. k\n"
-    "    else values[#values + 1] = k .. ' = ' .. tostring(v) end\n"
-    "  end\n"
-    "  fill('functions', funcs)\n"
-    "  fill('submodules', subs)\n"
-    "  fill('values', values)\n"
-    "  if #keys == 0 then write('(no public fields)\\n') end\n"
-    "end\n"
-    "return function(what)\n"
-    "  local ok, ms = pcall(require, 'metastep')\n"
-    "  if not ok then\n"
-    "    write('help: cannot load metastep: ', tostring(ms), '\\n')\n"
-    "    return\n"
-    "  end\n"
-    "  if what == nil and type(ms) == 'table' and type(ms.help) == 'function' then\n"
-    "    return ms.help()\n"
-    "  elseif what == nil then\n"
-    "    write('metastep ', version, ': tensors, autodiff and optimizers for learning to "
-    "learn\\n')\n"
-    "    write('Start with:  local ms = require \"metastep\"\\n\\n')\n"
-    "    if type(ms) ~= 'table' then\n"
-    "      write('require \"metastep\" returned a ', type(ms), '\\n')\n"
-    "      return\n"
-    "    end\n"
-    "    list(ms, 'ms.')\n"
-    "    write('\\nhelp(\"name\") or help(ms.name) lists a submodule. At the prompt an\\n')\n"
-    "    write('expression prints its value (tensors print like NumPy arrays).\\n')\n"
-    "  elseif type(what) == 'string' then\n"
-    "    local sub = type(ms) == 'table' and ms[what]\n"
-    "    if type(sub) ~= 'table' then\n"
-    "      write('help: metastep has no submodule \\'', what, '\\'\\n')\n"
-    "      return\n"
-    "    end\n"
-    "    list(sub, 'ms.' .. what .. '.')\n"
-    "  elseif type(what) == 'table' then\n"
-    "    list(what, '')\n"
-    "  else\n"
-    "    write(type(what), ': ', tostring(what), '\\n')\n"
-    "  end\n"
-    "end\n";
+static int l_help(lua_State *L) {
+  int n = lua_gettop(L);
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "metastep");
+  if (lua_pcall(L, 1, 1, 0) != LUA_OK) {
+    fprintf(stdout, "help: cannot load metastep: %s\n", luaL_tolstring(L, -1, NULL));
+    fflush(stdout);
+    return 0;
+  }
+  if (!lua_istable(L, -1) || lua_getfield(L, -1, "help") != LUA_TFUNCTION) {
+    fprintf(stdout, "help: require \"metastep\" has no help function\n");
+    fflush(stdout);
+    return 0;
+  }
+  lua_insert(L, 1);
+  lua_settop(L, n + 1);
+  lua_call(L, n, 0);
+  return 0;
+}
 
 static void sethelp(lua_State *L) {
-  if (luaL_loadbuffer(L, help_source, sizeof(help_source) - 1, "=help") != LUA_OK) lua_error(L);
-  lua_pushliteral(L, METASTEP_VERSION);
-  lua_call(L, 1, 1);
+  lua_pushcfunction(L, l_help);
   lua_setglobal(L, "help");
 }
 

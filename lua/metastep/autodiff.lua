@@ -3,6 +3,7 @@
 -- tensor operation is recorded without the user writing anything special. Transforms
 -- nest to any order: grad(grad(f)), a grad inside a function passed to grad, jvp of grad.
 local core = require "metastep.core"
+local raise = require("metastep.util").raise
 
 local M = {}
 
@@ -28,7 +29,7 @@ local function watch_args(level, args, argnums, tangents, fname)
   for i = 1, args.n do wrapped[i] = args[i] end
   for j, i in ipairs(argnums) do
     if args[i] == nil then
-      error(("%s: argument %d is nil (the function is differentiated with respect to it)"):format(fname, i), 3)
+      raise("", "%s: argument %d is nil (the function is differentiated with respect to it)", fname, i)
     end
     local tan = tangents and tangents[j]
     local ok, res = pcall(map_leaves, args[i], function(leaf, path)
@@ -41,7 +42,7 @@ local function watch_args(level, args, argnums, tangents, fname)
       leaves[#leaves + 1] = {w, type(leaf) == "number"}
       return w
     end)
-    if not ok then error(("%s: argument %d: %s"):format(fname, i, res), 3) end
+    if not ok then raise("", "%s: argument %d: %s", fname, i, res) end
     wrapped[i] = res
   end
   return wrapped, leaves
@@ -66,14 +67,14 @@ local function normalize_argnums(opts, fname)
   local argnums = opts and opts.argnums or 1
   if type(argnums) == "number" then argnums = {argnums} end
   if type(argnums) ~= "table" then
-    error(("%s: option 'argnums' must be an integer or a table of integers, got %s"):format(fname, type(argnums)), 3)
+    raise("", "%s: option 'argnums' must be an integer or a table of integers, got %s", fname, type(argnums))
   end
   return argnums
 end
 
 local function check_fn(f, fname)
   if type(f) ~= "function" and not (getmetatable(f) or {}).__call then
-    error(("%s: expected a function, got %s"):format(fname, type(f)), 3)
+    raise("", "%s: expected a function, got %s", fname, type(f))
   end
 end
 
@@ -92,15 +93,15 @@ function M.value_and_grad(f, opts)
     if type(y) == "number" then
       -- a Lua number carries no derivative: returning one (often via :item()) would give a
       -- silent zero gradient
-      error("grad: the function returned a Lua number, which carries no derivative " ..
-        "(return the tensor instead of calling :item())", 2)
+      raise("", "%s", "grad: the function returned a Lua number, which carries no derivative " ..
+        "(return the tensor instead of calling :item())")
     end
     if not is_tensor(y) then
-      error(("grad: the function must return a scalar tensor or a number, got %s"):format(type(y)), 2)
+      raise("", "grad: the function must return a scalar tensor or a number, got %s", type(y))
     end
     if y:numel() ~= 1 then
       local s = y:shape()
-      error(("grad: the function must return a scalar (one element), got shape [%s]"):format(table.concat(s, ",")), 2)
+      raise("", "grad: the function must return a scalar (one element), got shape [%s]", table.concat(s, ","))
     end
     local xs = {}
     for k, l in ipairs(leaves) do xs[k] = l[1] end
@@ -133,7 +134,7 @@ function M.jvp(f, x, v)
   level:pop()
   if type(y) == "number" then return y, 0 end
   if not is_tensor(y) then
-    error(("jvp: the function must return a tensor or a number, got %s"):format(type(y)), 2)
+    raise("", "jvp: the function must return a tensor or a number, got %s", type(y))
   end
   return y, level:tangent(y)
 end
@@ -154,7 +155,7 @@ function M.vjp(f, x)
   tape:pop()
   if not is_tensor(y) then
     tape:free()
-    error(("vjp: the function must return a tensor, got %s"):format(type(y)), 2)
+    raise("", "vjp: the function must return a tensor, got %s", type(y))
   end
   local function pullback(gy)
     if type(gy) == "number" then gy = core.full(y:shape(), gy) end

@@ -4,6 +4,7 @@
 -- tensor, transpose/t, permute, slice, select, expand and indexing t[i] of a
 -- multi-dimensional tensor. Everything else returns a fresh tensor.
 local core = require "metastep.core"
+local raise = require("metastep.util").raise
 
 local M = {}
 
@@ -55,7 +56,7 @@ end
 -- or |a - b| <= atol + rtol * |b| with a finite difference. A NaN is never close.
 function M.allclose(a, b, rtol, atol)
   if not M.is_tensor(a) or not M.is_tensor(b) then
-    error(("allclose: expected two tensors, got %s and %s"):format(type(a), type(b)), 2)
+    raise("", "allclose: expected two tensors, got %s and %s", type(a), type(b))
   end
   rtol, atol = rtol or 1e-9, atol or 1e-12
   local sa, sb = a:shape(), b:shape()
@@ -97,9 +98,56 @@ function M.help_text()
   return table.concat(lines, "\n")
 end
 
---- Prints the modules and how to start.
-function M.help()
-  print(M.help_text())
+-- The fields of table t, by kind, as lines of at most 78 characters.
+local function listing(t, prefix)
+  local keys = sorted_keys(t, function(k) return type(k) == "string" and k:sub(1, 1) ~= "_" end)
+  local funcs, subs, values = {}, {}, {}
+  for _, k in ipairs(keys) do
+    local v = t[k]
+    if type(v) == "function" then funcs[#funcs + 1] = k
+    elseif type(v) == "table" then subs[#subs + 1] = prefix .. k
+    else values[#values + 1] = k .. " = " .. tostring(v) end
+  end
+  local lines = {}
+  local function fill(title, names)
+    if #names == 0 then return end
+    lines[#lines + 1] = title .. ":"
+    local line = " "
+    for _, name in ipairs(names) do
+      if #line + #name + 1 > 78 and line ~= " " then
+        lines[#lines + 1] = line
+        line = " "
+      end
+      line = line .. " " .. name
+    end
+    lines[#lines + 1] = line
+  end
+  fill("functions", funcs)
+  fill("submodules", subs)
+  fill("values", values)
+  if #keys == 0 then lines[#lines + 1] = "(no public fields)" end
+  return table.concat(lines, "\n")
+end
+
+--- help(): the modules and how to start; help("name") or help(ms.name): the fields of a
+-- submodule (any table). The REPL's global help is this function.
+function M.help(what)
+  if what == nil then
+    print(M.help_text())
+    print("\nhelp(\"name\") or help(ms.name) lists a submodule. At the prompt an expression")
+    print("prints its value (tensors print like NumPy arrays).")
+  elseif type(what) == "string" then
+    local sub = rawget(M, what)
+    if type(sub) ~= "table" then
+      print(("help: metastep has no submodule '%s'"):format(what))
+      return
+    end
+    print(listing(sub, "ms." .. what .. "."))
+  elseif type(what) == "table" then
+    print(listing(what, ""))
+  else
+    print(type(what) .. ": " .. tostring(what))
+  end
 end
 
 return M

@@ -45,6 +45,7 @@ local TRAIN_OPTIONS = {"iterations", "meta_lr", "schedule", "meta_optimizer", "c
 -- ---------------------------------------------------------------- checking inputs
 
 local fail = util.raise
+local raise = util.raise
 
 -- Runs an engine binding: its own messages ("metastep/meta.lua:278: mul: shapes ...") are
 -- raised again at the caller's line; a callback's error object passes through unchanged.
@@ -217,15 +218,15 @@ local function engine_spec(spec, theta, T, meta, entries, method, values_only)
       local v = meta(traj)
       if type(v) == "number" then
         if differentiating then
-          error("meta: the meta-objective returned a Lua number, which carries no derivative; return a " ..
-                "tensor computed from traj.losses or traj.w_T (a number from :item() is cut off from the " ..
-                "trajectory)", 0)
+          raise("", "%s", "meta: the meta-objective returned a Lua number, which carries no derivative; " ..
+                "return a tensor computed from traj.losses or traj.w_T (a number from :item() is cut off " ..
+                "from the trajectory)")
         end
         v = core.tensor(v)
       end
       if not is_tensor(v) or v:numel() ~= 1 then
-        error(("meta: the meta-objective must return a number or a one-element tensor, got %s"):format(
-          is_tensor(v) and ("shape [" .. table.concat(v:shape(), ",") .. "]") or type(v)), 0)
+        raise("", "meta: the meta-objective must return a number or a one-element tensor, got %s",
+          is_tensor(v) and ("shape [" .. table.concat(v:shape(), ",") .. "]") or type(v))
       end
       return v
     end
@@ -491,7 +492,7 @@ function M.train(opts)
     copts.sample = function(k, i)
       local task = sample(k, i)
       if type(task) ~= "table" then
-        error(("meta.train: the sampler must return a task table, got %s"):format(type(task)), 0)
+        raise("", "meta.train: the sampler must return a task table, got %s", type(task))
       end
       return {objective = task.objective, valid_objective = task.valid_objective, w0 = task.w0 or spec.w0,
               task = task}

@@ -11,6 +11,7 @@
 -- logistic; l2 for logistic only). Any other field can be set (obj.eigenvalues = ...).
 -- C hosts add objectives with ms_objective_new; Lua code with from_function.
 local core = require "metastep.core"
+local raise = require("metastep.util").raise
 
 local M = {}
 
@@ -30,10 +31,11 @@ M.least_squares = core.objective_least_squares
 -- s = 2y - 1. obj.X, obj.y, obj.n, obj.l2.
 M.logistic = core.objective_logistic
 
--- Calls a C constructor from a Lua one and blames its errors on the Lua one's caller.
-local function call_blamed(level, f, ...)
+-- Calls a C constructor from a Lua one and blames its errors on the first caller outside
+-- the library.
+local function call_blamed(f, ...)
   local ok, res = pcall(f, ...)
-  if not ok then error(res, level + 1) end
+  if not ok then raise("", "%s", res) end
   return res
 end
 
@@ -41,7 +43,7 @@ end
 --   wstar =}: H = Q diag(lambda) Q^T with Q a random rotation (QR of a Gaussian matrix).
 -- The objective also carries .eigenvalues (tensor) and .Q.
 function M.random_quadratic(opts)
-  if type(opts) ~= "table" then error("objective.random_quadratic: expected an options table", 2) end
+  if type(opts) ~= "table" then raise("", "%s", "objective.random_quadratic: expected an options table") end
   local seed = opts.seed or 0
   local lam = opts.eigenvalues or {1, 10}
   local d = opts.d
@@ -49,11 +51,11 @@ function M.random_quadratic(opts)
     d = lam:numel()
   else
     if type(d) ~= "number" or d < 1 or math.floor(d) ~= d then
-      error(("objective.random_quadratic: d must be a positive integer, got %s"):format(tostring(d)), 2)
+      raise("", "objective.random_quadratic: d must be a positive integer, got %s", tostring(d))
     end
     local lo, hi = lam[1], lam[2]
     if type(lo) ~= "number" or type(hi) ~= "number" or lo < 0 or hi < lo then
-      error("objective.random_quadratic: eigenvalues must be {lo, hi} with 0 <= lo <= hi, or a tensor", 2)
+      raise("", "%s", "objective.random_quadratic: eigenvalues must be {lo, hi} with 0 <= lo <= hi, or a tensor")
     end
     if (opts.spacing or "linspace") == "linspace" then
       lam = core.linspace(lo, hi, d)
@@ -62,12 +64,12 @@ function M.random_quadratic(opts)
     end
   end
   if opts.wstar ~= nil and getmetatable(opts.wstar) ~= core.Tensor_mt then
-    error(("objective.random_quadratic: wstar must be a tensor, got %s"):format(type(opts.wstar)), 2)
+    raise("", "objective.random_quadratic: wstar must be a tensor, got %s", type(opts.wstar))
   end
   local Q = core.qr(core.randn({d, d}, {seed = seed}))
   local H = core.matmul(core.matmul(Q, core.diag(lam)), Q:t())
   H = (H + H:t()) * 0.5 -- exactly symmetric
-  local obj = call_blamed(2, core.objective_quadratic, H, {wstar = opts.wstar})
+  local obj = call_blamed(core.objective_quadratic, H, {wstar = opts.wstar})
   obj.eigenvalues, obj.Q = lam, Q
   return obj
 end
@@ -78,41 +80,41 @@ end
 -- forward mode over grad). Errors raised by f, grad or hvp reach the caller unchanged.
 function M.from_function(f, opts)
   if type(f) ~= "function" then
-    error(("objective.from_function: expected a function, got %s"):format(type(f)), 2)
+    raise("", "objective.from_function: expected a function, got %s", type(f))
   end
   if opts ~= nil and type(opts) ~= "table" then
-    error(("objective.from_function: options must be a table, got %s"):format(type(opts)), 2)
+    raise("", "objective.from_function: options must be a table, got %s", type(opts))
   end
   opts = opts or {}
   local d = opts.dim
   if type(d) ~= "number" or d < 1 or math.floor(d) ~= d then
-    error(("objective.from_function: option 'dim' must be a positive integer, got %s"):format(tostring(d)), 2)
+    raise("", "objective.from_function: option 'dim' must be a positive integer, got %s", tostring(d))
   end
   local name = opts.name or "function"
   if type(name) ~= "string" then
-    error(("objective.from_function: option 'name' must be a string, got %s"):format(type(name)), 2)
+    raise("", "objective.from_function: option 'name' must be a string, got %s", type(name))
   end
   for _, k in ipairs{"grad", "hvp"} do
     if opts[k] ~= nil and type(opts[k]) ~= "function" then
-      error(("objective.from_function: option '%s' must be a function, got %s"):format(k, type(opts[k])), 2)
+      raise("", "objective.from_function: option '%s' must be a function, got %s", k, type(opts[k]))
     end
   end
   local function value(w)
     local v = f(w)
     if type(v) == "number" then
       if core.ad_depth() > 0 then
-        error(("%s: the objective function returned a Lua number while being differentiated; " ..
-          "return a tensor (a number from :item() carries no derivative)"):format(name), 0)
+        raise("", "%s: the objective function returned a Lua number while being differentiated; " ..
+          "return a tensor (a number from :item() carries no derivative)", name)
       end
       return core.tensor(v)
     end
     if getmetatable(v) ~= core.Tensor_mt or v:numel() ~= 1 then
-      error(("%s: the objective function must return a number or a one-element tensor, got %s"):format(
-        name, getmetatable(v) == core.Tensor_mt and ("shape " .. shape_str(v)) or type(v)), 0)
+      raise("", "%s: the objective function must return a number or a one-element tensor, got %s",
+        name, getmetatable(v) == core.Tensor_mt and ("shape " .. shape_str(v)) or type(v))
     end
     return v
   end
-  return call_blamed(2, core.objective_from_callbacks, {name = name, dim = math.tointeger(d), value = value,
+  return call_blamed(core.objective_from_callbacks, {name = name, dim = math.tointeger(d), value = value,
     grad = opts.grad, hvp = opts.hvp, propagate_errors = true})
 end
 
@@ -126,20 +128,20 @@ M.tasks = {}
 -- unit sphere ("sphere", the paper's choice) or N(0, I/d). Task k of a sampler is the same
 -- on every machine for the same seed.
 function M.tasks.least_squares(opts)
-  if type(opts) ~= "table" then error("tasks.least_squares: expected an options table", 2) end
+  if type(opts) ~= "table" then raise("", "%s", "tasks.least_squares: expected an options table") end
   local function int(key, default, lo)
     local v = opts[key] == nil and default or opts[key]
     if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then
-      error(("tasks.least_squares: option '%s' must be an integer, got %s"):format(key, tostring(v)), 3)
+      raise("", "tasks.least_squares: option '%s' must be an integer, got %s", key, tostring(v))
     end
-    if v < lo then error(("tasks.least_squares: option '%s' must be >= %d, got %d"):format(key, lo, v), 3) end
+    if v < lo then raise("", "tasks.least_squares: option '%s' must be >= %d, got %d", key, lo, v) end
     return math.tointeger(v)
   end
   local d, ntr = int("d", nil, 1), int("n_train", nil, 1)
   local nva, nte = int("n_valid", 0, 0), int("n_test", 1000, 0)
   local sigma = opts.sigma or 1
   if type(sigma) ~= "number" or sigma < 0 or sigma ~= sigma then
-    error(("tasks.least_squares: option 'sigma' must be a number >= 0, got %s"):format(tostring(sigma)), 2)
+    raise("", "tasks.least_squares: option 'sigma' must be a number >= 0, got %s", tostring(sigma))
   end
   local seed = int("seed", 0, 0)
   local kind = opts.wstar or "sphere"
@@ -168,7 +170,7 @@ end
 --- tasks.quadratic{d =, eigenvalues = {lo, hi}, seed =}: a sampler of random quadratics with
 -- a random w0 ~ N(0, I): sampler() returns {objective, w0, index}.
 function M.tasks.quadratic(opts)
-  if type(opts) ~= "table" then error("tasks.quadratic: expected an options table", 2) end
+  if type(opts) ~= "table" then raise("", "%s", "tasks.quadratic: expected an options table") end
   local seed, count = opts.seed or 0, 0
   return function()
     count = count + 1

@@ -8,6 +8,7 @@
 -- engine through the same C interface as the built-ins.
 local core = require "metastep.core"
 local util = require "metastep.util"
+local raise = util.raise
 
 local M = {}
 
@@ -207,14 +208,14 @@ function M.new(def)
   end
   local function to_list(st, what)
     if type(st) ~= "table" then
-      error(("optim '%s': %s must return the state as a table, got %s"):format(oname, what, type(st)), 0)
+      raise("", "optim '%s': %s must return the state as a table, got %s", oname, what, type(st))
     end
     local list = {}
     for i, k in ipairs(keys) do
       local v = st[k]
       if type(v) == "number" then v = core.tensor(v) end
       if not is_tensor(v) then
-        error(("optim '%s': state entry '%s' must be a tensor or a number, got %s"):format(oname, tostring(k), type(v)), 0)
+        raise("", "optim '%s': state entry '%s' must be a tensor or a number, got %s", oname, tostring(k), type(v))
       end
       list[i] = v
     end
@@ -224,13 +225,13 @@ function M.new(def)
   local function init(w, theta_list)
     local st = user_init(w, named(theta_list)) or {}
     if type(st) ~= "table" then
-      error(("optim '%s': init must return the state as a table, got %s"):format(oname, type(st)), 0)
+      raise("", "optim '%s': init must return the state as a table, got %s", oname, type(st))
     end
     keys = {}
     for k in pairs(st) do keys[#keys + 1] = k end
     table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
     if #keys > MAXSTATE then
-      error(("optim '%s': the state holds at most %d entries, got %d"):format(oname, MAXSTATE, #keys), 0)
+      raise("", "optim '%s': the state holds at most %d entries, got %d", oname, MAXSTATE, #keys)
     end
     return to_list(st, "init")
   end

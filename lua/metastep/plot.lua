@@ -2,6 +2,7 @@
 -- (pngcairo terminal), from Lua data. Runtime failures (no gnuplot, unwritable file)
 -- return nil and a message; misuse raises.
 local M = {}
+local raise = require("metastep.util").raise
 
 local function quote(s)
   return '"' .. tostring(s):gsub('\\', '\\\\'):gsub('"', '\\"') .. '"'
@@ -20,7 +21,7 @@ end
 --- write_csv(path, header, rows): header a list of column names, rows a list of lists.
 function M.write_csv(path, header, rows)
   if type(header) ~= "table" or type(rows) ~= "table" then
-    error("plot.write_csv: expected a header list and a list of rows", 2)
+    raise("", "%s", "plot.write_csv: expected a header list and a list of rows")
   end
   local f, err = io.open(path, "w")
   if not f then return nil, "cannot write " .. path .. ": " .. err end
@@ -52,10 +53,10 @@ end
 -- Writes file, file .. ".dat" (the plotted data) and file .. ".gp" (the script).
 function M.figure(spec)
   if type(spec) ~= "table" or type(spec.file) ~= "string" then
-    error("plot.figure: expected a table with a 'file' name", 2)
+    raise("", "%s", "plot.figure: expected a table with a 'file' name")
   end
   if type(spec.series) ~= "table" or #spec.series == 0 then
-    error("plot.figure: expected a non-empty 'series' list", 2)
+    raise("", "%s", "plot.figure: expected a non-empty 'series' list")
   end
   local dat = spec.file:gsub("%.png$", "") .. ".dat"
   local gp = spec.file:gsub("%.png$", "") .. ".gp"
@@ -64,7 +65,7 @@ function M.figure(spec)
   for i, s in ipairs(spec.series) do
     if type(s.x) ~= "table" or type(s.y) ~= "table" or #s.x ~= #s.y then
       f:close()
-      error(("plot.figure: series %d needs x and y lists of equal length"):format(i), 2)
+      raise("", "plot.figure: series %d needs x and y lists of equal length", i)
     end
     f:write(("# series %d: %s\n"):format(i, s.label or ""))
     local n = 0
