@@ -5,6 +5,8 @@
 -- Golden values come from closed forms, central differences or plain Lua arithmetic,
 -- never from the transform under test.
 local ms = require "metastep"
+local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
+local assert_close, assert_num_close, err_of = h.assert_close, h.assert_num, h.err_of
 
 local RTOL = 1e-6
 
@@ -40,38 +42,12 @@ local function assert_grad(what, f, x, opts)
   assert.is_true(ok, ("%s: %s (normalized error %g)"):format(what, report, err))
 end
 
-local function maxabs(t)
-  return ms.abs(t):max():item()
-end
-
--- max |a - b| <= rtol * max(1, max |b|), with the numbers in the failure message.
-local function assert_close(a, b, rtol, what)
-  assert.are.same(b:shape(), a:shape(), (what or "") .. " shape")
-  local d = ms.max_abs_diff(a, b)
-  local scale = math.max(1, maxabs(b))
-  assert.is_true(d <= rtol * scale,
-    ("%s: max abs difference %.3g > %.3g (scale %.3g)"):format(what or "", d, rtol * scale, scale))
-end
-
-local function assert_num_close(a, b, rtol, what)
-  local tol = rtol * math.max(1, math.abs(b))
-  assert.is_true(math.abs(a - b) <= tol, ("%s: %.17g vs %.17g"):format(what or "", a, b))
-end
-
 -- <a, b> summed over the tensor leaves of two structures (tensors or tables of them).
 local function inner(a, b)
   if ms.is_tensor(a) then return (a * b):sum():item() end
   local s = 0
   for k, v in pairs(a) do s = s + inner(v, b[k]) end
   return s
-end
-
--- The error message of fn(...) without its "file:line: " position.
-local function err_of(fn, ...)
-  local ok, msg = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  msg = tostring(msg)
-  return (msg:gsub("^[^\n:]+:%d+: ", "", 1))
 end
 
 -- ---- first order: every primitive against central differences ----

@@ -2,14 +2,8 @@
 -- checkpointing, the stable method beyond GD on quadratics, and the exact messages for bad
 -- input. Golden values come from closed forms written here.
 local ms = require "metastep"
-
-local function err_of(f)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return (tostring(err):gsub("^[^:]*:%d+: ", ""))
-end
-
-local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-300) end
+local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
+local err_of, rel = h.err_of, h.rel
 
 -- f(w_T) of GD with per-coordinate step sizes eta on 1/2 w^T diag(l) w from c:
 -- 1/2 sum_i l_i c_i^2 (1 - eta_i l_i)^(2T); G = (1/T) log f and dG/deta_i.

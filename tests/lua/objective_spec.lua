@@ -4,30 +4,8 @@
 -- second order through :grad), objectives whose callbacks are Lua functions (with grad
 -- and hvp derived by the engine when absent), and the errors at the boundary.
 local ms = require "metastep"
-
-local function err_of(fn, ...)
-  local ok, msg = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  msg = tostring(msg)
-  return (msg:gsub("^[^\n:]+:%d+: ", "", 1))
-end
-
-local function assert_close(a, b, rtol, what)
-  local ta = type(a) == "table" and a or a:totable()
-  local tb = type(b) == "table" and b or b:totable()
-  assert.are.equal(#tb, #ta, (what or "") .. ": length")
-  local scale = 1
-  for i = 1, #tb do scale = math.max(scale, math.abs(tb[i])) end
-  for i = 1, #tb do
-    assert.is_true(math.abs(ta[i] - tb[i]) <= rtol * scale,
-      ("%s: element %d: %.17g vs %.17g"):format(what or "", i, ta[i], tb[i]))
-  end
-end
-
-local function assert_num(a, b, rtol, what)
-  assert.is_true(math.abs(a - b) <= rtol * math.max(1, math.abs(b)),
-    ("%s: %.17g vs %.17g"):format(what or "", a, b))
-end
+local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
+local err_of, assert_close, assert_num = h.err_of, h.assert_close, h.assert_num
 
 local function assert_grad(what, f, x)
   local ok, err, report = ms.check_grad(f, x, {rtol = 1e-6})

@@ -1,31 +1,12 @@
 -- Element-wise arithmetic, broadcasting, unary math, comparisons and reductions,
 -- checked against plain Lua arithmetic on the same inputs.
 local ms = require "metastep"
+local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
+local assert_close = h.assert_nested_close
 
 local nan, inf = 0 / 0, math.huge
 
 local function isnan(x) return x ~= x end
-
--- Equal within a relative-plus-absolute tolerance; NaN equals NaN; infinities must match.
-local function same_number(e, a, tol)
-  if isnan(e) then return isnan(a) end
-  if e == a then return true end
-  if e == inf or e == -inf then return false end
-  return math.abs(e - a) <= tol * (1 + math.abs(e))
-end
-
-local function assert_close(expected, actual, tol, path)
-  path = path or ""
-  if type(expected) == "number" then
-    assert.is_number(actual, path)
-    assert.is_true(same_number(expected, actual, tol or 0),
-      ("%s: expected %.17g, got %.17g"):format(path, expected, actual))
-    return
-  end
-  assert.is_table(actual, path)
-  assert.are.equal(#expected, #actual, path .. " length")
-  for i = 1, #expected do assert_close(expected[i], actual[i], tol, path .. "[" .. i .. "]") end
-end
 
 local function lua_random(shape, depth)
   depth = depth or 1

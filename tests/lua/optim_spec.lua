@@ -7,6 +7,8 @@
 -- update rule, derivatives by forward-mode recursions written out by hand (the tangent of
 -- every iterate, carried step by step). Central differences (method "fd") only corroborate.
 local ms = require "metastep"
+local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
+local rel, assert_rel, assert_vec, err_of = h.rel, h.assert_rel, h.assert_close, h.err_of
 
 -- ---------------------------------------------------------------- plain Lua
 
@@ -46,31 +48,6 @@ local function zeros(d)
 end
 
 local function sigm(z) return 1 / (1 + math.exp(-z)) end
-
-local function rel(a, b) return math.abs(a - b) / math.max(math.abs(b), 1e-300) end
-
-local function assert_rel(a, b, tol, what)
-  assert.is_true(rel(a, b) <= tol, ("%s: %.17g vs %.17g (rel %.3g)"):format(what or "", a, b, rel(a, b)))
-end
-
--- Every element of a (tensor or table) within rtol * max(1, |b|_inf) of b.
-local function assert_vec(a, b, rtol, what)
-  local ta = type(a) == "table" and a or a:totable()
-  assert.are.equal(#b, #ta, (what or "") .. ": length")
-  local scale = 1
-  for i = 1, #b do scale = math.max(scale, math.abs(b[i])) end
-  for i = 1, #b do
-    assert.is_true(math.abs(ta[i] - b[i]) <= rtol * scale,
-      ("%s: element %d: %.17g vs %.17g"):format(what or "", i, ta[i], b[i]))
-  end
-end
-
--- Message of the error f raises, without the "file:line: " prefix.
-local function err_of(f)
-  local ok, msg = pcall(f)
-  assert.is_false(ok, "expected an error")
-  return (tostring(msg):gsub("^[^\n:]+:%d+: ", "", 1))
-end
 
 -- ---------------------------------------------------------------- the problems
 
