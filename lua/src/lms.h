@@ -22,7 +22,8 @@ lua_State *lms_mainthread(lua_State *L);
 /* Raises the context's last error as a Lua error: call as the last statement. When the
  * failure is a callback's (MS_ECALLBACK) whose error object was kept (LMS_CB_KEEP, _PLAIN),
  * that object is raised again unchanged, as Lua propagates errors through table.sort's
- * comparator; otherwise the engine's message, blamed on the binding's caller. */
+ * comparator; otherwise the engine's message, blamed on the binding's caller, with the
+ * element indices it names ("H[0,1] (0-based)") made 1-based. */
 int lms_error(lua_State *L);
 /* Registry key of a kept callback error object (nil when none is pending). */
 #define LMS_CALLBACK_ERROR "metastep.callback_error"

@@ -292,7 +292,20 @@ static int l_softmax_xent(lua_State *L) {
   ms_tensor *logits = lms_checktensor(L, 1);
   ms_tensor *labels = lms_checktensor(L, 2);
   if (ms_binary_scalar(ctx, MS_SUB, labels, 1.0, 0, tmp) != MS_OK) return lms_error(L);
-  return lms_result(L, ms_softmax_xent(ctx, logits, *tmp, box), 1);
+  int st = ms_softmax_xent(ctx, logits, *tmp, box);
+  double c;
+  long long i, k;
+  if (st == MS_EINDEX &&
+      sscanf(ms_ctx_error(ctx), "softmax_xent: label %lg of example %lld is not a class index in 0..%lld",
+             &c, &i, &k) == 3) {
+    /* the engine saw 0-based labels and examples */
+    char label[32];
+    snprintf(label, sizeof label, "%g", c + 1);
+    ms_ctx_clear_error(ctx);
+    return luaL_error(L, "softmax_xent: label %s of example %I is not a class index in 1..%I", label,
+                      (lua_Integer)i + 1, (lua_Integer)k + 1);
+  }
+  return lms_result(L, st, 1);
 }
 
 /* ---- custom primitives with Lua rules ---- */

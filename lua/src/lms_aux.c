@@ -3,8 +3,9 @@
  * Lua-callback helper and the engine-call handoff. Every binding file uses these; none
  * writes its own.
  */
-#include <stdarg.h>
+#include <ctype.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "lms.h"
@@ -60,6 +61,56 @@ lua_State *lms_mainthread(lua_State *L) {
 
 /* ---- errors ---- */
 
+/*
+ * Pushes msg with its element indices 1-based: the engine numbers elements from 0, Lua
+ * users from 1. Rewritten are the messages that name elements as "name[i,j]" (integers in
+ * brackets right after an identifier; shapes follow a space and are left alone): those the
+ * engine marks "(0-based" (the mark is dropped) and the pivots of a singular matrix.
+ */
+static void push_one_based(lua_State *L, const char *msg) {
+  const char *mark = strstr(msg, " (0-based");
+  if (mark == NULL && strstr(msg, "is singular (U[") == NULL) {
+    lua_pushstring(L, msg);
+    return;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  const char *p = msg;
+  while (*p) {
+    if (p == mark) {
+      p += strlen(" (0-based");
+      if (*p == ')') { /* " (0-based)" */
+        p++;
+      } else if (*p == ';') { /* " (0-based; more)" -> " (more)" */
+        p++;
+        if (*p == ' ') p++;
+        luaL_addstring(&b, " (");
+      } else {
+        luaL_addstring(&b, " (0-based");
+      }
+      continue;
+    }
+    if (*p == '[' && p > msg && (isalnum((unsigned char)p[-1]) || p[-1] == '_')) {
+      luaL_addchar(&b, *p++);
+      while (*p && *p != ']') {
+        if (isdigit((unsigned char)*p)) {
+          char *end;
+          long long v = strtoll(p, &end, 10);
+          char num[32];
+          snprintf(num, sizeof num, "%lld", v + 1);
+          luaL_addstring(&b, num);
+          p = end;
+        } else {
+          luaL_addchar(&b, *p++);
+        }
+      }
+      continue;
+    }
+    luaL_addchar(&b, *p++);
+  }
+  luaL_pushresult(&b);
+}
+
 int lms_error(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
   if (ms_ctx_status(ctx) == MS_ECALLBACK &&
@@ -72,7 +123,12 @@ int lms_error(lua_State *L) {
   }
   const char *msg = ms_ctx_error(ctx);
   luaL_where(L, 1);
-  lua_pushstring(L, *msg ? msg : ms_status_name(ms_ctx_status(ctx)));
+  if (!*msg)
+    lua_pushstring(L, ms_status_name(ms_ctx_status(ctx)));
+  else if (ms_ctx_status(ctx) == MS_ECALLBACK) /* a callback's text, as it was written */
+    lua_pushstring(L, msg);
+  else
+    push_one_based(L, msg);
   ms_ctx_clear_error(ctx);
   lua_concat(L, 2);
   return lua_error(L);

@@ -268,6 +268,13 @@ describe("first-order gradients", function()
         end
       end
     end)
+
+    it("softmax_xent names a bad label and its example 1-based", function()
+      assert.are.equal("softmax_xent: label 4 of example 2 is not a class index in 1..3",
+        err_of(ms.softmax_xent, ms.zeros(2, 3), ms.tensor{1, 4}))
+      assert.are.equal("softmax_xent: label 0 of example 1 is not a class index in 1..3",
+        err_of(ms.softmax_xent, ms.zeros(2, 3), ms.tensor{0, 1}))
+    end)
   end)
 
   describe("stop_gradient", function()

@@ -135,7 +135,7 @@ describe("solve", function()
 
   it("reports singular matrices", function()
     assert.has_error(function() ms.solve(ms.tensor{{1, 2}, {2, 4}}, ms.tensor{1, 1}) end,
-      "solve: matrix is singular (U[1,1] = 0)")
+      "solve: matrix is singular (U[2,2] = 0)")
   end)
 end)
 
@@ -220,7 +220,7 @@ describe("factorizations", function()
   it("inv gives A A^-1 = I", function()
     local Ainv = ms.inv(ms.tensor(S)):totable()
     assert.is_true(max_abs_diff(lidentity(n), lmul(S, Ainv)) <= 1e-12)
-    assert.has_error(function() ms.inv(ms.tensor{{1, 2}, {2, 4}}) end, "inv: matrix is singular (U[1,1] = 0)")
+    assert.has_error(function() ms.inv(ms.tensor{{1, 2}, {2, 4}}) end, "inv: matrix is singular (U[2,2] = 0)")
   end)
 
   it("det matches closed forms", function()

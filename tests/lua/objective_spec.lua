@@ -351,12 +351,12 @@ describe("objective errors at the boundary", function()
       err_of(ms.core.objective_quadratic, H, {wstar = ms.zeros(2)}))
     assert.are.equal("quadratic: fstar must be finite, got nan",
       err_of(ms.core.objective_quadratic, H, {fstar = 0 / 0}):gsub("%-nan", "nan"))
-    assert.are.equal("quadratic: H must be symmetric, got H[0,1] = 1 and H[1,0] = 2 "
-      .. "(0-based; tolerance 1e-10 * max|H| = 3e-10)",
+    assert.are.equal("quadratic: H must be symmetric, got H[1,2] = 1 and H[2,1] = 2 "
+      .. "(tolerance 1e-10 * max|H| = 3e-10)",
       err_of(ms.core.objective_quadratic, ms.tensor{{1, 1}, {2, 3}}))
     assert.are.equal("least_squares: y has shape [2], expected [3] (one entry per row of X [3,2])",
       err_of(ms.core.objective_least_squares, ms.zeros(3, 2), ms.zeros(2)))
-    assert.are.equal("logistic: y must hold labels 0 or 1, got y[1] = 2 (0-based)",
+    assert.are.equal("logistic: y must hold labels 0 or 1, got y[2] = 2",
       err_of(ms.core.objective_logistic, ms.zeros(3, 2), ms.tensor{0, 2, 1}))
     assert.are.equal("logistic: l2 must be finite and >= 0, got -0.5",
       err_of(ms.core.objective_logistic, ms.zeros(3, 2), ms.tensor{0, 1, 1}, -0.5))
@@ -629,13 +629,13 @@ describe("ms.objective: one objective type", function()
       {function() local r = ms.objective.from_function(print, {dim = 2, grad = 3}) return r end,
         "objective.from_function: option 'grad' must be a function, got number"},
       {function() local r = ms.objective.quadratic(ms.tensor{{1, 2}, {3, 4}}) return r end,
-        "quadratic: H must be symmetric, got H[0,1] = 2 and H[1,0] = 3 (0-based; tolerance 1e-10 * max|H| = 4e-10)"},
+        "quadratic: H must be symmetric, got H[1,2] = 2 and H[2,1] = 3 (tolerance 1e-10 * max|H| = 4e-10)"},
       {function() local r = ms.objective.quadratic("H") return r end,
         "bad argument #1 to 'quadratic' (tensor expected, got string)"},
       {function() local r = ms.objective.least_squares(ms.zeros(3, 2), ms.zeros(2)) return r end,
         "least_squares: y has shape [2], expected [3] (one entry per row of X [3,2])"},
       {function() local r = ms.objective.logistic(ms.zeros(2, 2), ms.tensor{0, 2}) return r end,
-        "logistic: y must hold labels 0 or 1, got y[1] = 2 (0-based)"},
+        "logistic: y must hold labels 0 or 1, got y[2] = 2"},
       {function() local r = ms.objective.quadratic(ms.eye(2)):value("x") return r end,
         "bad argument #1 to 'value' (tensor expected, got string)"},
       {function() local r = ms.objective.quadratic(ms.eye(2)):hvp(ms.zeros(2)) return r end,
