@@ -8,29 +8,14 @@
 -- lib/oracle.lua on its own Jacobi eigendecomposition of H, so neither the figure nor the
 -- verdict rests on the code under test alone.
 local oracle = require "lib.oracle"
+local problems = require "lib.problems"
 local report = require "lib.report"
 
 local M = {title = "Meta-gradient explosion/vanishing on a quadratic"}
 
-local D = 20
 -- eta as fractions of 2/lambda_max, on both sides of it.
 local FRACS = {0.05, 0.25, 0.5, 0.75, 0.95, 1.05, 1.25, 1.5, 2.0}
 local LOG10 = math.log(10)
-
---- The quadratic of experiments 1 and 2 for cfg: H and a description of it.
-function M.problem(cfg, ms)
-  if cfg.mode == "full" then
-    return oracle.paper_quadratic(ms, D, 1000 * cfg.seed + 1),
-      "H = XᵀX, X a 20×20 standard Gaussian matrix (the paper's quadratic)"
-  end
-  return ms.objective.random_quadratic{d = D, eigenvalues = {1, 10}, seed = 1000 * cfg.seed + 1}.H,
-    "H = Q diag(λ) Qᵀ, d = 20, λ evenly spaced in [1, 10], Q a random rotation"
-end
-
---- The starting point of experiments 1 and 2.
-function M.start(cfg, ms)
-  return ms.randn({D}, {seed = 1000 * cfg.seed + 2})
-end
 
 -- Least squares fit y = a + r x + b log(x); returns r, b. The log(x) column absorbs the
 -- polynomial factor T in F' = T f(w_T) G', so r is the exponential rate alone.
@@ -126,13 +111,13 @@ end
 
 --- Measures log|F'| and G' by the stable method over a grid of (eta, T) and fits the rates.
 function M.measure(cfg, ms)
-  local H, problem = M.problem(cfg, ms)
-  local w0 = M.start(cfg, ms)
+  local H, problem = problems.quadratic(cfg, ms)
+  local w0 = problems.start(cfg, ms)
   local sp = oracle.eigencoords(H, w0) -- the reference eigenbasis, computed by Jacobi
-  local P = {obj = ms.objective.quadratic(H), w0 = w0, sp = sp, eta_crit = 2 / sp.lam[D]}
+  local P = {obj = ms.objective.quadratic(H), w0 = w0, sp = sp, eta_crit = 2 / sp.lam[#sp.lam]}
   local Tmax = cfg.mode == "quick" and 10000 or 100000
   local Ts, decade_from, fit_from = horizons(Tmax)
-  local R = {mode = cfg.mode, problem = problem, sp = sp, lmin = sp.lam[1], lmax = sp.lam[D],
+  local R = {mode = cfg.mode, problem = problem, sp = sp, lmin = sp.lam[1], lmax = sp.lam[#sp.lam],
              eta_crit = P.eta_crit, Tmax = Tmax, Ts = Ts, etas = {}}
   for i, fr in ipairs(FRACS) do
     local e = measure_eta(ms, P, fr, Ts, fit_from, decade_from)

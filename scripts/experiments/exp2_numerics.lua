@@ -7,8 +7,8 @@
 -- closed form of lib/oracle.lua (its own Jacobi eigendecomposition), over T up to 10^5 and a
 -- grid of eta on both sides of 2/lambda_max, on the quadratic of experiment 1.
 local oracle = require "lib.oracle"
+local problems = require "lib.problems"
 local report = require "lib.report"
-local exp1 = require "exp1_explosion"
 
 local M = {title = "Numerics of back-propagation for the log meta-objective"}
 
@@ -75,8 +75,8 @@ end
 
 --- Runs every method at every (eta, T) of the grid; returns the results res[method][ie][iT].
 function M.measure(cfg, ms)
-  local H, problem = exp1.problem(cfg, ms)
-  local w0 = exp1.start(cfg, ms)
+  local H, problem = problems.quadratic(cfg, ms)
+  local w0 = problems.start(cfg, ms)
   local sp = oracle.eigencoords(H, w0)
   local P = {obj = ms.objective.quadratic(H), w0 = w0}
   local Ts = cfg.mode == "quick" and {10, 100, 1000, 10000} or {10, 100, 1000, 10000, 100000}
