@@ -212,26 +212,38 @@ int lms_finish(lua_State *L, ms_tensor **box, int st, ms_tensor **t) {
 lua_State *lms_running(ms_ctx *ctx) { return ms_ctx_userdata(ctx); }
 
 typedef struct cbcall {
-  int ref, nres, keep;
+  int ref, nres;
   lms_pushfn push;
   void *ud;
 } cbcall;
 
-/* Message handler: keeps the error object for lms_error when asked to, and returns the
- * message with a traceback. */
-static int cb_msgh(lua_State *L) {
-  const cbcall *c = lua_touserdata(L, lua_upvalueindex(1));
-  if (c->keep) {
-    lua_pushvalue(L, 1);
-    lua_setfield(L, LUA_REGISTRYINDEX, LMS_CALLBACK_ERROR);
-  }
+/* Message handlers (light C functions: pushing one allocates nothing, and an allocation
+ * error before lua_pcall would jump over the engine frames below us): the message with a
+ * traceback; the same, keeping the error object for lms_error; or keeping it with the
+ * message alone. */
+static const char *cb_message(lua_State *L) {
   const char *msg = lua_tostring(L, 1);
-  if (msg == NULL) msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-  if (c->keep == LMS_CB_PLAIN) {
-    lua_pushstring(L, msg);
-    return 1;
-  }
-  luaL_traceback(L, L, msg, 1);
+  return msg ? msg : lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+}
+
+static int cb_msgh(lua_State *L) {
+  luaL_traceback(L, L, cb_message(L), 1);
+  return 1;
+}
+
+static void keep_error(lua_State *L) {
+  lua_pushvalue(L, 1);
+  lua_setfield(L, LUA_REGISTRYINDEX, LMS_CALLBACK_ERROR);
+}
+
+static int cb_msgh_keep(lua_State *L) {
+  keep_error(L);
+  return cb_msgh(L);
+}
+
+static int cb_msgh_plain(lua_State *L) {
+  keep_error(L);
+  lua_pushstring(L, cb_message(L));
   return 1;
 }
 
@@ -252,9 +264,8 @@ int lms_callback(ms_ctx *ctx, lua_State *L, int ref, lms_pushfn push, void *ud, 
   if (!lua_checkstack(L, nres + 4))
     return ms_ctx_fail(ctx, MS_ENOMEM, "%s%sLua stack overflow", name ? name : "", name ? ": " : "");
   int base = lua_gettop(L);
-  cbcall c = {ref, nres, keep, push, ud};
-  lua_pushlightuserdata(L, &c);
-  lua_pushcclosure(L, cb_msgh, 1);
+  cbcall c = {ref, nres, push, ud};
+  lua_pushcfunction(L, keep == LMS_CB_PLAIN ? cb_msgh_plain : keep ? cb_msgh_keep : cb_msgh);
   lua_pushcfunction(L, cb_protected);
   lua_pushlightuserdata(L, &c);
   if (lua_pcall(L, 1, nres, base + 1) != LUA_OK) {
