@@ -3,6 +3,10 @@
  * rule (JVP) of every differentiable operation, in one place. Rules are written with
  * the public, differentiable operations, so they are themselves recorded on the levels
  * outside the one being differentiated: that is what makes grad(grad(f)) work.
+ *
+ * The element-wise families have one primitive each; their rules switch on the op
+ * (binary_partials, unary_deriv, reduce_weights), and an op without a case fails with
+ * "<name>: no derivative" when differentiated.
  */
 #include <math.h>
 #include <string.h>

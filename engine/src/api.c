@@ -1,8 +1,10 @@
 /*
  * The public operations: each checks whether autodiff is watching and either calls the
  * raw kernel directly (nothing tracked: no overhead beyond one test) or goes through
- * ms__apply, which records it. Non-differentiable results (comparisons, argmax, sign,
- * rounding) are constants and never recorded.
+ * ms__apply, which records it. An element-wise op is recorded under its family's primitive
+ * (P_BINARY, P_UNARY, P_REDUCE) with the op in the attribute, so a new op needs nothing
+ * here. Non-differentiable results (comparisons, argmax, sign, rounding: ad.h's
+ * ms__*_constant) are constants and never recorded.
  */
 #include <string.h>
 

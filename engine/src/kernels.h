@@ -9,7 +9,8 @@
  * Adding a differentiable element-wise op takes three edits:
  *   1. its enum entry in metastep/ops.h (ms_binop, ms_unop or ms_redop) and its name in the
  *      matching name table in ops.c ([MS_FOO] = "foo"; a static assertion checks the size);
- *   2. its kernel: a case in ops.c's binary_kernel, unary_row or reduce_row;
+ *   2. its kernel: a case in ops.c's binary_kernel, unary_row or reduce_row (a reduction
+ *      with no value on an empty input also goes in needs_nonempty);
  *   3. its derivative rule: a case in ad_rules.c's binary_partials, unary_deriv or
  *      reduce_weights.
  * Nothing else: the public op (api.c) records it under its family's primitive (P_BINARY,
@@ -18,7 +19,8 @@
  * case in ad.h's ms__binop_constant, ms__unop_constant or ms__redop_constant: the
  * public op then never records it. The kernel switches have no default, so -Wswitch
  * (an error under -Werror) reports an op without a kernel; an op without a rule fails
- * with "<name>: no derivative" when differentiated.
+ * with "<name>: no derivative" when differentiated. (The Lua binding registers every op by
+ * its name, ms.core.foo and t:foo(); lua/metastep/init.lua re-exports a list of them.)
  */
 #ifndef METASTEP_KERNELS_H
 #define METASTEP_KERNELS_H

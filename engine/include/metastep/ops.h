@@ -13,6 +13,8 @@
 extern "C" {
 #endif
 
+/* Adding an op to one of these enums: see the top of engine/src/kernels.h (its name, its
+ * kernel and, if differentiable, its derivative rule; nothing else). */
 typedef enum ms_binop {
   MS_ADD, MS_SUB, MS_MUL, MS_DIV, MS_POW, MS_MAXIMUM, MS_MINIMUM, MS_ATAN2,
   MS_LT, MS_LE, MS_GT, MS_GE, MS_EQ, MS_NE, /* comparisons give 1.0 or 0.0 */
