@@ -205,8 +205,7 @@ static int l_quadratic(lua_State *L) {
   ms_tensor *ws = lua_isnil(L, 3) ? NULL : lms_testtensor(L, 3);
   if (!lua_isnil(L, 3) && ws == NULL) /* released by a finalizer since the check */
     return luaL_argerror(L, 2, "field 'wstar': tensor has been released");
-  if (ms_objective_quadratic(lms_ctx(L), H, ws, fstar, &b->obj) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_objective_quadratic(lms_ctx(L), H, ws, fstar, &b->obj), 1);
 }
 
 /* objective_least_squares(X, y) */
@@ -215,8 +214,7 @@ static int l_least_squares(lua_State *L) {
   objbox *b = newbox(L);
   ms_tensor *X = lms_checktensor(L, 1);
   ms_tensor *y = lms_checktensor(L, 2);
-  if (ms_objective_least_squares(lms_ctx(L), X, y, &b->obj) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_objective_least_squares(lms_ctx(L), X, y, &b->obj), 1);
 }
 
 /* objective_logistic(X, y [, l2 = 0]) */
@@ -226,8 +224,7 @@ static int l_logistic(lua_State *L) {
   objbox *b = newbox(L);
   ms_tensor *X = lms_checktensor(L, 1);
   ms_tensor *y = lms_checktensor(L, 2);
-  if (ms_objective_logistic(lms_ctx(L), X, y, l2, &b->obj) != MS_OK) return lms_error(L);
-  return 1;
+  return lms_result(L, ms_objective_logistic(lms_ctx(L), X, y, l2, &b->obj), 1);
 }
 
 /* ---- objectives with Lua callbacks ---- */
@@ -411,9 +408,9 @@ static int obj_minibatch(lua_State *L) {
   int64_t n = 0;
   int64_t *idx = checkindices(L, 2, o, &n);
   o = checkbox(L, 1)->obj; /* indexing the table may run Lua code (even close obj) */
-  if (ms_objective_subset(lms_ctx(L), o, n, idx, &out->obj) != MS_OK) return lms_error(L);
+  int st = ms_objective_subset(lms_ctx(L), o, n, idx, &out->obj);
   lua_settop(L, 3);
-  return 1;
+  return lms_result(L, st, 1);
 }
 
 /* obj:grad_batch(w, idx): the gradient on the samples idx (1-based, repeats allowed). */
