@@ -524,7 +524,10 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
     if (n > np) luaL_error(L, "meta: 'params' names %d parameters, the optimizer has %d", n, np);
     for (int i = 0; i < n; i++) {
       lua_geti(L, -1, i + 1);
-      c->select[i] = (int)luaL_checkinteger(L, -1) - 1;
+      lua_Integer k = luaL_checkinteger(L, -1);
+      if (k < 1 || k > np) /* checked here to name it as Lua numbers it (the engine's is 0-based) */
+        luaL_error(L, "meta: 'select' entry %d is %I, expected 1..%d", i + 1, k, np);
+      c->select[i] = (int)k - 1;
       lua_pop(L, 1);
     }
     s->nselect = n;

@@ -241,3 +241,17 @@ describe("bad input, with the exact messages", function()
     assert.is_true(math.abs(v - 0.9 ^ 6) < 1e-15)
   end)
 end)
+
+describe("the binding's own checks", function()
+  it("a 'select' entry out of range is named as Lua numbers it", function()
+    local opt = ms.optim.gd{lr = 0.1}
+    local spec = {optimizer = opt.c, steps = 2, select = {1, 2},
+                  tasks = {{objective = ms.objective.quadratic(ms.eye(2)), w0 = ms.ones(2)}}}
+    assert.are.equal("meta: 'params' names 2 parameters, the optimizer has 1",
+      err_of(function() return ms.core.meta_value(spec) end))
+    spec.select = {2}
+    assert.are.equal("meta: 'select' entry 1 is 2, expected 1..1", err_of(function() return ms.core.meta_value(spec) end))
+    spec.select = {0}
+    assert.are.equal("meta: 'select' entry 1 is 0, expected 1..1", err_of(function() return ms.core.meta_value(spec) end))
+  end)
+end)
