@@ -123,11 +123,12 @@ int main(int argc, char **argv) {
   ms_task task = {obj, NULL, w0, NULL};
   ms_meta_spec spec = ms_meta_spec_one(gd, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
-  printf("bench_checkpoint: GD lr = %g, T = %lld steps on a dense quadratic, d = %lld "
-         "(eigenvalues 1..10), meta = (1/T) log f(w_T)\n", LR, (long long)T, (long long)d);
+  printf(
+      "bench_checkpoint: GD lr = %g, T = %lld steps on a dense quadratic, d = %lld "
+      "(eigenvalues 1..10), meta = (1/T) log f(w_T)\n",
+      LR, (long long)T, (long long)d);
   printf("held before the runs: %.1f MB\n", ms_ctx_bytes(ctx) / 1e6);
-  printf("%-26s %9s %9s %9s  %-24s %s\n", "method", "peak MB", "extra MB", "time s", "G",
-         "dG/dlr");
+  printf("%-26s %9s %9s %9s  %-24s %s\n", "method", "peak MB", "extra MB", "time s", "G", "dG/dlr");
   run_result plain, ck;
   char name[64];
   if (run(ctx, spec, 0, &plain)) {

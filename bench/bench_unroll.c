@@ -80,8 +80,10 @@ int main(int argc, char **argv) {
   ms_task task = {obj, NULL, w0, NULL};
   ms_meta_spec spec = ms_meta_spec_one(gd, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
-  printf("bench_unroll: GD lr = %g, T = %lld steps, d = %lld (diagonal quadratic, eigenvalues "
-         "1..10), meta = (1/T) log f(w_T), best of %d\n", LR, (long long)T, (long long)d, reps);
+  printf(
+      "bench_unroll: GD lr = %g, T = %lld steps, d = %lld (diagonal quadratic, eigenvalues "
+      "1..10), meta = (1/T) log f(w_T), best of %d\n",
+      LR, (long long)T, (long long)d, reps);
   printf("%-26s %10s %12s  %-24s %s\n", "what", "time ms", "us / step", "value", "dG/dlr");
   struct {
     const char *name;
@@ -89,11 +91,11 @@ int main(int argc, char **argv) {
     int64_t checkpoint;
     int grad;
   } cases[] = {
-    {"unroll (f(w_T), no tape)", MS_METHOD_REVERSE, 0, 0},
-    {"reverse", MS_METHOD_REVERSE, 0, 1},
-    {"reverse, checkpointed", MS_METHOD_REVERSE, (int64_t)llround(sqrt((double)T)), 1},
-    {"forward", MS_METHOD_FORWARD, 0, 1},
-    {"stable", MS_METHOD_STABLE, 0, 1},
+      {"unroll (f(w_T), no tape)", MS_METHOD_REVERSE, 0, 0},
+      {"reverse", MS_METHOD_REVERSE, 0, 1},
+      {"reverse, checkpointed", MS_METHOD_REVERSE, (int64_t)llround(sqrt((double)T)), 1},
+      {"forward", MS_METHOD_FORWARD, 0, 1},
+      {"stable", MS_METHOD_STABLE, 0, 1},
   };
   for (size_t c = 0; c < sizeof cases / sizeof *cases; c++) {
     spec.method = cases[c].method;

@@ -93,8 +93,10 @@ int main(void) {
   double ge = meta_grad(ctx, spec, MS_METHOD_EXACT, &Ge);
   require(fabs(gr - gs) <= 1e-10 * fabs(gs), "reverse vs stable meta-gradient", ctx);
   require(fabs(gr - ge) <= 1e-10 * fabs(ge), "reverse vs exact meta-gradient", ctx);
-  require(fabs(Gr - Gs) <= 1e-10 * fabs(Gs) && fabs(Gr - Ge) <= 1e-10 * fabs(Ge), "values agree", ctx);
-  require(fabs(Gr - closed_G(lam, c, 0.05)) <= 1e-10 * fabs(Gr), "value matches the closed form", ctx);
+  require(fabs(Gr - Gs) <= 1e-10 * fabs(Gs) && fabs(Gr - Ge) <= 1e-10 * fabs(Ge), "values agree",
+          ctx);
+  require(fabs(Gr - closed_G(lam, c, 0.05)) <= 1e-10 * fabs(Gr), "value matches the closed form",
+          ctx);
 
   /* the minimizer of G, independently: a fine grid over eta in (0, 2/10) on the closed form */
   double eta_star = 0, G_star = INFINITY;

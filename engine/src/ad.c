@@ -2,20 +2,20 @@
  * Autodiff levels: recording on reverse tapes, tangent propagation on forward levels,
  * and the backward pass. See autodiff.h for the model.
  */
+#include "ad.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include "ad.h"
 
 typedef struct ms_node {
   ms_prim prim;
   int nin;
   ms_attr attr;
-  ms_tensor **in;    /* retained inputs (saved for the backward pass) */
-  int64_t *in_node;  /* node of each input on this tape, -1 if untracked here */
-  uint64_t *in_ver;  /* storage versions of the inputs when recorded */
-  ms_tensor *out;    /* retained output */
+  ms_tensor **in;   /* retained inputs (saved for the backward pass) */
+  int64_t *in_node; /* node of each input on this tape, -1 if untracked here */
+  uint64_t *in_ver; /* storage versions of the inputs when recorded */
+  ms_tensor *out;   /* retained output */
   uint64_t out_ver;
 } ms_node;
 
@@ -99,7 +99,8 @@ int ms__not_differentiable(ms_ctx *ctx, const char *what, int n, const ms_tensor
   if (ctx->nlevels == 0 || !ms__any_tracked(ctx, n, ts)) return MS_OK;
   return ms_ctx_fail(ctx, MS_EARG,
                      "%s: not differentiable (an input is being traced by grad/jvp; "
-                     "use stop_gradient if its derivative is not needed)", what);
+                     "use stop_gradient if its derivative is not needed)",
+                     what);
 }
 
 /* ---- levels ---- */
@@ -176,7 +177,8 @@ static int record(ms_ctx *ctx, ms_level *l, ms_prim p, const ms_attr *attr, int 
   if (l->n == l->cap) {
     int64_t cap = l->cap ? 2 * l->cap : 64;
     /* realloc: a long tape's node array moves by remapping, not by copying */
-    ms_node *nodes = ms__ctx_realloc(ctx, l->nodes, (size_t)l->cap * sizeof(ms_node), (size_t)cap * sizeof(ms_node));
+    ms_node *nodes = ms__ctx_realloc(ctx, l->nodes, (size_t)l->cap * sizeof(ms_node),
+                                     (size_t)cap * sizeof(ms_node));
     if (nodes == NULL) return MS_ENOMEM;
     l->nodes = nodes;
     l->cap = cap;
@@ -254,8 +256,7 @@ static int propagate(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_te
       /* format before releasing: the message reads tout's shape */
       st = ms_ctx_fail(ctx, MS_ESHAPE,
                        "%s: forward-mode rule returned shape %s for an output of shape %s",
-                       ms__prim_name(p, attr),
-                       ms_shape_str(tout->ndim, tout->shape, b1, sizeof b1),
+                       ms__prim_name(p, attr), ms_shape_str(tout->ndim, tout->shape, b1, sizeof b1),
                        ms_shape_str(out->ndim, out->shape, b2, sizeof b2));
       ms_tensor_release(tout);
       break;
@@ -444,8 +445,8 @@ int ms_ad_gradient(ms_ctx *ctx, ms_level *tape, ms_tensor *y, ms_tensor *seed, i
       if (nd->out->st->version != nd->out_ver) {
         st = ms_ctx_fail(ctx, MS_ESTATE,
                          "gradient: the output of '%s' (step %lld of the tape) was modified in "
-                         "place after being saved", ms__prim_name(nd->prim, &nd->attr),
-                         (long long)k + 1);
+                         "place after being saved",
+                         ms__prim_name(nd->prim, &nd->attr), (long long)k + 1);
         goto done;
       }
       if (!any) continue;
@@ -613,7 +614,8 @@ int ms_grad(ms_ctx *ctx, int (*f)(ms_ctx *ctx, void *ud, ms_tensor *x, ms_tensor
   if (st) return st;
   if (!(st = ms_ad_watch(ctx, tape, x, NULL, &xw))) {
     st = f(ctx, ud, xw, &y);
-    if (!st && y == NULL) st = ms_ctx_fail(ctx, MS_ECALLBACK, "grad: the function returned no tensor");
+    if (!st && y == NULL)
+      st = ms_ctx_fail(ctx, MS_ECALLBACK, "grad: the function returned no tensor");
   }
   int pst = ms_ad_pop(ctx, tape);
   if (!st) st = pst;

@@ -16,14 +16,29 @@
 
 /* ---- primitives ---- */
 typedef enum ms_prim {
-  P_LEAF, P_IDENTITY, P_COPY,
+  P_LEAF,
+  P_IDENTITY,
+  P_COPY,
   P_BINARY, /* element-wise, broadcasting: attr.binop */
   P_UNARY,  /* element-wise: attr.unop */
   P_REDUCE, /* attr.redop, attr.axis, attr.keepdim */
-  P_WHERE, P_CLAMP,
-  P_DOT, P_MATVEC, P_MATMUL, P_OUTER, P_DIAG,
-  P_RESHAPE, P_TRANSPOSE, P_PERMUTE, P_SLICE, P_UNSLICE, P_EXPAND, P_SUM_TO, P_CAT,
-  P_LOG_SOFTMAX, P_SOFTMAX_XENT,
+  P_WHERE,
+  P_CLAMP,
+  P_DOT,
+  P_MATVEC,
+  P_MATMUL,
+  P_OUTER,
+  P_DIAG,
+  P_RESHAPE,
+  P_TRANSPOSE,
+  P_PERMUTE,
+  P_SLICE,
+  P_UNSLICE,
+  P_EXPAND,
+  P_SUM_TO,
+  P_CAT,
+  P_LOG_SOFTMAX,
+  P_SOFTMAX_XENT,
   P_CUSTOM,
   P_COUNT
 } ms_prim;
@@ -52,7 +67,7 @@ typedef struct ms_attr {
   int axis, axis2, keepdim;
   int64_t start, stop, step, index;
   double lo, hi;
-  int ndim;          /* target shape (reshape, expand, sum_to) */
+  int ndim; /* target shape (reshape, expand, sum_to) */
   int64_t shape[MS_MAXDIM];
   int perm[MS_MAXDIM];
   ms_custom *custom; /* retained by the node */
@@ -90,22 +105,38 @@ const char *ms__prim_name(ms_prim p, const ms_attr *attr);
  * ops never record them. Every other op is differentiable, with its rule in ad_rules.c. */
 static inline int ms__binop_constant(ms_binop op) {
   switch (op) {
-    case MS_LT: case MS_LE: case MS_GT: case MS_GE: case MS_EQ: case MS_NE: return 1;
-    default: return (unsigned)op >= MS_BINOP_COUNT;
+    case MS_LT:
+    case MS_LE:
+    case MS_GT:
+    case MS_GE:
+    case MS_EQ:
+    case MS_NE:
+      return 1;
+    default:
+      return (unsigned)op >= MS_BINOP_COUNT;
   }
 }
 
 static inline int ms__unop_constant(ms_unop op) {
   switch (op) {
-    case MS_SIGN: case MS_FLOOR: case MS_CEIL: case MS_ROUND: case MS_ISFINITE: return 1;
-    default: return (unsigned)op >= MS_UNOP_COUNT;
+    case MS_SIGN:
+    case MS_FLOOR:
+    case MS_CEIL:
+    case MS_ROUND:
+    case MS_ISFINITE:
+      return 1;
+    default:
+      return (unsigned)op >= MS_UNOP_COUNT;
   }
 }
 
 static inline int ms__redop_constant(ms_redop op) {
   switch (op) {
-    case MS_ARGMAX: case MS_ARGMIN: return 1;
-    default: return (unsigned)op >= MS_REDOP_COUNT;
+    case MS_ARGMAX:
+    case MS_ARGMIN:
+      return 1;
+    default:
+      return (unsigned)op >= MS_REDOP_COUNT;
   }
 }
 

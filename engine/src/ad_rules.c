@@ -15,10 +15,10 @@
 
 /* ---- small differentiable helpers (each returns a status; *out is a new reference) ---- */
 
-#define TRY(call)              \
-  do {                         \
-    int st_ = (call);          \
-    if (st_) return st_;       \
+#define TRY(call)        \
+  do {                   \
+    int st_ = (call);    \
+    if (st_) return st_; \
   } while (0)
 
 static int bin(ms_ctx *ctx, ms_binop op, ms_tensor *a, ms_tensor *b, ms_tensor **out) {
@@ -98,8 +98,8 @@ static int v_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms
   return MS_OK;
 }
 
-static int j_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                      ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_identity(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                      ms_tensor *out, ms_tensor **tout) {
   (void)ctx, (void)attr, (void)in, (void)out;
   *tout = ms_tensor_retain(tin[0]);
   return MS_OK;
@@ -266,8 +266,8 @@ static int add_term(ms_ctx *ctx, ms_tensor **acc, ms_tensor *term, const ms_tens
   return MS_OK;
 }
 
-static int j_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_binary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                    ms_tensor *out, ms_tensor **tout) {
   ms_binop op = attr->binop;
   ms_tensor *acc = NULL, *t = NULL;
   int st = MS_OK;
@@ -313,22 +313,45 @@ static int f_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_te
 static int unary_deriv(ms_ctx *ctx, ms_unop op, ms_tensor *a, ms_tensor *out, ms_tensor **d) {
   ms_tensor *t;
   switch (op) {
-    case MS_NEG: return ms_tensor_full(ctx, a->ndim, a->shape, -1.0, d);
-    case MS_ABS: return ms__unary(ctx, MS_SIGN, a, d); /* piecewise constant */
-    case MS_EXP: *d = ms_tensor_retain(out); return MS_OK;
-    case MS_LOG: return un(ctx, MS_RECIPROCAL, a, d);
-    case MS_LOG1P: TRY(scal(ctx, MS_ADD, a, 1.0, &t)); return un_take(ctx, MS_RECIPROCAL, t, d);
-    case MS_EXPM1: return scal(ctx, MS_ADD, out, 1.0, d);
-    case MS_SQRT: TRY(un(ctx, MS_RECIPROCAL, out, &t)); return scal_take(ctx, MS_MUL, t, 0.5, 0, d);
-    case MS_SQUARE: return scal(ctx, MS_MUL, a, 2.0, d);
-    case MS_RECIPROCAL: TRY(un(ctx, MS_SQUARE, out, &t)); return un_take(ctx, MS_NEG, t, d);
-    case MS_TANH: TRY(un(ctx, MS_SQUARE, out, &t)); return scal_take(ctx, MS_SUB, t, 1.0, 1, d);
-    case MS_SIGMOID: TRY(ms_binary_scalar(ctx, MS_SUB, out, 1.0, 1, &t)); return bin_take(ctx, MS_MUL, t, out, d);
-    case MS_RELU: return ms__binary_scalar(ctx, MS_GT, a, 0.0, 0, d);
-    case MS_SOFTPLUS: return un(ctx, MS_SIGMOID, a, d);
-    case MS_SIN: return un(ctx, MS_COS, a, d);
-    case MS_COS: TRY(un(ctx, MS_SIN, a, &t)); return un_take(ctx, MS_NEG, t, d);
-    default: return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_unop_name(op));
+    case MS_NEG:
+      return ms_tensor_full(ctx, a->ndim, a->shape, -1.0, d);
+    case MS_ABS:
+      return ms__unary(ctx, MS_SIGN, a, d); /* piecewise constant */
+    case MS_EXP:
+      *d = ms_tensor_retain(out);
+      return MS_OK;
+    case MS_LOG:
+      return un(ctx, MS_RECIPROCAL, a, d);
+    case MS_LOG1P:
+      TRY(scal(ctx, MS_ADD, a, 1.0, &t));
+      return un_take(ctx, MS_RECIPROCAL, t, d);
+    case MS_EXPM1:
+      return scal(ctx, MS_ADD, out, 1.0, d);
+    case MS_SQRT:
+      TRY(un(ctx, MS_RECIPROCAL, out, &t));
+      return scal_take(ctx, MS_MUL, t, 0.5, 0, d);
+    case MS_SQUARE:
+      return scal(ctx, MS_MUL, a, 2.0, d);
+    case MS_RECIPROCAL:
+      TRY(un(ctx, MS_SQUARE, out, &t));
+      return un_take(ctx, MS_NEG, t, d);
+    case MS_TANH:
+      TRY(un(ctx, MS_SQUARE, out, &t));
+      return scal_take(ctx, MS_SUB, t, 1.0, 1, d);
+    case MS_SIGMOID:
+      TRY(ms_binary_scalar(ctx, MS_SUB, out, 1.0, 1, &t));
+      return bin_take(ctx, MS_MUL, t, out, d);
+    case MS_RELU:
+      return ms__binary_scalar(ctx, MS_GT, a, 0.0, 0, d);
+    case MS_SOFTPLUS:
+      return un(ctx, MS_SIGMOID, a, d);
+    case MS_SIN:
+      return un(ctx, MS_COS, a, d);
+    case MS_COS:
+      TRY(un(ctx, MS_SIN, a, &t));
+      return un_take(ctx, MS_NEG, t, d);
+    default:
+      return ms_ctx_fail(ctx, MS_EARG, "%s: no derivative", ms_unop_name(op));
   }
 }
 
@@ -341,8 +364,8 @@ static int v_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_te
   return bin_take(ctx, MS_MUL, d, g, &gin[0]);
 }
 
-static int j_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_unary(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                   ms_tensor *out, ms_tensor **tout) {
   ms_tensor *d;
   if (attr->unop == MS_NEG) return un(ctx, MS_NEG, tin[0], tout);
   TRY(unary_deriv(ctx, attr->unop, in[0], out, &d));
@@ -491,8 +514,8 @@ static int v_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_t
   return st;
 }
 
-static int j_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_reduce(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                    ms_tensor *out, ms_tensor **tout) {
   (void)out;
   ms_tensor *w, *t;
   TRY(reduce_weights(ctx, attr, in[0], out, &w));
@@ -532,8 +555,8 @@ static int v_where(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_te
   return MS_OK; /* the condition is not differentiable: gin[0] stays NULL */
 }
 
-static int j_where(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_where(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                   ms_tensor *out, ms_tensor **tout) {
   (void)attr;
   ms_tensor *ta = tin[1], *tb = tin[2], *zero = NULL, *t;
   int st = MS_OK;
@@ -567,8 +590,8 @@ static int v_clamp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_te
   return bin_take(ctx, MS_MUL, m, g, &gin[0]);
 }
 
-static int j_clamp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_clamp(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                   ms_tensor *out, ms_tensor **tout) {
   (void)out;
   ms_tensor *m;
   TRY(clamp_mask(ctx, attr, in[0], &m));
@@ -647,8 +670,8 @@ static int v_product(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_
 }
 
 /* Bilinear: d(A op B) = dA op B + A op dB, op being the node's own forward. */
-static int j_product(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout, ms_prim p) {
+static int j_product(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                     ms_tensor *out, ms_tensor **tout, ms_prim p) {
   ms_tensor *acc = NULL, *t, *args[2];
   for (int k = 0; k < 2; k++) {
     if (tin[k] == NULL) continue;
@@ -670,10 +693,22 @@ static int j_product(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
   return MS_OK;
 }
 
-static int j_dot(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_DOT); }
-static int j_matvec(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_MATVEC); }
-static int j_matmul(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_MATMUL); }
-static int j_outer(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t, ms_tensor *o, ms_tensor **r) { return j_product(c, a, i, t, o, r, P_OUTER); }
+static int j_dot(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t,
+                 ms_tensor *o, ms_tensor **r) {
+  return j_product(c, a, i, t, o, r, P_DOT);
+}
+static int j_matvec(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t,
+                    ms_tensor *o, ms_tensor **r) {
+  return j_product(c, a, i, t, o, r, P_MATVEC);
+}
+static int j_matmul(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t,
+                    ms_tensor *o, ms_tensor **r) {
+  return j_product(c, a, i, t, o, r, P_MATMUL);
+}
+static int j_outer(ms_ctx *c, const ms_attr *a, ms_tensor *const *i, ms_tensor *const *t,
+                   ms_tensor *o, ms_tensor **r) {
+  return j_product(c, a, i, t, o, r, P_OUTER);
+}
 
 /* ---- diag ---- */
 
@@ -704,8 +739,8 @@ static int v_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_ten
   return ms_tensor_diag(ctx, g, &gin[0]);
 }
 
-static int j_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                  ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                  ms_tensor *out, ms_tensor **tout) {
   (void)attr, (void)in, (void)out;
   return ms_tensor_diag(ctx, tin[0], tout);
 }
@@ -715,9 +750,12 @@ static int j_diag(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 /* attr->reshape says which (ms_reshape_kind). */
 static int f_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   switch (attr->reshape) {
-    case RESHAPE: return ms__reshape(ctx, in[0], attr->ndim, attr->shape, out);
-    case RESHAPE_VIEW: return ms__view(ctx, in[0], attr->ndim, attr->shape, out);
-    case RESHAPE_DROP_AXIS: return ms__select(ctx, in[0], attr->axis, 0, out);
+    case RESHAPE:
+      return ms__reshape(ctx, in[0], attr->ndim, attr->shape, out);
+    case RESHAPE_VIEW:
+      return ms__view(ctx, in[0], attr->ndim, attr->shape, out);
+    case RESHAPE_DROP_AXIS:
+      return ms__select(ctx, in[0], attr->axis, 0, out);
   }
   return ms_ctx_fail(ctx, MS_EARG, "reshape: unknown kind %d", (int)attr->reshape);
 }
@@ -728,8 +766,8 @@ static int v_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_
   return ms_tensor_reshape(ctx, g, in[0]->ndim, in[0]->shape, &gin[0]);
 }
 
-static int j_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_reshape(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                     ms_tensor *out, ms_tensor **tout) {
   (void)attr, (void)in;
   return ms_tensor_reshape(ctx, tin[0], out->ndim, out->shape, tout);
 }
@@ -765,8 +803,8 @@ static int v_permute(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_
   return ms_tensor_permute(ctx, g, inv, &gin[0]);
 }
 
-static int j_permute(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_permute(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                     ms_tensor *out, ms_tensor **tout) {
   (void)in, (void)out;
   return ms_tensor_permute(ctx, tin[0], attr->perm, tout);
 }
@@ -807,8 +845,8 @@ static int v_slice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_te
   return unslice(ctx, attr, in[0], g, &gin[0]);
 }
 
-static int j_slice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                   ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_slice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                   ms_tensor *out, ms_tensor **tout) {
   (void)in, (void)out;
   return ms__apply(ctx, P_SLICE, attr, 1, &tin[0], tout);
 }
@@ -819,8 +857,8 @@ static int v_unslice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_
   return ms__apply(ctx, P_SLICE, attr, 1, &g, &gin[0]);
 }
 
-static int j_unslice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                     ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_unslice(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                     ms_tensor *out, ms_tensor **tout) {
   (void)in, (void)out;
   return ms__apply(ctx, P_UNSLICE, attr, 1, &tin[0], tout);
 }
@@ -835,8 +873,8 @@ static int v_expand(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_t
   return sum_to_like(ctx, g, in[0], &gin[0]);
 }
 
-static int j_expand(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_expand(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                    ms_tensor *out, ms_tensor **tout) {
   (void)in, (void)out;
   return ms_tensor_expand(ctx, tin[0], attr->ndim, attr->shape, tout);
 }
@@ -883,8 +921,8 @@ static int v_sum_to(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_t
   return expand_like(ctx, g, in[0], &gin[0]);
 }
 
-static int j_sum_to(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                    ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_sum_to(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                    ms_tensor *out, ms_tensor **tout) {
   (void)in, (void)out;
   return ms_sum_to(ctx, tin[0], attr->ndim, attr->shape, tout);
 }
@@ -911,8 +949,8 @@ static int v_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tens
   return MS_OK;
 }
 
-static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                 ms_tensor *const *tin, ms_tensor *out, ms_tensor **tout) {
+static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *const *tin,
+                 ms_tensor *out, ms_tensor **tout) {
   (void)out;
   int n = attr->ncat, st = MS_OK;
   /* the tangent of cat is the cat of the tangents, zeros standing in for constant inputs */
@@ -938,8 +976,7 @@ static int j_cat(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
 
 /* ---- losses ---- */
 
-static int f_log_softmax(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                         ms_tensor **out) {
+static int f_log_softmax(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   ms_tensor *lse;
   TRY(ms__reduce(ctx, MS_LOGSUMEXP, in[0], attr->axis, 1, &lse));
   int st = ms__binary(ctx, MS_SUB, in[0], lse, out);
@@ -1005,8 +1042,7 @@ static int onehot(ms_ctx *ctx, const ms_tensor *logits, const ms_tensor *labels,
   return MS_OK;
 }
 
-static int f_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                          ms_tensor **out) {
+static int f_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor **out) {
   (void)attr;
   ms_tensor *oh, *lse, *picked, *prod;
   TRY(onehot(ctx, in[0], in[1], &oh));
@@ -1036,8 +1072,8 @@ static int xent_partial(ms_ctx *ctx, ms_tensor *logits, ms_tensor *labels, ms_te
   return st;
 }
 
-static int v_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in,
-                          ms_tensor *out, ms_tensor *g, const int *need, ms_tensor **gin) {
+static int v_softmax_xent(ms_ctx *ctx, const ms_attr *attr, ms_tensor *const *in, ms_tensor *out,
+                          ms_tensor *g, const int *need, ms_tensor **gin) {
   (void)attr, (void)out;
   if (!need[0]) return MS_OK; /* labels are not differentiable */
   ms_tensor *d, *gc;
@@ -1069,31 +1105,31 @@ static const char *unop_name_of(const ms_attr *attr) { return ms_unop_name(attr-
 static const char *redop_name_of(const ms_attr *attr) { return ms_redop_name(attr->redop); }
 
 const ms_prim_def ms__prims[] = {
-  [P_LEAF] = {"leaf", NULL, 0, NULL, NULL, NULL},
-  [P_IDENTITY] = {"identity", NULL, 1, f_identity, v_identity, j_identity},
-  [P_COPY] = {"copy", NULL, 1, f_copy, v_identity, j_identity},
-  [P_BINARY] = {"binary", binop_name_of, 2, f_binary, v_binary, j_binary},
-  [P_UNARY] = {"unary", unop_name_of, 1, f_unary, v_unary, j_unary},
-  [P_REDUCE] = {"reduce", redop_name_of, 1, f_reduce, v_reduce, j_reduce},
-  [P_WHERE] = {"where", NULL, 3, f_where, v_where, j_where},
-  [P_CLAMP] = {"clamp", NULL, 1, f_clamp, v_clamp, j_clamp},
-  [P_DOT] = {"dot", NULL, 2, f_dot, v_product, j_dot},
-  [P_MATVEC] = {"matvec", NULL, 2, f_matvec, v_product, j_matvec},
-  [P_MATMUL] = {"matmul", NULL, 2, f_matmul, v_product, j_matmul},
-  [P_OUTER] = {"outer", NULL, 2, f_outer, v_product, j_outer},
-  [P_DIAG] = {"diag", NULL, 1, f_diag, v_diag, j_diag},
-  [P_RESHAPE] = {"reshape", NULL, 1, f_reshape, v_reshape, j_reshape},
-  [P_TRANSPOSE] = {"transpose", NULL, 1, f_transpose, v_transpose, j_transpose},
-  [P_PERMUTE] = {"permute", NULL, 1, f_permute, v_permute, j_permute},
-  [P_SLICE] = {"slice", NULL, 1, f_slice, v_slice, j_slice},
-  [P_UNSLICE] = {"unslice", NULL, 1, f_unslice, v_unslice, j_unslice},
-  [P_EXPAND] = {"expand", NULL, 1, f_expand, v_expand, j_expand},
-  [P_SUM_TO] = {"sum_to", NULL, 1, f_sum_to, v_sum_to, j_sum_to},
-  [P_CAT] = {"cat", NULL, -1, f_cat, v_cat, j_cat},
-  [P_LOG_SOFTMAX] = {"log_softmax", NULL, 1, f_log_softmax, v_log_softmax, j_log_softmax},
-  [P_SOFTMAX_XENT] = {"softmax_xent", NULL, 2, f_softmax_xent, v_softmax_xent, j_softmax_xent},
-  [P_CUSTOM] = {"custom", ms__custom_name, -1, ms__custom_forward, ms__custom_vjp,
-                ms__custom_jvp},
+    [P_LEAF] = {"leaf", NULL, 0, NULL, NULL, NULL},
+    [P_IDENTITY] = {"identity", NULL, 1, f_identity, v_identity, j_identity},
+    [P_COPY] = {"copy", NULL, 1, f_copy, v_identity, j_identity},
+    [P_BINARY] = {"binary", binop_name_of, 2, f_binary, v_binary, j_binary},
+    [P_UNARY] = {"unary", unop_name_of, 1, f_unary, v_unary, j_unary},
+    [P_REDUCE] = {"reduce", redop_name_of, 1, f_reduce, v_reduce, j_reduce},
+    [P_WHERE] = {"where", NULL, 3, f_where, v_where, j_where},
+    [P_CLAMP] = {"clamp", NULL, 1, f_clamp, v_clamp, j_clamp},
+    [P_DOT] = {"dot", NULL, 2, f_dot, v_product, j_dot},
+    [P_MATVEC] = {"matvec", NULL, 2, f_matvec, v_product, j_matvec},
+    [P_MATMUL] = {"matmul", NULL, 2, f_matmul, v_product, j_matmul},
+    [P_OUTER] = {"outer", NULL, 2, f_outer, v_product, j_outer},
+    [P_DIAG] = {"diag", NULL, 1, f_diag, v_diag, j_diag},
+    [P_RESHAPE] = {"reshape", NULL, 1, f_reshape, v_reshape, j_reshape},
+    [P_TRANSPOSE] = {"transpose", NULL, 1, f_transpose, v_transpose, j_transpose},
+    [P_PERMUTE] = {"permute", NULL, 1, f_permute, v_permute, j_permute},
+    [P_SLICE] = {"slice", NULL, 1, f_slice, v_slice, j_slice},
+    [P_UNSLICE] = {"unslice", NULL, 1, f_unslice, v_unslice, j_unslice},
+    [P_EXPAND] = {"expand", NULL, 1, f_expand, v_expand, j_expand},
+    [P_SUM_TO] = {"sum_to", NULL, 1, f_sum_to, v_sum_to, j_sum_to},
+    [P_CAT] = {"cat", NULL, -1, f_cat, v_cat, j_cat},
+    [P_LOG_SOFTMAX] = {"log_softmax", NULL, 1, f_log_softmax, v_log_softmax, j_log_softmax},
+    [P_SOFTMAX_XENT] = {"softmax_xent", NULL, 2, f_softmax_xent, v_softmax_xent, j_softmax_xent},
+    [P_CUSTOM] = {"custom", ms__custom_name, -1, ms__custom_forward, ms__custom_vjp,
+                  ms__custom_jvp},
 };
 _Static_assert(sizeof ms__prims / sizeof ms__prims[0] == P_COUNT,
                "ms__prims needs one row per ms_prim");

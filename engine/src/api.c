@@ -73,11 +73,11 @@ int ms_clamp(ms_ctx *ctx, const ms_tensor *a, double lo, double hi, ms_tensor **
   return ms__apply(ctx, P_CLAMP, &at, 1, (ms_tensor *const *)&a, out);
 }
 
-#define PRODUCT(NAME, PRIM)                                                               \
-  int NAME(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {        \
-    const ms_tensor *in[2] = {a, b};                                                      \
-    if (!tracked(ctx, 2, in)) return ms__##NAME##_raw(ctx, a, b, out);                    \
-    return ms__apply(ctx, PRIM, NULL, 2, (ms_tensor *const *)in, out);                    \
+#define PRODUCT(NAME, PRIM)                                                        \
+  int NAME(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) { \
+    const ms_tensor *in[2] = {a, b};                                               \
+    if (!tracked(ctx, 2, in)) return ms__##NAME##_raw(ctx, a, b, out);             \
+    return ms__apply(ctx, PRIM, NULL, 2, (ms_tensor *const *)in, out);             \
   }
 
 #define ms__ms_dot_raw ms__dot
@@ -187,7 +187,8 @@ int ms_tensor_expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *s
 }
 
 int ms_tensor_cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out) {
-  if (n < 1 || !tracked(ctx, n, (const ms_tensor *const *)ts)) return ms__cat(ctx, n, ts, axis, out);
+  if (n < 1 || !tracked(ctx, n, (const ms_tensor *const *)ts))
+    return ms__cat(ctx, n, ts, axis, out);
   ms_attr at = attr0();
   at.ncat = n;
   at.axis = axis;

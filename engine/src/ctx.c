@@ -9,16 +9,26 @@
 
 const char *ms_status_name(int status) {
   switch (status) {
-    case MS_OK: return "ok";
-    case MS_ENOMEM: return "out of memory";
-    case MS_EARG: return "invalid argument";
-    case MS_ESHAPE: return "shape mismatch";
-    case MS_EINDEX: return "index out of range";
-    case MS_ENUMERIC: return "numerical failure";
-    case MS_ESTATE: return "invalid state";
-    case MS_EINTERRUPT: return "interrupted";
-    case MS_ECALLBACK: return "callback failed";
-    default: return "unknown status";
+    case MS_OK:
+      return "ok";
+    case MS_ENOMEM:
+      return "out of memory";
+    case MS_EARG:
+      return "invalid argument";
+    case MS_ESHAPE:
+      return "shape mismatch";
+    case MS_EINDEX:
+      return "index out of range";
+    case MS_ENUMERIC:
+      return "numerical failure";
+    case MS_ESTATE:
+      return "invalid state";
+    case MS_EINTERRUPT:
+      return "interrupted";
+    case MS_ECALLBACK:
+      return "callback failed";
+    default:
+      return "unknown status";
   }
 }
 
@@ -119,9 +129,8 @@ void ms_ctx_clear_error(ms_ctx *ctx) {
 void *ms_ctx_alloc(ms_ctx *ctx, size_t nbytes) {
   if (nbytes == 0) nbytes = 1;
   if (ctx->limit != 0 && (nbytes > ctx->limit || ctx->bytes > ctx->limit - nbytes)) {
-    ms_ctx_fail(ctx, MS_ENOMEM,
-                "out of memory: %zu bytes requested, %zu in use, budget %zu bytes", nbytes,
-                ctx->bytes, ctx->limit);
+    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: %zu bytes requested, %zu in use, budget %zu bytes",
+                nbytes, ctx->bytes, ctx->limit);
     return NULL;
   }
   void *p = ctx->alloc(ctx->ud, NULL, 0, nbytes);
@@ -139,8 +148,8 @@ void *ms__ctx_realloc(ms_ctx *ctx, void *ptr, size_t osize, size_t nsize) {
   if (nsize <= osize) return ptr;
   size_t grow = nsize - osize;
   if (ctx->limit != 0 && (grow > ctx->limit || ctx->bytes > ctx->limit - grow)) {
-    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: %zu bytes requested, %zu in use, budget %zu bytes", grow,
-                ctx->bytes, ctx->limit);
+    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: %zu bytes requested, %zu in use, budget %zu bytes",
+                grow, ctx->bytes, ctx->limit);
     return NULL;
   }
   void *p = ctx->alloc(ctx->ud, ptr, osize, nsize);

@@ -96,9 +96,12 @@ static int elem_str(const fmt *f, double x, char *buf) {
   if (isnan(x)) return snprintf(buf, ELEM_MAX, "nan");
   if (isinf(x)) return snprintf(buf, ELEM_MAX, x > 0 ? "inf" : "-inf");
   switch (f->mode) {
-    case MODE_INT: return snprintf(buf, ELEM_MAX, "%.0f.", x);
-    case MODE_FIXED: return snprintf(buf, ELEM_MAX, "%.4f", x);
-    default: return snprintf(buf, ELEM_MAX, "%.4e", x);
+    case MODE_INT:
+      return snprintf(buf, ELEM_MAX, "%.0f.", x);
+    case MODE_FIXED:
+      return snprintf(buf, ELEM_MAX, "%.4f", x);
+    default:
+      return snprintf(buf, ELEM_MAX, "%.4e", x);
   }
 }
 
@@ -119,9 +122,7 @@ static void width_elem(fmt *f, double x) {
 }
 
 /* Whether the middle of axis d is replaced by "...". */
-static int elided(const fmt *f, int d) {
-  return f->summarize && 2 * f->edge < f->t->shape[d];
-}
+static int elided(const fmt *f, int d) { return f->summarize && 2 * f->edge < f->t->shape[d]; }
 
 /* Calls fn on every element that will be shown, in row-major order. */
 static void visit(fmt *f, int d, int64_t off, void (*fn)(fmt *, double)) {

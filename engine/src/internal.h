@@ -29,7 +29,7 @@ typedef struct ms_storage {
   ms_ctx *ctx;
   int refcount;
   uint64_t version;
-  int64_t n;    /* number of doubles */
+  int64_t n; /* number of doubles */
   double *data;
 } ms_storage;
 

@@ -52,8 +52,8 @@ int ms__view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms
 int ms__reshape(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out);
 int ms__transpose(ms_ctx *ctx, const ms_tensor *t, int axis0, int axis1, ms_tensor **out);
 int ms__permute(ms_ctx *ctx, const ms_tensor *t, const int *perm, ms_tensor **out);
-int ms__slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop,
-              int64_t step, ms_tensor **out);
+int ms__slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop, int64_t step,
+              ms_tensor **out);
 int ms__select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tensor **out);
 int ms__expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out);
 int ms__cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out);

@@ -254,8 +254,8 @@ static int gemm_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_ten
   st = prep_mat(ctx, a, &ma);
   if (st == MS_OK) st = prep_mat(ctx, b, &mb);
   if (st == MS_OK) {
-    cblas_dgemm(CblasRowMajor, ma.tr, mb.tr, (int)shape[0], (int)shape[1], (int)k, 1.0, ma.p,
-                ma.ld, mb.p, mb.ld, 0.0, MS_TENSOR_DATA(r), (int)shape[1]);
+    cblas_dgemm(CblasRowMajor, ma.tr, mb.tr, (int)shape[0], (int)shape[1], (int)k, 1.0, ma.p, ma.ld,
+                mb.p, mb.ld, 0.0, MS_TENSOR_DATA(r), (int)shape[1]);
     *out = r;
     r = NULL;
   }
@@ -301,9 +301,8 @@ int ms__matmul(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **
   if (st != MS_OK) return st;
   shapes s;
   if (a->ndim < 1 || a->ndim > 2 || b->ndim < 1 || b->ndim > 2)
-    return ms_ctx_fail(ctx, MS_ESHAPE,
-                       "matmul: expected 1-D or 2-D operands, got shapes %s and %s", sa(&s, a),
-                       sb(&s, b));
+    return ms_ctx_fail(ctx, MS_ESHAPE, "matmul: expected 1-D or 2-D operands, got shapes %s and %s",
+                       sa(&s, a), sb(&s, b));
   /* The contracted axes: the last of a, the first of b (NumPy promotes 1-D to [1,k] / [k,1]). */
   int64_t ka = a->shape[a->ndim - 1], kb = b->shape[0];
   if (ka != kb)
@@ -369,13 +368,12 @@ int ms_eigh(ms_ctx *ctx, const ms_tensor *a, ms_tensor **w, ms_tensor **v) {
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 1, &n, &val);
   if (st == MS_OK && n > 0) {
     /* Row-major 'L' reads the lower triangle of the matrix as the caller sees it. */
-    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n,
-                                     MS_TENSOR_DATA(vec), (lapack_int)n, MS_TENSOR_DATA(val));
+    lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, MS_TENSOR_DATA(vec),
+                                     (lapack_int)n, MS_TENSOR_DATA(val));
     if (info < 0)
       st = lapack_arg_fail(ctx, "eigh", "dsyevd", info);
     else if (info > 0)
-      st = ms_ctx_fail(ctx, MS_ENUMERIC, "eigh: dsyevd failed to converge (info = %d)",
-                       (int)info);
+      st = ms_ctx_fail(ctx, MS_ENUMERIC, "eigh: dsyevd failed to converge (info = %d)", (int)info);
   }
   if (st != MS_OK) {
     ms_tensor_release(vec);
@@ -398,8 +396,8 @@ int ms_solve(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **x)
     return ms_ctx_fail(ctx, MS_ESHAPE, "solve: expected a square matrix, got %s", sa(&s, a));
   if (b->ndim != 1 && b->ndim != 2)
     return ms_ctx_fail(ctx, MS_ESHAPE,
-                       "solve: right-hand side must be 1-D or 2-D, got shapes %s and %s",
-                       sa(&s, a), sb(&s, b));
+                       "solve: right-hand side must be 1-D or 2-D, got shapes %s and %s", sa(&s, a),
+                       sb(&s, b));
   if (b->shape[0] != a->shape[0])
     return ms_ctx_fail(ctx, MS_ESHAPE, "solve: shapes %s and %s are not aligned (%lld != %lld)",
                        sa(&s, a), sb(&s, b), (long long)a->shape[1], (long long)b->shape[0]);
@@ -499,8 +497,8 @@ int ms_qr(ms_ctx *ctx, const ms_tensor *a, ms_tensor **q, ms_tensor **r) {
     /* Q: the reflectors in the first k columns, expanded in place by dorgqr. */
     for (int64_t i = 0; i < m; i++)
       for (int64_t j = 0; j < k; j++) pq[i * k + j] = f[i * n + j];
-    lapack_int info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)k,
-                                     (lapack_int)k, pq, (lapack_int)k, MS_TENSOR_DATA(tau));
+    lapack_int info = LAPACKE_dorgqr(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)k, (lapack_int)k,
+                                     pq, (lapack_int)k, MS_TENSOR_DATA(tau));
     if (info != 0) st = lapack_arg_fail(ctx, "qr", "dorgqr", info);
   }
   ms_tensor_release(fac);
@@ -533,8 +531,8 @@ static int lu_factor(ms_ctx *ctx, const char *what, const ms_tensor *a, ms_tenso
     return MS_ENOMEM; /* ms_ctx_alloc recorded the message */
   }
   if (n == 0) return MS_OK;
-  lapack_int i = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n,
-                                MS_TENSOR_DATA(*lu), (lapack_int)n, *ipiv);
+  lapack_int i = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, MS_TENSOR_DATA(*lu),
+                                (lapack_int)n, *ipiv);
   if (i < 0) {
     ms_ctx_dealloc(ctx, *ipiv, *ipiv_bytes);
     *ipiv = NULL;
@@ -557,8 +555,7 @@ int ms_inv(ms_ctx *ctx, const ms_tensor *a, ms_tensor **out) {
   size_t ipiv_bytes = 0;
   if ((st = lu_factor(ctx, "inv", a, &lu, &ipiv, &ipiv_bytes, &info)) != MS_OK) return st;
   if (info == 0 && n > 0)
-    info = LAPACKE_dgetri(LAPACK_ROW_MAJOR, (lapack_int)n, MS_TENSOR_DATA(lu), (lapack_int)n,
-                          ipiv);
+    info = LAPACKE_dgetri(LAPACK_ROW_MAJOR, (lapack_int)n, MS_TENSOR_DATA(lu), (lapack_int)n, ipiv);
   if (info < 0)
     st = lapack_arg_fail(ctx, "inv", "dgetri", info);
   else if (info > 0)

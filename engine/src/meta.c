@@ -7,10 +7,15 @@
 
 const char *ms_meta_status_name(int status) {
   switch (status) {
-    case MS_META_OK: return "ok";
-    case MS_META_OVERFLOW: return "overflow";
-    case MS_META_UNDERFLOW: return "underflow";
-    case MS_META_NAN: return "nan";
-    default: return "unknown";
+    case MS_META_OK:
+      return "ok";
+    case MS_META_OVERFLOW:
+      return "overflow";
+    case MS_META_UNDERFLOW:
+      return "underflow";
+    case MS_META_NAN:
+      return "nan";
+    default:
+      return "unknown";
   }
 }

@@ -25,8 +25,8 @@ int ms__meta_exact(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
  * ("method 'stable' handles gd, momentum and nesterov, got adam") into why[0..size-1].
  * Includes the positive semi-definiteness check of a quadratic (cached on the objective).
  */
-int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
-                            char *why, size_t size);
+int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task, char *why,
+                            size_t size);
 
 /* optim.c: the optimizer's init (zeros like w when it has none) and one checked step that
  * replaces state[] (old entries released); the seed of a stochastic optimizer. */

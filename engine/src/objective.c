@@ -221,15 +221,16 @@ int ms_objective_hvp(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor *v,
 static int check_indices(ms_ctx *ctx, const ms_objective *o, const char *what, int64_t n,
                          const int64_t *idx) {
   int64_t ns = o->def.nsamples;
-  if (ns == 0) return ms_ctx_fail(ctx, MS_EARG, "%s.%s: the objective has no samples", o->name, what);
+  if (ns == 0)
+    return ms_ctx_fail(ctx, MS_EARG, "%s.%s: the objective has no samples", o->name, what);
   if (n < 1)
     return ms_ctx_fail(ctx, MS_EARG, "%s.%s: needs at least one sample index, got n = %lld",
                        o->name, what, (long long)n);
   if (idx == NULL) return ms_ctx_fail(ctx, MS_EARG, "%s.%s: idx is NULL", o->name, what);
   for (int64_t k = 0; k < n; k++) {
     if (idx[k] < 0 || idx[k] >= ns)
-      return ms_ctx_fail(ctx, MS_EINDEX, "%s.%s: sample index %lld out of range [0, %lld)",
-                         o->name, what, (long long)idx[k], (long long)ns);
+      return ms_ctx_fail(ctx, MS_EINDEX, "%s.%s: sample index %lld out of range [0, %lld)", o->name,
+                         what, (long long)idx[k], (long long)ns);
   }
   return MS_OK;
 }
@@ -241,8 +242,8 @@ int ms_objective_grad_batch(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, int64_
   if (st == MS_OK) st = check_point(ctx, obj, "w", w);
   if (st) return st;
   ms_ctx_clear_error(ctx);
-  st = after_callback(ctx, obj, "grad_batch",
-                      obj->def.grad_batch(ctx, obj->def.ud, w, n, idx, out), out);
+  st = after_callback(ctx, obj, "grad_batch", obj->def.grad_batch(ctx, obj->def.ud, w, n, idx, out),
+                      out);
   if (st) return st;
   return check_vector_result(ctx, obj, "grad_batch", out);
 }
@@ -269,8 +270,7 @@ static void builtin_free(void *ud) {
   ms_ctx_dealloc(bi->ctx, bi, sizeof *bi);
 }
 
-typedef int (*grad_batch_fn)(ms_ctx *, void *, ms_tensor *, int64_t, const int64_t *,
-                             ms_tensor **);
+typedef int (*grad_batch_fn)(ms_ctx *, void *, ms_tensor *, int64_t, const int64_t *, ms_tensor **);
 
 /* Makes the objective; on failure releases bi (the caller's tensors go with it). */
 static int builtin_new(ms_ctx *ctx, builtin *bi, ms_objective_kind kind, const char *name,
@@ -759,8 +759,7 @@ int ms_objective_subset(ms_ctx *ctx, const ms_objective *obj, int64_t n, const i
 
 /* ---- spectrum of a quadratic ---- */
 
-int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lambda,
-                                ms_tensor **Q) {
+int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lambda, ms_tensor **Q) {
   if (lambda) *lambda = NULL;
   if (Q) *Q = NULL;
   if (obj->kind != MS_OBJECTIVE_QUADRATIC)

@@ -18,29 +18,30 @@
 
 /* Indexed by the op; an entry per enum value (the assertions check the sizes). */
 static const char *const binop_names[] = {
-    [MS_ADD] = "add", [MS_SUB] = "sub", [MS_MUL] = "mul", [MS_DIV] = "div",
-    [MS_POW] = "pow", [MS_MAXIMUM] = "maximum", [MS_MINIMUM] = "minimum",
-    [MS_ATAN2] = "atan2", [MS_LT] = "lt", [MS_LE] = "le", [MS_GT] = "gt",
-    [MS_GE] = "ge", [MS_EQ] = "eq", [MS_NE] = "ne",
+    [MS_ADD] = "add", [MS_SUB] = "sub",         [MS_MUL] = "mul",         [MS_DIV] = "div",
+    [MS_POW] = "pow", [MS_MAXIMUM] = "maximum", [MS_MINIMUM] = "minimum", [MS_ATAN2] = "atan2",
+    [MS_LT] = "lt",   [MS_LE] = "le",           [MS_GT] = "gt",           [MS_GE] = "ge",
+    [MS_EQ] = "eq",   [MS_NE] = "ne",
 };
 _Static_assert(sizeof binop_names / sizeof binop_names[0] == MS_BINOP_COUNT,
                "binop_names needs one entry per ms_binop");
 
 static const char *const unop_names[] = {
-    [MS_NEG] = "neg", [MS_ABS] = "abs", [MS_EXP] = "exp", [MS_LOG] = "log",
-    [MS_LOG1P] = "log1p", [MS_EXPM1] = "expm1", [MS_SQRT] = "sqrt", [MS_SQUARE] = "square",
-    [MS_RECIPROCAL] = "reciprocal", [MS_TANH] = "tanh", [MS_SIGMOID] = "sigmoid",
-    [MS_RELU] = "relu", [MS_SOFTPLUS] = "softplus", [MS_SIN] = "sin", [MS_COS] = "cos",
-    [MS_SIGN] = "sign", [MS_FLOOR] = "floor", [MS_CEIL] = "ceil", [MS_ROUND] = "round",
-    [MS_ISFINITE] = "isfinite",
+    [MS_NEG] = "neg",           [MS_ABS] = "abs",           [MS_EXP] = "exp",
+    [MS_LOG] = "log",           [MS_LOG1P] = "log1p",       [MS_EXPM1] = "expm1",
+    [MS_SQRT] = "sqrt",         [MS_SQUARE] = "square",     [MS_RECIPROCAL] = "reciprocal",
+    [MS_TANH] = "tanh",         [MS_SIGMOID] = "sigmoid",   [MS_RELU] = "relu",
+    [MS_SOFTPLUS] = "softplus", [MS_SIN] = "sin",           [MS_COS] = "cos",
+    [MS_SIGN] = "sign",         [MS_FLOOR] = "floor",       [MS_CEIL] = "ceil",
+    [MS_ROUND] = "round",       [MS_ISFINITE] = "isfinite",
 };
 _Static_assert(sizeof unop_names / sizeof unop_names[0] == MS_UNOP_COUNT,
                "unop_names needs one entry per ms_unop");
 
 static const char *const redop_names[] = {
-    [MS_SUM] = "sum", [MS_MEAN] = "mean", [MS_MAX] = "max", [MS_MIN] = "min",
-    [MS_PROD] = "prod", [MS_NORM] = "norm", [MS_ARGMAX] = "argmax", [MS_ARGMIN] = "argmin",
-    [MS_LOGSUMEXP] = "logsumexp",
+    [MS_SUM] = "sum",       [MS_MEAN] = "mean",     [MS_MAX] = "max",
+    [MS_MIN] = "min",       [MS_PROD] = "prod",     [MS_NORM] = "norm",
+    [MS_ARGMAX] = "argmax", [MS_ARGMIN] = "argmin", [MS_LOGSUMEXP] = "logsumexp",
 };
 _Static_assert(sizeof redop_names / sizeof redop_names[0] == MS_REDOP_COUNT,
                "redop_names needs one entry per ms_redop");
@@ -49,9 +50,7 @@ const char *ms_binop_name(ms_binop op) {
   return (unsigned)op < MS_BINOP_COUNT ? binop_names[op] : "?";
 }
 
-const char *ms_unop_name(ms_unop op) {
-  return (unsigned)op < MS_UNOP_COUNT ? unop_names[op] : "?";
-}
+const char *ms_unop_name(ms_unop op) { return (unsigned)op < MS_UNOP_COUNT ? unop_names[op] : "?"; }
 
 const char *ms_redop_name(ms_redop op) {
   return (unsigned)op < MS_REDOP_COUNT ? redop_names[op] : "?";
@@ -94,13 +93,13 @@ static int broadcast_n(ms_ctx *ctx, const char *what, int n, const int *nds,
   if (out_nd > 0) memcpy(shape, res, (size_t)out_nd * sizeof(int64_t));
   return MS_OK;
 
-mismatch: {
+mismatch : {
   char b[3][MS_SHAPE_STRLEN];
   for (int k = 0; k < n && k < 3; k++) ms_shape_str(nds[k], shapes[k], b[k], sizeof b[k]);
   if (n == 2)
     return ms_ctx_fail(ctx, MS_ESHAPE, "%s: shapes %s and %s do not broadcast", what, b[0], b[1]);
-  return ms_ctx_fail(ctx, MS_ESHAPE, "%s: shapes %s, %s and %s do not broadcast", what, b[0],
-                     b[1], b[2]);
+  return ms_ctx_fail(ctx, MS_ESHAPE, "%s: shapes %s, %s and %s do not broadcast", what, b[0], b[1],
+                     b[2]);
 }
 }
 
@@ -149,8 +148,8 @@ static void broadcast_strides(const ms_tensor *t, int nd, int64_t *st) {
  * axis p when st[p] == st[i] * shape[i] for every input (the output, being contiguous,
  * always allows it). The caller handles empty outputs before running the loop.
  */
-static void loop_init(loop *lp, int nd, const int64_t *shape, int nin,
-                      int64_t (*st)[MS_MAXDIM], const double *const *base) {
+static void loop_init(loop *lp, int nd, const int64_t *shape, int nin, int64_t (*st)[MS_MAXDIM],
+                      const double *const *base) {
   lp->nd = 0;
   lp->nin = nin;
   for (int k = 0; k < nin; k++) lp->base[k] = base[k];
@@ -191,8 +190,7 @@ static void loop_tensors(loop *lp, int nd, const int64_t *shape, int nin,
  * A row kernel processes n elements: input k at p[k][i * s[k]], output (if any) at out[i].
  * arg carries the op and any constants.
  */
-typedef void (*row_fn)(void *arg, int64_t n, const double *const *p, const int64_t *s,
-                       double *out);
+typedef void (*row_fn)(void *arg, int64_t n, const double *const *p, const int64_t *s, double *out);
 
 /* Runs fn over every innermost row; out (may be NULL) is contiguous in row-major order. */
 static void loop_run(const loop *lp, row_fn fn, void *arg, double *out) {
@@ -222,31 +220,31 @@ static void loop_run(const loop *lp, row_fn fn, void *arg, double *out) {
  * The body runs with x, y bound to the two inputs. Unit-stride and scalar (stride 0)
  * cases get their own loops so the compiler can vectorize the common shapes.
  */
-#define BINLOOP(expr)                                                     \
-  do {                                                                    \
-    if (sa == 1 && sb == 1) {                                             \
-      for (int64_t i = 0; i < n; i++) {                                   \
-        double x = a[i], y = b[i];                                        \
-        o[i] = (expr);                                                    \
-      }                                                                   \
-    } else if (sa == 1 && sb == 0) {                                      \
-      double y = b[0];                                                    \
-      for (int64_t i = 0; i < n; i++) {                                   \
-        double x = a[i];                                                  \
-        o[i] = (expr);                                                    \
-      }                                                                   \
-    } else if (sa == 0 && sb == 1) {                                      \
-      double x = a[0];                                                    \
-      for (int64_t i = 0; i < n; i++) {                                   \
-        double y = b[i];                                                  \
-        o[i] = (expr);                                                    \
-      }                                                                   \
-    } else {                                                              \
-      for (int64_t i = 0; i < n; i++) {                                   \
-        double x = a[i * sa], y = b[i * sb];                              \
-        o[i] = (expr);                                                    \
-      }                                                                   \
-    }                                                                     \
+#define BINLOOP(expr)                        \
+  do {                                       \
+    if (sa == 1 && sb == 1) {                \
+      for (int64_t i = 0; i < n; i++) {      \
+        double x = a[i], y = b[i];           \
+        o[i] = (expr);                       \
+      }                                      \
+    } else if (sa == 1 && sb == 0) {         \
+      double y = b[0];                       \
+      for (int64_t i = 0; i < n; i++) {      \
+        double x = a[i];                     \
+        o[i] = (expr);                       \
+      }                                      \
+    } else if (sa == 0 && sb == 1) {         \
+      double x = a[0];                       \
+      for (int64_t i = 0; i < n; i++) {      \
+        double y = b[i];                     \
+        o[i] = (expr);                       \
+      }                                      \
+    } else {                                 \
+      for (int64_t i = 0; i < n; i++) {      \
+        double x = a[i * sa], y = b[i * sb]; \
+        o[i] = (expr);                       \
+      }                                      \
+    }                                        \
   } while (0)
 
 /* maximum/minimum propagate NaN from either side, as NumPy's do (fmax would drop it). */
@@ -256,21 +254,50 @@ static inline double nan_min(double x, double y) { return (x < y || x != x) ? x 
 static void binary_kernel(ms_binop op, int64_t n, const double *a, int64_t sa, const double *b,
                           int64_t sb, double *o) {
   switch (op) {
-    case MS_ADD: BINLOOP(x + y); break;
-    case MS_SUB: BINLOOP(x - y); break;
-    case MS_MUL: BINLOOP(x * y); break;
-    case MS_DIV: BINLOOP(x / y); break;
-    case MS_POW: BINLOOP(pow(x, y)); break;
-    case MS_MAXIMUM: BINLOOP(nan_max(x, y)); break;
-    case MS_MINIMUM: BINLOOP(nan_min(x, y)); break;
-    case MS_ATAN2: BINLOOP(atan2(x, y)); break;
-    case MS_LT: BINLOOP(x < y ? 1.0 : 0.0); break;
-    case MS_LE: BINLOOP(x <= y ? 1.0 : 0.0); break;
-    case MS_GT: BINLOOP(x > y ? 1.0 : 0.0); break;
-    case MS_GE: BINLOOP(x >= y ? 1.0 : 0.0); break;
-    case MS_EQ: BINLOOP(x == y ? 1.0 : 0.0); break;
-    case MS_NE: BINLOOP(x != y ? 1.0 : 0.0); break;
-    case MS_BINOP_COUNT: break; /* rejected by the callers; no default: -Wswitch wants every op */
+    case MS_ADD:
+      BINLOOP(x + y);
+      break;
+    case MS_SUB:
+      BINLOOP(x - y);
+      break;
+    case MS_MUL:
+      BINLOOP(x * y);
+      break;
+    case MS_DIV:
+      BINLOOP(x / y);
+      break;
+    case MS_POW:
+      BINLOOP(pow(x, y));
+      break;
+    case MS_MAXIMUM:
+      BINLOOP(nan_max(x, y));
+      break;
+    case MS_MINIMUM:
+      BINLOOP(nan_min(x, y));
+      break;
+    case MS_ATAN2:
+      BINLOOP(atan2(x, y));
+      break;
+    case MS_LT:
+      BINLOOP(x < y ? 1.0 : 0.0);
+      break;
+    case MS_LE:
+      BINLOOP(x <= y ? 1.0 : 0.0);
+      break;
+    case MS_GT:
+      BINLOOP(x > y ? 1.0 : 0.0);
+      break;
+    case MS_GE:
+      BINLOOP(x >= y ? 1.0 : 0.0);
+      break;
+    case MS_EQ:
+      BINLOOP(x == y ? 1.0 : 0.0);
+      break;
+    case MS_NE:
+      BINLOOP(x != y ? 1.0 : 0.0);
+      break;
+    case MS_BINOP_COUNT:
+      break; /* rejected by the callers; no default: -Wswitch wants every op */
   }
 }
 
@@ -316,7 +343,7 @@ static void scalar_row(void *arg, int64_t n, const double *const *p, const int64
 }
 
 int ms__binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, int scalar_left,
-                     ms_tensor **out) {
+                      ms_tensor **out) {
   *out = NULL;
   if ((unsigned)op >= MS_BINOP_COUNT)
     return ms_ctx_fail(ctx, MS_EARG, "binary: unknown op %d", (int)op);
@@ -357,47 +384,87 @@ static inline double round_even(double x) {
   return r;
 }
 
-#define UNLOOP(expr)                                                      \
-  do {                                                                    \
-    if (sa == 1) {                                                        \
-      for (int64_t i = 0; i < n; i++) {                                   \
-        double x = a[i];                                                  \
-        o[i] = (expr);                                                    \
-      }                                                                   \
-    } else {                                                              \
-      for (int64_t i = 0; i < n; i++) {                                   \
-        double x = a[i * sa];                                             \
-        o[i] = (expr);                                                    \
-      }                                                                   \
-    }                                                                     \
+#define UNLOOP(expr)                    \
+  do {                                  \
+    if (sa == 1) {                      \
+      for (int64_t i = 0; i < n; i++) { \
+        double x = a[i];                \
+        o[i] = (expr);                  \
+      }                                 \
+    } else {                            \
+      for (int64_t i = 0; i < n; i++) { \
+        double x = a[i * sa];           \
+        o[i] = (expr);                  \
+      }                                 \
+    }                                   \
   } while (0)
 
-static void unary_row(void *arg, int64_t n, const double *const *p, const int64_t *s,
-                      double *o) {
+static void unary_row(void *arg, int64_t n, const double *const *p, const int64_t *s, double *o) {
   const double *a = p[0];
   int64_t sa = s[0];
   switch (*(const ms_unop *)arg) {
-    case MS_NEG: UNLOOP(-x); break;
-    case MS_ABS: UNLOOP(fabs(x)); break;
-    case MS_EXP: UNLOOP(exp(x)); break;
-    case MS_LOG: UNLOOP(log(x)); break;
-    case MS_LOG1P: UNLOOP(log1p(x)); break;
-    case MS_EXPM1: UNLOOP(expm1(x)); break;
-    case MS_SQRT: UNLOOP(sqrt(x)); break;
-    case MS_SQUARE: UNLOOP(x * x); break;
-    case MS_RECIPROCAL: UNLOOP(1.0 / x); break;
-    case MS_TANH: UNLOOP(tanh(x)); break;
-    case MS_SIGMOID: UNLOOP(sigmoid(x)); break;
-    case MS_RELU: UNLOOP(x < 0 ? 0.0 : x); break; /* NaN stays NaN */
-    case MS_SOFTPLUS: UNLOOP(softplus(x)); break;
-    case MS_SIN: UNLOOP(sin(x)); break;
-    case MS_COS: UNLOOP(cos(x)); break;
-    case MS_SIGN: UNLOOP(sign(x)); break;
-    case MS_FLOOR: UNLOOP(floor(x)); break;
-    case MS_CEIL: UNLOOP(ceil(x)); break;
-    case MS_ROUND: UNLOOP(round_even(x)); break;
-    case MS_ISFINITE: UNLOOP(isfinite(x) ? 1.0 : 0.0); break;
-    case MS_UNOP_COUNT: break; /* rejected by the caller; no default: -Wswitch wants every op */
+    case MS_NEG:
+      UNLOOP(-x);
+      break;
+    case MS_ABS:
+      UNLOOP(fabs(x));
+      break;
+    case MS_EXP:
+      UNLOOP(exp(x));
+      break;
+    case MS_LOG:
+      UNLOOP(log(x));
+      break;
+    case MS_LOG1P:
+      UNLOOP(log1p(x));
+      break;
+    case MS_EXPM1:
+      UNLOOP(expm1(x));
+      break;
+    case MS_SQRT:
+      UNLOOP(sqrt(x));
+      break;
+    case MS_SQUARE:
+      UNLOOP(x * x);
+      break;
+    case MS_RECIPROCAL:
+      UNLOOP(1.0 / x);
+      break;
+    case MS_TANH:
+      UNLOOP(tanh(x));
+      break;
+    case MS_SIGMOID:
+      UNLOOP(sigmoid(x));
+      break;
+    case MS_RELU:
+      UNLOOP(x < 0 ? 0.0 : x);
+      break; /* NaN stays NaN */
+    case MS_SOFTPLUS:
+      UNLOOP(softplus(x));
+      break;
+    case MS_SIN:
+      UNLOOP(sin(x));
+      break;
+    case MS_COS:
+      UNLOOP(cos(x));
+      break;
+    case MS_SIGN:
+      UNLOOP(sign(x));
+      break;
+    case MS_FLOOR:
+      UNLOOP(floor(x));
+      break;
+    case MS_CEIL:
+      UNLOOP(ceil(x));
+      break;
+    case MS_ROUND:
+      UNLOOP(round_even(x));
+      break;
+    case MS_ISFINITE:
+      UNLOOP(isfinite(x) ? 1.0 : 0.0);
+      break;
+    case MS_UNOP_COUNT:
+      break; /* rejected by the caller; no default: -Wswitch wants every op */
   }
 }
 
@@ -419,15 +486,14 @@ int ms__unary(ms_ctx *ctx, ms_unop op, const ms_tensor *a, ms_tensor **out) {
 
 /* ---- where, clamp ---- */
 
-static void where_row(void *arg, int64_t n, const double *const *p, const int64_t *s,
-                      double *o) {
+static void where_row(void *arg, int64_t n, const double *const *p, const int64_t *s, double *o) {
   (void)arg;
   const double *c = p[0], *a = p[1], *b = p[2];
   for (int64_t i = 0; i < n; i++) o[i] = c[i * s[0]] != 0 ? a[i * s[1]] : b[i * s[2]];
 }
 
 int ms__where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_tensor *b,
-             ms_tensor **out) {
+              ms_tensor **out) {
   *out = NULL;
   const ms_tensor *ts[3] = {cond, a, b};
   int nd;
@@ -446,8 +512,7 @@ int ms__where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_t
   return MS_OK;
 }
 
-static void clamp_row(void *arg, int64_t n, const double *const *p, const int64_t *s,
-                      double *o) {
+static void clamp_row(void *arg, int64_t n, const double *const *p, const int64_t *s, double *o) {
   const double *lohi = arg, *a = p[0];
   double lo = lohi[0], hi = lohi[1];
   /* Comparisons rather than fmin/fmax so a NaN element stays NaN. */
@@ -476,8 +541,7 @@ int ms__clamp(ms_ctx *ctx, const ms_tensor *a, double lo, double hi, ms_tensor *
 
 /* ---- checks and comparisons ---- */
 
-static void finite_row(void *arg, int64_t n, const double *const *p, const int64_t *s,
-                       double *o) {
+static void finite_row(void *arg, int64_t n, const double *const *p, const int64_t *s, double *o) {
   (void)o;
   int *ok = arg;
   const double *a = p[0];
@@ -494,8 +558,7 @@ int ms_tensor_all_finite(const ms_tensor *t) {
   return ok;
 }
 
-static void diff_row(void *arg, int64_t n, const double *const *p, const int64_t *s,
-                     double *o) {
+static void diff_row(void *arg, int64_t n, const double *const *p, const int64_t *s, double *o) {
   (void)o;
   double *m = arg;
   const double *a = p[0], *b = p[1];
@@ -602,20 +665,29 @@ static double logsumexp_row(const double *x, int64_t n, int64_t s) {
 /* Reduces n elements at stride s. n == 0 only for ops that allow an empty input. */
 static double reduce_row(ms_redop op, const double *x, int64_t n, int64_t s) {
   switch (op) {
-    case MS_SUM: return sum_row(x, n, s);
-    case MS_MEAN: return sum_row(x, n, s) / (double)n; /* empty: 0/0 = NaN, as NumPy */
-    case MS_MAX: return max_row(x, n, s);
-    case MS_MIN: return min_row(x, n, s);
+    case MS_SUM:
+      return sum_row(x, n, s);
+    case MS_MEAN:
+      return sum_row(x, n, s) / (double)n; /* empty: 0/0 = NaN, as NumPy */
+    case MS_MAX:
+      return max_row(x, n, s);
+    case MS_MIN:
+      return min_row(x, n, s);
     case MS_PROD: {
       double p = 1.0;
       for (int64_t i = 0; i < n; i++) p *= x[i * s];
       return p;
     }
-    case MS_NORM: return norm_row(x, n, s);
-    case MS_ARGMAX: return argext_row(x, n, s, 1);
-    case MS_ARGMIN: return argext_row(x, n, s, 0);
-    case MS_LOGSUMEXP: return logsumexp_row(x, n, s);
-    case MS_REDOP_COUNT: break; /* rejected by the caller; no default: -Wswitch wants every op */
+    case MS_NORM:
+      return norm_row(x, n, s);
+    case MS_ARGMAX:
+      return argext_row(x, n, s, 1);
+    case MS_ARGMIN:
+      return argext_row(x, n, s, 0);
+    case MS_LOGSUMEXP:
+      return logsumexp_row(x, n, s);
+    case MS_REDOP_COUNT:
+      break; /* rejected by the caller; no default: -Wswitch wants every op */
   }
   return NAN;
 }
@@ -666,7 +738,8 @@ static void reduce_dense(ms_redop op, const double *x, int64_t outer, int64_t le
         case MS_MIN:
           for (int64_t j = 0; j < inner; j++) o[j] = nan_min(row[j], o[j]);
           break;
-        default: break;
+        default:
+          break;
       }
     }
     if (op == MS_MEAN)
@@ -738,7 +811,7 @@ static int reduce_all(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int keepdim,
 }
 
 int ms__reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepdim,
-              ms_tensor **out) {
+               ms_tensor **out) {
   *out = NULL;
   if ((unsigned)op >= MS_REDOP_COUNT)
     return ms_ctx_fail(ctx, MS_EARG, "reduce: unknown op %d", (int)op);
@@ -765,8 +838,8 @@ int ms__reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepd
     kst[0][knd++] = a->strides[d];
   }
   ms_tensor *r;
-  st = keepdim ? ms__tensor_alloc(ctx, a->ndim, oshape, &r)
-               : ms__tensor_alloc(ctx, knd, kshape, &r);
+  st =
+      keepdim ? ms__tensor_alloc(ctx, a->ndim, oshape, &r) : ms__tensor_alloc(ctx, knd, kshape, &r);
   if (st) return st;
   double *o = MS_TENSOR_DATA(r);
   if (r->numel == 0) {

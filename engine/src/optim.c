@@ -17,11 +17,11 @@ struct ms_optim {
   ms_ctx *ctx;
   int refcount;
   ms_optim_kind kind;
-  ms_optim_def def;                  /* params[i].name point into pname, init owned */
+  ms_optim_def def; /* params[i].name point into pname, init owned */
   char name[32];
   char pname[MS_OPTIM_MAXPARAMS][32];
-  ms_optim_options opts;             /* built-ins: their hyper-parameters (lr_init NULL) */
-  int64_t nsched;                    /* > 0: factors */
+  ms_optim_options opts; /* built-ins: their hyper-parameters (lr_init NULL) */
+  int64_t nsched;        /* > 0: factors */
   double *sched;
   int (*sched_fn)(ms_ctx *, void *, int64_t, double *);
   void *sched_ud;
@@ -57,7 +57,8 @@ void ms_optim_release(ms_optim *opt) {
 }
 
 static int check_def(ms_ctx *ctx, const ms_optim_def *def, const char *name) {
-  if (def->step == NULL) return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s' has no step callback", name);
+  if (def->step == NULL)
+    return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s' has no step callback", name);
   if (def->nparams < 0 || def->nparams > MS_OPTIM_MAXPARAMS)
     return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': nparams must be in [0, %d], got %d", name,
                        MS_OPTIM_MAXPARAMS, def->nparams);
@@ -70,8 +71,8 @@ static int check_def(ms_ctx *ctx, const ms_optim_def *def, const char *name) {
   for (int i = 0; i < def->nparams; i++) {
     const ms_optim_param *p = &def->params[i];
     if (p->name == NULL || p->name[0] == '\0' || strlen(p->name) > 31)
-      return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': parameter %d needs a name of 1 to 31 bytes",
-                         name, i + 1);
+      return ms_ctx_fail(
+          ctx, MS_EARG, "optim.new: '%s': parameter %d needs a name of 1 to 31 bytes", name, i + 1);
     for (int j = 0; j < i; j++)
       if (strcmp(def->params[j].name, p->name) == 0)
         return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': parameter '%s' is declared twice", name,
@@ -80,14 +81,16 @@ static int check_def(ms_ctx *ctx, const ms_optim_def *def, const char *name) {
       return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': parameter '%s' has no initial value", name,
                          p->name);
     if (!ms_tensor_all_finite(p->init))
-      return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': parameter '%s' has non-finite initial values",
-                         name, p->name);
+      return ms_ctx_fail(ctx, MS_EARG,
+                         "optim.new: '%s': parameter '%s' has non-finite initial values", name,
+                         p->name);
     if (p->map != MS_PARAM_PLAIN && p->map != MS_PARAM_LOG)
-      return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': parameter '%s' has an unknown map %d", name,
-                         p->name, (int)p->map);
+      return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': parameter '%s' has an unknown map %d",
+                         name, p->name, (int)p->map);
     if (isnan(p->lo) || isnan(p->hi) || p->lo > p->hi)
-      return ms_ctx_fail(ctx, MS_EARG, "optim.new: '%s': parameter '%s' has an empty domain [%g, %g]",
-                         name, p->name, p->lo, p->hi);
+      return ms_ctx_fail(ctx, MS_EARG,
+                         "optim.new: '%s': parameter '%s' has an empty domain [%g, %g]", name,
+                         p->name, p->lo, p->hi);
   }
   return MS_OK;
 }
@@ -123,10 +126,13 @@ int ms_optim_new(ms_ctx *ctx, const ms_optim_def *def, ms_optim **out) {
 /* ---- schedules ---- */
 
 int ms_optim_set_schedule(ms_ctx *ctx, ms_optim *opt, int64_t n, const double *factors) {
-  if (n < 1) return ms_ctx_fail(ctx, MS_EARG, "optim: a schedule needs at least one factor, got %lld", (long long)n);
+  if (n < 1)
+    return ms_ctx_fail(ctx, MS_EARG, "optim: a schedule needs at least one factor, got %lld",
+                       (long long)n);
   for (int64_t i = 0; i < n; i++)
     if (!(factors[i] >= 0) || isinf(factors[i]))
-      return ms_ctx_fail(ctx, MS_EARG, "optim: schedule factor %lld must be finite and >= 0, got %g",
+      return ms_ctx_fail(ctx, MS_EARG,
+                         "optim: schedule factor %lld must be finite and >= 0, got %g",
                          (long long)i + 1, factors[i]);
   double *copy = ms_ctx_alloc(ctx, (size_t)n * sizeof *copy);
   if (copy == NULL) return MS_ENOMEM;
@@ -152,7 +158,8 @@ int ms_optim_has_schedule(const ms_optim *opt) { return opt->nsched > 0 || opt->
 
 int ms_optim_factor(ms_ctx *ctx, ms_optim *opt, int64_t t, double *factor) {
   *factor = 1.0;
-  if (t < 1) return ms_ctx_fail(ctx, MS_EARG, "optim: schedule step must be >= 1, got %lld", (long long)t);
+  if (t < 1)
+    return ms_ctx_fail(ctx, MS_EARG, "optim: schedule step must be >= 1, got %lld", (long long)t);
   if (opt->nsched > 0) {
     *factor = opt->sched[(t < opt->nsched ? t : opt->nsched) - 1];
     return MS_OK;
@@ -161,8 +168,9 @@ int ms_optim_factor(ms_ctx *ctx, ms_optim *opt, int64_t t, double *factor) {
   int st = opt->sched_fn(ctx, opt->sched_ud, t, factor);
   if (st) return st;
   if (!(*factor >= 0) || isinf(*factor))
-    return ms_ctx_fail(ctx, MS_EARG, "optim '%s': the schedule must give finite factors >= 0, got %g at step %lld",
-                       opt->name, *factor, (long long)t);
+    return ms_ctx_fail(
+        ctx, MS_EARG, "optim '%s': the schedule must give finite factors >= 0, got %g at step %lld",
+        opt->name, *factor, (long long)t);
   return MS_OK;
 }
 
@@ -197,17 +205,18 @@ int ms_optim_check_theta(ms_ctx *ctx, const ms_optim *opt, const char *what,
     int same = v->ndim == p->init->ndim;
     for (int k = 0; same && k < v->ndim; k++) same = v->shape[k] == p->init->shape[k];
     if (!same && !(p->init->numel == 1 && v->numel == 1))
-      return ms_ctx_fail(ctx, MS_ESHAPE, "%s: meta-parameter '%s' of optimizer '%s' must have shape %s, got %s",
-                         what, p->name, opt->name, ms_shape_str(p->init->ndim, p->init->shape, b1, sizeof b1),
-                         ms_shape_str(v->ndim, v->shape, b2, sizeof b2));
+      return ms_ctx_fail(
+          ctx, MS_ESHAPE, "%s: meta-parameter '%s' of optimizer '%s' must have shape %s, got %s",
+          what, p->name, opt->name, ms_shape_str(p->init->ndim, p->init->shape, b1, sizeof b1),
+          ms_shape_str(v->ndim, v->shape, b2, sizeof b2));
     for (int64_t k = 0; k < v->numel; k++) {
       double x = MS_TENSOR_DATA(v)[ms__offset_of(v, k)];
       if (!isfinite(x))
-        return ms_ctx_fail(ctx, MS_EARG, "%s: meta-parameter '%s' must be finite, got %s", what, p->name,
-                           isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"));
+        return ms_ctx_fail(ctx, MS_EARG, "%s: meta-parameter '%s' must be finite, got %s", what,
+                           p->name, isnan(x) ? "nan" : (x > 0 ? "inf" : "-inf"));
       if (x < p->lo || x > p->hi)
-        return ms_ctx_fail(ctx, MS_EARG, "%s: meta-parameter '%s' must be %s %g, got %g", what, p->name,
-                           x < p->lo ? ">=" : "<=", x < p->lo ? p->lo : p->hi, x);
+        return ms_ctx_fail(ctx, MS_EARG, "%s: meta-parameter '%s' must be %s %g, got %g", what,
+                           p->name, x < p->lo ? ">=" : "<=", x < p->lo ? p->lo : p->hi, x);
     }
   }
   return MS_OK;
@@ -286,7 +295,9 @@ static ms_tensor *where(chain *c, ms_tensor *cond, ms_tensor *a, ms_tensor *b) {
   return keep(c, st, t);
 }
 /* Hands out a temporary as a new reference (NULL after a failure). */
-static ms_tensor *take(chain *c, ms_tensor *t) { return c->st || t == NULL ? NULL : ms_tensor_retain(t); }
+static ms_tensor *take(chain *c, ms_tensor *t) {
+  return c->st || t == NULL ? NULL : ms_tensor_retain(t);
+}
 static int finish(chain *c) {
   for (int i = 0; i < c->n; i++) ms_tensor_release(c->tmp[i]);
   return c->st;
@@ -330,7 +341,8 @@ static int step_momentum(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor
   ms_tensor *beta = io->theta[1];
   ms_tensor *m = bin(&c, MS_ADD, bin(&c, MS_MUL, io->state[0], beta), io->gw);
   ms_tensor *lr = step_size(&c, io, scheduled(b));
-  ms_tensor *dir = b->kind == MS_OPTIM_NESTEROV ? bin(&c, MS_ADD, io->gw, bin(&c, MS_MUL, m, beta)) : m;
+  ms_tensor *dir =
+      b->kind == MS_OPTIM_NESTEROV ? bin(&c, MS_ADD, io->gw, bin(&c, MS_MUL, m, beta)) : m;
   *w_next = take(&c, bin(&c, MS_SUB, io->w, bin(&c, MS_MUL, dir, lr)));
   state[0] = take(&c, m);
   if (c.st) ms_tensor_release(*w_next), *w_next = NULL;
@@ -346,8 +358,9 @@ static int step_rmsprop(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor 
                      bins(&c, MS_MUL, un(&c, MS_SQUARE, io->gw), 1 - rho));
   ms_tensor *root = safe_sqrt(&c, v);
   ms_tensor *lr = step_size(&c, io, scheduled(b));
-  *w_next = take(&c, bin(&c, MS_SUB, io->w,
-                         bin(&c, MS_MUL, bin(&c, MS_DIV, io->gw, bins(&c, MS_ADD, root, eps)), lr)));
+  *w_next =
+      take(&c, bin(&c, MS_SUB, io->w,
+                   bin(&c, MS_MUL, bin(&c, MS_DIV, io->gw, bins(&c, MS_ADD, root, eps)), lr)));
   state[0] = take(&c, v);
   if (c.st) ms_tensor_release(*w_next), *w_next = NULL;
   return finish(&c);
@@ -359,7 +372,8 @@ static int step_adam(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w
   const builtin_ud *b = ud;
   double b1 = b->o.beta1, b2 = b->o.beta2, eps = b->o.eps, k = (double)io->k;
   chain c = {ctx, MS_OK, 0, {0}};
-  ms_tensor *m = bin(&c, MS_ADD, bins(&c, MS_MUL, io->state[0], b1), bins(&c, MS_MUL, io->gw, 1 - b1));
+  ms_tensor *m =
+      bin(&c, MS_ADD, bins(&c, MS_MUL, io->state[0], b1), bins(&c, MS_MUL, io->gw, 1 - b1));
   ms_tensor *v = bin(&c, MS_ADD, bins(&c, MS_MUL, io->state[1], b2),
                      bins(&c, MS_MUL, un(&c, MS_SQUARE, io->gw), 1 - b2));
   ms_tensor *mhat = bins(&c, MS_DIV, m, 1 - pow(b1, k));
@@ -382,8 +396,8 @@ static void builtin_free(void *ud) {
   ms_ctx_dealloc(b->self->ctx, b, sizeof *b);
 }
 
-static int checkopt(ms_ctx *ctx, const char *fname, const char *key, double v, double lo, int lo_open,
-                    double hi, int hi_open) {
+static int checkopt(ms_ctx *ctx, const char *fname, const char *key, double v, double lo,
+                    int lo_open, double hi, int hi_open) {
   if (!isfinite(v))
     return ms_ctx_fail(ctx, MS_EARG, "%s: option '%s' must be finite, got %s", fname, key,
                        isnan(v) ? "nan" : (v > 0 ? "inf" : "-inf"));
@@ -398,7 +412,8 @@ static int checkopt(ms_ctx *ctx, const char *fname, const char *key, double v, d
 
 int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *opts,
                      ms_optim **out) {
-  static const char *const names[] = {"custom", "gd", "sgd", "momentum", "nesterov", "rmsprop", "adam"};
+  static const char *const names[] = {"custom",   "gd",      "sgd", "momentum",
+                                      "nesterov", "rmsprop", "adam"};
   *out = NULL;
   if (kind <= MS_OPTIM_CUSTOM || kind > MS_OPTIM_ADAM)
     return ms_ctx_fail(ctx, MS_EARG, "optim: unknown built-in optimizer %d", (int)kind);
@@ -414,7 +429,8 @@ int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *op
     for (int64_t i = 0; i < o.lr_init->numel; i++) {
       double x = MS_TENSOR_DATA(o.lr_init)[ms__offset_of(o.lr_init, i)];
       if (x < 0 || (o.log_lr && x == 0))
-        return ms_ctx_fail(ctx, MS_EARG, "%s: option 'lr' must be %s 0 in every entry, got %g at entry %lld",
+        return ms_ctx_fail(ctx, MS_EARG,
+                           "%s: option 'lr' must be %s 0 in every entry, got %g at entry %lld",
                            fname, o.log_lr ? ">" : ">=", x, (long long)i + 1);
     }
   }
@@ -439,7 +455,8 @@ int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *op
   if (kind == MS_OPTIM_SGD) {
     if (o.batch == 0) o.batch = 1;
     if (o.batch < 1)
-      return ms_ctx_fail(ctx, MS_EARG, "%s: option 'batch' must be >= 1, got %lld", fname, (long long)o.batch);
+      return ms_ctx_fail(ctx, MS_EARG, "%s: option 'batch' must be >= 1, got %lld", fname,
+                         (long long)o.batch);
   }
 
   ms_tensor *lr0 = NULL, *beta0 = NULL;
@@ -460,14 +477,15 @@ int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *op
   memset(&def, 0, sizeof def);
   def.name = names[kind];
   def.nparams = mom ? 2 : 1;
-  def.params[0] = (ms_optim_param){o.log_lr ? "log_lr" : "lr", lr0, o.log_lr ? MS_PARAM_LOG : MS_PARAM_PLAIN,
-                                   o.log_lr ? -INFINITY : 0.0, INFINITY};
+  def.params[0] =
+      (ms_optim_param){o.log_lr ? "log_lr" : "lr", lr0, o.log_lr ? MS_PARAM_LOG : MS_PARAM_PLAIN,
+                       o.log_lr ? -INFINITY : 0.0, INFINITY};
   if (mom) def.params[1] = (ms_optim_param){"beta", beta0, MS_PARAM_PLAIN, 0.0, INFINITY};
   def.nstate = kind == MS_OPTIM_ADAM ? 2 : (mom || kind == MS_OPTIM_RMSPROP) ? 1 : 0;
-  def.step = mom ? step_momentum
+  def.step = mom                        ? step_momentum
              : kind == MS_OPTIM_RMSPROP ? step_rmsprop
-             : kind == MS_OPTIM_ADAM ? step_adam
-                                     : step_gd;
+             : kind == MS_OPTIM_ADAM    ? step_adam
+                                        : step_gd;
   def.batch = kind == MS_OPTIM_SGD ? o.batch : 0;
   def.seed = o.seed;
   def.free_ud = builtin_free;
@@ -500,7 +518,8 @@ int ms__optim_init(ms_ctx *ctx, ms_optim *opt, ms_tensor *w, ms_tensor *const *m
     st = opt->def.init(ctx, opt->def.ud, w, mapped, state);
     for (int i = 0; !st && i < n; i++)
       if (state[i] == NULL)
-        st = ms_ctx_fail(ctx, MS_ECALLBACK, "optimizer '%s': init left state entry %d unset", opt->name, i + 1);
+        st = ms_ctx_fail(ctx, MS_ECALLBACK, "optimizer '%s': init left state entry %d unset",
+                         opt->name, i + 1);
   } else {
     st = MS_OK;
     for (int i = 0; !st && i < n; i++) st = ms_tensor_zeros(ctx, w->ndim, w->shape, &state[i]);
@@ -527,12 +546,14 @@ int ms__optim_step(ms_ctx *ctx, ms_optim *opt, const ms_optim_io *io, ms_tensor 
     st = MS_ESHAPE;
   }
   if (st == MS_ESHAPE && *w_next)
-    ms_ctx_fail(ctx, MS_ESHAPE, "optimizer '%s': the step returned a point of shape %s for w of shape %s",
+    ms_ctx_fail(ctx, MS_ESHAPE,
+                "optimizer '%s': the step returned a point of shape %s for w of shape %s",
                 opt->name, ms_shape_str((*w_next)->ndim, (*w_next)->shape, b1, sizeof b1),
                 ms_shape_str(io->w->ndim, io->w->shape, b2, sizeof b2));
   for (int i = 0; !st && i < n; i++)
     if (next[i] == NULL)
-      st = ms_ctx_fail(ctx, MS_ECALLBACK, "optimizer '%s': the step left state entry %d unset", opt->name, i + 1);
+      st = ms_ctx_fail(ctx, MS_ECALLBACK, "optimizer '%s': the step left state entry %d unset",
+                       opt->name, i + 1);
   if (st) {
     ms_tensor_release(*w_next);
     *w_next = NULL;
@@ -583,8 +604,8 @@ int ms_optim_start(ms_ctx *ctx, ms_optim *opt, ms_tensor *const *theta, ms_tenso
   return MS_OK;
 }
 
-int ms_optim_state_step(ms_ctx *ctx, ms_optim_state *s, ms_tensor *w, ms_tensor *fw,
-                        ms_tensor *g, ms_tensor **w_next) {
+int ms_optim_state_step(ms_ctx *ctx, ms_optim_state *s, ms_tensor *w, ms_tensor *fw, ms_tensor *g,
+                        ms_tensor **w_next) {
   *w_next = NULL;
   ms_tensor *zero = NULL;
   int st = MS_OK;

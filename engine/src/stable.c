@@ -67,8 +67,8 @@ static double logaddexp(double a, double b) {
  * exponentiate, reporting overflow/underflow of the double results honestly. A loss part
  * of exactly zero (ll = -inf) is an underflow unless accept_zero.
  */
-static void finish(ms_meta_result *res, double ll, const double *dll, int64_t T,
-                   ms_meta_kind kind, int accept_zero) {
+static void finish(ms_meta_result *res, double ll, const double *dll, int64_t T, ms_meta_kind kind,
+                   int accept_zero) {
   res->log_loss = ll;
   if (isnan(ll)) {
     set_status(res, MS_META_NAN, T);
@@ -93,9 +93,12 @@ static void finish(ms_meta_result *res, double ll, const double *dll, int64_t T,
     double lg = ll + log(fabs(dll[j]));
     res->log_abs_grad[j] = lg;
     res->grad[j] = dll[j] == 0 ? 0.0 : copysign(exp(lg), dll[j]);
-    if (isnan(dll[j])) set_status(res, MS_META_NAN, T);
-    else if (lg > LOG_DBL_MAX) set_status(res, MS_META_OVERFLOW, T);
-    else if (dll[j] != 0 && fabs(res->grad[j]) < DBL_MIN) set_status(res, MS_META_UNDERFLOW, T);
+    if (isnan(dll[j]))
+      set_status(res, MS_META_NAN, T);
+    else if (lg > LOG_DBL_MAX)
+      set_status(res, MS_META_OVERFLOW, T);
+    else if (dll[j] != 0 && fabs(res->grad[j]) < DBL_MIN)
+      set_status(res, MS_META_UNDERFLOW, T);
   }
 }
 
@@ -113,7 +116,8 @@ static int check_vector(ms_ctx *ctx, const char *what, const char *name, const m
 static int check_common(ms_ctx *ctx, const char *what, double eta, int64_t T, ms_meta_kind kind) {
   if (!isfinite(eta) || eta < 0)
     return ms_ctx_fail(ctx, MS_EARG, "%s: step size must be finite and >= 0, got %g", what, eta);
-  if (T < 1) return ms_ctx_fail(ctx, MS_EARG, "%s: steps must be >= 1, got %lld", what, (long long)T);
+  if (T < 1)
+    return ms_ctx_fail(ctx, MS_EARG, "%s: steps must be >= 1, got %lld", what, (long long)T);
   if ((int)kind < MS_META_NAIVE || kind > MS_META_LOGSUM)
     return ms_ctx_fail(ctx, MS_EARG, "%s: unknown meta-objective %d", what, (int)kind);
   return MS_OK;
@@ -130,7 +134,8 @@ int ms_meta_gd_exact(ms_ctx *ctx, const ms_tensor *lambda, const ms_tensor *c, d
   int st = check_common(ctx, what, eta, T, kind);
   if (st) return st;
   if (kind != MS_META_NAIVE && kind != MS_META_LOG)
-    return ms_ctx_fail(ctx, MS_EARG, "%s: the closed form covers the naive and log meta-objectives", what);
+    return ms_ctx_fail(ctx, MS_EARG, "%s: the closed form covers the naive and log meta-objectives",
+                       what);
   if ((st = check_vector(ctx, what, "eigenvalues", lambda, -1))) return st;
   int64_t d = lambda->shape[0];
   if ((st = check_vector(ctx, what, "coordinates", c, d))) return st;
@@ -140,7 +145,9 @@ int ms_meta_gd_exact(ms_ctx *ctx, const ms_tensor *lambda, const ms_tensor *c, d
   double ll = -INFINITY;
   for (int64_t i = 0; i < d; i++) {
     double l = lam[i * ls], ci = cc[i * cs];
-    if (l < 0) return ms_ctx_fail(ctx, MS_EARG, "%s: eigenvalue %lld is negative (%g)", what, (long long)i + 1, l);
+    if (l < 0)
+      return ms_ctx_fail(ctx, MS_EARG, "%s: eigenvalue %lld is negative (%g)", what,
+                         (long long)i + 1, l);
     if (l == 0 || ci == 0) continue;
     double a = log(0.5 * l * ci * ci) + 2.0 * (double)T * log(fabs(1.0 - eta * l));
     ll = logaddexp(ll, a);
@@ -184,13 +191,13 @@ typedef struct lin_problem {
   int64_t d, T;
   ms_meta_kind kind;
   lin_block train;
-  lin_block valid;    /* valid.len == 0: the losses are the training block's */
-  const double *a0;   /* initial training block [train.len] */
-  const double *b0;   /* initial validation block [valid.len] */
-  int ntan;           /* tangents: d/d par[j] for j < ntan, times chain[j] */
+  lin_block valid;  /* valid.len == 0: the losses are the training block's */
+  const double *a0; /* initial training block [train.len] */
+  const double *b0; /* initial validation block [valid.len] */
+  int ntan;         /* tangents: d/d par[j] for j < ntan, times chain[j] */
   int par[2];
-  double chain[2];    /* lr for a step size stored as its log (d/dlog lr = lr d/dlr), else 1 */
-  int accept_zero;    /* a loss of exactly 0 is fine (no underflow status) */
+  double chain[2]; /* lr for a step size stored as its log (d/dlog lr = lr d/dlr), else 1 */
+  int accept_zero; /* a loss of exactly 0 is fine (no underflow status) */
 } lin_problem;
 
 /* Working arrays: k rows of length N = na + nm + nb (training, momentum, validation). */
@@ -222,8 +229,8 @@ static void mul_h(int k, int64_t d, const double *rows, int64_t ld, const double
 /* out[i] = alpha X^T rows[i] ([d]) for residual rows of length n. */
 static void mul_xt(int k, int64_t n, int64_t d, double alpha, const double *rows, int64_t ld,
                    const double *X, double *out) {
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, (int)d, (int)n, alpha, rows, (int)ld,
-              X, (int)d, 0.0, out, (int)d);
+  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, (int)d, (int)n, alpha, rows, (int)ld, X,
+              (int)d, 0.0, out, (int)d);
 }
 
 /* out[i] = X rows[i] ([n]) for rows of length d. */
@@ -397,8 +404,10 @@ static int first_state(const lin_problem *pb, lin_work *wk, int64_t *scale, ms_m
   int zero;
   if (renormalize(wk, wk->zn, scale, &zero)) return 1;
   /* zero: w0 minimizes every block, so every loss is exactly zero */
-  if (!zero) set_status(res, MS_META_NAN, 0);
-  else if (!pb->accept_zero) set_status(res, MS_META_UNDERFLOW, 0);
+  if (!zero)
+    set_status(res, MS_META_NAN, 0);
+  else if (!pb->accept_zero)
+    set_status(res, MS_META_UNDERFLOW, 0);
   return 0;
 }
 
@@ -447,7 +456,8 @@ static int lin_run(ms_ctx *ctx, const lin_problem *pb, ms_meta_result *res) {
     if (sum) {
       double nl = logaddexp(lsum, ll);
       if (nl > -INFINITY) {
-        double wo = lsum == -INFINITY ? 0.0 : exp(lsum - nl), wn = ll == -INFINITY ? 0.0 : exp(ll - nl);
+        double wo = lsum == -INFINITY ? 0.0 : exp(lsum - nl),
+               wn = ll == -INFINITY ? 0.0 : exp(ll - nl);
         for (int j = 0; j < pb->ntan; j++) dsum[j] = dsum[j] * wo + dll[j] * wn;
       }
       lsum = nl;
@@ -473,7 +483,8 @@ static int check_symmetric(ms_ctx *ctx, const char *what, const ms_tensor *H) {
   double big = 0, asym = 0;
   for (int64_t i = 0; i < d; i++)
     for (int64_t j = 0; j < d; j++) {
-      double a = h[i * H->strides[0] + j * H->strides[1]], b = h[j * H->strides[0] + i * H->strides[1]];
+      double a = h[i * H->strides[0] + j * H->strides[1]],
+             b = h[j * H->strides[0] + i * H->strides[1]];
       if (fabs(a) > big) big = fabs(a);
       if (fabs(a - b) > asym) asym = fabs(a - b);
     }
@@ -494,14 +505,17 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
   int st = check_common(ctx, what, opt->lr, T, kind);
   if (st) return st;
   if (mom && (!isfinite(opt->beta) || opt->beta < 0))
-    return ms_ctx_fail(ctx, MS_EARG, "%s: momentum must be finite and >= 0, got %g", what, opt->beta);
+    return ms_ctx_fail(ctx, MS_EARG, "%s: momentum must be finite and >= 0, got %g", what,
+                       opt->beta);
   if (H->ndim != 2 || H->shape[0] != H->shape[1])
     return ms_ctx_fail(ctx, MS_ESHAPE, "%s: H must be a square matrix, got shape %s", what,
                        ms_shape_str(H->ndim, H->shape, b, sizeof b));
-  if (!ms_tensor_all_finite(H)) return ms_ctx_fail(ctx, MS_EARG, "%s: H has non-finite entries", what);
+  if (!ms_tensor_all_finite(H))
+    return ms_ctx_fail(ctx, MS_EARG, "%s: H has non-finite entries", what);
   if ((st = check_symmetric(ctx, what, H))) return st;
   int64_t d = H->shape[0];
-  if (d > INT_MAX) return ms_ctx_fail(ctx, MS_EARG, "%s: H is too large for BLAS (%lld rows)", what, (long long)d);
+  if (d > INT_MAX)
+    return ms_ctx_fail(ctx, MS_EARG, "%s: H is too large for BLAS (%lld rows)", what, (long long)d);
   if ((st = check_vector(ctx, what, "w0", w0, d))) return st;
   if (wstar && (st = check_vector(ctx, what, "wstar", wstar, d))) return st;
 
@@ -516,11 +530,18 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
   const double *w0d = MS_TENSOR_DATA(w0), *wsd = wstar ? MS_TENSOR_DATA(wstar) : NULL;
   for (int64_t i = 0; i < d; i++)
     e0[i] = w0d[i * w0->strides[0]] - (wsd ? wsd[i * wstar->strides[0]] : 0.0);
-  lin_problem pb = {
-    .what = what, .opt = mom ? MS_OPTIM_MOMENTUM : MS_OPTIM_GD, .lr = opt->lr,
-    .beta = opt->beta, .d = d, .T = T, .kind = kind,
-    .train = {.ls = 0, .len = d, .A = MS_TENSOR_DATA(Hc), .half = 0.5}, .a0 = e0,
-    .ntan = mom ? 2 : 1, .par = {PAR_LR, PAR_BETA}, .chain = {1.0, 1.0}};
+  lin_problem pb = {.what = what,
+                    .opt = mom ? MS_OPTIM_MOMENTUM : MS_OPTIM_GD,
+                    .lr = opt->lr,
+                    .beta = opt->beta,
+                    .d = d,
+                    .T = T,
+                    .kind = kind,
+                    .train = {.ls = 0, .len = d, .A = MS_TENSOR_DATA(Hc), .half = 0.5},
+                    .a0 = e0,
+                    .ntan = mom ? 2 : 1,
+                    .par = {PAR_LR, PAR_BETA},
+                    .chain = {1.0, 1.0}};
   st = lin_run(ctx, &pb, res);
   ms_ctx_dealloc(ctx, e0, bytes);
   ms_tensor_release(Hc);
@@ -605,7 +626,8 @@ static int objective_gap(const ms_objective *obj, const char *role, char *what, 
  * freeze_norm (checkpoint only changes how reverse mode stores the run: ignored). */
 static int spec_gap(const ms_meta_spec *spec, int kinds_upto, char *what, size_t size) {
   const char *names[] = {"naive", "log", "sum", "logsum"};
-  if (spec->meta.kind == MS_META_CUSTOM || (int)spec->meta.kind < 0 || spec->meta.kind > MS_META_LOGSUM) {
+  if (spec->meta.kind == MS_META_CUSTOM || (int)spec->meta.kind < 0 ||
+      spec->meta.kind > MS_META_LOGSUM) {
     snprintf(what, size, "a custom meta-objective");
     return 1;
   }
@@ -642,25 +664,29 @@ static int stable_gap(const ms_meta_spec *spec, const ms_task *task, ms_tensor *
   }
   if (ms_objective_dim(task->valid) != ms_objective_dim(task->objective)) {
     snprintf(what, size, "a validation objective of dimension %lld (the training one has %lld)",
-             (long long)ms_objective_dim(task->valid), (long long)ms_objective_dim(task->objective));
+             (long long)ms_objective_dim(task->valid),
+             (long long)ms_objective_dim(task->objective));
     return 1;
   }
   return objective_gap(task->valid, "validation", what, size);
 }
 
 /* The PSD checks of the quadratics the stable method reads (messages name `what`). */
-static int stable_psd(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task, const char *what) {
+static int stable_psd(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                      const char *what) {
   int st = ms_objective_check_psd(ctx, task->objective, what);
-  if (st == MS_OK && spec->meta.on == MS_META_VALID) st = ms_objective_check_psd(ctx, task->valid, what);
+  if (st == MS_OK && spec->meta.on == MS_META_VALID)
+    st = ms_objective_check_psd(ctx, task->valid, what);
   return st;
 }
 
-int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
-                            char *why, size_t size) {
+int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task, char *why,
+                            size_t size) {
   char what[256];
   param_roles roles;
   if (stable_gap(spec, task, NULL, &roles, what, sizeof what)) {
-    if (why && size) snprintf(why, size, "method 'stable' does not cover %s (it handles %s)", what, STABLE_COVERS);
+    if (why && size)
+      snprintf(why, size, "method 'stable' does not cover %s (it handles %s)", what, STABLE_COVERS);
     return 0;
   }
   /* the PSD check reports through the context: keep the caller's error as it was */
@@ -669,8 +695,10 @@ int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task
   snprintf(saved, sizeof saved, "%s", ms_ctx_error(ctx));
   int st = stable_psd(ctx, spec, task, "method 'stable'");
   if (st && why && size) snprintf(why, size, "%s", ms_ctx_error(ctx));
-  if (saved_status != MS_OK) ms_ctx_fail(ctx, saved_status, "%s", saved);
-  else ms_ctx_clear_error(ctx);
+  if (saved_status != MS_OK)
+    ms_ctx_fail(ctx, saved_status, "%s", saved);
+  else
+    ms_ctx_clear_error(ctx);
   return st == MS_OK;
 }
 
@@ -694,15 +722,16 @@ static int block_of(ms_ctx *ctx, ms_objective *obj, lin_block *b, ms_tensor **ho
 }
 
 /* The block's value at w ([d], contiguous): w - w* or X w - y. */
-static int block_init(ms_objective *obj, const lin_block *b, const double *w,
-                      int64_t d, double *out) {
+static int block_init(ms_objective *obj, const lin_block *b, const double *w, int64_t d,
+                      double *out) {
   ms_tensor *ref = NULL;
   int st = b->ls ? ms_objective_data_parts(obj, NULL, &ref, NULL)
                  : ms_objective_quadratic_parts(obj, NULL, &ref, NULL);
   if (st) return st;
   if (b->ls) {
     /* r0 = X w0 - y */
-    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)b->len, (int)d, 1.0, b->A, (int)d, w, 1, 0.0, out, 1);
+    cblas_dgemv(CblasRowMajor, CblasNoTrans, (int)b->len, (int)d, 1.0, b->A, (int)d, w, 1, 0.0, out,
+                1);
   } else {
     memcpy(out, w, sizeof(double) * (size_t)d);
   }
@@ -722,15 +751,14 @@ static int start_point(ms_ctx *ctx, const ms_task *task, int64_t d, double *w) {
     return MS_OK;
   }
   if (ms_tensor_ndim(task->w0) != 1 || ms_tensor_dim(task->w0, 0) != d)
-    return ms_ctx_fail(ctx, MS_ESHAPE, "meta: w0 has shape %s, expected [%lld]",
-                       ms_shape_str(ms_tensor_ndim(task->w0), ms_tensor_shape(task->w0), b, sizeof b),
-                       (long long)d);
+    return ms_ctx_fail(
+        ctx, MS_ESHAPE, "meta: w0 has shape %s, expected [%lld]",
+        ms_shape_str(ms_tensor_ndim(task->w0), ms_tensor_shape(task->w0), b, sizeof b),
+        (long long)d);
   return ms_tensor_read(ctx, task->w0, w, d);
 }
 
-static double item_of(const ms_tensor *t) {
-  return ms_tensor_data(t)[0];
-}
+static double item_of(const ms_tensor *t) { return ms_tensor_data(t)[0]; }
 
 /*
  * Copies a result into out for the selected parameters: grad[j] of res is the parameter
@@ -765,16 +793,19 @@ int ms__meta_stable(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
   char what[256];
   param_roles roles;
   if (stable_gap(spec, task, theta, &roles, what, sizeof what))
-    return ms_ctx_fail(ctx, MS_EARG, "meta: method 'stable' does not cover %s (it handles %s)", what,
-                       STABLE_COVERS);
+    return ms_ctx_fail(ctx, MS_EARG, "meta: method 'stable' does not cover %s (it handles %s)",
+                       what, STABLE_COVERS);
   int st = stable_psd(ctx, spec, task, "meta: method 'stable'");
   if (st) return st;
   ms_optim *opt = spec->optimizer;
   int valid = spec->meta.on == MS_META_VALID;
-  lin_problem pb = {.what = "meta", .opt = ms_optim_kind_of(opt),
+  lin_problem pb = {.what = "meta",
+                    .opt = ms_optim_kind_of(opt),
                     .schedule = ms_optim_has_schedule(opt) ? opt : NULL,
-                    .d = ms_objective_dim(task->objective), .T = spec->steps,
-                    .kind = spec->meta.kind, .accept_zero = spec->allow_zero_loss != 0};
+                    .d = ms_objective_dim(task->objective),
+                    .T = spec->steps,
+                    .kind = spec->meta.kind,
+                    .accept_zero = spec->allow_zero_loss != 0};
   double th = item_of(theta[roles.lr]);
   pb.lr = roles.log_lr ? exp(th) : th;
   pb.beta = roles.beta >= 0 ? item_of(theta[roles.beta]) : 0.0;

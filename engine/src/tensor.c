@@ -1,7 +1,7 @@
 /* Tensors: refcounted views onto refcounted storage; construction, views, element access. */
 #include <math.h>
-#include <stdio.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "kernels.h"
@@ -22,8 +22,8 @@ char *ms_shape_str(int ndim, const int64_t *shape, char *buf, size_t size) {
 
 int ms__check_shape(ms_ctx *ctx, const char *what, int ndim, const int64_t *shape) {
   if (ndim < 0 || ndim > MS_MAXDIM)
-    return ms_ctx_fail(ctx, MS_EARG, "%s: expected at most %d dimensions, got %d", what,
-                       MS_MAXDIM, ndim);
+    return ms_ctx_fail(ctx, MS_EARG, "%s: expected at most %d dimensions, got %d", what, MS_MAXDIM,
+                       ndim);
   int64_t n = 1;
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0)
@@ -137,7 +137,8 @@ void ms_tensor_release(ms_tensor *t) {
   ms_ctx *ctx = t->ctx;
   ms_storage *s = t->st;
   if (t->ntrack) ms__track_clear(t);
-  if (--s->refcount == 0) ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (size_t)s->n * sizeof(double));
+  if (--s->refcount == 0)
+    ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (size_t)s->n * sizeof(double));
   ms_ctx_dealloc(ctx, t, sizeof(ms_tensor));
 }
 
@@ -251,7 +252,8 @@ int ms_tensor_arange(ms_ctx *ctx, double start, double stop, double step, ms_ten
 
 int ms_tensor_linspace(ms_ctx *ctx, double a, double b, int64_t n, ms_tensor **out) {
   *out = NULL;
-  if (n < 1) return ms_ctx_fail(ctx, MS_EARG, "linspace: count must be >= 1, got %lld", (long long)n);
+  if (n < 1)
+    return ms_ctx_fail(ctx, MS_EARG, "linspace: count must be >= 1, got %lld", (long long)n);
   if (!isfinite(a) || !isfinite(b))
     return ms_ctx_fail(ctx, MS_EARG, "linspace: endpoints must be finite (got %g, %g)", a, b);
   int st = ms__tensor_alloc(ctx, 1, &n, out);
@@ -339,8 +341,8 @@ static int resolve_shape(ms_ctx *ctx, const char *what, const ms_tensor *t, int 
                          const int64_t *shape, int64_t *res) {
   char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
   if (ndim < 0 || ndim > MS_MAXDIM)
-    return ms_ctx_fail(ctx, MS_EARG, "%s: expected at most %d dimensions, got %d", what,
-                       MS_MAXDIM, ndim);
+    return ms_ctx_fail(ctx, MS_EARG, "%s: expected at most %d dimensions, got %d", what, MS_MAXDIM,
+                       ndim);
   int infer = -1;
   int64_t n = 1;
   for (int i = 0; i < ndim; i++) {
@@ -370,8 +372,7 @@ static int resolve_shape(ms_ctx *ctx, const char *what, const ms_tensor *t, int 
   return MS_OK;
 }
 
-int ms__view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
-                   ms_tensor **out) {
+int ms__view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out) {
   int64_t res[MS_MAXDIM], strides[MS_MAXDIM];
   *out = NULL;
   int st = resolve_shape(ctx, "view", t, ndim, shape, res);
@@ -386,8 +387,7 @@ int ms__view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
   return ms__tensor_view(ctx, t, ndim, res, strides, t->offset, out);
 }
 
-int ms__reshape(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
-                      ms_tensor **out) {
+int ms__reshape(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out) {
   int64_t res[MS_MAXDIM];
   *out = NULL;
   int st = resolve_shape(ctx, "reshape", t, ndim, shape, res);
@@ -430,14 +430,15 @@ int ms__permute(ms_ctx *ctx, const ms_tensor *t, const int *perm, ms_tensor **ou
   return ms__tensor_view(ctx, t, t->ndim, shape, strides, t->offset, out);
 }
 
-int ms__slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop,
-                    int64_t step, ms_tensor **out) {
+int ms__slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop, int64_t step,
+              ms_tensor **out) {
   int a = 0;
   *out = NULL;
   int st = ms__axis(ctx, "slice", axis, t->ndim, &a);
   if (st) return st;
   int64_t n = t->shape[a];
-  if (step < 1) return ms_ctx_fail(ctx, MS_EARG, "slice: step must be >= 1, got %lld", (long long)step);
+  if (step < 1)
+    return ms_ctx_fail(ctx, MS_EARG, "slice: step must be >= 1, got %lld", (long long)step);
   if (start < 0 || stop < start || stop > n)
     return ms_ctx_fail(ctx, MS_EINDEX,
                        "slice: range [%lld, %lld) out of bounds for axis %d of size %lld",
@@ -469,8 +470,7 @@ int ms__select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tens
                          out);
 }
 
-int ms__expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
-                     ms_tensor **out) {
+int ms__expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out) {
   char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
   *out = NULL;
   int st = ms__check_shape(ctx, "expand", ndim, shape);

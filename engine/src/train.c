@@ -90,8 +90,9 @@ static int plain_copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
 
 static int check_unit(ms_ctx *ctx, const char *name, double x, double def) {
   if (!(x >= 0 && x < 1))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option '%s' must be in [0, 1) (0 = default %g), got %g",
-                       name, def, x);
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta.train: option '%s' must be in [0, 1) (0 = default %g), got %g", name,
+                       def, x);
   return MS_OK;
 }
 
@@ -101,24 +102,28 @@ static int check_options(ms_ctx *ctx, const ms_train_options *o, const ms_optim 
     return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'iterations' must be >= 0, got %lld",
                        (long long)o->iterations);
   if (!(o->meta_lr >= 0))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'meta_lr' must be >= 0, got %g", o->meta_lr);
+    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'meta_lr' must be >= 0, got %g",
+                       o->meta_lr);
   if (isinf(o->meta_lr))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'meta_lr' must be finite, got %g", o->meta_lr);
+    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'meta_lr' must be finite, got %g",
+                       o->meta_lr);
   if ((int)o->schedule != MS_SCHEDULE_INV_SQRT && (int)o->schedule != MS_SCHEDULE_CONSTANT)
     return ms_ctx_fail(ctx, MS_EARG,
                        "meta.train: option 'schedule' must be inv_sqrt (0) or constant (1), got %d",
                        (int)o->schedule);
   if ((int)o->meta_optimizer != MS_METAOPT_SGD && (int)o->meta_optimizer != MS_METAOPT_ADAM &&
       (int)o->meta_optimizer != MS_METAOPT_RMSPROP)
-    return ms_ctx_fail(ctx, MS_EARG,
-                       "meta.train: option 'meta_optimizer' must be sgd (0), adam (1) or rmsprop (2), "
-                       "got %d", (int)o->meta_optimizer);
+    return ms_ctx_fail(
+        ctx, MS_EARG,
+        "meta.train: option 'meta_optimizer' must be sgd (0), adam (1) or rmsprop (2), "
+        "got %d",
+        (int)o->meta_optimizer);
   if ((st = check_unit(ctx, "beta1", o->beta1, 0.9))) return st;
   if ((st = check_unit(ctx, "beta2", o->beta2, 0.999))) return st;
   if ((st = check_unit(ctx, "rho", o->rho, 0.9))) return st;
   if (!(o->eps >= 0))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'eps' must be > 0 (0 = default 1e-8), got %g",
-                       o->eps);
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta.train: option 'eps' must be > 0 (0 = default 1e-8), got %g", o->eps);
   if (isinf(o->eps))
     return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'eps' must be finite, got %g", o->eps);
   if (!(o->clip >= 0))
@@ -128,25 +133,29 @@ static int check_options(ms_ctx *ctx, const ms_train_options *o, const ms_optim 
                        o->clip);
   if ((int)o->on_failure != MS_FAIL_SKIP && (int)o->on_failure != MS_FAIL_ZERO &&
       (int)o->on_failure != MS_FAIL_ERROR)
-    return ms_ctx_fail(ctx, MS_EARG,
-                       "meta.train: option 'on_failure' must be skip (0), zero (1) or error (2), got %d",
-                       (int)o->on_failure);
+    return ms_ctx_fail(
+        ctx, MS_EARG,
+        "meta.train: option 'on_failure' must be skip (0), zero (1) or error (2), got %d",
+        (int)o->on_failure);
   int np = ms_optim_nparams(opt);
   for (int i = 0; i < MS_OPTIM_MAXPARAMS; i++) {
     if (!o->has_bounds[i]) continue;
     if (i >= np)
       return ms_ctx_fail(ctx, MS_EARG,
                          "meta.train: option 'has_bounds[%d]' is set but optimizer '%s' has %d "
-                         "parameter(s)", i, ms_optim_name(opt), np);
+                         "parameter(s)",
+                         i, ms_optim_name(opt), np);
     double lo = o->lo[i], hi = o->hi[i];
     if (!(lo <= hi) || lo == INFINITY || hi == -INFINITY)
-      return ms_ctx_fail(ctx, MS_EARG,
-                         "meta.train: option 'bounds' of '%s' must have lo <= hi (lo < inf, hi > -inf), "
-                         "got [%g, %g]", ms_optim_param_at(opt, i)->name, lo, hi);
+      return ms_ctx_fail(
+          ctx, MS_EARG,
+          "meta.train: option 'bounds' of '%s' must have lo <= hi (lo < inf, hi > -inf), "
+          "got [%g, %g]",
+          ms_optim_param_at(opt, i)->name, lo, hi);
   }
   if (o->sample && o->batch < 1)
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'batch' must be >= 1 with a sampler, got %d",
-                       o->batch);
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta.train: option 'batch' must be >= 1 with a sampler, got %d", o->batch);
   return MS_OK;
 }
 
@@ -164,10 +173,10 @@ typedef struct train_run {
   ms_tensor *cur[MS_OPTIM_MAXPARAMS];
   double b1, b2, eps, rho;
   double lo[MS_OPTIM_MAXPARAMS], hi[MS_OPTIM_MAXPARAMS];
-  double *m, *v, *g;  /* one block: m and v (total entries each), g (largest parameter) */
+  double *m, *v, *g; /* one block: m and v (total entries each), g (largest parameter) */
   size_t block_bytes;
-  int64_t updates;    /* updates made so far (Adam's bias correction) */
-  ms_task *tasks;     /* batch entries when sampling */
+  int64_t updates; /* updates made so far (Adam's bias correction) */
+  ms_task *tasks;  /* batch entries when sampling */
 } train_run;
 
 static int schedule_factor(train_run *r, int64_t k, double *factor) {
@@ -177,9 +186,11 @@ static int schedule_factor(train_run *r, int64_t k, double *factor) {
     int st = o->schedule_fn(r->ctx, o->ud, k, &f);
     if (st) return st;
     if (!(f >= 0) || isinf(f))
-      return ms_ctx_fail(r->ctx, MS_EARG,
-                         "meta.train: schedule_fn gave factor %g at iteration %lld (expected finite "
-                         ">= 0)", f, (long long)k);
+      return ms_ctx_fail(
+          r->ctx, MS_EARG,
+          "meta.train: schedule_fn gave factor %g at iteration %lld (expected finite "
+          ">= 0)",
+          f, (long long)k);
     *factor = f;
     return MS_OK;
   }
@@ -199,8 +210,10 @@ static int update(train_run *r, ms_tensor *const *grad, double lr, int64_t k) {
   int st = MS_OK;
   for (int i = 0; i < r->np && st == MS_OK; i++) {
     /* a project callback may write in place: it gets copies, never the recorded tensors */
-    if ((r->sel[i] && grad[i]) || o->project) st = plain_copy(ctx, r->cur[i], &next[i]);
-    else next[i] = ms_tensor_retain(r->cur[i]);
+    if ((r->sel[i] && grad[i]) || o->project)
+      st = plain_copy(ctx, r->cur[i], &next[i]);
+    else
+      next[i] = ms_tensor_retain(r->cur[i]);
   }
   if (st) goto fail;
   int64_t u = r->updates + 1;
@@ -210,10 +223,11 @@ static int update(train_run *r, ms_tensor *const *grad, double lr, int64_t k) {
     int64_t n = r->numel[i];
     if (ms_tensor_numel(grad[i]) != n) {
       char a[MS_SHAPE_STRLEN], b[MS_SHAPE_STRLEN];
-      st = ms_ctx_fail(ctx, MS_ESHAPE, "meta.train: meta-gradient of '%s' has shape %s, theta has %s",
-                       ms_optim_param_at(r->opt, i)->name,
-                       ms_shape_str(ms_tensor_ndim(grad[i]), ms_tensor_shape(grad[i]), a, sizeof a),
-                       ms_shape_str(ms_tensor_ndim(next[i]), ms_tensor_shape(next[i]), b, sizeof b));
+      st = ms_ctx_fail(
+          ctx, MS_ESHAPE, "meta.train: meta-gradient of '%s' has shape %s, theta has %s",
+          ms_optim_param_at(r->opt, i)->name,
+          ms_shape_str(ms_tensor_ndim(grad[i]), ms_tensor_shape(grad[i]), a, sizeof a),
+          ms_shape_str(ms_tensor_ndim(next[i]), ms_tensor_shape(next[i]), b, sizeof b));
       goto fail;
     }
     if ((st = ms_tensor_read(ctx, grad[i], r->g, n))) goto fail;
@@ -221,7 +235,8 @@ static int update(train_run *r, ms_tensor *const *grad, double lr, int64_t k) {
     double lo = r->lo[i], hi = r->hi[i];
     for (int64_t j = 0; j < n; j++) {
       double g = r->g[j];
-      if (!isfinite(g)) g = 0; /* ZERO: as the authors' code did (a meta-gradient that is ok is finite) */
+      if (!isfinite(g))
+        g = 0; /* ZERO: as the authors' code did (a meta-gradient that is ok is finite) */
       if (o->clip > 0) g = g < -o->clip ? -o->clip : g > o->clip ? o->clip : g;
       double x = th[j];
       switch (o->meta_optimizer) {
@@ -243,9 +258,10 @@ static int update(train_run *r, ms_tensor *const *grad, double lr, int64_t k) {
       if (x < lo) x = lo; /* comparisons keep a NaN, caught below */
       if (x > hi) x = hi;
       if (!isfinite(x)) {
-        st = ms_ctx_fail(ctx, MS_ENUMERIC,
-                         "meta.train: iteration %lld: the update made '%s' non-finite (entry %lld: %g)",
-                         (long long)k, ms_optim_param_at(r->opt, i)->name, (long long)j, x);
+        st = ms_ctx_fail(
+            ctx, MS_ENUMERIC,
+            "meta.train: iteration %lld: the update made '%s' non-finite (entry %lld: %g)",
+            (long long)k, ms_optim_param_at(r->opt, i)->name, (long long)j, x);
         goto fail;
       }
       th[j] = x;
@@ -325,7 +341,8 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
   if (st) return st;
   if (spec->select) {
     if (spec->nselect < 0)
-      return ms_ctx_fail(ctx, MS_EARG, "meta.train: spec nselect must be >= 0, got %d", spec->nselect);
+      return ms_ctx_fail(ctx, MS_EARG, "meta.train: spec nselect must be >= 0, got %d",
+                         spec->nselect);
     for (int j = 0; j < spec->nselect; j++) {
       int i = spec->select[j];
       if (i < 0 || i >= r.np)
@@ -394,8 +411,10 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
     tmp.lr = opts->meta_lr * factor;
     for (int i = 0; i < r.np; i++) {
       tmp.theta[i] = ms_tensor_retain(r.cur[i]);
-      if (r.sel[i]) tmp.grad[i] = out.grad[i];
-      else ms_tensor_release(out.grad[i]);
+      if (r.sel[i])
+        tmp.grad[i] = out.grad[i];
+      else
+        ms_tensor_release(out.grad[i]);
       out.grad[i] = NULL;
     }
     ms_meta_out_clear(&out);
@@ -433,12 +452,14 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
       } else if (cb != MS_OK) {
         st = cb > 1 && cb <= MS_ECALLBACK
                  ? cb
-                 : ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: callback returned %d at iteration %lld",
-                               cb, (long long)k);
+                 : ms_ctx_fail(ctx, MS_ECALLBACK,
+                               "meta.train: callback returned %d at iteration %lld", cb,
+                               (long long)k);
       }
     }
     if (st == MS_OK && error_stop)
-      st = ms_ctx_fail(ctx, MS_ENUMERIC, "meta.train: iteration %lld: meta-gradient status %s (step %lld)",
+      st = ms_ctx_fail(ctx, MS_ENUMERIC,
+                       "meta.train: iteration %lld: meta-gradient status %s (step %lld)",
                        (long long)k, ms_meta_status_name(rec->status), (long long)rec->fail_step);
     if (!opts->keep_history) record_clear(&tmp);
     if (st || stop_cb) break;
@@ -446,8 +467,10 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
   if (st == MS_OK) result->stopped = stop_cb ? MS_STOP_CALLBACK : MS_STOP_DONE;
 
 done:
-  if (st == MS_EINTERRUPT) result->stopped = MS_STOP_INTERRUPT;
-  else if (st) result->stopped = MS_STOP_ERROR;
+  if (st == MS_EINTERRUPT)
+    result->stopped = MS_STOP_INTERRUPT;
+  else if (st)
+    result->stopped = MS_STOP_ERROR;
   for (int i = 0; i < r.np; i++) result->theta[i] = r.cur[i];
   if (r.m) ms_ctx_dealloc(ctx, r.m, r.block_bytes);
   if (r.tasks) ms_ctx_dealloc(ctx, r.tasks, (size_t)opts->batch * sizeof *r.tasks);

@@ -60,7 +60,8 @@ static int check_task(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task
   if (obj == NULL) return ms_ctx_fail(ctx, MS_EARG, "meta: task %d has no objective", i + 1);
   int64_t d = ms_objective_dim(obj);
   if (task->w0 && !shape_is(task->w0, d))
-    return ms_ctx_fail(ctx, MS_ESHAPE, "meta: 'w0' has shape %s but the objective has dimension %lld",
+    return ms_ctx_fail(ctx, MS_ESHAPE,
+                       "meta: 'w0' has shape %s but the objective has dimension %lld",
                        ms_shape_str(task->w0->ndim, task->w0->shape, b, sizeof b), (long long)d);
   if (task->w0 && !ms_tensor_all_finite(task->w0))
     return ms_ctx_fail(ctx, MS_EARG, "meta: 'w0' of task %d has non-finite entries", i + 1);
@@ -68,17 +69,20 @@ static int check_task(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task
     if (task->valid == NULL)
       return ms_ctx_fail(ctx, MS_EARG,
                          "meta: the meta-objective reads the validation loss, but task %d has no "
-                         "validation objective", i + 1);
+                         "validation objective",
+                         i + 1);
     if (ms_objective_dim(task->valid) != d)
-      return ms_ctx_fail(ctx, MS_ESHAPE,
-                         "meta: task %d's validation objective has dimension %lld, its objective %lld",
-                         i + 1, (long long)ms_objective_dim(task->valid), (long long)d);
+      return ms_ctx_fail(
+          ctx, MS_ESHAPE,
+          "meta: task %d's validation objective has dimension %lld, its objective %lld", i + 1,
+          (long long)ms_objective_dim(task->valid), (long long)d);
   }
   if (ms_optim_batch(spec->optimizer) > 0 && ms_objective_nsamples(obj) < 1)
-    return ms_ctx_fail(ctx, MS_EARG,
-                       "meta: optimizer '%s' draws mini-batches and needs an objective with samples "
-                       "(least squares, logistic), got '%s'",
-                       ms_optim_name(spec->optimizer), ms_objective_name(obj));
+    return ms_ctx_fail(
+        ctx, MS_EARG,
+        "meta: optimizer '%s' draws mini-batches and needs an objective with samples "
+        "(least squares, logistic), got '%s'",
+        ms_optim_name(spec->optimizer), ms_objective_name(obj));
   return MS_OK;
 }
 
@@ -87,14 +91,16 @@ int ms_meta_check_spec(ms_ctx *ctx, const ms_meta_spec *spec) {
   if (spec->ntasks < 1 || spec->tasks == NULL)
     return ms_ctx_fail(ctx, MS_EARG, "meta: needs at least one task, got %d", spec->ntasks);
   if (spec->steps < 1)
-    return ms_ctx_fail(ctx, MS_EARG, "meta: 'steps' must be >= 1, got %lld", (long long)spec->steps);
+    return ms_ctx_fail(ctx, MS_EARG, "meta: 'steps' must be >= 1, got %lld",
+                       (long long)spec->steps);
   const ms_meta_objective *m = &spec->meta;
   if ((int)m->kind < MS_META_NAIVE || m->kind > MS_META_CUSTOM)
     return ms_ctx_fail(ctx, MS_EARG, "meta: unknown meta-objective kind %d", (int)m->kind);
   if (m->kind == MS_META_CUSTOM && m->fn == NULL)
     return ms_ctx_fail(ctx, MS_EARG, "meta: a custom meta-objective needs a callback (fn)");
   if (m->on != MS_META_TRAIN && m->on != MS_META_VALID)
-    return ms_ctx_fail(ctx, MS_EARG, "meta: 'on' must be MS_META_TRAIN or MS_META_VALID, got %d", (int)m->on);
+    return ms_ctx_fail(ctx, MS_EARG, "meta: 'on' must be MS_META_TRAIN or MS_META_VALID, got %d",
+                       (int)m->on);
   if (m->kind == MS_META_CUSTOM && m->on == MS_META_VALID)
     return ms_ctx_fail(ctx, MS_EARG,
                        "meta: a custom meta-objective reads the trajectory itself ('on' must be "
@@ -107,17 +113,21 @@ int ms_meta_check_spec(ms_ctx *ctx, const ms_meta_spec *spec) {
                        (long long)spec->truncate);
   if (spec->truncate > 0 && spec->method != MS_METHOD_REVERSE && spec->method != MS_METHOD_FORWARD)
     return ms_ctx_fail(ctx, MS_EARG,
-                       "meta: method '%s' does not handle truncation (reverse and forward do)", method);
+                       "meta: method '%s' does not handle truncation (reverse and forward do)",
+                       method);
   if (spec->checkpoint < 0)
     return ms_ctx_fail(ctx, MS_EARG, "meta: 'checkpoint' must be >= 1 (or 0 = off), got %lld",
                        (long long)spec->checkpoint);
   if (spec->checkpoint > 0 && spec->method != MS_METHOD_REVERSE)
-    return ms_ctx_fail(ctx, MS_EARG, "meta: 'checkpoint' applies to method 'reverse', not '%s'", method);
+    return ms_ctx_fail(ctx, MS_EARG, "meta: 'checkpoint' applies to method 'reverse', not '%s'",
+                       method);
   if (!(spec->freeze_norm >= 0) || isinf(spec->freeze_norm))
-    return ms_ctx_fail(ctx, MS_EARG, "meta: 'freeze_norm' must be finite and > 0 (or 0 = off), got %g",
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta: 'freeze_norm' must be finite and > 0 (or 0 = off), got %g",
                        spec->freeze_norm);
   if (!(spec->fd_step >= 0) || isinf(spec->fd_step))
-    return ms_ctx_fail(ctx, MS_EARG, "meta: 'fd_step' must be finite and > 0 (or 0 = relative), got %g",
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta: 'fd_step' must be finite and > 0 (or 0 = relative), got %g",
                        spec->fd_step);
   if (spec->fd_step > 0 && spec->method != MS_METHOD_FD)
     return ms_ctx_fail(ctx, MS_EARG, "meta: 'fd_step' applies to method 'fd', not '%s'", method);
@@ -132,7 +142,8 @@ int ms_meta_check_spec(ms_ctx *ctx, const ms_meta_spec *spec) {
   for (int i = 0; spec->select && i < spec->nselect; i++) {
     int k = spec->select[i];
     if (k < 0 || k >= np)
-      return ms_ctx_fail(ctx, MS_EINDEX, "meta: 'select' entry %d is %d, expected 0..%d", i + 1, k, np - 1);
+      return ms_ctx_fail(ctx, MS_EINDEX, "meta: 'select' entry %d is %d, expected 0..%d", i + 1, k,
+                         np - 1);
     for (int j = 0; j < i; j++)
       if (spec->select[j] == k)
         return ms_ctx_fail(ctx, MS_EARG, "meta: 'select' names parameter '%s' twice",
@@ -154,14 +165,14 @@ typedef struct run {
   ms_tensor *const *mapped; /* borrowed */
   ms_tensor *w, *fw, *vl;   /* current point, its training loss, its validation loss (or NULL) */
   ms_tensor *state[MS_OPTIM_MAXSTATE];
-  int64_t k;                /* updates made */
+  int64_t k; /* updates made */
   int frozen;
-  int zero_is_failure;      /* a loss of 0 breaks LOG and LOGSUM on the training loss */
-  int valid_zero_failure;   /* ... and on the validation loss */
-  int valid_each;           /* validation loss needed at every step (SUM, LOGSUM on VALID) */
-  int loss_traced;          /* every step's training loss carries derivatives (else only f(w_T)) */
-  int64_t cut;              /* truncation: the step whose inputs are held constant (0 = none) */
-  int64_t *idx;             /* mini-batch indices (batch entries) */
+  int zero_is_failure;    /* a loss of 0 breaks LOG and LOGSUM on the training loss */
+  int valid_zero_failure; /* ... and on the validation loss */
+  int valid_each;         /* validation loss needed at every step (SUM, LOGSUM on VALID) */
+  int loss_traced;        /* every step's training loss carries derivatives (else only f(w_T)) */
+  int64_t cut;            /* truncation: the step whose inputs are held constant (0 = none) */
+  int64_t *idx;           /* mini-batch indices (batch entries) */
 } run;
 
 static void run_clear(run *r) {
@@ -191,8 +202,9 @@ static int run_setup(run *r, ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
                           (kind == MS_META_LOG || kind == MS_META_LOGSUM);
   /* A built-in optimizer never reads f(w), and NAIVE and LOG read the last loss only: the
    * other losses are computed for their status alone, untraced (no tape nodes to record). */
-  r->loss_traced = ms_optim_kind_of(spec->optimizer) == MS_OPTIM_CUSTOM || kind == MS_META_CUSTOM ||
-                   (spec->meta.on == MS_META_TRAIN && (kind == MS_META_SUM || kind == MS_META_LOGSUM));
+  r->loss_traced =
+      ms_optim_kind_of(spec->optimizer) == MS_OPTIM_CUSTOM || kind == MS_META_CUSTOM ||
+      (spec->meta.on == MS_META_TRAIN && (kind == MS_META_SUM || kind == MS_META_LOGSUM));
   if (spec->truncate > 0 && spec->truncate < spec->steps) r->cut = spec->steps - spec->truncate + 1;
   int64_t batch = ms_optim_batch(r->opt);
   if (batch > 0) {
@@ -343,9 +355,11 @@ static int advance(run *r, int64_t t, int *mstatus) {
 
 static int check_recorded(ms_ctx *ctx, int64_t T) {
   if (T > MAX_RECORDED_STEPS)
-    return ms_ctx_fail(ctx, MS_EARG,
-                       "meta: 'steps' = %lld is more than a recorded trajectory can hold (at most %lld; "
-                       "the stable and exact methods take any T)", (long long)T, (long long)MAX_RECORDED_STEPS);
+    return ms_ctx_fail(
+        ctx, MS_EARG,
+        "meta: 'steps' = %lld is more than a recorded trajectory can hold (at most %lld; "
+        "the stable and exact methods take any T)",
+        (long long)T, (long long)MAX_RECORDED_STEPS);
   return MS_OK;
 }
 
@@ -417,7 +431,8 @@ static int unroll(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
 /* The built-in meta-objectives, with the operations of the former Lua front library (the
  * reproduction's numbers must not move): LOGSUM keeps a running log(exp(s) + exp(l)) =
  * max(s, l) + log1p(exp(-|s - l|)), stable for any T. */
-static int builtin_meta(ms_ctx *ctx, const ms_meta_spec *spec, const ms_traj *traj, ms_tensor **out) {
+static int builtin_meta(ms_ctx *ctx, const ms_meta_spec *spec, const ms_traj *traj,
+                        ms_tensor **out) {
   ms_tensor *const *l = spec->meta.on == MS_META_VALID ? traj->valid_losses : traj->losses;
   int64_t T = traj->T;
   ms_meta_kind kind = spec->meta.kind;
@@ -431,7 +446,8 @@ static int builtin_meta(ms_ctx *ctx, const ms_meta_spec *spec, const ms_traj *tr
       s = ms_tensor_retain(l[T]);
     }
     if (!st && kind == MS_META_LOG) {
-      if (!(st = ms_unary(ctx, MS_LOG, s, &a))) st = ms_binary_scalar(ctx, MS_DIV, a, (double)T, 0, &b);
+      if (!(st = ms_unary(ctx, MS_LOG, s, &a)))
+        st = ms_binary_scalar(ctx, MS_DIV, a, (double)T, 0, &b);
       ms_tensor_release(a);
       ms_tensor_release(s);
       s = b;
@@ -446,11 +462,13 @@ static int builtin_meta(ms_ctx *ctx, const ms_meta_spec *spec, const ms_traj *tr
     for (int64_t t = 2; !st && t <= T; t++) {
       ms_tensor *lt = NULL, *mx = NULL, *d = NULL;
       a = b = c = NULL;
-      if (!(st = ms_unary(ctx, MS_LOG, l[t], &lt)) && !(st = ms_binary(ctx, MS_MAXIMUM, s, lt, &mx)) &&
+      if (!(st = ms_unary(ctx, MS_LOG, l[t], &lt)) &&
+          !(st = ms_binary(ctx, MS_MAXIMUM, s, lt, &mx)) &&
           !(st = ms_binary(ctx, MS_SUB, s, lt, &d)) && !(st = ms_unary(ctx, MS_ABS, d, &a)) &&
           !(st = ms_unary(ctx, MS_NEG, a, &b)) && !(st = ms_unary(ctx, MS_EXP, b, &c))) {
         ms_tensor *e = NULL, *n = NULL;
-        if (!(st = ms_unary(ctx, MS_LOG1P, c, &e)) && !(st = ms_binary(ctx, MS_ADD, mx, e, &n))) replace(&s, n);
+        if (!(st = ms_unary(ctx, MS_LOG1P, c, &e)) && !(st = ms_binary(ctx, MS_ADD, mx, e, &n)))
+          replace(&s, n);
         ms_tensor_release(e);
       }
       ms_tensor_release(lt), ms_tensor_release(mx), ms_tensor_release(d);
@@ -482,8 +500,10 @@ static int meta_value(ms_ctx *ctx, const ms_meta_spec *spec, const ms_traj *traj
   if (*out == NULL)
     return ms_ctx_fail(ctx, MS_ECALLBACK, "meta: the meta-objective '%s' returned no tensor", name);
   if (ms_tensor_numel(*out) != 1) {
-    int st2 = ms_ctx_fail(ctx, MS_ESHAPE, "meta: the meta-objective '%s' must return a one-element tensor, got shape %s",
-                          name, ms_shape_str(ms_tensor_ndim(*out), ms_tensor_shape(*out), b, sizeof b));
+    int st2 =
+        ms_ctx_fail(ctx, MS_ESHAPE,
+                    "meta: the meta-objective '%s' must return a one-element tensor, got shape %s",
+                    name, ms_shape_str(ms_tensor_ndim(*out), ms_tensor_shape(*out), b, sizeof b));
     ms_tensor_release(*out);
     *out = NULL;
     return st2;
@@ -493,11 +513,12 @@ static int meta_value(ms_ctx *ctx, const ms_meta_spec *spec, const ms_traj *traj
 
 /* A value cut off from the trajectory has derivative 0 by construction: say so. */
 static int detached(ms_ctx *ctx, const ms_meta_spec *spec) {
-  return ms_ctx_fail(ctx, MS_EARG,
-                     "meta: the meta-objective '%s' returned a value cut off from the trajectory "
-                     "(it does not depend on theta, so its meta-gradient would be 0); compute it "
-                     "with tensor operations from the trajectory's losses or w_T, not from plain numbers",
-                     spec->meta.name ? spec->meta.name : "custom");
+  return ms_ctx_fail(
+      ctx, MS_EARG,
+      "meta: the meta-objective '%s' returned a value cut off from the trajectory "
+      "(it does not depend on theta, so its meta-gradient would be 0); compute it "
+      "with tensor operations from the trajectory's losses or w_T, not from plain numbers",
+      spec->meta.name ? spec->meta.name : "custom");
 }
 
 /* ---- results ---- */
@@ -543,7 +564,8 @@ static int failed(ms_ctx *ctx, ms_tensor *const *theta, const int *sel, int np, 
   out->fail_step = traj->fail_step;
   for (int i = 0; i < np; i++) {
     if (!sel[i]) continue;
-    int st = ms_tensor_full(ctx, ms_tensor_ndim(theta[i]), ms_tensor_shape(theta[i]), NAN, &out->grad[i]);
+    int st = ms_tensor_full(ctx, ms_tensor_ndim(theta[i]), ms_tensor_shape(theta[i]), NAN,
+                            &out->grad[i]);
     if (st) return st;
   }
   return MS_OK;
@@ -579,7 +601,8 @@ static int method_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *
   if (!st && traj.status != MS_META_OK) {
     st = failed(ctx, theta, sel, np, &traj, out);
   } else if (!st) {
-    if (spec->meta.kind == MS_META_CUSTOM && nsel > 0 && !ms_ad_is_tracked(tape, v)) st = detached(ctx, spec);
+    if (spec->meta.kind == MS_META_CUSTOM && nsel > 0 && !ms_ad_is_tracked(tape, v))
+      st = detached(ctx, spec);
     if (!st) st = ms_ad_gradient(ctx, tape, v, NULL, nsel, xs, grads);
     if (!st) st = ms_tensor_item(ctx, v, &out->value);
     if (!st) {
@@ -658,7 +681,7 @@ static int add_term(ms_ctx *ctx, ms_tensor **J, ms_tensor *a, ms_tensor *x) {
 typedef struct sweep {
   int64_t T, K;
   int nstate, nsel, where[MS_OPTIM_MAXPARAMS];
-  double *dl, *dvl;             /* dM/dl_t, dM/dvl_t (t = 0..T) */
+  double *dl, *dvl; /* dM/dl_t, dM/dvl_t (t = 0..T) */
   ms_tensor *lam_w, *lam_f, *lam_v, *lam_s[MS_OPTIM_MAXSTATE];
   ms_tensor *acc[MS_OPTIM_MAXPARAMS]; /* d M / d mapped theta (selected), running */
 } sweep;
@@ -667,7 +690,8 @@ typedef struct sweep {
 static int segment(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
                    ms_tensor *const *mapped, const ckpt *c, int64_t a, int64_t b, sweep *sw) {
   ms_level *tape = NULL;
-  ms_tensor *mp[MS_OPTIM_MAXPARAMS] = {0}, *leaves[3 + MS_OPTIM_MAXSTATE + MS_OPTIM_MAXPARAMS] = {0};
+  ms_tensor *mp[MS_OPTIM_MAXPARAMS] = {0},
+            *leaves[3 + MS_OPTIM_MAXSTATE + MS_OPTIM_MAXPARAMS] = {0};
   ms_tensor *grads[3 + MS_OPTIM_MAXSTATE + MS_OPTIM_MAXPARAMS] = {0}, *J = NULL, *dlt = NULL;
   int np = ms_optim_nparams(spec->optimizer), nl = 0;
   run r;
@@ -689,7 +713,8 @@ static int segment(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
   if (!st) st = ms_ad_watch(ctx, tape, c->w, NULL, &r.w);
   if (!st) st = ms_ad_watch(ctx, tape, c->fw, NULL, &r.fw);
   if (!st && c->vl) st = ms_ad_watch(ctx, tape, c->vl, NULL, &r.vl);
-  for (int i = 0; !st && i < sw->nstate; i++) st = ms_ad_watch(ctx, tape, c->state[i], NULL, &r.state[i]);
+  for (int i = 0; !st && i < sw->nstate; i++)
+    st = ms_ad_watch(ctx, tape, c->state[i], NULL, &r.state[i]);
   if (!st) {
     leaves[nl++] = ms_tensor_retain(r.w);
     leaves[nl++] = ms_tensor_retain(r.fw);
@@ -707,8 +732,10 @@ static int segment(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
   for (int64_t t = a + 1; !st && t <= b; t++) {
     int ms;
     if (!(st = advance(&r, t, &ms)) && ms)
-      st = ms_ctx_fail(ctx, MS_ESTATE, "meta: checkpointed recomputation of step %lld disagrees with the "
-                                       "forward pass", (long long)t);
+      st = ms_ctx_fail(ctx, MS_ESTATE,
+                       "meta: checkpointed recomputation of step %lld disagrees with the "
+                       "forward pass",
+                       (long long)t);
     if (!st) {
       ls[2 * (t - a - 1)] = ms_tensor_retain(r.fw);
       ls[2 * (t - a - 1) + 1] = ms_tensor_retain(r.vl);
@@ -720,7 +747,8 @@ static int segment(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
       double *d = v ? sw->dvl : sw->dl;
       /* a zero adjoint adds nothing (the plain tape never visits such a loss): skip it */
       if (d == NULL || d[t] == 0 || ls[2 * (t - a - 1) + v] == NULL) continue;
-      if (!(st = ms_tensor_scalar(ctx, d[t], &dlt))) st = add_term(ctx, &J, dlt, ls[2 * (t - a - 1) + v]);
+      if (!(st = ms_tensor_scalar(ctx, d[t], &dlt)))
+        st = add_term(ctx, &J, dlt, ls[2 * (t - a - 1) + v]);
       ms_tensor_release(dlt);
       dlt = NULL;
     }
@@ -786,7 +814,8 @@ static int meta_adjoints(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *t
     for (int64_t t = 0; t <= T; t++) sw->dvl[t] = 0;
   int st = ms_ad_push(ctx, MS_AD_REVERSE, &tape);
   if (st) return st;
-  if (!(st = traj_alloc(ctx, &traj.losses, &traj)) && vv) st = traj_alloc(ctx, &traj.valid_losses, &traj);
+  if (!(st = traj_alloc(ctx, &traj.losses, &traj)) && vv)
+    st = traj_alloc(ctx, &traj.valid_losses, &traj);
   size_t nmax = (size_t)(2 * (T - first + 1) + 1 + np);
   if (!st) {
     xs = ms_ctx_alloc(ctx, nmax * sizeof *xs);
@@ -796,12 +825,14 @@ static int meta_adjoints(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *t
   }
   for (int64_t t = first; !st && t <= T; t++) {
     ms_tensor *s = NULL;
-    if (!(st = ms_tensor_scalar(ctx, lv[t], &s))) st = ms_ad_watch(ctx, tape, s, NULL, &traj.losses[t]);
+    if (!(st = ms_tensor_scalar(ctx, lv[t], &s)))
+      st = ms_ad_watch(ctx, tape, s, NULL, &traj.losses[t]);
     ms_tensor_release(s);
     if (!st) xs[nx++] = traj.losses[t];
     if (!st && vv) {
       s = NULL;
-      if (!(st = ms_tensor_scalar(ctx, vv[t], &s))) st = ms_ad_watch(ctx, tape, s, NULL, &traj.valid_losses[t]);
+      if (!(st = ms_tensor_scalar(ctx, vv[t], &s)))
+        st = ms_ad_watch(ctx, tape, s, NULL, &traj.valid_losses[t]);
       ms_tensor_release(s);
       if (!st) xs[nx++] = traj.valid_losses[t];
     }
@@ -814,7 +845,8 @@ static int meta_adjoints(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *t
   if (!st) st = meta_value(ctx, spec, &traj, &v);
   int pst = ms_ad_pop(ctx, tape);
   if (!st) st = pst;
-  if (!st && kind == MS_META_CUSTOM && sw->nsel > 0 && !ms_ad_is_tracked(tape, v)) st = detached(ctx, spec);
+  if (!st && kind == MS_META_CUSTOM && sw->nsel > 0 && !ms_ad_is_tracked(tape, v))
+    st = detached(ctx, spec);
   if (!st) st = ms_tensor_item(ctx, v, value);
   if (!st) st = ms_ad_gradient(ctx, tape, v, NULL, (int)nx, xs, gs);
   if (!st) {
@@ -844,7 +876,8 @@ static int through_map(ms_ctx *ctx, const ms_meta_spec *spec, ms_tensor *const *
                        ms_tensor *const *direct, ms_tensor **grads) {
   int np = ms_optim_nparams(spec->optimizer);
   ms_level *tape = NULL;
-  ms_tensor *xs[MS_OPTIM_MAXPARAMS] = {0}, *th[MS_OPTIM_MAXPARAMS] = {0}, *mp[MS_OPTIM_MAXPARAMS] = {0};
+  ms_tensor *xs[MS_OPTIM_MAXPARAMS] = {0}, *th[MS_OPTIM_MAXPARAMS] = {0},
+            *mp[MS_OPTIM_MAXPARAMS] = {0};
   ms_tensor *J = NULL, *g[MS_OPTIM_MAXPARAMS] = {0};
   int st = ms_ad_push(ctx, MS_AD_REVERSE, &tape);
   if (st) return st;
@@ -889,9 +922,10 @@ static int method_checkpoint(ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
   int traced = task->w0 && ms_ad_is_traced(ctx, task->w0);
   for (int i = 0; i < np; i++) traced |= ms_ad_is_traced(ctx, theta[i]);
   if (traced)
-    return ms_ctx_fail(ctx, MS_EARG,
-                       "meta: 'checkpoint' gives first-order meta-gradients only, and theta or w0 is "
-                       "traced by an outer autodiff level; use reverse mode without checkpointing");
+    return ms_ctx_fail(
+        ctx, MS_EARG,
+        "meta: 'checkpoint' gives first-order meta-gradients only, and theta or w0 is "
+        "traced by an outer autodiff level; use reverse mode without checkpointing");
   int64_t nck = (T - 1) / K + 1; /* checkpoints at t = 0, K, 2K, ... < T */
   ms_tensor *mapped[MS_OPTIM_MAXPARAMS] = {0}, *direct[MS_OPTIM_MAXPARAMS] = {0}, *wT = NULL;
   sweep sw;
@@ -1022,8 +1056,8 @@ static int forward_pass(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
                         ms_traj *fail) {
   int np = ms_optim_nparams(spec->optimizer);
   ms_level *level = NULL;
-  ms_tensor *tan = NULL, *x = NULL, *th[MS_OPTIM_MAXPARAMS], *mapped[MS_OPTIM_MAXPARAMS] = {0}, *v = NULL,
-            *dv = NULL;
+  ms_tensor *tan = NULL, *x = NULL, *th[MS_OPTIM_MAXPARAMS], *mapped[MS_OPTIM_MAXPARAMS] = {0},
+            *v = NULL, *dv = NULL;
   ms_traj traj;
   memset(&traj, 0, sizeof traj);
   int64_t zero[MS_MAXDIM] = {0};
@@ -1068,7 +1102,9 @@ static int method_forward(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *
   memset(&fail, 0, sizeof fail);
   for (int i = 0; !st && i < np; i++) {
     if (!sel[i]) continue;
-    if ((st = ms_tensor_zeros(ctx, ms_tensor_ndim(theta[i]), ms_tensor_shape(theta[i]), &out->grad[i]))) break;
+    if ((st = ms_tensor_zeros(ctx, ms_tensor_ndim(theta[i]), ms_tensor_shape(theta[i]),
+                              &out->grad[i])))
+      break;
     double *g = ms_tensor_data(out->grad[i]);
     for (int64_t e = 0; !st && e < ms_tensor_numel(theta[i]); e++) {
       st = forward_pass(ctx, spec, task, theta, i, e, &out->value, &g[e], &fail);
@@ -1116,7 +1152,9 @@ static int method_fd(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
   for (int i = 0; !st && i < np; i++) {
     if (!sel[i]) continue;
     const ms_optim_param *p = ms_optim_param_at(spec->optimizer, i);
-    if ((st = ms_tensor_zeros(ctx, ms_tensor_ndim(theta[i]), ms_tensor_shape(theta[i]), &out->grad[i]))) break;
+    if ((st = ms_tensor_zeros(ctx, ms_tensor_ndim(theta[i]), ms_tensor_shape(theta[i]),
+                              &out->grad[i])))
+      break;
     if ((st = ms_tensor_copy(ctx, theta[i], &pert))) break;
     double *g = ms_tensor_data(out->grad[i]), *pp = ms_tensor_data(pert);
     for (int k = 0; k < np; k++) th[k] = k == i ? pert : theta[k];
@@ -1134,7 +1172,9 @@ static int method_fd(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
       }
       pp[e] = x;
       if (st) break;
-      g[e] = dir ? dir * (-25 * vals[0] + 48 * vals[1] - 36 * vals[2] + 16 * vals[3] - 3 * vals[4]) / (12 * h)
+      g[e] = dir ? dir *
+                       (-25 * vals[0] + 48 * vals[1] - 36 * vals[2] + 16 * vals[3] - 3 * vals[4]) /
+                       (12 * h)
                  : (vals[0] - 8 * vals[1] + 8 * vals[2] - vals[3]) / (12 * h);
     }
     ms_tensor_release(pert);
@@ -1152,11 +1192,16 @@ typedef int (*method_fn)(ms_ctx *, const ms_meta_spec *, const ms_task *, ms_ten
 
 static method_fn method_of(const ms_meta_spec *spec) {
   switch (spec->method) {
-    case MS_METHOD_REVERSE: return spec->checkpoint > 0 ? method_checkpoint : method_reverse;
-    case MS_METHOD_FORWARD: return method_forward;
-    case MS_METHOD_STABLE: return ms__meta_stable;
-    case MS_METHOD_EXACT: return ms__meta_exact;
-    default: return method_fd;
+    case MS_METHOD_REVERSE:
+      return spec->checkpoint > 0 ? method_checkpoint : method_reverse;
+    case MS_METHOD_FORWARD:
+      return method_forward;
+    case MS_METHOD_STABLE:
+      return ms__meta_stable;
+    case MS_METHOD_EXACT:
+      return ms__meta_exact;
+    default:
+      return method_fd;
   }
 }
 
@@ -1164,7 +1209,8 @@ static method_fn method_of(const ms_meta_spec *spec) {
 static void resolve(const ms_meta_spec *spec, ms_tensor **theta, int *sel) {
   int np = ms_optim_nparams(spec->optimizer);
   for (int i = 0; i < np; i++) {
-    theta[i] = spec->theta && spec->theta[i] ? spec->theta[i] : ms_optim_param_at(spec->optimizer, i)->init;
+    theta[i] = spec->theta && spec->theta[i] ? spec->theta[i]
+                                             : ms_optim_param_at(spec->optimizer, i)->init;
     sel[i] = spec->select == NULL;
   }
   for (int j = 0; spec->select && j < spec->nselect; j++) sel[spec->select[j]] = 1;

@@ -28,7 +28,8 @@ int lms_error(lua_State *L);
 /* Registry key of a kept callback error object (nil when none is pending). */
 #define LMS_CALLBACK_ERROR "metastep.callback_error"
 
-/* Argument arg must be a live tensor; raises "bad argument #arg to 'fname' (tensor expected, got T)". */
+/* Argument arg must be a live tensor; raises "bad argument #arg to 'fname' (tensor expected, got
+ * T)". */
 ms_tensor *lms_checktensor(lua_State *L, int arg);
 /* The tensor at arg, or NULL if it is not one (never raises). */
 ms_tensor *lms_testtensor(lua_State *L, int arg);
@@ -68,8 +69,8 @@ int lms_checkshape(lua_State *L, int arg, int64_t *shape);
 typedef int (*lms_pushfn)(lua_State *L, void *ud);
 enum { LMS_CB_KEEP = 1, LMS_CB_PLAIN = 2 };
 lua_State *lms_running(ms_ctx *ctx);
-int lms_callback(ms_ctx *ctx, lua_State *L, int ref, lms_pushfn push, void *ud, int nres,
-                 int keep, const char *name, const char *what);
+int lms_callback(ms_ctx *ctx, lua_State *L, int ref, lms_pushfn push, void *ud, int nres, int keep,
+                 const char *name, const char *what);
 
 /*
  * The engine-call handoff: lms_enter makes L the running thread for callbacks,

@@ -120,13 +120,15 @@ static int l_ad_push(lua_State *L) {
   static const char *const modes[] = {"reverse", "forward", NULL};
   int m = luaL_checkoption(L, 1, "reverse", modes);
   if (lms_ad_hiding(L))
-    return luaL_error(L, "ad_push: not allowed inside the forward or jvp rule of a custom "
-                         "primitive applied while levels are active");
+    return luaL_error(L,
+                      "ad_push: not allowed inside the forward or jvp rule of a custom "
+                      "primitive applied while levels are active");
   ms_ctx *ctx = lms_ctx(L);
   levelbox *box = lua_newuserdatauv(L, sizeof *box, 0);
   memset(box, 0, sizeof *box);
   luaL_setmetatable(L, LMS_LEVEL);
-  if (ms_ad_push(ctx, m == 0 ? MS_AD_REVERSE : MS_AD_FORWARD, &box->lv) != MS_OK) return lms_error(L);
+  if (ms_ad_push(ctx, m == 0 ? MS_AD_REVERSE : MS_AD_FORWARD, &box->lv) != MS_OK)
+    return lms_error(L);
   box->pushed = 1;
   return 1;
 }
@@ -134,8 +136,9 @@ static int l_ad_push(lua_State *L) {
 static int level_pop(lua_State *L) {
   levelbox *b = checklevel(L, 1);
   if (lms_ad_hiding(L))
-    return luaL_error(L, "pop: not allowed inside the forward or jvp rule of a custom "
-                         "primitive applied while levels are active");
+    return luaL_error(L,
+                      "pop: not allowed inside the forward or jvp rule of a custom "
+                      "primitive applied while levels are active");
   if (ms_ad_pop(lms_ctx(L), b->lv) != MS_OK) return lms_error(L);
   b->pushed = 0;
   return 0;
@@ -178,7 +181,8 @@ static int level_gradient(lua_State *L) {
   lua_settop(L, 4);
   lua_Integer len = luaL_len(L, 3);
   if (len < 0 || len > INT_MAX / (lua_Integer)sizeof(ms_tensor **))
-    return luaL_argerror(L, 3, lua_pushfstring(L, "expected a table of tensors, got %I elements", len));
+    return luaL_argerror(L, 3,
+                         lua_pushfstring(L, "expected a table of tensors, got %I elements", len));
   int n = (int)len;
   lua_createtable(L, n, 0); /* 5: anchors the xs */
   for (int i = 1; i <= n; i++) {
@@ -205,8 +209,9 @@ static int level_gradient(lua_State *L) {
     if (xb != NULL && *xb == NULL)
       return luaL_argerror(L, 3, lua_pushfstring(L, "element %d: tensor has been released", i + 1));
     if (xb == NULL)
-      return luaL_argerror(L, 3, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1,
-                                                 luaL_typename(L, -1)));
+      return luaL_argerror(
+          L, 3,
+          lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
     xs[i] = *xb;
     lua_pop(L, 1); /* anchored in table 5 */
   }
@@ -273,7 +278,8 @@ static int l_log_softmax(lua_State *L) {
   lua_Integer d = luaL_optinteger(L, 2, -1);
   if (nd == 0) return luaL_argerror(L, 1, "expected at least a 1-d tensor, got a 0-d tensor");
   if (d == 0 || d > nd || d < -nd)
-    return luaL_argerror(L, 2, lua_pushfstring(L, "dimension %I out of range for %d-d tensor", d, nd));
+    return luaL_argerror(L, 2,
+                         lua_pushfstring(L, "dimension %I out of range for %d-d tensor", d, nd));
   lua_settop(L, 2);
   ms_ctx *ctx = lms_ctx(L);
   ms_tensor **box = lms_newbox(L);
@@ -296,14 +302,15 @@ static int l_softmax_xent(lua_State *L) {
   double c;
   long long i, k;
   if (st == MS_EINDEX &&
-      sscanf(ms_ctx_error(ctx), "softmax_xent: label %lg of example %lld is not a class index in 0..%lld",
-             &c, &i, &k) == 3) {
+      sscanf(ms_ctx_error(ctx),
+             "softmax_xent: label %lg of example %lld is not a class index in 0..%lld", &c, &i,
+             &k) == 3) {
     /* the engine saw 0-based labels and examples */
     char label[32];
     snprintf(label, sizeof label, "%g", c + 1);
     ms_ctx_clear_error(ctx);
-    return luaL_error(L, "softmax_xent: label %s of example %I is not a class index in 1..%I", label,
-                      (lua_Integer)i + 1, (lua_Integer)k + 1);
+    return luaL_error(L, "softmax_xent: label %s of example %I is not a class index in 1..%I",
+                      label, (lua_Integer)i + 1, (lua_Integer)k + 1);
   }
   return lms_result(L, st, 1);
 }
@@ -311,7 +318,7 @@ static int l_softmax_xent(lua_State *L) {
 /* ---- custom primitives with Lua rules ---- */
 
 typedef struct lcustom {
-  int forward, vjp, jvp;  /* registry references (LUA_NOREF when absent or released) */
+  int forward, vjp, jvp; /* registry references (LUA_NOREF when absent or released) */
   int nin;
   char name[64];
 } lcustom;
@@ -363,7 +370,8 @@ static void set_hiding(lua_State *L, int forward, int delta) {
 static int c_forward(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor **out) {
   lcustom *c = ud;
   lua_State *L = lms_running(ctx);
-  if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
+  if (c->forward < 0)
+    return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   int top = lua_gettop(L);
   set_hiding(L, 1, 1);
   int st = call_rule(ctx, L, c, c->forward, "forward", in, c->nin, 1);
@@ -378,7 +386,8 @@ static int c_vjp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out, ms
                  const int *need, ms_tensor **gin) {
   lcustom *c = ud;
   lua_State *L = lms_running(ctx);
-  if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
+  if (c->forward < 0)
+    return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   if (c->vjp < 0) return ms_ctx_fail(ctx, MS_EARG, "%s: custom primitive has no vjp rule", c->name);
   ms_tensor *args[2 + 16];
   args[0] = gout;
@@ -393,16 +402,18 @@ static int c_vjp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out, ms
 }
 
 /* jvp(t1, ..., tn, out, x1, ..., xn) -> tangent of out; zero tangents are passed as zeros */
-static int c_jvp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *const *tin,
-                 ms_tensor *out, ms_tensor **tout) {
+static int c_jvp(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *const *tin, ms_tensor *out,
+                 ms_tensor **tout) {
   lcustom *c = ud;
   lua_State *L = lms_running(ctx);
-  if (c->forward < 0) return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
+  if (c->forward < 0)
+    return ms_ctx_fail(ctx, MS_ESTATE, "%s: custom primitive was released", c->name);
   if (c->jvp < 0) return ms_ctx_fail(ctx, MS_EARG, "%s: custom primitive has no jvp rule", c->name);
   ms_tensor *args[2 * 16 + 1], *zeros[16] = {NULL};
   int st = MS_OK;
   for (int i = 0; st == MS_OK && i < c->nin; i++) {
-    if (tin[i] == NULL) st = ms_tensor_zeros(ctx, ms_tensor_ndim(in[i]), ms_tensor_shape(in[i]), &zeros[i]);
+    if (tin[i] == NULL)
+      st = ms_tensor_zeros(ctx, ms_tensor_ndim(in[i]), ms_tensor_shape(in[i]), &zeros[i]);
     args[i] = tin[i] ? tin[i] : zeros[i];
     args[c->nin + 1 + i] = in[i];
   }
@@ -455,7 +466,9 @@ static int fieldref(lua_State *L, int arg, const char *field, int required) {
     return LUA_NOREF;
   }
   if (t != LUA_TFUNCTION)
-    luaL_argerror(L, arg, lua_pushfstring(L, "field '%s' must be a function, got %s", field, luaL_typename(L, -1)));
+    luaL_argerror(
+        L, arg,
+        lua_pushfstring(L, "field '%s' must be a function, got %s", field, luaL_typename(L, -1)));
   return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -521,17 +534,23 @@ static int custom_call(lua_State *L) {
   return lms_result(L, st, 1);
 }
 
-static const luaL_Reg level_methods[] = {
-  {"pop", level_pop}, {"watch", level_watch}, {"gradient", level_gradient},
-  {"tangent", level_tangent}, {"is_tracked", level_is_tracked}, {"size", level_size},
-  {"free", level_free}, {NULL, NULL}
-};
+static const luaL_Reg level_methods[] = {{"pop", level_pop},
+                                         {"watch", level_watch},
+                                         {"gradient", level_gradient},
+                                         {"tangent", level_tangent},
+                                         {"is_tracked", level_is_tracked},
+                                         {"size", level_size},
+                                         {"free", level_free},
+                                         {NULL, NULL}};
 
-static const luaL_Reg functions[] = {
-  {"ad_push", l_ad_push}, {"ad_depth", l_ad_depth}, {"stop_gradient", l_stop_gradient},
-  {"sum_to", l_sum_to}, {"log_softmax", l_log_softmax}, {"softmax_xent", l_softmax_xent},
-  {"custom", l_custom}, {NULL, NULL}
-};
+static const luaL_Reg functions[] = {{"ad_push", l_ad_push},
+                                     {"ad_depth", l_ad_depth},
+                                     {"stop_gradient", l_stop_gradient},
+                                     {"sum_to", l_sum_to},
+                                     {"log_softmax", l_log_softmax},
+                                     {"softmax_xent", l_softmax_xent},
+                                     {"custom", l_custom},
+                                     {NULL, NULL}};
 
 /* Adds the autodiff functions to the core table on top of the stack. */
 void lms_open_autodiff(lua_State *L) {

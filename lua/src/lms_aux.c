@@ -259,10 +259,11 @@ static int cb_protected(lua_State *L) {
   return c->nres;
 }
 
-int lms_callback(ms_ctx *ctx, lua_State *L, int ref, lms_pushfn push, void *ud, int nres,
-                 int keep, const char *name, const char *what) {
+int lms_callback(ms_ctx *ctx, lua_State *L, int ref, lms_pushfn push, void *ud, int nres, int keep,
+                 const char *name, const char *what) {
   if (!lua_checkstack(L, nres + 4))
-    return ms_ctx_fail(ctx, MS_ENOMEM, "%s%sLua stack overflow", name ? name : "", name ? ": " : "");
+    return ms_ctx_fail(ctx, MS_ENOMEM, "%s%sLua stack overflow", name ? name : "",
+                       name ? ": " : "");
   int base = lua_gettop(L);
   cbcall c = {ref, nres, push, ud};
   lua_pushcfunction(L, keep == LMS_CB_PLAIN ? cb_msgh_plain : keep ? cb_msgh_keep : cb_msgh);

@@ -51,7 +51,8 @@ static void push_list(lua_State *L, int n, ms_tensor *const *ts) {
 static int take_tensor(ms_ctx *ctx, lua_State *L, int idx, const char *what, ms_tensor **out) {
   ms_tensor *t = lms_testtensor(L, idx);
   if (t == NULL)
-    return ms_ctx_fail(ctx, MS_ECALLBACK, "%s must return a tensor, got %s", what, luaL_typename(L, idx));
+    return ms_ctx_fail(ctx, MS_ECALLBACK, "%s must return a tensor, got %s", what,
+                       luaL_typename(L, idx));
   *out = ms_tensor_retain(t);
   return MS_OK;
 }
@@ -144,8 +145,9 @@ static void lopt_free(void *ud) {
 static int take_state(ms_ctx *ctx, lua_State *L, int idx, const lopt *lo, const char *what,
                       ms_tensor **state) {
   if (!lua_istable(L, idx))
-    return ms_ctx_fail(ctx, MS_ECALLBACK, "optimizer '%s': %s must return the state as a table, got %s",
-                       lo->name, what, luaL_typename(L, idx));
+    return ms_ctx_fail(ctx, MS_ECALLBACK,
+                       "optimizer '%s': %s must return the state as a table, got %s", lo->name,
+                       what, luaL_typename(L, idx));
   int st = MS_OK;
   for (int i = 0; !st && i < lo->nstate; i++) {
     lua_rawgeti(L, idx, i + 1);
@@ -170,7 +172,8 @@ static int push_init(lua_State *L, void *ud) {
   return 2;
 }
 
-static int lopt_init(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *const *theta, ms_tensor **state) {
+static int lopt_init(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *const *theta,
+                     ms_tensor **state) {
   lopt *lo = ud;
   lua_State *L = lms_running(ctx);
   /* init(w, theta_list) -> state_list */
@@ -225,7 +228,8 @@ static int l_optim_new(lua_State *L) {
   lua_getfield(L, 1, "params"); /* 2 */
   luaL_checktype(L, 2, LUA_TTABLE);
   int np = (int)luaL_len(L, 2);
-  if (np > MS_OPTIM_MAXPARAMS) return luaL_error(L, "optim.new: at most %d meta-parameters, got %d", MS_OPTIM_MAXPARAMS, np);
+  if (np > MS_OPTIM_MAXPARAMS)
+    return luaL_error(L, "optim.new: at most %d meta-parameters, got %d", MS_OPTIM_MAXPARAMS, np);
   lua_getfield(L, 1, "step"); /* 3 */
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_getfield(L, 1, "init"); /* 4 */
@@ -234,7 +238,8 @@ static int l_optim_new(lua_State *L) {
   luaL_checkstack(L, 3 * np + 8, "optim.new: too many meta-parameters");
   int nstate = (int)numfield(L, 1, "nstate", 0);
   if (nstate < 0 || nstate > MS_OPTIM_MAXSTATE)
-    return luaL_error(L, "optim.new: the state holds at most %d entries, got %d", MS_OPTIM_MAXSTATE, nstate);
+    return luaL_error(L, "optim.new: the state holds at most %d entries, got %d", MS_OPTIM_MAXSTATE,
+                      nstate);
   for (int i = 1; i <= np; i++) lua_geti(L, 2, i); /* 6 .. 5+np: param tables, kept on the stack */
   for (int i = 1; i <= np; i++) lua_getfield(L, 5 + i, "init"); /* 6+np .. 5+2np */
   for (int i = 1; i <= np; i++) lua_getfield(L, 5 + i, "name");
@@ -261,7 +266,9 @@ static int l_optim_new(lua_State *L) {
     def.params[i].name = lua_tostring(L, 6 + 2 * np + i);
     def.params[i].init = lms_testtensor(L, 6 + np + i);
     lua_getfield(L, pt, "map");
-    def.params[i].map = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "log") == 0 ? MS_PARAM_LOG : MS_PARAM_PLAIN;
+    def.params[i].map = lua_isstring(L, -1) && strcmp(lua_tostring(L, -1), "log") == 0
+                            ? MS_PARAM_LOG
+                            : MS_PARAM_PLAIN;
     lua_pop(L, 1);
     def.params[i].lo = numfield(L, pt, "lo", -INFINITY);
     def.params[i].hi = numfield(L, pt, "hi", INFINITY);
@@ -301,7 +308,8 @@ static int lsched_call(ms_ctx *ctx, void *ud, int64_t t, double *factor) {
   int isnum;
   *factor = lua_tonumberx(L, -1, &isnum);
   if (!isnum)
-    st = ms_ctx_fail(ctx, MS_ECALLBACK, "schedule: the function must return a number, got %s", luaL_typename(L, -1));
+    st = ms_ctx_fail(ctx, MS_ECALLBACK, "schedule: the function must return a number, got %s",
+                     luaL_typename(L, -1));
   lua_pop(L, 1);
   return st;
 }
@@ -372,8 +380,10 @@ static int optim_name(lua_State *L) {
 
 static int optim_tostring(lua_State *L) {
   optbox *b = luaL_checkudata(L, 1, LMS_OPTIM);
-  if (b->opt == NULL) lua_pushliteral(L, "optimizer (released)");
-  else lua_pushfstring(L, "optimizer %s", ms_optim_name(b->opt));
+  if (b->opt == NULL)
+    lua_pushliteral(L, "optimizer (released)");
+  else
+    lua_pushfstring(L, "optimizer %s", ms_optim_name(b->opt));
   return 1;
 }
 
@@ -396,7 +406,7 @@ typedef struct lmeta {
 typedef struct cspec {
   ms_meta_spec s;
   ms_ctx *ctx;
-  ms_task *tasks;  /* ntalloc entries from the context's allocator */
+  ms_task *tasks; /* ntalloc entries from the context's allocator */
   int ntalloc;
   ms_tensor *theta[MS_OPTIM_MAXPARAMS];
   int select[MS_OPTIM_MAXPARAMS];
@@ -490,7 +500,8 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
   ms_meta_spec *s = &c->s;
   lua_getfield(L, idx, "optimizer");
   optbox *ob = luaL_testudata(L, -1, LMS_OPTIM);
-  if (ob == NULL) luaL_error(L, "meta: 'optimizer' must be an optimizer, got %s", luaL_typename(L, -1));
+  if (ob == NULL)
+    luaL_error(L, "meta: 'optimizer' must be an optimizer, got %s", luaL_typename(L, -1));
   if (ob->opt == NULL) luaL_error(L, "meta: the optimizer has been released");
   s->optimizer = ms_optim_retain(ob->opt);
   lua_pop(L, 1);
@@ -550,10 +561,13 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
     ms_objective *o = testobjective(L, -1);
     if (o == NULL && luaL_testudata(L, -1, LMS_OBJECTIVE))
       luaL_error(L, "meta: task %d: the objective has been released", i + 1);
-    if (o == NULL) luaL_error(L, "meta: task %d: 'objective' must be an objective, got %s", i + 1, luaL_typename(L, -1));
+    if (o == NULL)
+      luaL_error(L, "meta: task %d: 'objective' must be an objective, got %s", i + 1,
+                 luaL_typename(L, -1));
     lua_getfield(L, t, "valid");
     ms_objective *v = lua_isnil(L, -1) ? NULL : testobjective(L, -1);
-    if (!lua_isnil(L, -1) && v == NULL) luaL_error(L, "meta: task %d: 'valid_objective' must be an objective", i + 1);
+    if (!lua_isnil(L, -1) && v == NULL)
+      luaL_error(L, "meta: task %d: 'valid_objective' must be an objective", i + 1);
     lua_getfield(L, t, "w0");
     ms_tensor *w0 = lua_isnil(L, -1) ? NULL : lms_checktensor(L, -1);
     c->tasks[i].objective = ms_objective_retain(o);
@@ -728,7 +742,6 @@ static int l_meta_unroll(lua_State *L) {
   return lms_result(L, MS_OK, 1);
 }
 
-
 /* ---- meta-training ----
  * meta_train(spec, opts) with opts = {iterations =, meta_lr =, schedule = "inv_sqrt"|"constant"
  * | f(k), meta_optimizer = "gd"|"adam"|"rmsprop", clip =, on_failure = "skip"|"zero"|"error",
@@ -751,7 +764,8 @@ static int lt_schedule(ms_ctx *ctx, void *ud, int64_t k, double *factor) {
   int isnum;
   *factor = lua_tonumberx(L, -1, &isnum);
   lua_pop(L, 1);
-  if (!isnum) return ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the schedule must return a number");
+  if (!isnum)
+    return ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the schedule must return a number");
   return MS_OK;
 }
 
@@ -775,12 +789,14 @@ static int lt_sample(ms_ctx *ctx, void *ud, int64_t k, int i, ms_task *task) {
     lua_rawget(L, top);
     lua_pushliteral(L, "w0");
     lua_rawget(L, top);
-    ms_objective *o = testobjective(L, top + 1), *v = lua_isnil(L, top + 2) ? NULL : testobjective(L, top + 2);
+    ms_objective *o = testobjective(L, top + 1),
+                 *v = lua_isnil(L, top + 2) ? NULL : testobjective(L, top + 2);
     ms_tensor *w0 = lua_isnil(L, top + 3) ? NULL : lms_testtensor(L, top + 3);
     if (o == NULL)
       st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the sampler's task has no objective");
     else if (!lua_isnil(L, top + 2) && v == NULL)
-      st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the task's valid_objective is not an objective");
+      st = ms_ctx_fail(ctx, MS_ECALLBACK,
+                       "meta.train: the task's valid_objective is not an objective");
     else if (!lua_isnil(L, top + 3) && w0 == NULL)
       st = ms_ctx_fail(ctx, MS_ECALLBACK, "meta.train: the task's w0 is not a tensor");
     if (!st) {
@@ -1002,8 +1018,10 @@ static int l_meta_train_last(lua_State *L) {
   return 1;
 }
 
-static const luaL_Reg optim_methods[] = {{"set_schedule", optim_set_schedule}, {"params", optim_params},
-                                          {"name", optim_name}, {NULL, NULL}};
+static const luaL_Reg optim_methods[] = {{"set_schedule", optim_set_schedule},
+                                         {"params", optim_params},
+                                         {"name", optim_name},
+                                         {NULL, NULL}};
 
 static const luaL_Reg functions[] = {{"optim_builtin", l_optim_builtin},
                                      {"optim_new", l_optim_new},

@@ -38,8 +38,8 @@
 #define LMS_OBJECTIVE "metastep.Objective"
 
 typedef struct lobj {
-  ms_ctx *ctx;          /* the lobj is allocated in this context (counted in its bytes) */
-  int value, grad, hvp; /* registry references (LUA_NOREF when absent or released) */
+  ms_ctx *ctx;           /* the lobj is allocated in this context (counted in its bytes) */
+  int value, grad, hvp;  /* registry references (LUA_NOREF when absent or released) */
   int has_grad, has_hvp; /* given at construction (else the engine derives them with levels) */
   /* propagate_errors: an error raised by a callback is kept as it is (lms_error raises it
    * again) and becomes the context's message without the objective's name or a traceback */
@@ -102,12 +102,14 @@ static int run(lua_State *L, int which) {
   ms_tensor *v = which == CALL_HVP ? lms_checktensor(L, 3) : NULL;
   if (b->lo != NULL && lms_ad_hiding(L) &&
       ((which == CALL_GRAD && !b->lo->has_grad) || (which == CALL_HVP && !b->lo->has_hvp)))
-    return luaL_error(L, "%s: objective '%s' has no %s callback, and deriving it is not allowed "
-                         "inside the forward or jvp rule of a custom primitive applied while "
-                         "levels are active", which == CALL_GRAD ? "grad" : "hvp", b->lo->name,
+    return luaL_error(L,
+                      "%s: objective '%s' has no %s callback, and deriving it is not allowed "
+                      "inside the forward or jvp rule of a custom primitive applied while "
+                      "levels are active",
+                      which == CALL_GRAD ? "grad" : "hvp", b->lo->name,
                       which == CALL_GRAD ? "grad" : "hvp");
   lms_entry e;
-  lms_enter(L, &e); /* callbacks run on this thread */
+  lms_enter(L, &e);          /* callbacks run on this thread */
   lms_hold_objective(&e, o); /* keeps lo alive too (freed with o) */
   lms_hold_tensor(&e, w);
   lms_hold_tensor(&e, v);
@@ -316,10 +318,10 @@ static int l_from_callbacks(lua_State *L) {
         L, 1,
         lua_pushfstring(L, "field 'dim' must be an integer >= 1, got %s",
                         t == LUA_TNUMBER ? lua_tostring(L, 3) : luaL_typename(L, 3)));
-  checkfieldfunction(L, 1, "value", 1);                   /* 4 */
-  int has_grad = checkfieldfunction(L, 1, "grad", 0);     /* 5 */
-  int has_hvp = checkfieldfunction(L, 1, "hvp", 0);       /* 6 */
-  lua_getfield(L, 1, "propagate_errors");                 /* 7 */
+  checkfieldfunction(L, 1, "value", 1);               /* 4 */
+  int has_grad = checkfieldfunction(L, 1, "grad", 0); /* 5 */
+  int has_hvp = checkfieldfunction(L, 1, "hvp", 0);   /* 6 */
+  lua_getfield(L, 1, "propagate_errors");             /* 7 */
   int raw = lua_toboolean(L, 7);
   objbox *b = newbox(L); /* 8 */
   ms_ctx *ctx = lms_ctx(L);
@@ -460,8 +462,8 @@ static int obj_check_psd(lua_State *L) {
 
 /* ---- fields ---- */
 
-static const char *const builtin_fields[] = {"kind", "H", "wstar", "fstar", "X", "y", "n", "l2",
-                                             NULL};
+static const char *const builtin_fields[] = {"kind", "H", "wstar", "fstar", "X",
+                                             "y",    "n", "l2",    NULL};
 
 static int builtin_field(const char *k) {
   for (int i = 0; builtin_fields[i]; i++)
@@ -481,10 +483,14 @@ static void push_extras(lua_State *L, int idx) {
 
 static const char *kind_str(ms_objective_kind k) {
   switch (k) {
-    case MS_OBJECTIVE_QUADRATIC: return "quadratic";
-    case MS_OBJECTIVE_LEAST_SQUARES: return "least_squares";
-    case MS_OBJECTIVE_LOGISTIC: return "logistic";
-    default: return "function";
+    case MS_OBJECTIVE_QUADRATIC:
+      return "quadratic";
+    case MS_OBJECTIVE_LEAST_SQUARES:
+      return "least_squares";
+    case MS_OBJECTIVE_LOGISTIC:
+      return "logistic";
+    default:
+      return "function";
   }
 }
 
@@ -577,8 +583,7 @@ static int obj_newindex(lua_State *L) {
     if (lua_rawget(L, lua_upvalueindex(1)) != LUA_TNIL)
       return luaL_error(L, "objective: cannot set field '%s' (a method of objectives)", k);
     if (builtin_field(k) >= 0)
-      return luaL_error(L, "objective: cannot set field '%s' (a read-only field of objectives)",
-                        k);
+      return luaL_error(L, "objective: cannot set field '%s' (a read-only field of objectives)", k);
     lua_pop(L, 1);
   }
   push_extras(L, 1);

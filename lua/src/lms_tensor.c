@@ -36,14 +36,16 @@ int lms_checkshape(lua_State *L, int arg, int64_t *shape) {
   int n;
   if (lua_istable(L, arg)) {
     n = (int)luaL_len(L, arg);
-    if (n > MS_MAXDIM) luaL_argerror(L, arg, lua_pushfstring(L, "at most %d dimensions, got %d", MS_MAXDIM, n));
+    if (n > MS_MAXDIM)
+      luaL_argerror(L, arg, lua_pushfstring(L, "at most %d dimensions, got %d", MS_MAXDIM, n));
     for (int i = 0; i < n; i++) {
       lua_geti(L, arg, i + 1);
       int isint;
       lua_Integer v = lua_tointegerx(L, -1, &isint);
       if (!isint)
-        luaL_argerror(L, arg, lua_pushfstring(L, "shape entry %d must be an integer, got %s", i + 1,
-                                              luaL_typename(L, -1)));
+        luaL_argerror(L, arg,
+                      lua_pushfstring(L, "shape entry %d must be an integer, got %s", i + 1,
+                                      luaL_typename(L, -1)));
       if (v < 0)
         luaL_argerror(L, arg, lua_pushfstring(L, "shape entry %d must be >= 0, got %I", i + 1, v));
       shape[i] = v;
@@ -53,7 +55,8 @@ int lms_checkshape(lua_State *L, int arg, int64_t *shape) {
   }
   int top = lua_gettop(L);
   for (n = 0; arg + n <= top && lua_type(L, arg + n) == LUA_TNUMBER; n++) {
-    if (n >= MS_MAXDIM) luaL_argerror(L, arg + n, lua_pushfstring(L, "at most %d dimensions", MS_MAXDIM));
+    if (n >= MS_MAXDIM)
+      luaL_argerror(L, arg + n, lua_pushfstring(L, "at most %d dimensions", MS_MAXDIM));
     lua_Integer v = luaL_checkinteger(L, arg + n);
     if (v < 0) luaL_argerror(L, arg + n, lua_pushfstring(L, "size must be >= 0, got %I", v));
     shape[n] = v;
@@ -80,7 +83,9 @@ static double optfield(lua_State *L, int arg, const char *name, double def) {
   int t = lua_getfield(L, arg, name);
   if (t != LUA_TNIL) {
     if (t != LUA_TNUMBER)
-      luaL_argerror(L, arg, lua_pushfstring(L, "field '%s' must be a number, got %s", name, luaL_typename(L, -1)));
+      luaL_argerror(
+          L, arg,
+          lua_pushfstring(L, "field '%s' must be a number, got %s", name, luaL_typename(L, -1)));
     v = lua_tonumber(L, -1);
   }
   lua_pop(L, 1);
@@ -151,7 +156,8 @@ static int l_tensor(lua_State *L) {
   /* __len may report any size: refuse products the staging buffer cannot hold (and
    * that would overflow n) before sizing it, since nested_fill trusts n. */
   for (int i = 0; i < nd; i++) {
-    if (shape[i] < 0) return luaL_error(L, "tensor: nested table has negative length %I", (lua_Integer)shape[i]);
+    if (shape[i] < 0)
+      return luaL_error(L, "tensor: nested table has negative length %I", (lua_Integer)shape[i]);
     if (shape[i] > 0 && n > ((int64_t)1 << 50) / shape[i])
       return luaL_error(L, "tensor: nested table has more than 2^50 elements");
     n *= shape[i];
@@ -161,7 +167,8 @@ static int l_tensor(lua_State *L) {
   int bufidx = lua_gettop(L);
   double *p = buf;
   char path[MS_MAXDIM * 24 + 1] = "";
-  nested_fill(L, 1, 0, nd, shape, &p, path, sizeof path); /* also when n == 0: {{}, {1}} is ragged */
+  nested_fill(L, 1, 0, nd, shape, &p, path,
+              sizeof path); /* also when n == 0: {{}, {1}} is ragged */
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
   int st = ms_tensor_from_data(ctx, nd, shape, buf, &t);
@@ -247,7 +254,10 @@ static int random_tensor(lua_State *L, int normal) {
     if (lua_getfield(L, 2, "seed") != LUA_TNIL) {
       int isint;
       lua_Integer seed = lua_tointegerx(L, -1, &isint);
-      if (!isint) luaL_argerror(L, 2, lua_pushfstring(L, "field 'seed' must be an integer, got %s", luaL_typename(L, -1)));
+      if (!isint)
+        luaL_argerror(
+            L, 2,
+            lua_pushfstring(L, "field 'seed' must be an integer, got %s", luaL_typename(L, -1)));
       ms_rng_seed(&local, (uint64_t)seed);
       rng = &local;
     }
@@ -447,14 +457,16 @@ static int reshape_impl(lua_State *L, int is_view) {
       int isint;
       shape[i] = lua_tointegerx(L, -1, &isint);
       if (!isint || lua_type(L, -1) != LUA_TNUMBER)
-        return luaL_argerror(L, 2, lua_pushfstring(L, "shape entry %d must be an integer, got %s", i + 1,
-                                                   luaL_typename(L, -1)));
+        return luaL_argerror(L, 2,
+                             lua_pushfstring(L, "shape entry %d must be an integer, got %s", i + 1,
+                                             luaL_typename(L, -1)));
       lua_pop(L, 1);
     }
   } else {
     nd = lua_gettop(L) - 1;
     if (nd > MS_MAXDIM)
-      return luaL_argerror(L, 2 + MS_MAXDIM, lua_pushfstring(L, "at most %d dimensions, got %d", MS_MAXDIM, nd));
+      return luaL_argerror(L, 2 + MS_MAXDIM,
+                           lua_pushfstring(L, "at most %d dimensions, got %d", MS_MAXDIM, nd));
     for (int i = 0; i < nd; i++) shape[i] = luaL_checkinteger(L, i + 2);
   }
   ms_tensor **box = lms_newbox(L);
@@ -502,15 +514,20 @@ static int m_permute(lua_State *L) {
   int nd = ms_tensor_ndim(a), perm[MS_MAXDIM], seen[MS_MAXDIM] = {0};
   lua_Unsigned n = lua_rawlen(L, 2);
   if (n != (lua_Unsigned)nd)
-    return luaL_argerror(L, 2, lua_pushfstring(L, "expected %d dimensions, got %I", nd, (lua_Integer)n));
+    return luaL_argerror(L, 2,
+                         lua_pushfstring(L, "expected %d dimensions, got %I", nd, (lua_Integer)n));
   for (int i = 0; i < nd; i++) {
     lua_rawgeti(L, 2, i + 1);
     int isint;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
     if (!isint || lua_type(L, -1) != LUA_TNUMBER)
-      return luaL_argerror(L, 2, lua_pushfstring(L, "entry %d must be an integer, got %s", i + 1, luaL_typename(L, -1)));
+      return luaL_argerror(
+          L, 2,
+          lua_pushfstring(L, "entry %d must be an integer, got %s", i + 1, luaL_typename(L, -1)));
     if (v == 0 || v > nd || v < -nd)
-      return luaL_argerror(L, 2, lua_pushfstring(L, "entry %d: dimension %I out of range for %d-d tensor", i + 1, v, nd));
+      return luaL_argerror(
+          L, 2,
+          lua_pushfstring(L, "entry %d: dimension %I out of range for %d-d tensor", i + 1, v, nd));
     perm[i] = v > 0 ? (int)v - 1 : (int)(v + nd);
     if (seen[perm[i]]++)
       return luaL_argerror(L, 2, lua_pushfstring(L, "entry %d: dimension %I repeated", i + 1, v));
@@ -533,9 +550,12 @@ static int m_slice(lua_State *L) {
   if (j < 0) j += n + 1;
   luaL_argcheck(L, step >= 1, 5, lua_pushfstring(L, "step must be >= 1, got %I", step));
   if (i < 1 || i > n + 1)
-    return luaL_argerror(L, 3, lua_pushfstring(L, "start %I out of range for size %I", i, (lua_Integer)n));
+    return luaL_argerror(
+        L, 3, lua_pushfstring(L, "start %I out of range for size %I", i, (lua_Integer)n));
   if (j < i - 1 || j > n)
-    return luaL_argerror(L, 4, lua_pushfstring(L, "end %I out of range for start %I and size %I", j, i, (lua_Integer)n));
+    return luaL_argerror(
+        L, 4,
+        lua_pushfstring(L, "end %I out of range for start %I and size %I", j, i, (lua_Integer)n));
   return lms_finish(L, box, ms_tensor_slice(lms_ctx(L), a, d, i - 1, j, step, &t), &t);
 }
 
@@ -548,7 +568,8 @@ static int m_select(lua_State *L) {
   int64_t n = ms_tensor_dim(a, d);
   if (i < 0) i += n + 1;
   if (i < 1 || i > n)
-    return luaL_argerror(L, 3, lua_pushfstring(L, "index %I out of range for size %I", i, (lua_Integer)n));
+    return luaL_argerror(
+        L, 3, lua_pushfstring(L, "index %I out of range for size %I", i, (lua_Integer)n));
   return lms_finish(L, box, ms_tensor_select(lms_ctx(L), a, d, i - 1, &t), &t);
 }
 
@@ -569,7 +590,8 @@ static int l_cat(lua_State *L) {
   lua_settop(L, 2);
   lua_Integer n = luaL_len(L, 1);
   if (n < 1 || n > INT_MAX)
-    return luaL_argerror(L, 1, lua_pushfstring(L, "expected a non-empty table of tensors, got %I elements", n));
+    return luaL_argerror(
+        L, 1, lua_pushfstring(L, "expected a non-empty table of tensors, got %I elements", n));
   lua_createtable(L, (int)n, 0); /* 3: the anchor */
   for (int i = 1; i <= (int)n; i++) {
     lua_geti(L, 1, i);
@@ -584,7 +606,9 @@ static int l_cat(lua_State *L) {
     if (t == NULL && lms_isreleased(L, -1))
       return luaL_argerror(L, 1, lua_pushfstring(L, "element %d: tensor has been released", i + 1));
     if (t == NULL)
-      return luaL_argerror(L, 1, lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
+      return luaL_argerror(
+          L, 1,
+          lua_pushfstring(L, "element %d must be a tensor, got %s", i + 1, luaL_typename(L, -1)));
     ts[i] = t;
     if (i == 0) nd = ms_tensor_ndim(t);
     lua_pop(L, 1); /* still referenced by the anchor */
@@ -601,18 +625,21 @@ static int l_cat(lua_State *L) {
 static int checkindex_table(lua_State *L, int idx, ms_tensor *t, int64_t *out) {
   lua_Unsigned len = lua_rawlen(L, idx);
   int nd = ms_tensor_ndim(t);
-  if (len > (lua_Unsigned)nd) return luaL_error(L, "index: %I indices for a %d-d tensor", (lua_Integer)len, nd);
+  if (len > (lua_Unsigned)nd)
+    return luaL_error(L, "index: %I indices for a %d-d tensor", (lua_Integer)len, nd);
   int n = (int)len;
   for (int i = 0; i < n; i++) {
     lua_rawgeti(L, idx, i + 1);
     int isint;
     lua_Integer v = lua_tointegerx(L, -1, &isint);
-    if (!isint) return luaL_error(L, "index: entry %d must be an integer, got %s", i + 1, luaL_typename(L, -1));
+    if (!isint)
+      return luaL_error(L, "index: entry %d must be an integer, got %s", i + 1,
+                        luaL_typename(L, -1));
     int64_t size = ms_tensor_dim(t, i);
     if (v < 0) v += size + 1;
     if (v < 1 || v > size)
-      return luaL_error(L, "index: %I out of range for dimension %d of size %I", lua_tointeger(L, -1), i + 1,
-                        (lua_Integer)size);
+      return luaL_error(L, "index: %I out of range for dimension %d of size %I",
+                        lua_tointeger(L, -1), i + 1, (lua_Integer)size);
     out[i] = v - 1;
     lua_pop(L, 1);
   }
@@ -627,11 +654,13 @@ static int index_view(lua_State *L, ms_tensor *t, int key, int64_t *idx, ms_tens
     int isint;
     lua_Integer v = lua_tointegerx(L, key, &isint);
     if (!isint) return luaL_error(L, "index: expected an integer, got %s", lua_tostring(L, key));
-    if (ms_tensor_ndim(t) == 0) return luaL_error(L, "index: cannot index a 0-d tensor (use :item())");
+    if (ms_tensor_ndim(t) == 0)
+      return luaL_error(L, "index: cannot index a 0-d tensor (use :item())");
     int64_t size = ms_tensor_dim(t, 0);
     if (v < 0) v += size + 1;
     if (v < 1 || v > size)
-      return luaL_error(L, "index: %I out of range for dimension 1 of size %I", lua_tointeger(L, key), (lua_Integer)size);
+      return luaL_error(L, "index: %I out of range for dimension 1 of size %I",
+                        lua_tointeger(L, key), (lua_Integer)size);
     idx[0] = v - 1;
     n = 1;
   } else {
@@ -659,7 +688,8 @@ static int tensor_index(lua_State *L) {
     return 1;
   }
   if (kt != LUA_TNUMBER && kt != LUA_TTABLE)
-    return luaL_error(L, "index: expected an integer, a table of integers or a method name, got %s", luaL_typename(L, 2));
+    return luaL_error(L, "index: expected an integer, a table of integers or a method name, got %s",
+                      luaL_typename(L, 2));
   int64_t idx[MS_MAXDIM];
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t = lms_checktensor(L, 1), *view = NULL;
@@ -704,10 +734,13 @@ static int tensor_newindex(lua_State *L) {
   lua_settop(L, 3);
   int kt = lua_type(L, 2);
   if (kt != LUA_TNUMBER && kt != LUA_TTABLE)
-    return luaL_error(L, "index: expected an integer or a table of integers, got %s", luaL_typename(L, 2));
+    return luaL_error(L, "index: expected an integer or a table of integers, got %s",
+                      luaL_typename(L, 2));
   if (lua_type(L, 3) != LUA_TNUMBER && !luaL_testudata(L, 3, LMS_TENSOR))
-    return luaL_error(L, "index assignment: expected a number or a tensor, got %s", luaL_typename(L, 3));
-  if (lms_isreleased(L, 3)) return luaL_error(L, "index assignment: the source tensor has been released");
+    return luaL_error(L, "index assignment: expected a number or a tensor, got %s",
+                      luaL_typename(L, 3));
+  if (lms_isreleased(L, 3))
+    return luaL_error(L, "index assignment: the source tensor has been released");
   int64_t idx[MS_MAXDIM];
   ms_tensor **box = lms_newbox(L); /* owns the sub-view, if any */
   ms_tensor *t = lms_checktensor(L, 1), *view = NULL, *src = NULL;
@@ -726,8 +759,9 @@ static int tensor_newindex(lua_State *L) {
     double v;
     if (ms_tensor_numel(src) != 1) {
       char b[MS_SHAPE_STRLEN];
-      return luaL_error(L, "index assignment: one element needs a number or a one-element tensor, got shape %s",
-                        ms_shape_str(ms_tensor_ndim(src), ms_tensor_shape(src), b, sizeof b));
+      return luaL_error(
+          L, "index assignment: one element needs a number or a one-element tensor, got shape %s",
+          ms_shape_str(ms_tensor_ndim(src), ms_tensor_shape(src), b, sizeof b));
     }
     if (ms_tensor_item(ctx, src, &v) != MS_OK) return lms_error(L);
     if (ms_tensor_set(ctx, t, idx, v) != MS_OK) return lms_error(L);
@@ -872,8 +906,11 @@ static double checkscalar(lua_State *L, int arg, const char *op) {
   double v;
   if (ms_tensor_numel(t) != 1) {
     char b[MS_SHAPE_STRLEN];
-    luaL_error(L, "%s: comparison operators need one-element tensors, got shape %s (use ms.%s for element-wise)", op,
-               ms_shape_str(ms_tensor_ndim(t), ms_tensor_shape(t), b, sizeof b), op[0] == '<' && op[1] == '=' ? "le" : "lt");
+    luaL_error(L,
+               "%s: comparison operators need one-element tensors, got shape %s (use ms.%s for "
+               "element-wise)",
+               op, ms_shape_str(ms_tensor_ndim(t), ms_tensor_shape(t), b, sizeof b),
+               op[0] == '<' && op[1] == '=' ? "le" : "lt");
   }
   ms_tensor_item(lms_ctx(L), t, &v);
   return v;
@@ -939,32 +976,68 @@ static int l_qr(lua_State *L) { return linalg_pair(L, ms_qr); }
 
 /* ---- registration ---- */
 
-static const luaL_Reg functions[] = {
-  {"tensor", l_tensor}, {"zeros", l_zeros}, {"ones", l_ones}, {"full", l_full},
-  {"eye", l_eye}, {"diag", l_diag}, {"arange", l_arange}, {"linspace", l_linspace},
-  {"rand", l_rand}, {"randn", l_randn}, {"seed", l_seed}, {"cat", l_cat},
-  {"where", l_where}, {"clamp", l_clamp}, {"all_finite", l_all_finite},
-  {"max_abs_diff", l_max_abs_diff},
-  {"dot", l_dot}, {"matvec", l_matvec}, {"matmul", l_matmul}, {"outer", l_outer},
-  {"solve", l_solve}, {"cholesky", l_cholesky}, {"inv", l_inv}, {"det", l_det},
-  {"eigh", l_eigh}, {"qr", l_qr},
-  {"memory", l_memory}, {"set_memory_limit", l_set_memory_limit},
-  {NULL, NULL}
-};
+static const luaL_Reg functions[] = {{"tensor", l_tensor},
+                                     {"zeros", l_zeros},
+                                     {"ones", l_ones},
+                                     {"full", l_full},
+                                     {"eye", l_eye},
+                                     {"diag", l_diag},
+                                     {"arange", l_arange},
+                                     {"linspace", l_linspace},
+                                     {"rand", l_rand},
+                                     {"randn", l_randn},
+                                     {"seed", l_seed},
+                                     {"cat", l_cat},
+                                     {"where", l_where},
+                                     {"clamp", l_clamp},
+                                     {"all_finite", l_all_finite},
+                                     {"max_abs_diff", l_max_abs_diff},
+                                     {"dot", l_dot},
+                                     {"matvec", l_matvec},
+                                     {"matmul", l_matmul},
+                                     {"outer", l_outer},
+                                     {"solve", l_solve},
+                                     {"cholesky", l_cholesky},
+                                     {"inv", l_inv},
+                                     {"det", l_det},
+                                     {"eigh", l_eigh},
+                                     {"qr", l_qr},
+                                     {"memory", l_memory},
+                                     {"set_memory_limit", l_set_memory_limit},
+                                     {NULL, NULL}};
 
-static const luaL_Reg methods[] = {
-  {"shape", m_shape}, {"size", m_size}, {"numel", m_numel}, {"ndim", m_ndim},
-  {"is_contiguous", m_is_contiguous}, {"shares_storage", m_shares_storage},
-  {"version", m_version}, {"item", m_item}, {"totable", m_totable},
-  {"clone", m_clone}, {"contiguous", m_contiguous}, {"view", m_view}, {"reshape", m_reshape},
-  {"flatten", m_flatten}, {"transpose", m_transpose}, {"t", m_transpose},
-  {"permute", m_permute}, {"slice", m_slice}, {"select", m_select}, {"expand", m_expand},
-  {"fill", m_fill}, {"assign", m_assign}, {"diag", l_diag},
-  {"where", l_where}, {"clamp", l_clamp}, {"all_finite", l_all_finite},
-  {"dot", l_dot}, {"matvec", l_matvec}, {"matmul", l_matmul}, {"outer", l_outer},
-  {"tostring", m_tostring},
-  {NULL, NULL}
-};
+static const luaL_Reg methods[] = {{"shape", m_shape},
+                                   {"size", m_size},
+                                   {"numel", m_numel},
+                                   {"ndim", m_ndim},
+                                   {"is_contiguous", m_is_contiguous},
+                                   {"shares_storage", m_shares_storage},
+                                   {"version", m_version},
+                                   {"item", m_item},
+                                   {"totable", m_totable},
+                                   {"clone", m_clone},
+                                   {"contiguous", m_contiguous},
+                                   {"view", m_view},
+                                   {"reshape", m_reshape},
+                                   {"flatten", m_flatten},
+                                   {"transpose", m_transpose},
+                                   {"t", m_transpose},
+                                   {"permute", m_permute},
+                                   {"slice", m_slice},
+                                   {"select", m_select},
+                                   {"expand", m_expand},
+                                   {"fill", m_fill},
+                                   {"assign", m_assign},
+                                   {"diag", l_diag},
+                                   {"where", l_where},
+                                   {"clamp", l_clamp},
+                                   {"all_finite", l_all_finite},
+                                   {"dot", l_dot},
+                                   {"matvec", l_matvec},
+                                   {"matmul", l_matmul},
+                                   {"outer", l_outer},
+                                   {"tostring", m_tostring},
+                                   {NULL, NULL}};
 
 static void register_ops(lua_State *L, int functions_idx, int methods_idx) {
   for (int op = 0; op < MS_BINOP_COUNT; op++) {

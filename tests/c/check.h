@@ -9,55 +9,55 @@
 
 static int check_passed, check_failed;
 
-#define CHECK(cond)                                                                 \
-  do {                                                                              \
-    if (cond) {                                                                     \
-      check_passed++;                                                               \
-    } else {                                                                        \
-      check_failed++;                                                               \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);      \
-    }                                                                               \
+#define CHECK(cond)                                                            \
+  do {                                                                         \
+    if (cond) {                                                                \
+      check_passed++;                                                          \
+    } else {                                                                   \
+      check_failed++;                                                          \
+      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
+    }                                                                          \
   } while (0)
 
 /* |a - b| <= tol * max(1, |b|) */
-#define CHECK_NEAR(a, b, tol)                                                       \
-  do {                                                                              \
-    double check_a_ = (a), check_b_ = (b);                                          \
-    double check_s_ = fabs(check_b_) > 1 ? fabs(check_b_) : 1;                      \
-    if (fabs(check_a_ - check_b_) <= (tol) * check_s_) {                            \
-      check_passed++;                                                               \
-    } else {                                                                        \
-      check_failed++;                                                               \
-      fprintf(stderr, "%s:%d: CHECK_NEAR failed: %s = %.17g, %s = %.17g\n", __FILE__, \
-              __LINE__, #a, check_a_, #b, check_b_);                                \
-    }                                                                               \
+#define CHECK_NEAR(a, b, tol)                                                                   \
+  do {                                                                                          \
+    double check_a_ = (a), check_b_ = (b);                                                      \
+    double check_s_ = fabs(check_b_) > 1 ? fabs(check_b_) : 1;                                  \
+    if (fabs(check_a_ - check_b_) <= (tol)*check_s_) {                                          \
+      check_passed++;                                                                           \
+    } else {                                                                                    \
+      check_failed++;                                                                           \
+      fprintf(stderr, "%s:%d: CHECK_NEAR failed: %s = %.17g, %s = %.17g\n", __FILE__, __LINE__, \
+              #a, check_a_, #b, check_b_);                                                      \
+    }                                                                                           \
   } while (0)
 
 /* The call must return status st, and the context's message must contain substring msg. */
-#define CHECK_FAILS(ctx, call, st, msg)                                             \
-  do {                                                                              \
-    int check_st_ = (call);                                                         \
-    const char *check_m_ = ms_ctx_error(ctx);                                       \
-    if (check_st_ == (st) && strstr(check_m_, (msg)) != NULL) {                     \
-      check_passed++;                                                               \
-    } else {                                                                        \
-      check_failed++;                                                               \
+#define CHECK_FAILS(ctx, call, st, msg)                                                   \
+  do {                                                                                    \
+    int check_st_ = (call);                                                               \
+    const char *check_m_ = ms_ctx_error(ctx);                                             \
+    if (check_st_ == (st) && strstr(check_m_, (msg)) != NULL) {                           \
+      check_passed++;                                                                     \
+    } else {                                                                              \
+      check_failed++;                                                                     \
       fprintf(stderr, "%s:%d: CHECK_FAILS failed: %s gave %d \"%s\", wanted %d \"%s\"\n", \
-              __FILE__, __LINE__, #call, check_st_, check_m_, (int)(st), msg);      \
-    }                                                                               \
+              __FILE__, __LINE__, #call, check_st_, check_m_, (int)(st), msg);            \
+    }                                                                                     \
   } while (0)
 
 /* The call must return MS_OK; a failure prints the status and the context's message. */
-#define CHECK_OK(ctx, call)                                                                 \
-  do {                                                                                      \
-    int check_st_ = (call);                                                                 \
-    if (check_st_ == 0) {                                                                   \
-      check_passed++;                                                                       \
-    } else {                                                                                \
-      check_failed++;                                                                       \
+#define CHECK_OK(ctx, call)                                                                  \
+  do {                                                                                       \
+    int check_st_ = (call);                                                                  \
+    if (check_st_ == 0) {                                                                    \
+      check_passed++;                                                                        \
+    } else {                                                                                 \
+      check_failed++;                                                                        \
       fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, check_st_, \
-              ms_ctx_error(ctx));                                                           \
-    }                                                                                       \
+              ms_ctx_error(ctx));                                                            \
+    }                                                                                        \
   } while (0)
 
 /* An allocator (lua_Alloc contract) that fails its fail_at-th allocation, counting from 0
@@ -84,8 +84,8 @@ static inline void *check_failing_alloc(void *ud, void *ptr, size_t osize, size_
 
 /* Relative error check over n elements: max |a - b| <= tol * max(floor, max |b|), naming the
  * worst element; a NaN counts as the worst. Returns 1 when it holds. */
-static inline int check_near_arr(const char *what, const double *a, const double *b, long n, double tol,
-                                 double floor) {
+static inline int check_near_arr(const char *what, const double *a, const double *b, long n,
+                                 double tol, double floor) {
   double num = 0, den = floor;
   long worst = 0;
   for (long i = 0; i < n; i++) {
@@ -98,8 +98,8 @@ static inline int check_near_arr(const char *what, const double *a, const double
     return 1;
   }
   check_failed++;
-  fprintf(stderr, "%s: relative error %.3g > %.3g (element %ld: %.17g vs %.17g)\n", what, num / den, tol,
-          worst, n > 0 ? a[worst] : 0.0, n > 0 ? b[worst] : 0.0);
+  fprintf(stderr, "%s: relative error %.3g > %.3g (element %ld: %.17g vs %.17g)\n", what, num / den,
+          tol, worst, n > 0 ? a[worst] : 0.0, n > 0 ? b[worst] : 0.0);
   return 0;
 }
 

@@ -12,9 +12,9 @@
 #include "metastep/tensor.h"
 
 /* Clears the last error first, so a stale message cannot satisfy the check. */
-#define FAILS(ctx, call, st, msg)  \
-  do {                             \
-    ms_ctx_clear_error(ctx);       \
+#define FAILS(ctx, call, st, msg)    \
+  do {                               \
+    ms_ctx_clear_error(ctx);         \
     CHECK_FAILS(ctx, call, st, msg); \
   } while (0)
 
@@ -214,40 +214,82 @@ static int outcome_ok(ms_ctx *ctx, int st, const ms_tensor *out) {
 static int run_sequence(ms_ctx *ctx, ms_tensor **slot) {
   int bad = 0, k = 0, st;
   const double data[6] = {1, 2, 3, 4, 5, 6};
-#define MAKE(call)                              \
-  do {                                          \
-    slot[k] = (ms_tensor *)ctx; /* sentinel */  \
-    ms_ctx_clear_error(ctx);                    \
-    st = (call);                                \
-    if (!outcome_ok(ctx, st, slot[k])) bad++;   \
-    if (st != MS_OK) slot[k] = NULL;            \
-    k++;                                        \
+#define MAKE(call)                             \
+  do {                                         \
+    slot[k] = (ms_tensor *)ctx; /* sentinel */ \
+    ms_ctx_clear_error(ctx);                   \
+    st = (call);                               \
+    if (!outcome_ok(ctx, st, slot[k])) bad++;  \
+    if (st != MS_OK) slot[k] = NULL;           \
+    k++;                                       \
   } while (0)
 #define S(i) slot[i]
-  MAKE(ms_tensor_zeros(ctx, 2, (int64_t[]){2, 3}, &slot[k]));                /* 0 */
-  MAKE(ms_tensor_ones(ctx, 1, (int64_t[]){3}, &slot[k]));                    /* 1 */
-  MAKE(ms_tensor_full(ctx, 2, (int64_t[]){3, 2}, 2.5, &slot[k]));            /* 2 */
-  MAKE(ms_tensor_scalar(ctx, 7, &slot[k]));                                  /* 3 */
-  MAKE(ms_tensor_from_data(ctx, 2, (int64_t[]){2, 3}, data, &slot[k]));      /* 4 */
-  MAKE(ms_tensor_eye(ctx, 3, 4, &slot[k]));                                  /* 5 */
-  MAKE(ms_tensor_arange(ctx, 0, 6, 1, &slot[k]));                            /* 6 */
-  MAKE(ms_tensor_linspace(ctx, 0, 1, 5, &slot[k]));                          /* 7 */
-  MAKE(ms_tensor_rand(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));        /* 8 */
-  MAKE(ms_tensor_randn(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));       /* 9 */
-  if (S(1)) MAKE(ms_tensor_diag(ctx, S(1), &slot[k])); else k++;             /* 10 */
-  if (S(5)) MAKE(ms_tensor_diag(ctx, S(5), &slot[k])); else k++;             /* 11 */
-  if (S(4)) MAKE(ms_tensor_copy(ctx, S(4), &slot[k])); else k++;             /* 12 */
-  if (S(4)) MAKE(ms_tensor_transpose(ctx, S(4), 0, 1, &slot[k])); else k++;  /* 13 */
-  if (S(13)) MAKE(ms_tensor_contiguous(ctx, S(13), &slot[k])); else k++;     /* 14 */
-  if (S(13)) MAKE(ms_tensor_reshape(ctx, S(13), 1, (int64_t[]){-1}, &slot[k])); else k++; /* 15 */
-  if (S(4)) MAKE(ms_tensor_reshape(ctx, S(4), 2, (int64_t[]){3, 2}, &slot[k])); else k++; /* 16 */
-  if (S(4)) MAKE(ms_tensor_view(ctx, S(4), 1, (int64_t[]){6}, &slot[k])); else k++;       /* 17 */
-  if (S(4)) MAKE(ms_tensor_permute(ctx, S(4), (int[]){1, 0}, &slot[k])); else k++;        /* 18 */
-  if (S(6)) MAKE(ms_tensor_slice(ctx, S(6), 0, 1, 6, 2, &slot[k])); else k++;             /* 19 */
-  if (S(4)) MAKE(ms_tensor_select(ctx, S(4), 0, 1, &slot[k])); else k++;                  /* 20 */
-  if (S(1)) MAKE(ms_tensor_expand(ctx, S(1), 2, (int64_t[]){4, 3}, &slot[k])); else k++;  /* 21 */
-  if (S(0) && S(4)) MAKE(ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(0), S(4)}, 0, &slot[k])); else k++; /* 22 */
-  if (S(13) && S(2)) MAKE(ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(13), S(2)}, 1, &slot[k])); else k++; /* 23 */
+  MAKE(ms_tensor_zeros(ctx, 2, (int64_t[]){2, 3}, &slot[k]));           /* 0 */
+  MAKE(ms_tensor_ones(ctx, 1, (int64_t[]){3}, &slot[k]));               /* 1 */
+  MAKE(ms_tensor_full(ctx, 2, (int64_t[]){3, 2}, 2.5, &slot[k]));       /* 2 */
+  MAKE(ms_tensor_scalar(ctx, 7, &slot[k]));                             /* 3 */
+  MAKE(ms_tensor_from_data(ctx, 2, (int64_t[]){2, 3}, data, &slot[k])); /* 4 */
+  MAKE(ms_tensor_eye(ctx, 3, 4, &slot[k]));                             /* 5 */
+  MAKE(ms_tensor_arange(ctx, 0, 6, 1, &slot[k]));                       /* 6 */
+  MAKE(ms_tensor_linspace(ctx, 0, 1, 5, &slot[k]));                     /* 7 */
+  MAKE(ms_tensor_rand(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));   /* 8 */
+  MAKE(ms_tensor_randn(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));  /* 9 */
+  if (S(1))
+    MAKE(ms_tensor_diag(ctx, S(1), &slot[k]));
+  else
+    k++; /* 10 */
+  if (S(5))
+    MAKE(ms_tensor_diag(ctx, S(5), &slot[k]));
+  else
+    k++; /* 11 */
+  if (S(4))
+    MAKE(ms_tensor_copy(ctx, S(4), &slot[k]));
+  else
+    k++; /* 12 */
+  if (S(4))
+    MAKE(ms_tensor_transpose(ctx, S(4), 0, 1, &slot[k]));
+  else
+    k++; /* 13 */
+  if (S(13))
+    MAKE(ms_tensor_contiguous(ctx, S(13), &slot[k]));
+  else
+    k++; /* 14 */
+  if (S(13))
+    MAKE(ms_tensor_reshape(ctx, S(13), 1, (int64_t[]){-1}, &slot[k]));
+  else
+    k++; /* 15 */
+  if (S(4))
+    MAKE(ms_tensor_reshape(ctx, S(4), 2, (int64_t[]){3, 2}, &slot[k]));
+  else
+    k++; /* 16 */
+  if (S(4))
+    MAKE(ms_tensor_view(ctx, S(4), 1, (int64_t[]){6}, &slot[k]));
+  else
+    k++; /* 17 */
+  if (S(4))
+    MAKE(ms_tensor_permute(ctx, S(4), (int[]){1, 0}, &slot[k]));
+  else
+    k++; /* 18 */
+  if (S(6))
+    MAKE(ms_tensor_slice(ctx, S(6), 0, 1, 6, 2, &slot[k]));
+  else
+    k++; /* 19 */
+  if (S(4))
+    MAKE(ms_tensor_select(ctx, S(4), 0, 1, &slot[k]));
+  else
+    k++; /* 20 */
+  if (S(1))
+    MAKE(ms_tensor_expand(ctx, S(1), 2, (int64_t[]){4, 3}, &slot[k]));
+  else
+    k++; /* 21 */
+  if (S(0) && S(4))
+    MAKE(ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(0), S(4)}, 0, &slot[k]));
+  else
+    k++; /* 22 */
+  if (S(13) && S(2))
+    MAKE(ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(13), S(2)}, 1, &slot[k]));
+  else
+    k++; /* 23 */
   /* In-place copies: an allocation failure leaves dst untouched. */
   if (S(0) && S(1)) { /* broadcast copy needs an expanded header */
     uint64_t v = ms_tensor_version(S(0));
@@ -312,7 +354,9 @@ static void test_alloc_failure(void) {
     a.succeeded = 0;
     a.fail_after = n;
     int bad = run_sequence(ctx, slot);
-    if (bad) fprintf(stderr, "fail after %ld (one shot %d): %d calls broke the contract\n", n, one_shot, bad);
+    if (bad)
+      fprintf(stderr, "fail after %ld (one shot %d): %d calls broke the contract\n", n, one_shot,
+              bad);
     CHECK(bad == 0);
     CHECK(n == total ? a.injected == 0 : a.injected > 0);
     a.fail_after = -1;
@@ -335,17 +379,16 @@ static void test_rng_reference(void) {
   CHECK(ref_splitmix64(&x) == UINT64_C(0x6E789E6AA1B965F4));
   CHECK(ref_splitmix64(&x) == UINT64_C(0x06C45D188009454F));
   /* xoshiro256** from the state {1, 2, 3, 4} (rand_xoshiro's test vector). */
-  static const uint64_t want[10] = {
-      UINT64_C(11520),
-      UINT64_C(0),
-      UINT64_C(1509978240),
-      UINT64_C(1215971899390074240),
-      UINT64_C(1216172134540287360),
-      UINT64_C(607988272756665600),
-      UINT64_C(16172922978634559625),
-      UINT64_C(8476171486693032832),
-      UINT64_C(10595114339597558777),
-      UINT64_C(2904607092377533576)};
+  static const uint64_t want[10] = {UINT64_C(11520),
+                                    UINT64_C(0),
+                                    UINT64_C(1509978240),
+                                    UINT64_C(1215971899390074240),
+                                    UINT64_C(1216172134540287360),
+                                    UINT64_C(607988272756665600),
+                                    UINT64_C(16172922978634559625),
+                                    UINT64_C(8476171486693032832),
+                                    UINT64_C(10595114339597558777),
+                                    UINT64_C(2904607092377533576)};
   ref_rng r = {{1, 2, 3, 4}};
   ms_rng m = {{1, 2, 3, 4}, 0, 0};
   for (int i = 0; i < 10; i++) {
@@ -412,8 +455,8 @@ static void test_rng_distributions(void) {
   /* The largest 64-bit output still maps below 1: the state {0, x, 0, 0} outputs
    * rotl(5x, 7) * 9, so pick x with rotl(5x, 7) * 9 == UINT64_MAX (mod 2^64). */
   {
-    const uint64_t inv9 = UINT64_C(0x8E38E38E38E38E39);  /* 9 * inv9 == 1 mod 2^64 */
-    const uint64_t inv5 = UINT64_C(0xCCCCCCCCCCCCCCCD);  /* 5 * inv5 == 1 mod 2^64 */
+    const uint64_t inv9 = UINT64_C(0x8E38E38E38E38E39); /* 9 * inv9 == 1 mod 2^64 */
+    const uint64_t inv5 = UINT64_C(0xCCCCCCCCCCCCCCCD); /* 5 * inv5 == 1 mod 2^64 */
     uint64_t y = UINT64_MAX * inv9;                     /* rotl(5x, 7) */
     uint64_t x5 = (y >> 7) | (y << 57);                 /* rotr by 7 */
     ms_rng top = {{0, x5 * inv5, 0, 0}, 0, 0};

@@ -84,10 +84,14 @@ static double matmul_err(const ms_tensor *a, const ms_tensor *b, const ms_tensor
         s += x * y;
       }
       double g;
-      if (na == 2 && nb == 2) g = at2(got, i, j);
-      else if (na == 2) g = at1(got, i);
-      else if (nb == 2) g = at1(got, j);
-      else g = ms_tensor_data(got)[0];
+      if (na == 2 && nb == 2)
+        g = at2(got, i, j);
+      else if (na == 2)
+        g = at1(got, i);
+      else if (nb == 2)
+        g = at1(got, j);
+      else
+        g = ms_tensor_data(got)[0];
       if (fabs(g - s) > err || isnan(g)) err = isnan(g) ? INFINITY : fabs(g - s);
     }
   }
@@ -167,7 +171,7 @@ static void test_matmul_vectors(void) {
       int nv = 4;
       for (int i = 0; i < 3; i++)
         for (int j = 0; j < nv; j++) {
-          check_matmul(ms[i], vs[j]); /* [m,k] x [k] */
+          check_matmul(ms[i], vs[j]);        /* [m,k] x [k] */
           ms_tensor *bt = transposed(ms[i]); /* [k,m] */
           check_matmul(vs[j], bt);           /* [k] x [k,m] */
           ms_tensor_release(bt);
@@ -191,7 +195,7 @@ static void test_matmul_vectors(void) {
 }
 
 static void test_products_by_hand(void) {
-  const double a[] = {1, 2, 3, 4, 5, 6}; /* [2,3] */
+  const double a[] = {1, 2, 3, 4, 5, 6};    /* [2,3] */
   const double b[] = {7, 8, 9, 10, 11, 12}; /* [3,2] */
   ms_tensor *ta = mat(2, 3, a), *tb = mat(3, 2, b), *c = NULL;
   CHECK(ms_matmul(ctx, ta, tb, &c) == MS_OK);
@@ -211,7 +215,7 @@ static void test_products_by_hand(void) {
   ms_tensor_release(d);
 
   /* outer on strided vectors: every other element of [1..6] */
-  ms_tensor *s = sliced(ta, 1, 0, 3, 2), *row = NULL; /* [[1,3],[4,6]] */
+  ms_tensor *s = sliced(ta, 1, 0, 3, 2), *row = NULL;   /* [[1,3],[4,6]] */
   CHECK(ms_tensor_select(ctx, s, 0, 1, &row) == MS_OK); /* [4,6], stride 2 */
   ms_tensor *col = NULL;
   CHECK(ms_tensor_select(ctx, tb, 1, 0, &col) == MS_OK); /* [7,9,11], stride 2 */
@@ -686,16 +690,44 @@ static void test_out_of_memory(void) {
       ms_tensor *o = (ms_tensor *)1, *o2 = (ms_tensor *)1;
       int st = MS_OK;
       switch (which) {
-        case 0: st = ms_matmul(ctx, at, xs, &o); o2 = NULL; break;
-        case 1: st = ms_solve(ctx, at, xs, &o); o2 = NULL; break;
-        case 2: st = ms_eigh(ctx, at, &o, &o2); break;
-        case 3: st = ms_qr(ctx, b, &o, &o2); break;
-        case 4: st = ms_inv(ctx, at, &o); o2 = NULL; break;
-        case 5: st = ms_det(ctx, at, &o); o2 = NULL; break;
-        case 6: st = ms_cholesky(ctx, at, &o); o2 = NULL; break;
-        case 7: st = ms_matvec(ctx, at, v, &o); o2 = NULL; break;
-        case 8: st = ms_dot(ctx, v, v, &o); o2 = NULL; break;
-        default: st = ms_outer(ctx, v, v, &o); o2 = NULL; break;
+        case 0:
+          st = ms_matmul(ctx, at, xs, &o);
+          o2 = NULL;
+          break;
+        case 1:
+          st = ms_solve(ctx, at, xs, &o);
+          o2 = NULL;
+          break;
+        case 2:
+          st = ms_eigh(ctx, at, &o, &o2);
+          break;
+        case 3:
+          st = ms_qr(ctx, b, &o, &o2);
+          break;
+        case 4:
+          st = ms_inv(ctx, at, &o);
+          o2 = NULL;
+          break;
+        case 5:
+          st = ms_det(ctx, at, &o);
+          o2 = NULL;
+          break;
+        case 6:
+          st = ms_cholesky(ctx, at, &o);
+          o2 = NULL;
+          break;
+        case 7:
+          st = ms_matvec(ctx, at, v, &o);
+          o2 = NULL;
+          break;
+        case 8:
+          st = ms_dot(ctx, v, v, &o);
+          o2 = NULL;
+          break;
+        default:
+          st = ms_outer(ctx, v, v, &o);
+          o2 = NULL;
+          break;
       }
       if (st != MS_OK) {
         failures++;

@@ -947,8 +947,9 @@ static void test_psd(void) {
   CHECK(ms_objective_nsamples(qn) == 0);
   CHECK_FAILS(ctx, ms_objective_check_psd(ctx, qn, "meta.stable"), MS_EARG,
               "meta.stable: needs a positive semi-definite H (smallest eigenvalue -3, largest 10)");
-  CHECK(strcmp(ms_ctx_error(ctx),
-               "meta.stable: needs a positive semi-definite H (smallest eigenvalue -3, largest 10)") ==
+  CHECK(strcmp(
+            ms_ctx_error(ctx),
+            "meta.stable: needs a positive semi-definite H (smallest eigenvalue -3, largest 10)") ==
         0);
   /* a second call answers from the cache, with the same message */
   CHECK_FAILS(ctx, ms_objective_check_psd(ctx, qn, "again"), MS_EARG,

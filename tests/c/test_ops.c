@@ -20,20 +20,22 @@ static int same_val(double a, double b, double tol) {
   return fabs(a - b) <= tol * fabs(b);
 }
 
-#define CHECK_SAME(a, b, tol)                                                              \
-  do {                                                                                     \
-    double same_a_ = (a), same_b_ = (b);                                                   \
-    if (same_val(same_a_, same_b_, (tol))) {                                               \
-      check_passed++;                                                                      \
-    } else {                                                                               \
-      check_failed++;                                                                      \
-      fprintf(stderr, "%s:%d: CHECK_SAME failed: %s = %.17g, %s = %.17g\n", __FILE__,      \
-              __LINE__, #a, same_a_, #b, same_b_);                                         \
-    }                                                                                      \
+#define CHECK_SAME(a, b, tol)                                                                   \
+  do {                                                                                          \
+    double same_a_ = (a), same_b_ = (b);                                                        \
+    if (same_val(same_a_, same_b_, (tol))) {                                                    \
+      check_passed++;                                                                           \
+    } else {                                                                                    \
+      check_failed++;                                                                           \
+      fprintf(stderr, "%s:%d: CHECK_SAME failed: %s = %.17g, %s = %.17g\n", __FILE__, __LINE__, \
+              #a, same_a_, #b, same_b_);                                                        \
+    }                                                                                           \
   } while (0)
 
-#define SHAPE(...) (const int64_t[]){__VA_ARGS__}
-#define DATA(...) (const double[]){__VA_ARGS__}
+#define SHAPE(...) \
+  (const int64_t[]) { __VA_ARGS__ }
+#define DATA(...) \
+  (const double[]) { __VA_ARGS__ }
 
 static ms_tensor *mk(ms_ctx *ctx, int nd, const int64_t *shape, const double *data) {
   ms_tensor *t = NULL;
@@ -87,53 +89,88 @@ static double get_bcast(ms_ctx *ctx, const ms_tensor *t, int nd, const int64_t *
 
 static double ref_binop(ms_binop op, double x, double y) {
   switch (op) {
-    case MS_ADD: return x + y;
-    case MS_SUB: return x - y;
-    case MS_MUL: return x * y;
-    case MS_DIV: return x / y;
-    case MS_POW: return pow(x, y);
-    case MS_MAXIMUM: return (isnan(x) || isnan(y)) ? NAN : fmax(x, y);
-    case MS_MINIMUM: return (isnan(x) || isnan(y)) ? NAN : fmin(x, y);
-    case MS_ATAN2: return atan2(x, y);
-    case MS_LT: return x < y;
-    case MS_LE: return x <= y;
-    case MS_GT: return x > y;
-    case MS_GE: return x >= y;
-    case MS_EQ: return x == y;
-    case MS_NE: return x != y;
-    default: return NAN;
+    case MS_ADD:
+      return x + y;
+    case MS_SUB:
+      return x - y;
+    case MS_MUL:
+      return x * y;
+    case MS_DIV:
+      return x / y;
+    case MS_POW:
+      return pow(x, y);
+    case MS_MAXIMUM:
+      return (isnan(x) || isnan(y)) ? NAN : fmax(x, y);
+    case MS_MINIMUM:
+      return (isnan(x) || isnan(y)) ? NAN : fmin(x, y);
+    case MS_ATAN2:
+      return atan2(x, y);
+    case MS_LT:
+      return x < y;
+    case MS_LE:
+      return x <= y;
+    case MS_GT:
+      return x > y;
+    case MS_GE:
+      return x >= y;
+    case MS_EQ:
+      return x == y;
+    case MS_NE:
+      return x != y;
+    default:
+      return NAN;
   }
 }
 
 static double ref_unop(ms_unop op, double x) {
   switch (op) {
-    case MS_NEG: return -x;
-    case MS_ABS: return fabs(x);
-    case MS_EXP: return exp(x);
-    case MS_LOG: return log(x);
-    case MS_LOG1P: return log1p(x);
-    case MS_EXPM1: return expm1(x);
-    case MS_SQRT: return sqrt(x);
-    case MS_SQUARE: return pow(x, 2);
-    case MS_RECIPROCAL: return pow(x, -1);
-    case MS_TANH: return tanh(x);
+    case MS_NEG:
+      return -x;
+    case MS_ABS:
+      return fabs(x);
+    case MS_EXP:
+      return exp(x);
+    case MS_LOG:
+      return log(x);
+    case MS_LOG1P:
+      return log1p(x);
+    case MS_EXPM1:
+      return expm1(x);
+    case MS_SQRT:
+      return sqrt(x);
+    case MS_SQUARE:
+      return pow(x, 2);
+    case MS_RECIPROCAL:
+      return pow(x, -1);
+    case MS_TANH:
+      return tanh(x);
     /* 1/(1+e^-x) is exact enough everywhere: e^-x = inf just gives 0. */
-    case MS_SIGMOID: return 1.0 / (1.0 + exp(-x));
-    case MS_RELU: return isnan(x) ? x : fmax(x, 0.0);
+    case MS_SIGMOID:
+      return 1.0 / (1.0 + exp(-x));
+    case MS_RELU:
+      return isnan(x) ? x : fmax(x, 0.0);
     case MS_SOFTPLUS:
       /* log1p(e^x) where it is accurate; the asymptotes x + e^-x and e^x beyond |x| > 30. */
       if (isnan(x)) return x;
       if (x > 30) return x + exp(-x);
       if (x < -30) return exp(x);
       return log1p(exp(x));
-    case MS_SIN: return sin(x);
-    case MS_COS: return cos(x);
-    case MS_SIGN: return isnan(x) ? x : (double)((x > 0) - (x < 0));
-    case MS_FLOOR: return floor(x);
-    case MS_CEIL: return ceil(x);
-    case MS_ROUND: return rint(x); /* default rounding mode: half to even */
-    case MS_ISFINITE: return isfinite(x) ? 1.0 : 0.0;
-    default: return NAN;
+    case MS_SIN:
+      return sin(x);
+    case MS_COS:
+      return cos(x);
+    case MS_SIGN:
+      return isnan(x) ? x : (double)((x > 0) - (x < 0));
+    case MS_FLOOR:
+      return floor(x);
+    case MS_CEIL:
+      return ceil(x);
+    case MS_ROUND:
+      return rint(x); /* default rounding mode: half to even */
+    case MS_ISFINITE:
+      return isfinite(x) ? 1.0 : 0.0;
+    default:
+      return NAN;
   }
 }
 
@@ -168,15 +205,16 @@ static double ref_reduce(ms_redop op, const double *x, int64_t n, int64_t s) {
       for (int64_t i = 0; i < n; i++)
         if (x[i * s] < best) best = x[i * s], k = i;
       return op == MS_MIN ? best : (double)k;
-    default: return NAN;
+    default:
+      return NAN;
   }
 }
 
 /* ---- generic checks against the references ---- */
 
 /* ms_binary(op, a, b) element by element against ref_binop through ms_tensor_get. */
-static void check_binary(ms_ctx *ctx, ms_binop op, const ms_tensor *a, const ms_tensor *b,
-                         int nd, const int64_t *shape) {
+static void check_binary(ms_ctx *ctx, ms_binop op, const ms_tensor *a, const ms_tensor *b, int nd,
+                         const int64_t *shape) {
   ms_tensor *r = NULL;
   CHECK(ms_binary(ctx, op, a, b, &r) == MS_OK);
   if (r == NULL) return;
@@ -212,8 +250,10 @@ static void check_reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *t, int axis,
     for (int d = 0; d < nd; d++) {
       if (d < ax) outer *= shape[d];
       if (d > ax) inner *= shape[d];
-      if (d != ax) want_shape[wnd++] = shape[d];
-      else if (keepdim) want_shape[wnd++] = 1;
+      if (d != ax)
+        want_shape[wnd++] = shape[d];
+      else if (keepdim)
+        want_shape[wnd++] = 1;
     }
     CHECK(shape_is(r, wnd, want_shape));
     for (int64_t o = 0; o < outer; o++)
@@ -281,8 +321,9 @@ static void test_broadcast_shape(ms_ctx *ctx) {
   CHECK(strcmp(ms_ctx_error(ctx), want) == 0);
   CHECK_FAILS(ctx, ms_broadcast_shape(ctx, "mul", 1, SHAPE(0), 1, SHAPE(2), &nd, s), MS_ESHAPE,
               "mul: shapes");
-  CHECK_FAILS(ctx, ms_broadcast_shape(ctx, "mul", MS_MAXDIM + 1, SHAPE(1, 1, 1, 1, 1, 1, 1, 1, 1),
-                                      1, SHAPE(2), &nd, s),
+  CHECK_FAILS(ctx,
+              ms_broadcast_shape(ctx, "mul", MS_MAXDIM + 1, SHAPE(1, 1, 1, 1, 1, 1, 1, 1, 1), 1,
+                                 SHAPE(2), &nd, s),
               MS_EARG, "mul: expected at most");
   ms_ctx_clear_error(ctx);
 }
@@ -460,7 +501,7 @@ static void test_views(ms_ctx *ctx) {
   CHECK(ms_tensor_randn(ctx, NULL, 3, SHAPE(5, 6, 7), 0, 1, &g) == MS_OK);
   CHECK(ms_tensor_randn(ctx, NULL, 3, SHAPE(6, 7, 5), 0, 1, &g2) == MS_OK);
   CHECK(ms_tensor_permute(ctx, g, (const int[]){1, 2, 0}, &gp) == MS_OK); /* [6,7,5] */
-  CHECK(ms_tensor_slice(ctx, gp, 2, 1, 5, 3, &gs) == MS_OK);               /* [6,7,2] */
+  CHECK(ms_tensor_slice(ctx, gp, 2, 1, 5, 3, &gs) == MS_OK);              /* [6,7,2] */
   CHECK(ms_tensor_randn(ctx, NULL, 2, SHAPE(7, 1), 0, 1, &u) == MS_OK);
   CHECK(ms_tensor_randn(ctx, NULL, 1, SHAPE(2), 0, 1, &u1) == MS_OK);
   for (int op = 0; op < MS_BINOP_COUNT; op++) {
@@ -492,8 +533,8 @@ static void test_views(ms_ctx *ctx) {
 }
 
 static void test_unary(ms_ctx *ctx) {
-  const double xs[] = {-800, -700, -30, -2.5, -1, -0.5, -0.0, 0,  0.3,      0.5,      1.5,
-                       2.5,  3.7,  30,  700,  800, INFINITY, -INFINITY, NAN};
+  const double xs[] = {-800, -700, -30, -2.5, -1,  -0.5, -0.0,     0,         0.3, 0.5,
+                       1.5,  2.5,  3.7, 30,   700, 800,  INFINITY, -INFINITY, NAN};
   const int64_t n = (int64_t)(sizeof xs / sizeof xs[0]);
   ms_tensor *a = mk(ctx, 1, &n, xs);
   for (int op = 0; op < MS_UNOP_COUNT; op++) {
@@ -988,23 +1029,23 @@ static void test_errors(ms_ctx *ctx) {
 }
 
 /* Runs op with the k-th allocation failing for k = 0, 1, ... until it succeeds. */
-#define CHECK_ALLOC_FAILURES(ctx, f, call, r)                                                     \
-  do {                                                                                            \
-    size_t base_ = ms_ctx_bytes(ctx);                                                             \
-    int st_ = MS_ENOMEM, k_;                                                                      \
-    for (k_ = 0; k_ < 10 && st_ != MS_OK; k_++) {                                                 \
-      (f)->n = 0, (f)->fail_at = k_; /* k_ allocations pass, then every one fails */              \
-      r = (ms_tensor *)&r;                                                                        \
-      st_ = (call);                                                                               \
-      (f)->fail_at = -1;                                                                          \
-      if (st_ != MS_OK) {                                                                         \
-        CHECK(st_ == MS_ENOMEM && r == NULL && ms_ctx_bytes(ctx) == base_);                       \
-        CHECK(strstr(ms_ctx_error(ctx), "out of memory") != NULL);                                \
-      }                                                                                           \
-    }                                                                                             \
-    CHECK(st_ == MS_OK && k_ > 1);                                                                \
-    ms_tensor_release(st_ == MS_OK ? r : NULL);                                                   \
-    CHECK(ms_ctx_bytes(ctx) == base_);                                                            \
+#define CHECK_ALLOC_FAILURES(ctx, f, call, r)                                        \
+  do {                                                                               \
+    size_t base_ = ms_ctx_bytes(ctx);                                                \
+    int st_ = MS_ENOMEM, k_;                                                         \
+    for (k_ = 0; k_ < 10 && st_ != MS_OK; k_++) {                                    \
+      (f)->n = 0, (f)->fail_at = k_; /* k_ allocations pass, then every one fails */ \
+      r = (ms_tensor *)&r;                                                           \
+      st_ = (call);                                                                  \
+      (f)->fail_at = -1;                                                             \
+      if (st_ != MS_OK) {                                                            \
+        CHECK(st_ == MS_ENOMEM && r == NULL && ms_ctx_bytes(ctx) == base_);          \
+        CHECK(strstr(ms_ctx_error(ctx), "out of memory") != NULL);                   \
+      }                                                                              \
+    }                                                                                \
+    CHECK(st_ == MS_OK && k_ > 1);                                                   \
+    ms_tensor_release(st_ == MS_OK ? r : NULL);                                      \
+    CHECK(ms_ctx_bytes(ctx) == base_);                                               \
   } while (0)
 
 static void test_alloc_failures(void) {

@@ -21,9 +21,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../../engine/src/meta_internal.h"
 #include "check.h"
 #include "metastep/metastep.h"
-#include "../../engine/src/meta_internal.h"
 
 #define OK(call) CHECK_OK(ctx, call)
 
@@ -75,7 +75,8 @@ static void make_ls(plain_obj *o, ms_rng *rng, int n, int d) {
 }
 
 /* Quadratic with H = B B^T / (2d) + shift I (B drawn from the generator), w* drawn or 0. */
-static void make_quad(plain_obj *o, ms_rng *rng, int d, double shift, int with_wstar, double fstar) {
+static void make_quad(plain_obj *o, ms_rng *rng, int d, double shift, int with_wstar,
+                      double fstar) {
   memset(o, 0, sizeof *o);
   o->n = d, o->d = d, o->has_b = with_wstar;
   double B[MAXD * MAXD];
@@ -162,7 +163,8 @@ static void ref_grad(const plain_obj *o, const ld *w, int affine, ld *g) {
   if (!o->ls) {
     for (int i = 0; i < d; i++) {
       ld s = 0;
-      for (int j = 0; j < d; j++) s += o->A[i * d + j] * (w[j] - (affine && o->has_b ? o->b[j] : 0));
+      for (int j = 0; j < d; j++)
+        s += o->A[i * d + j] * (w[j] - (affine && o->has_b ? o->b[j] : 0));
       g[i] = s;
     }
     return;
@@ -186,7 +188,8 @@ static ld ref_value(const plain_obj *o, const ld *w) {
   if (!o->ls) {
     for (int i = 0; i < d; i++)
       for (int j = 0; j < d; j++)
-        s += (w[i] - (o->has_b ? o->b[i] : 0)) * o->A[i * d + j] * (w[j] - (o->has_b ? o->b[j] : 0));
+        s +=
+            (w[i] - (o->has_b ? o->b[i] : 0)) * o->A[i * d + j] * (w[j] - (o->has_b ? o->b[j] : 0));
     return s / 2;
   }
   for (int i = 0; i < o->n; i++) {
@@ -207,7 +210,8 @@ static void ref_loss(const ref_case *c, const plain_obj *tr, const double *shift
   if (c->residual) {
     int n = tr->n;
     ld s = 0, s1 = 0, s2 = 0;
-    for (int i = 0; i < n; i++) s += r[0][i] * r[0][i], s1 += r[0][i] * r[1][i], s2 += r[0][i] * r[2][i];
+    for (int i = 0; i < n; i++)
+      s += r[0][i] * r[0][i], s1 += r[0][i] * r[1][i], s2 += r[0][i] * r[2][i];
     l[0] = s / (2 * n), l[1] = s1 / n, l[2] = s2 / n;
     return;
   }
@@ -253,9 +257,12 @@ static ref_out reference(const ref_case *c) {
     for (int k = 0; k < 3; k++)
       for (int i = 0; i < d; i++) {
         mn[k][i] = beta * m[k][i] + g[k][i] + (k == 2 ? m[0][i] : 0);
-        if (c->opt == MS_OPTIM_GD) dir[k][i] = g[k][i];
-        else if (c->opt == MS_OPTIM_MOMENTUM) dir[k][i] = mn[k][i];
-        else dir[k][i] = g[k][i] + beta * mn[k][i] + (k == 2 ? mn[0][i] : 0);
+        if (c->opt == MS_OPTIM_GD)
+          dir[k][i] = g[k][i];
+        else if (c->opt == MS_OPTIM_MOMENTUM)
+          dir[k][i] = mn[k][i];
+        else
+          dir[k][i] = g[k][i] + beta * mn[k][i] + (k == 2 ? mn[0][i] : 0);
       }
     for (int k = 0; k < 3; k++)
       for (int i = 0; i < d; i++) {
@@ -338,9 +345,11 @@ static void check_case(const char *name, const ref_case *c, ms_optim *opt, int l
   ld log10_loss = ref.log_loss / logl(10.0L);
   int in_range = isfinite((double)ref.log_loss) && fabsl(log10_loss) < 4900;
   CHECK(in_range);
-  if (getenv("STABLE_TEST_VERBOSE")) fprintf(stderr, "%-45s log10 loss %10.2Lf\n", name, log10_loss);
+  if (getenv("STABLE_TEST_VERBOSE"))
+    fprintf(stderr, "%-45s log10 loss %10.2Lf\n", name, log10_loss);
   if (!in_range) {
-    fprintf(stderr, "%s: the reference left the long double range (log10 loss %Lg)\n", name, log10_loss);
+    fprintf(stderr, "%s: the reference left the long double range (log10 loss %Lg)\n", name,
+            log10_loss);
     return;
   }
   ms_tensor *w0 = c->w0 ? tensor(1, c->train->d, 0, c->w0) : NULL;
@@ -383,7 +392,8 @@ static void check_case(const char *name, const ref_case *c, ms_optim *opt, int l
               logl(fabsl(dref)));
       ok = 0;
     }
-    if (logk || !(overflow || underflow)) ok &= rel_ok(pname, grad_item(&out, i), dref, TOL, &worst_grad);
+    if (logk || !(overflow || underflow))
+      ok &= rel_ok(pname, grad_item(&out, i), dref, TOL, &worst_grad);
   }
   CHECK(ok);
   if (!ok)
@@ -416,29 +426,44 @@ static void test_least_squares(void) {
   } cases[] = {
       /* train-by-train: the loss goes to 0 (n < d), so far below |y| eps at large T */
       {"ls train log T=300", 1.0 / hi, 300, MS_META_LOG, 0, 0, 0, 1, MS_OPTIM_GD},
-      {"ls train log T=1e5 (loss ~1e-2000)", 1.0 / hi, 100000, MS_META_LOG, 0, 1, 0, 0, MS_OPTIM_GD},
-      {"ls train naive T=15000 (underflows a double)", 1.0 / hi, 15000, MS_META_NAIVE, 0, 1, 0, 1, MS_OPTIM_GD},
-      {"ls train naive T=2e4 (overflows a double)", 2.05 / hi, 20000, MS_META_NAIVE, 0, 0, 0, 1, MS_OPTIM_GD},
+      {"ls train log T=1e5 (loss ~1e-2000)", 1.0 / hi, 100000, MS_META_LOG, 0, 1, 0, 0,
+       MS_OPTIM_GD},
+      {"ls train naive T=15000 (underflows a double)", 1.0 / hi, 15000, MS_META_NAIVE, 0, 1, 0, 1,
+       MS_OPTIM_GD},
+      {"ls train naive T=2e4 (overflows a double)", 2.05 / hi, 20000, MS_META_NAIVE, 0, 0, 0, 1,
+       MS_OPTIM_GD},
       {"ls train sum T=2000", 0.5 / hi, 2000, MS_META_SUM, 0, 1, 0, 1, MS_OPTIM_GD},
       {"ls train logsum T=1e4 log_lr", 0.7 / hi, 10000, MS_META_LOGSUM, 0, 1, 1, 0, MS_OPTIM_GD},
       /* train-by-validation: the validation loss settles at a positive value */
       {"ls valid naive T=1e5", 1e-4 / hi, 100000, MS_META_NAIVE, 1, 0, 0, 1, MS_OPTIM_GD},
       {"ls valid log T=1e5 log_lr", 2e-4 / hi, 100000, MS_META_LOG, 1, 0, 1, 0, MS_OPTIM_GD},
       {"ls valid log T=300", 0.5 / hi, 300, MS_META_LOG, 1, 0, 0, 1, MS_OPTIM_GD},
-      {"ls valid naive T=2e4 (overflows a double)", 2.05 / hi, 20000, MS_META_NAIVE, 1, 0, 0, 1, MS_OPTIM_GD},
+      {"ls valid naive T=2e4 (overflows a double)", 2.05 / hi, 20000, MS_META_NAIVE, 1, 0, 0, 1,
+       MS_OPTIM_GD},
       {"ls valid log T=2e4 lr > 2/lambda", 2.05 / hi, 20000, MS_META_LOG, 1, 0, 0, 0, MS_OPTIM_GD},
       {"ls valid logsum T=3000", 0.01 / hi, 3000, MS_META_LOGSUM, 1, 0, 0, 1, MS_OPTIM_GD},
-      {"ls valid nesterov log T=2000", 0.001 / hi, 2000, MS_META_LOG, 1, 0, 0, 1, MS_OPTIM_NESTEROV},
+      {"ls valid nesterov log T=2000", 0.001 / hi, 2000, MS_META_LOG, 1, 0, 0, 1,
+       MS_OPTIM_NESTEROV},
       {"ls train momentum log T=5000", 0.3 / hi, 5000, MS_META_LOG, 0, 1, 0, 1, MS_OPTIM_MOMENTUM},
       {"ls train, quadratic valid naive", 0.01 / hi, 3000, MS_META_NAIVE, 2, 0, 0, 1, MS_OPTIM_GD},
-      {"ls train, quadratic valid nesterov log", 0.002 / hi, 3000, MS_META_LOG, 2, 0, 0, 1, MS_OPTIM_NESTEROV},
+      {"ls train, quadratic valid nesterov log", 0.002 / hi, 3000, MS_META_LOG, 2, 0, 0, 1,
+       MS_OPTIM_NESTEROV},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     double beta = 0.6;
     ms_optim *opt = make_opt(cases[k].opt, cases[k].lr, beta, cases[k].log_lr);
     const plain_obj *valid = cases[k].valid == 1 ? &va : cases[k].valid == 2 ? &qv : NULL;
-    ref_case c = {cases[k].opt, cases[k].lr, beta, NULL, 0, &tr, valid,
-                  cases[k].start ? w0 : NULL, cases[k].T, cases[k].kind, cases[k].residual};
+    ref_case c = {cases[k].opt,
+                  cases[k].lr,
+                  beta,
+                  NULL,
+                  0,
+                  &tr,
+                  valid,
+                  cases[k].start ? w0 : NULL,
+                  cases[k].T,
+                  cases[k].kind,
+                  cases[k].residual};
     if (opt) check_case(cases[k].name, &c, opt, cases[k].log_lr);
     ms_optim_release(opt);
   }
@@ -471,24 +496,32 @@ static void test_momentum_quadratic(void) {
     ms_meta_kind kind;
   } cases[] = {
       {"momentum log T=1000", &q, NULL, MS_OPTIM_MOMENTUM, 0.5 / hi, 0.5, 1000, MS_META_LOG},
-      {"momentum log T=1e5 (loss ~1e-1000)", &q0, NULL, MS_OPTIM_MOMENTUM, 0.006 / lo0, 0.5, 100000, MS_META_LOG},
-      {"momentum naive T=4000 (underflows a double)", &q0, NULL, MS_OPTIM_MOMENTUM, 0.5 / hi0, 0.5, 4000, MS_META_NAIVE},
-      {"momentum naive T=2e4 (overflows a double)", &q0, NULL, MS_OPTIM_MOMENTUM, 3.1 / hi0, 0.5, 20000, MS_META_NAIVE},
+      {"momentum log T=1e5 (loss ~1e-1000)", &q0, NULL, MS_OPTIM_MOMENTUM, 0.006 / lo0, 0.5, 100000,
+       MS_META_LOG},
+      {"momentum naive T=4000 (underflows a double)", &q0, NULL, MS_OPTIM_MOMENTUM, 0.5 / hi0, 0.5,
+       4000, MS_META_NAIVE},
+      {"momentum naive T=2e4 (overflows a double)", &q0, NULL, MS_OPTIM_MOMENTUM, 3.1 / hi0, 0.5,
+       20000, MS_META_NAIVE},
       {"momentum sum T=500", &q, NULL, MS_OPTIM_MOMENTUM, 0.3 / hi, 0.8, 500, MS_META_SUM},
       {"momentum logsum T=3000", &q, NULL, MS_OPTIM_MOMENTUM, 0.3 / hi, 0.8, 3000, MS_META_LOGSUM},
       {"momentum valid log T=3000", &q, &qv, MS_OPTIM_MOMENTUM, 0.3 / hi, 0.7, 3000, MS_META_LOG},
       {"nesterov log T=1000", &q, NULL, MS_OPTIM_NESTEROV, 0.5 / hi, 0.5, 1000, MS_META_LOG},
-      {"nesterov log T=1e5 (loss ~1e-1000)", &q0, NULL, MS_OPTIM_NESTEROV, 0.006 / lo0, 0.5, 100000, MS_META_LOG},
-      {"nesterov naive T=2e4 (overflows a double)", &q0, NULL, MS_OPTIM_NESTEROV, 1.6 / hi0, 0.5, 20000, MS_META_NAIVE},
+      {"nesterov log T=1e5 (loss ~1e-1000)", &q0, NULL, MS_OPTIM_NESTEROV, 0.006 / lo0, 0.5, 100000,
+       MS_META_LOG},
+      {"nesterov naive T=2e4 (overflows a double)", &q0, NULL, MS_OPTIM_NESTEROV, 1.6 / hi0, 0.5,
+       20000, MS_META_NAIVE},
       {"nesterov sum T=800", &q, NULL, MS_OPTIM_NESTEROV, 0.2 / hi, 0.9, 800, MS_META_SUM},
-      {"nesterov valid naive T=3000", &q, &qv, MS_OPTIM_NESTEROV, 0.2 / hi, 0.9, 3000, MS_META_NAIVE},
-      {"momentum quadratic, least-squares valid", &q, &lsv, MS_OPTIM_MOMENTUM, 0.01 / hi, 0.5, 2000, MS_META_LOG},
-      {"gd quadratic, least-squares valid logsum", &q, &lsv, MS_OPTIM_GD, 0.02 / hi, 0.5, 2000, MS_META_LOGSUM},
+      {"nesterov valid naive T=3000", &q, &qv, MS_OPTIM_NESTEROV, 0.2 / hi, 0.9, 3000,
+       MS_META_NAIVE},
+      {"momentum quadratic, least-squares valid", &q, &lsv, MS_OPTIM_MOMENTUM, 0.01 / hi, 0.5, 2000,
+       MS_META_LOG},
+      {"gd quadratic, least-squares valid logsum", &q, &lsv, MS_OPTIM_GD, 0.02 / hi, 0.5, 2000,
+       MS_META_LOGSUM},
   };
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     ms_optim *opt = make_opt(cases[k].opt, cases[k].lr, cases[k].beta, 0);
-    ref_case c = {cases[k].opt, cases[k].lr, cases[k].beta, NULL, 0, cases[k].train, cases[k].valid,
-                  w0, cases[k].T, cases[k].kind, 0};
+    ref_case c = {cases[k].opt,   cases[k].lr, cases[k].beta, NULL,          0, cases[k].train,
+                  cases[k].valid, w0,          cases[k].T,    cases[k].kind, 0};
     if (opt) check_case(cases[k].name, &c, opt, 0);
     ms_optim_release(opt);
   }
@@ -526,8 +559,8 @@ static void test_schedule(void) {
   for (size_t k = 0; k < sizeof cases / sizeof cases[0]; k++) {
     ms_optim *opt = make_opt(cases[k].opt, cases[k].lr, 0.6, 0);
     OK(ms_optim_set_schedule(ctx, opt, 6, factors));
-    ref_case c = {cases[k].opt, cases[k].lr, 0.6, factors, 6, cases[k].obj, NULL, w0, 2000,
-                  cases[k].kind, cases[k].residual};
+    ref_case c = {cases[k].opt, cases[k].lr, 0.6,           factors,          6, cases[k].obj, NULL,
+                  w0,           2000,        cases[k].kind, cases[k].residual};
     if (opt) check_case(cases[k].name, &c, opt, 0);
     ms_optim_release(opt);
   }
@@ -579,15 +612,18 @@ static void test_closed_form(void) {
             int ok = ev < 1e-9 && eg < 1e-9 && out.status == ex.status;
             if (ex.status == MS_META_OK) {
               ok &= fabs(out.value - ex.value) <= 1e-9 * fabs(ex.value);
-              ok &= fabs(grad_item(&out, 0) - chain * ex.grad[0]) <= 1e-9 * fabs(chain * ex.grad[0]);
+              ok &=
+                  fabs(grad_item(&out, 0) - chain * ex.grad[0]) <= 1e-9 * fabs(chain * ex.grad[0]);
             }
             if (ev > worst) worst = ev;
             if (eg > worst) worst = eg;
             CHECK(ok);
             if (!ok)
-              fprintf(stderr, "closed form %s eta=%g T=%lld kind %d log_lr %d: %.17g %.17g vs %.17g %.17g\n",
-                      m ? "exact" : "stable", etas[a], (long long)Ts[b], k, log_lr, out.log_loss,
-                      out.log_abs_grad[0], ex.log_loss, ex.log_abs_grad[0]);
+              fprintf(
+                  stderr,
+                  "closed form %s eta=%g T=%lld kind %d log_lr %d: %.17g %.17g vs %.17g %.17g\n",
+                  m ? "exact" : "stable", etas[a], (long long)Ts[b], k, log_lr, out.log_loss,
+                  out.log_abs_grad[0], ex.log_loss, ex.log_abs_grad[0]);
             ms_meta_out_clear(&out);
           }
           ms_optim_release(opt);
@@ -610,14 +646,24 @@ static void test_stable_quadratic(void) {
   ms_tensor *H = tensor(2, 10, 10, q.A), *ws = tensor(1, 10, 0, q.b), *w0t = tensor(1, 10, 0, w0);
   for (int mom = 0; mom < 2; mom++) {
     ms_meta_optimizer o = {mom ? MS_META_MOMENTUM : MS_META_GD, 0.4 / hi, 0.7};
-    ref_case c = {mom ? MS_OPTIM_MOMENTUM : MS_OPTIM_GD, o.lr, o.beta, NULL, 0, &q, NULL, w0, 5000,
-                  MS_META_LOG, 0};
+    ref_case c = {mom ? MS_OPTIM_MOMENTUM : MS_OPTIM_GD,
+                  o.lr,
+                  o.beta,
+                  NULL,
+                  0,
+                  &q,
+                  NULL,
+                  w0,
+                  5000,
+                  MS_META_LOG,
+                  0};
     ref_out ref = reference(&c);
     ms_meta_result r;
     OK(ms_meta_stable_quadratic(ctx, H, w0t, ws, &o, 5000, MS_META_LOG, &r));
     CHECK(r.nparams == (mom ? 2 : 1) && r.status == MS_META_OK);
     CHECK(fabs(r.log_loss - (double)ref.log_loss) < TOL);
-    for (int j = 0; j < r.nparams; j++) CHECK(rel_ok("meta_stable grad", r.grad[j], ref.dvalue[j], TOL, &worst_grad));
+    for (int j = 0; j < r.nparams; j++)
+      CHECK(rel_ok("meta_stable grad", r.grad[j], ref.dvalue[j], TOL, &worst_grad));
   }
   ms_tensor_release(H);
   ms_tensor_release(ws);
@@ -680,8 +726,10 @@ static void test_edges(void) {
     ms_ctx_set_limit(ctx, before + limit);
     int st = ms_meta_value_and_grad(ctx, &spec, &out);
     ms_ctx_set_limit(ctx, 0);
-    if (st == MS_ENOMEM) enomem++;
-    else CHECK(st == MS_OK);
+    if (st == MS_ENOMEM)
+      enomem++;
+    else
+      CHECK(st == MS_OK);
     ms_meta_out_clear(&out);
     CHECK(ms_ctx_bytes(ctx) == before);
   }
@@ -694,7 +742,8 @@ static void test_edges(void) {
 
 /* ---- what the methods do not cover ---- */
 
-static const char STABLE_TAIL[] = " (it handles gd, momentum and nesterov on quadratics and least squares)";
+static const char STABLE_TAIL[] =
+    " (it handles gd, momentum and nesterov on quadratics and least squares)";
 
 static int custom_fn(ms_ctx *c, void *ud, const ms_traj *traj, ms_tensor **out) {
   (void)c, (void)ud, (void)traj, (void)out;
@@ -798,13 +847,17 @@ static void test_not_covered(void) {
   spec.tasks = &ti;
   ms_meta_out out;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &spec, &out), MS_EARG,
-              "meta: method 'stable': needs a positive semi-definite H (smallest eigenvalue -1, largest 1)");
+              "meta: method 'stable': needs a positive semi-definite H (smallest eigenvalue -1, "
+              "largest 1)");
   char why[256] = "";
   CHECK(ms__meta_stable_applies(ctx, &spec, &ti, why, sizeof why) == 0);
-  CHECK(strcmp(why, "method 'stable': needs a positive semi-definite H (smallest eigenvalue -1, largest 1)") == 0);
+  CHECK(strcmp(why,
+               "method 'stable': needs a positive semi-definite H (smallest eigenvalue -1, largest "
+               "1)") == 0);
   spec.method = MS_METHOD_EXACT;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &spec, &out), MS_EARG,
-              "meta: method 'exact': needs a positive semi-definite H (smallest eigenvalue -1, largest 1)");
+  CHECK_FAILS(
+      ctx, ms_meta_value_and_grad(ctx, &spec, &out), MS_EARG,
+      "meta: method 'exact': needs a positive semi-definite H (smallest eigenvalue -1, largest 1)");
 
   /* the exact method: gd without a schedule, naive or log on the training loss */
   const char *exact_tail =
@@ -814,22 +867,27 @@ static void test_not_covered(void) {
   spec.tasks = &task;
   ms_optim *mom = make_opt(MS_OPTIM_MOMENTUM, 0.1, 0.5, 0);
   spec.optimizer = mom;
-  snprintf(msg, sizeof msg, "meta: method 'exact' does not cover the optimizer momentum%s", exact_tail);
+  snprintf(msg, sizeof msg, "meta: method 'exact' does not cover the optimizer momentum%s",
+           exact_tail);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &spec, &out), MS_EARG, msg);
   spec.optimizer = gd;
   spec.meta.kind = MS_META_SUM;
-  snprintf(msg, sizeof msg, "meta: method 'exact' does not cover the sum meta-objective%s", exact_tail);
+  snprintf(msg, sizeof msg, "meta: method 'exact' does not cover the sum meta-objective%s",
+           exact_tail);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &spec, &out), MS_EARG, msg);
   spec.meta.kind = MS_META_LOG;
   task.objective = ls.obj;
-  snprintf(msg, sizeof msg, "meta: method 'exact' does not cover the training objective 'least_squares'%s", exact_tail);
+  snprintf(msg, sizeof msg,
+           "meta: method 'exact' does not cover the training objective 'least_squares'%s",
+           exact_tail);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &spec, &out), MS_EARG, msg);
   task.objective = q.obj;
   double f[2] = {1, 0.5};
   ms_optim *sched = make_opt(MS_OPTIM_GD, 0.1, 0, 0);
   OK(ms_optim_set_schedule(ctx, sched, 2, f));
   spec.optimizer = sched;
-  snprintf(msg, sizeof msg, "meta: method 'exact' does not cover a step-size schedule%s", exact_tail);
+  snprintf(msg, sizeof msg, "meta: method 'exact' does not cover a step-size schedule%s",
+           exact_tail);
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &spec, &out), MS_EARG, msg);
 
   ms_optim_release(sched);
@@ -858,8 +916,10 @@ int main(void) {
   test_stable_quadratic();
   test_edges();
   test_not_covered();
-  printf("stable vs long double unroll: max |log loss error| %.3g, max relative error of values %.3g, "
-         "of meta-gradients %.3g\n", worst_loss, worst_value, worst_grad);
+  printf(
+      "stable vs long double unroll: max |log loss error| %.3g, max relative error of values %.3g, "
+      "of meta-gradients %.3g\n",
+      worst_loss, worst_value, worst_grad);
   CHECK(ms_ctx_bytes(ctx) == 0);
   ms_ctx_free(ctx);
   return check_report();

@@ -38,8 +38,8 @@ static int values_are(const ms_tensor *t, const double *want, int64_t n) {
     }
   return 1;
 }
-#define VALUES(t, ...)                                                  \
-  values_are((t), (const double[]){__VA_ARGS__},                         \
+#define VALUES(t, ...)                           \
+  values_are((t), (const double[]){__VA_ARGS__}, \
              (int64_t)(sizeof((const double[]){__VA_ARGS__}) / sizeof(double)))
 
 static int shape_is(const ms_tensor *t, int ndim, const int64_t *shape) {
@@ -844,8 +844,7 @@ static void test_argument_errors(void) {
   CHECK(t == NULL);
   CHECK(strstr(ms_ctx_error(ctx), "9") != NULL);
   FAILS(ms_tensor_full(ctx, -1, nine, 0, &t), MS_EARG, "dimensions");
-  FAILS(ms_tensor_empty(ctx, 2, SHAPE(INT64_C(1) << 30, INT64_C(1) << 30), &t), MS_EARG,
-        "2^50");
+  FAILS(ms_tensor_empty(ctx, 2, SHAPE(INT64_C(1) << 30, INT64_C(1) << 30), &t), MS_EARG, "2^50");
   FAILS(ms_tensor_from_data(ctx, 1, SHAPE(-2), NULL, &t), MS_EARG, "negative");
   FAILS(ms_tensor_eye(ctx, -2, 3, &t), MS_EARG, "negative");
   CHECK(t == NULL);

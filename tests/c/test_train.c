@@ -81,8 +81,8 @@ static void closed_G(int d, const double *lam, const double *c, int T, double et
 
 /* The meta-optimizer, replayed by hand on one scalar theta. */
 typedef struct hand {
-  int metaopt;    /* 0 sgd, 1 adam, 2 rmsprop */
-  int constant;   /* 1: constant schedule, else 1/sqrt(k) */
+  int metaopt;  /* 0 sgd, 1 adam, 2 rmsprop */
+  int constant; /* 1: constant schedule, else 1/sqrt(k) */
   double meta_lr, clip, lo, hi;
   double b1, b2, eps, rho;
 } hand;
@@ -188,11 +188,12 @@ static void compare_scalar_run(const char *what, const ms_train_result *r, int K
     if (rec->k != k + 1 || rec->status != MS_META_OK || !rec->updated || rec->lr != lr[k] ||
         !(e_th <= tol) || !(e_v <= tol * fmax(1, fabs(val[k]))) || !(e_g <= tol)) {
       if (!bad)
-        fprintf(stderr,
-                "%s: record %d: k %lld status %d updated %d lr %.17g (want %.17g) theta %.17g (want "
-                "%.17g) value %.17g (want %.17g) grad %.17g (want %.17g)\n",
-                what, k + 1, (long long)rec->k, rec->status, rec->updated, rec->lr, lr[k],
-                at(rec->theta[0], 0), th[k], rec->value, val[k], at(rec->grad[0], 0), gr[k]);
+        fprintf(
+            stderr,
+            "%s: record %d: k %lld status %d updated %d lr %.17g (want %.17g) theta %.17g (want "
+            "%.17g) value %.17g (want %.17g) grad %.17g (want %.17g)\n",
+            what, k + 1, (long long)rec->k, rec->status, rec->updated, rec->lr, lr[k],
+            at(rec->theta[0], 0), th[k], rec->value, val[k], at(rec->grad[0], 0), gr[k]);
       bad++;
     }
   }
@@ -232,8 +233,16 @@ static void test_scalar_closed_form(void) {
     o.schedule = cases[ci].sched;
     o.meta_optimizer = cases[ci].mo;
     o.clip = cases[ci].clip;
-    hand h = {(int)cases[ci].mo, cases[ci].sched == MS_SCHEDULE_CONSTANT, cases[ci].meta_lr,
-              cases[ci].clip, 0, INFINITY, 0.9, 0.999, 1e-8, 0.9};
+    hand h = {(int)cases[ci].mo,
+              cases[ci].sched == MS_SCHEDULE_CONSTANT,
+              cases[ci].meta_lr,
+              cases[ci].clip,
+              0,
+              INFINITY,
+              0.9,
+              0.999,
+              1e-8,
+              0.9};
     hand_run(&h, 3, LAM3, C3, T, 0.05, cases[ci].K, th, val, gr, lr);
     OK(ms_meta_train(ctx, &f.spec, &o, &r));
     compare_scalar_run(cases[ci].name, &r, cases[ci].K, th, val, gr, lr, 1e-10);
@@ -390,7 +399,8 @@ static void test_vector_adam(void) {
   CHECK(r.n == 600 && r.stopped == MS_STOP_DONE);
   CHECK(r.theta[0] != NULL && ms_tensor_ndim(r.theta[0]) == 1 && ms_tensor_dim(r.theta[0], 0) == 3);
   for (int i = 0; i < 3; i++) CHECK_NEAR(at(r.theta[0], i), 1.0 / lam[i], 1e-6);
-  /* the first 40 records against Adam replayed by hand on dF/deta_i = -lambda_i^2 c_i^2 (1 - eta_i lambda_i) */
+  /* the first 40 records against Adam replayed by hand on dF/deta_i = -lambda_i^2 c_i^2 (1 - eta_i
+   * lambda_i) */
   {
     double eta[3], m[3] = {0}, v[3] = {0};
     int bad = 0;
@@ -404,7 +414,9 @@ static void test_vector_adam(void) {
         double g = -lam[i] * lam[i] * c[i] * c[i] * (1 - eta[i] * lam[i]);
         if (fabs(at(rec->theta[0], i) - eta[i]) > 1e-12 || fabs(at(rec->grad[0], i) - g) > 1e-12) {
           if (!bad)
-            fprintf(stderr, "vector adam: record %d entry %d: theta %.17g (want %.17g) grad %.17g (want %.17g)\n",
+            fprintf(stderr,
+                    "vector adam: record %d entry %d: theta %.17g (want %.17g) grad %.17g (want "
+                    "%.17g)\n",
                     k, i, at(rec->theta[0], i), eta[i], at(rec->grad[0], i), g);
           bad++;
         }
@@ -420,7 +432,9 @@ static void test_vector_adam(void) {
   {
     int64_t kb = 0;
     for (int64_t k = 0; k < r.n; k++)
-      if (r.history[k].status == MS_META_OK && (kb == 0 || r.history[k].value < r.history[kb - 1].value)) kb = k + 1;
+      if (r.history[k].status == MS_META_OK &&
+          (kb == 0 || r.history[k].value < r.history[kb - 1].value))
+        kb = k + 1;
     CHECK(r.best_k == kb && kb > 100);
     CHECK(kb > 0 && r.best_value == r.history[kb - 1].value);
     CHECK(kb > 0 && at(r.best_theta[0], 1) == at(r.history[kb - 1].theta[0], 1));
@@ -454,19 +468,21 @@ static void test_options(void) {
     const char *msg;
   } bad[32];
   int nbad = 0;
-#define BAD(field, value, message)            \
-  do {                                        \
-    bad[nbad].o = base_options();             \
-    bad[nbad].o.field = value;                \
-    bad[nbad].msg = message;                  \
-    nbad++;                                   \
+#define BAD(field, value, message) \
+  do {                             \
+    bad[nbad].o = base_options();  \
+    bad[nbad].o.field = value;     \
+    bad[nbad].msg = message;       \
+    nbad++;                        \
   } while (0)
   BAD(iterations, -1, "meta.train: option 'iterations' must be >= 0, got -1");
   BAD(meta_lr, -1, "meta.train: option 'meta_lr' must be >= 0, got -1");
   BAD(meta_lr, NAN, "meta.train: option 'meta_lr' must be >= 0, got nan");
   BAD(meta_lr, INFINITY, "meta.train: option 'meta_lr' must be finite, got inf");
-  BAD(schedule, (ms_train_schedule)7, "meta.train: option 'schedule' must be inv_sqrt (0) or constant (1), got 7");
-  BAD(schedule, (ms_train_schedule)-1, "meta.train: option 'schedule' must be inv_sqrt (0) or constant (1), got -1");
+  BAD(schedule, (ms_train_schedule)7,
+      "meta.train: option 'schedule' must be inv_sqrt (0) or constant (1), got 7");
+  BAD(schedule, (ms_train_schedule)-1,
+      "meta.train: option 'schedule' must be inv_sqrt (0) or constant (1), got -1");
   BAD(meta_optimizer, (ms_train_metaopt)3,
       "meta.train: option 'meta_optimizer' must be sgd (0), adam (1) or rmsprop (2), got 3");
   BAD(beta1, 1, "meta.train: option 'beta1' must be in [0, 1) (0 = default 0.9), got 1");
@@ -479,22 +495,28 @@ static void test_options(void) {
   BAD(clip, -1, "meta.train: option 'clip' must be >= 0, got -1");
   BAD(clip, NAN, "meta.train: option 'clip' must be >= 0, got nan");
   BAD(clip, INFINITY, "meta.train: option 'clip' must be finite (0 = off), got inf");
-  BAD(on_failure, (ms_train_failure)3, "meta.train: option 'on_failure' must be skip (0), zero (1) or error (2), got 3");
-  BAD(has_bounds[2], 1, "meta.train: option 'has_bounds[2]' is set but optimizer 'gd' has 1 parameter(s)");
+  BAD(on_failure, (ms_train_failure)3,
+      "meta.train: option 'on_failure' must be skip (0), zero (1) or error (2), got 3");
+  BAD(has_bounds[2], 1,
+      "meta.train: option 'has_bounds[2]' is set but optimizer 'gd' has 1 parameter(s)");
   BAD(sample, dummy_sample, "meta.train: option 'batch' must be >= 1 with a sampler, got 0");
 #undef BAD
   bad[nbad].o = base_options();
   bad[nbad].o.has_bounds[0] = 1;
   bad[nbad].o.lo[0] = 2, bad[nbad].o.hi[0] = 1;
-  bad[nbad++].msg = "meta.train: option 'bounds' of 'lr' must have lo <= hi (lo < inf, hi > -inf), got [2, 1]";
+  bad[nbad++].msg =
+      "meta.train: option 'bounds' of 'lr' must have lo <= hi (lo < inf, hi > -inf), got [2, 1]";
   bad[nbad].o = base_options();
   bad[nbad].o.has_bounds[0] = 1;
   bad[nbad].o.lo[0] = 0, bad[nbad].o.hi[0] = NAN;
-  bad[nbad++].msg = "meta.train: option 'bounds' of 'lr' must have lo <= hi (lo < inf, hi > -inf), got [0, nan]";
+  bad[nbad++].msg =
+      "meta.train: option 'bounds' of 'lr' must have lo <= hi (lo < inf, hi > -inf), got [0, nan]";
   bad[nbad].o = base_options();
   bad[nbad].o.has_bounds[0] = 1;
   bad[nbad].o.lo[0] = INFINITY, bad[nbad].o.hi[0] = INFINITY;
-  bad[nbad++].msg = "meta.train: option 'bounds' of 'lr' must have lo <= hi (lo < inf, hi > -inf), got [inf, inf]";
+  bad[nbad++].msg =
+      "meta.train: option 'bounds' of 'lr' must have lo <= hi (lo < inf, hi > -inf), got [inf, "
+      "inf]";
   for (int i = 0; i < nbad; i++) {
     ms_ctx_clear_error(ctx);
     int st = ms_meta_train(ctx, &f.spec, &bad[i].o, &r);
@@ -576,7 +598,8 @@ static int stop_cb(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor 
   s->last_k = rec->k;
   s->last_theta = at(theta[0], 0);
   if (rec->k == s->interrupt_at) ms_ctx_interrupt(ctx);
-  if (rec->k == s->fail_at) return ms_ctx_fail(ctx, MS_ECALLBACK, "callback gave up at %lld", (long long)rec->k);
+  if (rec->k == s->fail_at)
+    return ms_ctx_fail(ctx, MS_ECALLBACK, "callback gave up at %lld", (long long)rec->k);
   return rec->k == s->stop_at ? 1 : 0;
 }
 
@@ -731,7 +754,8 @@ static void test_on_failure(void) {
     const ms_train_record *rec = &r.history[k];
     double next = k + 1 < r.n ? at(r.history[k + 1].theta[0], 0) : at(r.theta[0], 0);
     CHECK(rec->updated);
-    CHECK_NEAR(next, sgd_expect(at(rec->theta[0], 0), at(rec->grad[0], 0), 0.5, 0.05, 0, INFINITY), 1e-15);
+    CHECK_NEAR(next, sgd_expect(at(rec->theta[0], 0), at(rec->grad[0], 0), 0.5, 0.05, 0, INFINITY),
+               1e-15);
     nonok += rec->status != MS_META_OK;
     moved += next != at(rec->theta[0], 0);
   }
@@ -833,7 +857,9 @@ static void test_adam_failure_counts(void) {
       if (k % 2 == 1 && next != eta) moved_on_b++;
       eta = fmax(0, next);
     }
-    if (bad) fprintf(stderr, "adam %s: %d mismatches against the hand replay\n", mode ? "zero" : "skip", bad);
+    if (bad)
+      fprintf(stderr, "adam %s: %d mismatches against the hand replay\n", mode ? "zero" : "skip",
+              bad);
     CHECK(bad == 0);
     CHECK_NEAR(at(r.theta[0], 0), eta, 1e-12);
     CHECK(mode == 0 || moved_on_b >= 4); /* ZERO: Adam's momentum moves theta on B's iterations */
@@ -848,7 +874,8 @@ out:
   ms_ctx_free(ctx);
 }
 
-/* (7) best on an oscillating run: the lowest value, not the last; the projection onto lr >= 0 binds */
+/* (7) best on an oscillating run: the lowest value, not the last; the projection onto lr >= 0 binds
+ */
 static void test_best(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
@@ -989,7 +1016,8 @@ static void test_select_project(void) {
   compare_scalar_run("project", &r, 12, th, val, gr, lr, 1e-12);
   ms_train_result_clear(ctx, &r);
   o.project = project_bad_shape;
-  CHECK_FAILS(ctx, ms_meta_train(ctx, &f.spec, &o, &r), MS_ESHAPE, "meta.train: project changed the size");
+  CHECK_FAILS(ctx, ms_meta_train(ctx, &f.spec, &o, &r), MS_ESHAPE,
+              "meta.train: project changed the size");
   CHECK(r.n == 1 && at(r.theta[0], 0) == 0.05);
   ms_train_result_clear(ctx, &r);
 
@@ -1015,7 +1043,10 @@ static void test_select_project(void) {
       CHECK(r.history[k].grad[0] == NULL && r.history[k].grad[1] != NULL);
       CHECK(at(r.history[k].theta[0], 0) == 0.05);
       double next = k + 1 < r.n ? at(r.history[k + 1].theta[1], 0) : at(r.theta[1], 0);
-      CHECK_NEAR(next, sgd_expect(at(r.history[k].theta[1], 0), at(r.history[k].grad[1], 0), 0.01, 0, 0, INFINITY), 1e-15);
+      CHECK_NEAR(next,
+                 sgd_expect(at(r.history[k].theta[1], 0), at(r.history[k].grad[1], 0), 0.01, 0, 0,
+                            INFINITY),
+                 1e-15);
     }
     CHECK(at(r.theta[0], 0) == 0.05);
     CHECK(at(r.theta[1], 0) != 0.3);
@@ -1098,8 +1129,8 @@ static void test_alloc_failures(void) {
       if (s.drawn != s.released) wrong++;
       ms_train_result_clear(ctx, &r);
       if (ms_ctx_bytes(ctx) != base || ms_ad_depth(ctx) != 0) {
-        fprintf(stderr, "[alloc %d] failing allocation %ld: %zu bytes leaked, depth %d\n", variant, k,
-                ms_ctx_bytes(ctx) - base, ms_ad_depth(ctx));
+        fprintf(stderr, "[alloc %d] failing allocation %ld: %zu bytes leaked, depth %d\n", variant,
+                k, ms_ctx_bytes(ctx) - base, ms_ad_depth(ctx));
         leaks++;
         break;
       }
@@ -1115,8 +1146,10 @@ static void test_alloc_failures(void) {
     for (k = 0; k < 1000000 && !ok; k++) {
       fs.n = 0, fs.fail_at = k;
       int st = ms_meta_train(ctx, &spec, &o, &r);
-      if (st == MS_OK) ok = 1;
-      else if (st != MS_ENOMEM && st != MS_ECALLBACK) wrong++;
+      if (st == MS_OK)
+        ok = 1;
+      else if (st != MS_ENOMEM && st != MS_ECALLBACK)
+        wrong++;
       ms_train_result_clear(ctx, &r);
       if (ms_ctx_bytes(ctx) != base) {
         leaks++;

@@ -49,12 +49,13 @@ static ms_objective *diag_quadratic(int64_t d, const double *l) {
 }
 
 /* G = (1/T) log f(w_T) and dG/deta_i for per-coordinate step sizes eta (closed form). */
-static double closed_G(int64_t d, const double *l, const double *c, const double *eta, int per_coord,
-                       int64_t T, double *dG) {
+static double closed_G(int64_t d, const double *l, const double *c, const double *eta,
+                       int per_coord, int64_t T, double *dG) {
   double a[256], m = -INFINITY;
   for (int64_t i = 0; i < d; i++) {
     double q = 1 - eta[per_coord ? i : 0] * l[i];
-    a[i] = q == 0 || c[i] == 0 ? -INFINITY : log(0.5 * l[i] * c[i] * c[i]) + 2.0 * (double)T * log(fabs(q));
+    a[i] = q == 0 || c[i] == 0 ? -INFINITY
+                               : log(0.5 * l[i] * c[i] * c[i]) + 2.0 * (double)T * log(fabs(q));
     if (a[i] > m) m = a[i];
   }
   double s = 0;
@@ -82,8 +83,6 @@ static ms_optim *make(ms_optim_kind kind, double lr, int log_lr) {
   OK(ms_optim_builtin(ctx, kind, &o, &opt));
   return opt;
 }
-
-
 
 /* ---- closed form, and the methods against each other ---- */
 
@@ -140,7 +139,8 @@ static void test_vector_theta(void) {
     CHECK(r.status == MS_META_OK);
     CHECK_NEAR(r.value, G, 1e-12);
     CHECK(ms_tensor_ndim(r.grad[0]) == 1 && ms_tensor_dim(r.grad[0], 0) == 4);
-    for (int i = 0; i < 4; i++) CHECK_NEAR(ms_tensor_data(r.grad[0])[i], dG[i], methods[k] == MS_METHOD_FD ? 1e-6 : 1e-10);
+    for (int i = 0; i < 4; i++)
+      CHECK_NEAR(ms_tensor_data(r.grad[0])[i], dG[i], methods[k] == MS_METHOD_FD ? 1e-6 : 1e-10);
     ms_meta_out_clear(&r);
   }
   /* a theta of the wrong shape names the parameter, expected and actual */
@@ -186,7 +186,8 @@ static void test_fd_small_step(void) {
 static int same_bits(ms_tensor *a, ms_tensor *b) {
   if (a == NULL || b == NULL) return a == b;
   return ms_tensor_numel(a) == ms_tensor_numel(b) &&
-         memcmp(ms_tensor_data(a), ms_tensor_data(b), sizeof(double) * (size_t)ms_tensor_numel(a)) == 0;
+         memcmp(ms_tensor_data(a), ms_tensor_data(b),
+                sizeof(double) * (size_t)ms_tensor_numel(a)) == 0;
 }
 
 static void compare_ckpt(ms_meta_spec s, const char *what) {
@@ -201,7 +202,8 @@ static void compare_ckpt(ms_meta_spec s, const char *what) {
     int same = plain.value == ck.value && plain.status == ck.status;
     for (int i = 0; i < plain.nparams; i++) same = same && same_bits(plain.grad[i], ck.grad[i]);
     if (!same) {
-      fprintf(stderr, "checkpoint %lld differs for %s: value %.17g vs %.17g, grad0 %.17g vs %.17g\n",
+      fprintf(stderr,
+              "checkpoint %lld differs for %s: value %.17g vs %.17g, grad0 %.17g vs %.17g\n",
               (long long)Ks[k], what, plain.value, ck.value,
               plain.grad[0] ? ms_tensor_data(plain.grad[0])[0] : 0.0,
               ck.grad[0] ? ms_tensor_data(ck.grad[0])[0] : 0.0);
@@ -227,8 +229,8 @@ static void test_checkpoint(void) {
   OK(ms_objective_least_squares(ctx, X, y, &ls));
   OK(ms_objective_least_squares(ctx, Xv, yv, &lv));
   ms_task task = {ls, lv, w0, NULL};
-  ms_optim_kind kinds[] = {MS_OPTIM_GD, MS_OPTIM_SGD, MS_OPTIM_MOMENTUM, MS_OPTIM_NESTEROV,
-                           MS_OPTIM_RMSPROP, MS_OPTIM_ADAM};
+  ms_optim_kind kinds[] = {MS_OPTIM_GD,       MS_OPTIM_SGD,     MS_OPTIM_MOMENTUM,
+                           MS_OPTIM_NESTEROV, MS_OPTIM_RMSPROP, MS_OPTIM_ADAM};
   ms_meta_kind metas[] = {MS_META_NAIVE, MS_META_LOG, MS_META_SUM, MS_META_LOGSUM};
   char what[96];
   for (int k = 0; k < 6; k++) {
@@ -300,7 +302,8 @@ static void test_custom(void) {
   s.checkpoint = 0;
   s.meta.fn = meta_detached;
   s.meta.name = "detached";
-  const char *msg = "meta: the meta-objective 'detached' returned a value cut off from the trajectory";
+  const char *msg =
+      "meta: the meta-objective 'detached' returned a value cut off from the trajectory";
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &b), MS_EARG, msg);
   s.method = MS_METHOD_FORWARD;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &b), MS_EARG, msg);
@@ -347,35 +350,43 @@ static void test_status_and_errors(void) {
   ms_meta_out_clear(&fd);
   /* bad specs: the message names the field, expected and actual */
   s = ms_meta_spec_one(adam, &task, 0, MS_META_LOG, MS_METHOD_REVERSE);
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'steps' must be >= 1, got 0");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "meta: 'steps' must be >= 1, got 0");
   s.steps = 5;
   s.fd_step = 1e-3;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'fd_step' applies to method 'fd', not 'reverse'");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "meta: 'fd_step' applies to method 'fd', not 'reverse'");
   s.fd_step = 0;
   s.method = MS_METHOD_FORWARD;
   s.checkpoint = 2;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'checkpoint' applies to method 'reverse', not 'forward'");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "meta: 'checkpoint' applies to method 'reverse', not 'forward'");
   s.checkpoint = 0;
   s.freeze_norm = -1;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: 'freeze_norm' must be finite and > 0 (or 0 = off), got -1");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "meta: 'freeze_norm' must be finite and > 0 (or 0 = off), got -1");
   s.freeze_norm = 0;
   s.method = MS_METHOD_EXACT;
   CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "exact");
   ms_tensor *w0bad = vec(2, c);
   ms_task bad = {obj, NULL, w0bad, NULL};
   s = ms_meta_spec_one(adam, &bad, 5, MS_META_LOG, MS_METHOD_REVERSE);
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_ESHAPE, "meta: 'w0' has shape [2] but the objective has dimension 3");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_ESHAPE,
+              "meta: 'w0' has shape [2] but the objective has dimension 3");
   s.tasks = &task;
   s.meta.on = MS_META_VALID;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "task 1 has no validation objective");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "task 1 has no validation objective");
   ms_optim *sgd = make(MS_OPTIM_SGD, 0.1, 0);
   s = ms_meta_spec_one(sgd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "optimizer 'sgd' draws mini-batches");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "optimizer 'sgd' draws mini-batches");
   ms_tensor *neg = scalar(-0.1);
   ms_tensor *th[1] = {neg};
   s = ms_meta_spec_one(big, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
   s.theta = th;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "meta: meta-parameter 'lr' must be >= 0, got -0.1");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "meta: meta-parameter 'lr' must be >= 0, got -0.1");
   ms_tensor_release(neg);
   ms_tensor_release(w0bad);
   ms_optim_release(sgd);
@@ -435,9 +446,11 @@ static void test_review_cases(void) {
   ms_meta_out r;
   /* a T whose trajectory arrays cannot exist is refused, not overflowed */
   ms_meta_spec s = ms_meta_spec_one(gd, &task, (int64_t)1 << 61, MS_META_NAIVE, MS_METHOD_REVERSE);
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "is more than a recorded trajectory can hold");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "is more than a recorded trajectory can hold");
   s.checkpoint = 5;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "is more than a recorded trajectory can hold");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "is more than a recorded trajectory can hold");
   /* the exact method takes any T */
   s = ms_meta_spec_one(gd, &task, (int64_t)1 << 61, MS_META_LOG, MS_METHOD_EXACT);
   OK(ms_meta_value_and_grad(ctx, &s, &r));
@@ -468,7 +481,8 @@ static void test_review_cases(void) {
   s.meta.on = MS_META_VALID;
   s.tasks = &vt;
   ms_traj traj;
-  CHECK_FAILS(ctx, ms_meta_unroll(ctx, &s, &novalid, 0, &traj), MS_EARG, "has no validation objective");
+  CHECK_FAILS(ctx, ms_meta_unroll(ctx, &s, &novalid, 0, &traj), MS_EARG,
+              "has no validation objective");
   /* checkpointing refuses a theta traced by an outer level (its result would be first order) */
   ms_level *fwd = NULL;
   ms_tensor *x = scalar(0.1), *one = scalar(1), *xw = NULL;
@@ -478,7 +492,8 @@ static void test_review_cases(void) {
   s = ms_meta_spec_one(gd, &task, 5, MS_META_LOG, MS_METHOD_REVERSE);
   s.theta = th;
   s.checkpoint = 2;
-  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG, "'checkpoint' gives first-order meta-gradients only");
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &s, &r), MS_EARG,
+              "'checkpoint' gives first-order meta-gradients only");
   OK(ms_ad_pop(ctx, fwd));
   ms_ad_free(fwd);
   ms_tensor_release(xw), ms_tensor_release(x), ms_tensor_release(one);

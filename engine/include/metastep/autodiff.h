@@ -119,8 +119,7 @@ int ms_sum_to(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, m
 int ms_log_softmax(ms_ctx *ctx, const ms_tensor *x, int axis, ms_tensor **out);
 /* Softmax cross-entropy: logits [n,k] and labels [n] holding class indices 0..k-1
  * (as doubles) -> per-example losses [n]. A label out of range is MS_EINDEX. */
-int ms_softmax_xent(ms_ctx *ctx, const ms_tensor *logits, const ms_tensor *labels,
-                    ms_tensor **out);
+int ms_softmax_xent(ms_ctx *ctx, const ms_tensor *logits, const ms_tensor *labels, ms_tensor **out);
 
 /*
  * One-call gradient of a scalar C function f(x) (a host's convenience): runs f once on a

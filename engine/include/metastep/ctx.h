@@ -47,7 +47,7 @@ typedef void *(*ms_alloc_fn)(void *ud, void *ptr, size_t osize, size_t nsize);
 /* A xoshiro256** generator. Plain value: copy it to fork a stream. */
 typedef struct ms_rng {
   uint64_t s[4];
-  int has_spare;  /* Box-Muller produces normals in pairs */
+  int has_spare; /* Box-Muller produces normals in pairs */
   double spare;
 } ms_rng;
 

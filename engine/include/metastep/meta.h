@@ -25,7 +25,10 @@ extern "C" {
 #endif
 
 typedef enum ms_meta_kind {
-  MS_META_NAIVE, MS_META_LOG, MS_META_SUM, MS_META_LOGSUM,
+  MS_META_NAIVE,
+  MS_META_LOG,
+  MS_META_SUM,
+  MS_META_LOGSUM,
   MS_META_CUSTOM /* a callback of the trajectory (ms_meta_objective.fn) */
 } ms_meta_kind;
 
@@ -42,13 +45,13 @@ const char *ms_meta_status_name(int status); /* "ok", "overflow", "underflow", "
 #define MS_META_MAXPARAMS 4
 
 typedef struct ms_meta_result {
-  double value;        /* the meta-objective (may be +-inf when not representable) */
-  double log_loss;     /* log f(w_T) (NAIVE, LOG) or log sum_t f(w_t) (SUM, LOGSUM) */
+  double value;    /* the meta-objective (may be +-inf when not representable) */
+  double log_loss; /* log f(w_T) (NAIVE, LOG) or log sum_t f(w_t) (SUM, LOGSUM) */
   int nparams;
   double grad[MS_META_MAXPARAMS];         /* d value / d theta_j */
   double log_abs_grad[MS_META_MAXPARAMS]; /* log |d value / d theta_j| */
-  int status;          /* ms_meta_status */
-  int64_t fail_step;   /* first step where the status arose, -1 if none */
+  int status;                             /* ms_meta_status */
+  int64_t fail_step;                      /* first step where the status arose, -1 if none */
 } ms_meta_result;
 
 /* The optimizers the stable unroll handles: their update is linear in the state. */
@@ -82,7 +85,6 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
                              const ms_tensor *wstar, const ms_meta_optimizer *opt, int64_t T,
                              ms_meta_kind kind, ms_meta_result *res);
 
-
 /* ======================================================================================
  * Unrolls, meta-objectives and meta-gradients of any optimizer on any objective.
  *
@@ -110,17 +112,17 @@ typedef struct ms_task {
 /* A trajectory: what a custom meta-objective reads, and what ms_meta_unroll returns.
  * Every tensor is owned by the trajectory (released by ms_traj_clear). */
 typedef struct ms_traj {
-  int64_t T;            /* steps asked for */
-  int64_t done;         /* steps completed (T unless the run stopped on a non-finite value) */
-  ms_tensor **losses;   /* losses[t], t = 0..done: f(w_t) as 0-d tensors (training objective) */
+  int64_t T;                /* steps asked for */
+  int64_t done;             /* steps completed (T unless the run stopped on a non-finite value) */
+  ms_tensor **losses;       /* losses[t], t = 0..done: f(w_t) as 0-d tensors (training objective) */
   ms_tensor **valid_losses; /* the same on the validation objective, or NULL */
-  ms_tensor **w;        /* w[t], t = 0..done when keep_iterates, else NULL */
-  ms_tensor *w_T;       /* the last iterate */
+  ms_tensor **w;            /* w[t], t = 0..done when keep_iterates, else NULL */
+  ms_tensor *w_T;           /* the last iterate */
   int nparams;
   ms_tensor *theta[MS_OPTIM_MAXPARAMS]; /* stored meta-parameters as the run saw them */
-  const ms_task *task;  /* borrowed */
-  int status;           /* ms_meta_status of the run */
-  int64_t fail_step;    /* first step that was not a faithful double, -1 if none */
+  const ms_task *task;                  /* borrowed */
+  int status;                           /* ms_meta_status of the run */
+  int64_t fail_step;                    /* first step that was not a faithful double, -1 if none */
 } ms_traj;
 
 /* Releases what a trajectory owns and zeroes it. */
@@ -147,10 +149,10 @@ typedef enum ms_meta_method {
 const char *ms_meta_method_name(ms_meta_method m); /* "reverse", ... */
 
 typedef struct ms_meta_spec {
-  ms_optim *optimizer;       /* borrowed; required */
-  int ntasks;                /* >= 1; values and meta-gradients are averaged over the tasks */
+  ms_optim *optimizer; /* borrowed; required */
+  int ntasks;          /* >= 1; values and meta-gradients are averaged over the tasks */
   const ms_task *tasks;
-  int64_t steps;             /* T >= 1 */
+  int64_t steps; /* T >= 1 */
   ms_meta_objective meta;
   ms_meta_method method;
   /* Stored meta-parameter values, one per optimizer parameter (NULL, or NULL entries: the
@@ -178,16 +180,16 @@ typedef struct ms_meta_spec {
 
 /* Result of ms_meta_value_and_grad. */
 typedef struct ms_meta_out {
-  double value;        /* the meta-objective (mean over the tasks) */
-  double log_loss;     /* stable/exact only: log of the loss part (see ms_meta_result); NaN else */
-  int nparams;         /* the optimizer's parameter count */
+  double value;    /* the meta-objective (mean over the tasks) */
+  double log_loss; /* stable/exact only: log of the loss part (see ms_meta_result); NaN else */
+  int nparams;     /* the optimizer's parameter count */
   /* grad[i]: d value / d theta_i, theta_i's shape (new references; NULL where not selected) */
   ms_tensor *grad[MS_OPTIM_MAXPARAMS];
   /* stable/exact with one-element parameters: log |grad|; NaN otherwise */
   double log_abs_grad[MS_OPTIM_MAXPARAMS];
-  int status;          /* ms_meta_status: ok, or where a double stopped being faithful */
-  int64_t fail_step;   /* first step where the status arose, -1 if none */
-  int task;            /* 0-based index of the first task whose status was not ok, -1 if none */
+  int status;        /* ms_meta_status: ok, or where a double stopped being faithful */
+  int64_t fail_step; /* first step where the status arose, -1 if none */
+  int task;          /* 0-based index of the first task whose status was not ok, -1 if none */
 } ms_meta_out;
 
 /* A spec for one task and a built-in meta-objective on the training loss, every other field

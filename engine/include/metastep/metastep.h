@@ -5,14 +5,14 @@
 #define METASTEP_VERSION "0.2.0"
 #define METASTEP_VERSION_NUMBER 200
 
-#include "metastep/ctx.h"
-#include "metastep/tensor.h"
-#include "metastep/ops.h"
-#include "metastep/linalg.h"
 #include "metastep/autodiff.h"
+#include "metastep/ctx.h"
+#include "metastep/linalg.h"
 #include "metastep/meta.h"
 #include "metastep/objective.h"
+#include "metastep/ops.h"
 #include "metastep/optim.h"
+#include "metastep/tensor.h"
 #include "metastep/train.h"
 
 #endif

@@ -76,7 +76,9 @@ int64_t ms_objective_dim(const ms_objective *obj);
 
 /* Which built-in an objective is. */
 typedef enum ms_objective_kind {
-  MS_OBJECTIVE_CUSTOM = 0, MS_OBJECTIVE_QUADRATIC, MS_OBJECTIVE_LEAST_SQUARES,
+  MS_OBJECTIVE_CUSTOM = 0,
+  MS_OBJECTIVE_QUADRATIC,
+  MS_OBJECTIVE_LEAST_SQUARES,
   MS_OBJECTIVE_LOGISTIC
 } ms_objective_kind;
 ms_objective_kind ms_objective_kind_of(const ms_objective *obj);
@@ -101,8 +103,7 @@ int ms_objective_subset(ms_ctx *ctx, const ms_objective *obj, int64_t n, const i
 int ms_objective_check_psd(ms_ctx *ctx, ms_objective *obj, const char *what);
 /* A quadratic's eigendecomposition, computed once and cached: eigenvalues ascending ([d])
  * and eigenvectors as columns ([d,d]); both BORROWED (valid while obj lives). */
-int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lambda,
-                                ms_tensor **Q);
+int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lambda, ms_tensor **Q);
 
 /* f(w) as a 0-d tensor (new reference). w: [d], borrowed. */
 int ms_objective_value(ms_ctx *ctx, ms_objective *obj, ms_tensor *w, ms_tensor **out);

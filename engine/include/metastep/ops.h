@@ -16,22 +16,57 @@ extern "C" {
 /* Adding an op to one of these enums: see the top of engine/src/kernels.h (its name, its
  * kernel and, if differentiable, its derivative rule; nothing else). */
 typedef enum ms_binop {
-  MS_ADD, MS_SUB, MS_MUL, MS_DIV, MS_POW, MS_MAXIMUM, MS_MINIMUM, MS_ATAN2,
-  MS_LT, MS_LE, MS_GT, MS_GE, MS_EQ, MS_NE, /* comparisons give 1.0 or 0.0 */
+  MS_ADD,
+  MS_SUB,
+  MS_MUL,
+  MS_DIV,
+  MS_POW,
+  MS_MAXIMUM,
+  MS_MINIMUM,
+  MS_ATAN2,
+  MS_LT,
+  MS_LE,
+  MS_GT,
+  MS_GE,
+  MS_EQ,
+  MS_NE, /* comparisons give 1.0 or 0.0 */
   MS_BINOP_COUNT
 } ms_binop;
 
 typedef enum ms_unop {
-  MS_NEG, MS_ABS, MS_EXP, MS_LOG, MS_LOG1P, MS_EXPM1, MS_SQRT, MS_SQUARE, MS_RECIPROCAL,
-  MS_TANH, MS_SIGMOID, MS_RELU, MS_SOFTPLUS, MS_SIN, MS_COS, MS_SIGN, MS_FLOOR, MS_CEIL,
-  MS_ROUND, MS_ISFINITE, /* 1.0 where finite */
+  MS_NEG,
+  MS_ABS,
+  MS_EXP,
+  MS_LOG,
+  MS_LOG1P,
+  MS_EXPM1,
+  MS_SQRT,
+  MS_SQUARE,
+  MS_RECIPROCAL,
+  MS_TANH,
+  MS_SIGMOID,
+  MS_RELU,
+  MS_SOFTPLUS,
+  MS_SIN,
+  MS_COS,
+  MS_SIGN,
+  MS_FLOOR,
+  MS_CEIL,
+  MS_ROUND,
+  MS_ISFINITE, /* 1.0 where finite */
   MS_UNOP_COUNT
 } ms_unop;
 
 typedef enum ms_redop {
-  MS_SUM, MS_MEAN, MS_MAX, MS_MIN, MS_PROD, MS_NORM, /* 2-norm */
-  MS_ARGMAX, MS_ARGMIN, /* 0-based index as a double */
-  MS_LOGSUMEXP,         /* log(sum(exp(x))), computed stably */
+  MS_SUM,
+  MS_MEAN,
+  MS_MAX,
+  MS_MIN,
+  MS_PROD,
+  MS_NORM, /* 2-norm */
+  MS_ARGMAX,
+  MS_ARGMIN,    /* 0-based index as a double */
+  MS_LOGSUMEXP, /* log(sum(exp(x))), computed stably */
   MS_REDOP_COUNT
 } ms_redop;
 
@@ -51,8 +86,7 @@ int ms_binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, int
 int ms_unary(ms_ctx *ctx, ms_unop op, const ms_tensor *a, ms_tensor **out);
 /* Reduces along axis (keepdim keeps it with size 1), or over all elements when axis == MS_ALL. */
 #define MS_ALL (-1000)
-int ms_reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepdim,
-              ms_tensor **out);
+int ms_reduce(ms_ctx *ctx, ms_redop op, const ms_tensor *a, int axis, int keepdim, ms_tensor **out);
 /* cond != 0 ? a : b, all three broadcast together. */
 int ms_where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_tensor *b,
              ms_tensor **out);

@@ -42,8 +42,8 @@ typedef enum ms_param_map {
 } ms_param_map;
 
 typedef struct ms_optim_param {
-  const char *name;  /* stored name, e.g. "lr" or "log_lr" (copied, at most 31 bytes) */
-  ms_tensor *init;   /* initial stored value, any shape (borrowed; copied) */
+  const char *name; /* stored name, e.g. "lr" or "log_lr" (copied, at most 31 bytes) */
+  ms_tensor *init;  /* initial stored value, any shape (borrowed; copied) */
   ms_param_map map;
   /* Domain of the stored value, per entry: lo <= theta <= hi (-INFINITY/INFINITY when
    * unbounded). Finite differences stay inside it and meta-training projects onto it. */
@@ -52,15 +52,15 @@ typedef struct ms_optim_param {
 
 /* What a step reads. Every tensor is borrowed and must not be written in place. */
 typedef struct ms_optim_io {
-  int64_t t;                /* step number of the unroll, 1-based */
-  int64_t k;                /* updates made by this run including this one (t unless steps were
-                             * skipped, e.g. frozen by freeze_norm); Adam's bias correction uses k */
-  double factor;            /* the schedule's factor at step t (1 without a schedule) */
-  ms_tensor *w;             /* current point */
-  ms_tensor *fw;            /* f(w), 0-d */
-  ms_tensor *gw;            /* gradient at w (a mini-batch gradient for stochastic optimizers) */
-  ms_tensor *const *theta;  /* mapped meta-parameters, in declaration order */
-  ms_tensor *const *state;  /* the state before the step (nstate entries) */
+  int64_t t;               /* step number of the unroll, 1-based */
+  int64_t k;               /* updates made by this run including this one (t unless steps were
+                            * skipped, e.g. frozen by freeze_norm); Adam's bias correction uses k */
+  double factor;           /* the schedule's factor at step t (1 without a schedule) */
+  ms_tensor *w;            /* current point */
+  ms_tensor *fw;           /* f(w), 0-d */
+  ms_tensor *gw;           /* gradient at w (a mini-batch gradient for stochastic optimizers) */
+  ms_tensor *const *theta; /* mapped meta-parameters, in declaration order */
+  ms_tensor *const *state; /* the state before the step (nstate entries) */
 } ms_optim_io;
 
 /*
@@ -75,7 +75,7 @@ typedef struct ms_optim_def {
   const char *name; /* copied (at most 31 bytes); NULL = "custom" */
   int nparams;      /* 0..MS_OPTIM_MAXPARAMS */
   ms_optim_param params[MS_OPTIM_MAXPARAMS];
-  int nstate;       /* 0..MS_OPTIM_MAXSTATE */
+  int nstate; /* 0..MS_OPTIM_MAXSTATE */
   int (*init)(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *const *theta, ms_tensor **state);
   int (*step)(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w_next,
               ms_tensor **state_out);
@@ -99,8 +99,13 @@ void ms_optim_release(ms_optim *opt);
 
 /* Which built-in an optimizer is (MS_OPTIM_CUSTOM for ms_optim_new). */
 typedef enum ms_optim_kind {
-  MS_OPTIM_CUSTOM = 0, MS_OPTIM_GD, MS_OPTIM_SGD, MS_OPTIM_MOMENTUM, MS_OPTIM_NESTEROV,
-  MS_OPTIM_RMSPROP, MS_OPTIM_ADAM
+  MS_OPTIM_CUSTOM = 0,
+  MS_OPTIM_GD,
+  MS_OPTIM_SGD,
+  MS_OPTIM_MOMENTUM,
+  MS_OPTIM_NESTEROV,
+  MS_OPTIM_RMSPROP,
+  MS_OPTIM_ADAM
 } ms_optim_kind;
 
 /*
@@ -138,8 +143,7 @@ typedef struct ms_optim_options {
   uint64_t seed;
 } ms_optim_options;
 
-int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *opts,
-                     ms_optim **out);
+int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *opts, ms_optim **out);
 
 /*
  * A step-size schedule: factor_t = factors[min(t, n) - 1] (the last one repeats), or a
@@ -149,8 +153,8 @@ int ms_optim_builtin(ms_ctx *ctx, ms_optim_kind kind, const ms_optim_options *op
  */
 int ms_optim_set_schedule(ms_ctx *ctx, ms_optim *opt, int64_t n, const double *factors);
 int ms_optim_set_schedule_fn(ms_ctx *ctx, ms_optim *opt,
-                             int (*fn)(ms_ctx *ctx, void *ud, int64_t t, double *factor),
-                             void *ud, void (*free_ud)(void *ud));
+                             int (*fn)(ms_ctx *ctx, void *ud, int64_t t, double *factor), void *ud,
+                             void (*free_ud)(void *ud));
 /* Nonzero if a schedule is set. */
 int ms_optim_has_schedule(const ms_optim *opt);
 /* The factor at step t (1 without a schedule). */
@@ -191,8 +195,8 @@ int ms_optim_start(ms_ctx *ctx, ms_optim *opt, ms_tensor *const *theta, ms_tenso
                    ms_optim_state **out);
 /* One step: *w_next (new reference) from w, f(w) (0-d or NULL = not needed by the built-ins)
  * and the gradient g; advances the step count. */
-int ms_optim_state_step(ms_ctx *ctx, ms_optim_state *s, ms_tensor *w, ms_tensor *fw,
-                        ms_tensor *g, ms_tensor **w_next);
+int ms_optim_state_step(ms_ctx *ctx, ms_optim_state *s, ms_tensor *w, ms_tensor *fw, ms_tensor *g,
+                        ms_tensor **w_next);
 /* Steps taken so far. */
 int64_t ms_optim_state_steps(const ms_optim_state *s);
 void ms_optim_state_free(ms_optim_state *s);

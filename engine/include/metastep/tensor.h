@@ -101,7 +101,8 @@ int ms_tensor_reshape(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *
 int ms_tensor_transpose(ms_ctx *ctx, const ms_tensor *t, int axis0, int axis1, ms_tensor **out);
 /* Reorders axes: out axis i is t's axis perm[i] (view). */
 int ms_tensor_permute(ms_ctx *ctx, const ms_tensor *t, const int *perm, ms_tensor **out);
-/* Elements start, start+step, ... < stop along axis (view; step >= 1; 0 <= start <= stop <= dim). */
+/* Elements start, start+step, ... < stop along axis (view; step >= 1; 0 <= start <= stop <= dim).
+ */
 int ms_tensor_slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t stop,
                     int64_t step, ms_tensor **out);
 /* Index along axis, dropping that axis (view). */

@@ -37,9 +37,20 @@
 extern "C" {
 #endif
 
-typedef enum ms_train_schedule { MS_SCHEDULE_INV_SQRT = 0, MS_SCHEDULE_CONSTANT = 1 } ms_train_schedule;
-typedef enum ms_train_metaopt { MS_METAOPT_SGD = 0, MS_METAOPT_ADAM = 1, MS_METAOPT_RMSPROP = 2 } ms_train_metaopt;
-typedef enum ms_train_failure { MS_FAIL_SKIP = 0, MS_FAIL_ZERO = 1, MS_FAIL_ERROR = 2 } ms_train_failure;
+typedef enum ms_train_schedule {
+  MS_SCHEDULE_INV_SQRT = 0,
+  MS_SCHEDULE_CONSTANT = 1
+} ms_train_schedule;
+typedef enum ms_train_metaopt {
+  MS_METAOPT_SGD = 0,
+  MS_METAOPT_ADAM = 1,
+  MS_METAOPT_RMSPROP = 2
+} ms_train_metaopt;
+typedef enum ms_train_failure {
+  MS_FAIL_SKIP = 0,
+  MS_FAIL_ZERO = 1,
+  MS_FAIL_ERROR = 2
+} ms_train_failure;
 typedef enum ms_train_stop {
   MS_STOP_DONE = 0,      /* every iteration ran */
   MS_STOP_CALLBACK = 1,  /* the callback asked to stop */
@@ -53,7 +64,7 @@ typedef enum ms_train_stop {
 typedef struct ms_train_record {
   int64_t k;
   double value;
-  int status;                           /* ms_meta_status */
+  int status; /* ms_meta_status */
   int64_t fail_step;
   int updated;                          /* 0 when the update was skipped */
   double lr;                            /* lr_k (also recorded when the update is skipped) */
@@ -62,16 +73,16 @@ typedef struct ms_train_record {
 } ms_train_record;
 
 typedef struct ms_train_options {
-  int64_t iterations;              /* >= 0 */
-  double meta_lr;                  /* >= 0 */
+  int64_t iterations; /* >= 0 */
+  double meta_lr;     /* >= 0 */
   ms_train_schedule schedule;
   /* When not NULL, replaces schedule: sets *factor (finite, >= 0) for iteration k. Called once
    * per iteration, after its meta-gradient and before on_failure is looked at (so skipped
    * iterations too); a failure status it returns stops the run. */
   int (*schedule_fn)(ms_ctx *ctx, void *ud, int64_t k, double *factor);
   ms_train_metaopt meta_optimizer;
-  double beta1, beta2, eps, rho;   /* 0 = defaults 0.9, 0.999, 1e-8, 0.9 */
-  double clip;                     /* > 0: clip each entry to [-clip, clip]; 0 = off */
+  double beta1, beta2, eps, rho; /* 0 = defaults 0.9, 0.999, 1e-8, 0.9 */
+  double clip;                   /* > 0: clip each entry to [-clip, clip]; 0 = off */
   ms_train_failure on_failure;
   /* Bounds per parameter (0-based as the optimizer declares them): has_bounds[i] projects
    * parameter i onto [lo[i], hi[i]] INSTEAD of its domain (as the Lua bounds table replaces
@@ -100,20 +111,20 @@ typedef struct ms_train_options {
    * other value is MS_ECALLBACK. rec and theta are read-only (theta[i] is the very tensor
    * rec->theta[i] for a parameter that did not move). */
   int (*callback)(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor *const *theta);
-  void *ud;                        /* passed to every callback above */
-  int keep_history;                /* nonzero: keep every record (0: the callback still gets
-                                    * each record, and result->n counts them) */
+  void *ud;         /* passed to every callback above */
+  int keep_history; /* nonzero: keep every record (0: the callback still gets
+                     * each record, and result->n counts them) */
 } ms_train_options;
 
 typedef struct ms_train_result {
   int nparams;
-  ms_tensor *theta[MS_OPTIM_MAXPARAMS];      /* final stored values */
+  ms_tensor *theta[MS_OPTIM_MAXPARAMS]; /* final stored values */
   /* values with the lowest ok meta-objective (the earliest on ties; NULL if none was ok) */
   ms_tensor *best_theta[MS_OPTIM_MAXPARAMS];
-  double best_value;                         /* NaN if no iteration was ok */
-  int64_t best_k;                            /* 0 if none */
-  int64_t n;                                 /* iterations recorded */
-  ms_train_record *history;                  /* n records when keep_history, else NULL */
+  double best_value;        /* NaN if no iteration was ok */
+  int64_t best_k;           /* 0 if none */
+  int64_t n;                /* iterations recorded */
+  ms_train_record *history; /* n records when keep_history, else NULL */
   ms_train_stop stopped;
 } ms_train_result;
 
