@@ -56,7 +56,9 @@ local function check_schedule(fname, s)
   if type(s) == "table" then
     if #s == 0 then fail(fname, "option 'schedule' must not be an empty table") end
     for i = 1, #s do
-      if type(s[i]) ~= "number" then fail(fname, "option 'schedule' must hold numbers, entry %d is a %s", i, type(s[i])) end
+      if type(s[i]) ~= "number" then
+        fail(fname, "option 'schedule' must hold numbers, entry %d is a %s", i, type(s[i]))
+      end
       if not (s[i] >= 0) or s[i] == math.huge then
         fail(fname, "option 'schedule' must hold finite factors >= 0, entry %d is %s", i, util.show(s[i]))
       end

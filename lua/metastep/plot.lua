@@ -105,18 +105,23 @@ function M.figure(spec)
     local using = "1:2"
     if s.yerr then with, using = "yerrorlines", "1:2:3" end
     local style = ("with %s lw 2 pt 7 ps 0.7%s"):format(with, s.dash and " dt 2" or "")
-    plots[#plots + 1] = ("%s index %d using %s %s title %s"):format(quote(dat), i - 1, using, style, quote(s.label or ""))
+    plots[#plots + 1] = ("%s index %d using %s %s title %s"):format(quote(dat), i - 1, using, style,
+                                                                    quote(s.label or ""))
   end
   for _, v in ipairs(spec.vlines or {}) do
-    lines[#lines + 1] = ("set arrow from %s, graph 0 to %s, graph 1 nohead dt 3 lw 2 lc rgb 'black'"):format(fmt(v.x), fmt(v.x))
+    lines[#lines + 1] = ("set arrow from %s, graph 0 to %s, graph 1 nohead dt 3 lw 2 lc rgb 'black'"):format(
+      fmt(v.x), fmt(v.x))
     if v.label then
-      lines[#lines + 1] = ("set label %s at %s, graph 0.95 left offset 0.5,0 font ',10'"):format(quote(v.label), fmt(v.x))
+      lines[#lines + 1] = ("set label %s at %s, graph 0.95 left offset 0.5,0 font ',10'"):format(
+        quote(v.label), fmt(v.x))
     end
   end
   for _, h in ipairs(spec.hlines or {}) do
-    lines[#lines + 1] = ("set arrow from graph 0, first %s to graph 1, first %s nohead dt 3 lw 2 lc rgb 'black'"):format(fmt(h.y), fmt(h.y))
+    local arrow = "set arrow from graph 0, first %s to graph 1, first %s nohead dt 3 lw 2 lc rgb 'black'"
+    lines[#lines + 1] = arrow:format(fmt(h.y), fmt(h.y))
     if h.label then
-      lines[#lines + 1] = ("set label %s at graph 0.02, first %s offset 0,0.7 font ',10'"):format(quote(h.label), fmt(h.y))
+      lines[#lines + 1] = ("set label %s at graph 0.02, first %s offset 0,0.7 font ',10'"):format(
+        quote(h.label), fmt(h.y))
     end
   end
   lines[#lines + 1] = "plot " .. table.concat(plots, ", \\\n     ")

@@ -109,8 +109,6 @@ describe("finite differences at tiny step sizes", function()
   it("the issue's case: eigenvalues in [1e3, 1e6], T = 50, lr = 1e-6 gives G' = -21677.90672", function()
     local l, c = {}, {}
     for i = 1, 20 do l[i], c[i] = 10 ^ (3 + 3 * (i - 1) / 19), 1 end
-    local eta = {}
-    for i = 1, 20 do eta[i] = 1e-6 end
     -- the closed form, skipping the coordinate where 1 - eta l is exactly 0 (its weight is 0)
     local a, m = {}, -math.huge
     for i = 1, 20 do
@@ -193,7 +191,8 @@ describe("bad input, with the exact messages", function()
     assert.are.equal("meta.train: option 'meta_lr' must be >= 0, got -0.5",
       err_of(function() ms.meta.train(spec{meta_lr = -0.5, iterations = 1}) end))
     for _, bad in ipairs{-5, 1.5, 0 / 0} do
-      assert.truthy(err_of(function() ms.meta.train(spec{iterations = bad}) end):find("option 'iterations' must be an integer >= 0", 1, true))
+      local msg = err_of(function() ms.meta.train(spec{iterations = bad}) end)
+      assert.truthy(msg:find("option 'iterations' must be an integer >= 0", 1, true))
     end
   end)
 
@@ -204,7 +203,7 @@ describe("bad input, with the exact messages", function()
     coroutine.wrap(function() o = ms.optim.gd{lr = 0.1, schedule = function() return 1 end} end)()
     collectgarbage()
     assert.are.equal("ok", ms.meta.value_and_grad{objective = Q, w0 = W, optimizer = o, steps = 3}.status)
-    o = nil
+    o = nil -- luacheck: ignore 311 (dropping the last reference is the point)
     collectgarbage()
     -- Lua-defined optimizers are collected (no reference cycle through the registry)
     collectgarbage()
@@ -227,7 +226,8 @@ describe("bad input, with the exact messages", function()
     assert.are.equal(42, e.code)
     -- an engine error is blamed on the caller's line
     local here = debug.getinfo(1, "S").short_src
-    ok, e = pcall(function()
+    local _
+    _, e = pcall(function()
       ms.meta.value_and_grad{objective = Q, w0 = W, optimizer = ms.optim.gd{lr = ms.ones(3)}, steps = 3}
     end)
     assert.are.equal(here, e:match("^(.-):%d+: "))

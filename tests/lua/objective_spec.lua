@@ -681,9 +681,9 @@ describe("ms.objective: one objective type", function()
     local before = ms.memory()
     do
       local q = ms.objective.random_quadratic{d = 5, seed = 1}
-      local _ = q.H, q.wstar, q:eigh()
+      local _, _, _ = q.H, q.wstar, q:eigh()
       local ls = ms.objective.least_squares(ms.ones(4, 5), ms.zeros(4))
-      local _ = ls.X, ls.y, ls:minibatch{1, 2}:grad(ms.zeros(5))
+      local _, _, _ = ls.X, ls.y, ls:minibatch{1, 2}:grad(ms.zeros(5))
       local f = ms.objective.from_function(function() error({}) end, {dim = 5})
       pcall(f.grad, f, ms.zeros(5))
     end

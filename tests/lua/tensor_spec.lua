@@ -6,19 +6,6 @@ local function close(a, b, tol)
   return math.abs(a - b) <= (tol or 0)
 end
 
--- Deep comparison of nested number tables with an absolute tolerance.
-local function assert_nested(expected, actual, tol, path)
-  path = path or ""
-  if type(expected) == "number" then
-    assert.is_number(actual, path)
-    assert.is_true(close(expected, actual, tol), ("%s: expected %.17g, got %.17g"):format(path, expected, actual))
-    return
-  end
-  assert.is_table(actual, path)
-  assert.are.equal(#expected, #actual, path .. " length")
-  for i = 1, #expected do assert_nested(expected[i], actual[i], tol, path .. "[" .. i .. "]") end
-end
-
 -- A random nested table of the given shape (Lua's own generator, seeded).
 local function lua_random(shape, depth)
   depth = depth or 1
