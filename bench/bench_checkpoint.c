@@ -20,21 +20,7 @@
  * 1 on an error or a gradient mismatch, 2 when only the memory ratio exceeds 1/10.
  */
 #define _POSIX_C_SOURCE 200809L
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "metastep/metastep.h"
-
-#define LR 0.01
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench.h"
 
 static int fail(ms_ctx *ctx, const char *what) {
   fprintf(stderr, "bench_checkpoint: %s: %s\n", what, ms_ctx_error(ctx));
@@ -109,14 +95,11 @@ int main(int argc, char **argv) {
   ms_tensor *w0 = NULL;
   ms_optim *gd = NULL;
   int rc = 1;
-  ms_optim_options oo;
-  memset(&oo, 0, sizeof oo);
-  oo.lr = LR;
   if (make_problem(ctx, d, &obj, &w0)) {
     fail(ctx, "problem");
     goto out;
   }
-  if (ms_optim_builtin(ctx, MS_OPTIM_GD, &oo, &gd)) {
+  if (make_gd(ctx, &gd)) {
     fail(ctx, "optimizer");
     goto out;
   }
@@ -155,10 +138,5 @@ out:
   ms_optim_release(gd);
   ms_objective_release(obj);
   ms_tensor_release(w0);
-  if (ms_ctx_bytes(ctx) != 0) {
-    fprintf(stderr, "bench_checkpoint: %zu bytes still held\n", ms_ctx_bytes(ctx));
-    rc = 1;
-  }
-  ms_ctx_free(ctx);
-  return rc;
+  return finish(ctx, "bench_checkpoint", rc);
 }

@@ -11,21 +11,7 @@
  *        (defaults d = 10, T = 10000, reps = 5)
  */
 #define _POSIX_C_SOURCE 200809L
-#include <math.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include "metastep/metastep.h"
-
-#define LR 0.01
-
-static double now(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
+#include "bench.h"
 
 /* One timed call: the unroll alone (grad == NULL) or value and meta-gradient. */
 static int once(ms_ctx *ctx, const ms_meta_spec *spec, double *seconds, double *value,
@@ -66,14 +52,10 @@ int main(int argc, char **argv) {
   ms_tensor *lam = NULL, *H = NULL, *w0 = NULL;
   ms_objective *obj = NULL;
   ms_optim *gd = NULL;
-  ms_optim_options oo;
-  memset(&oo, 0, sizeof oo);
-  oo.lr = LR;
   int rc = 1;
   if (ms_tensor_linspace(ctx, 1, 10, d, &lam) || ms_tensor_diag(ctx, lam, &H) ||
       ms_tensor_randn(ctx, &rng, 1, &d, 0, 1, &w0) ||
-      ms_objective_quadratic(ctx, H, NULL, 0.0, &obj) ||
-      ms_optim_builtin(ctx, MS_OPTIM_GD, &oo, &gd)) {
+      ms_objective_quadratic(ctx, H, NULL, 0.0, &obj) || make_gd(ctx, &gd)) {
     fprintf(stderr, "bench_unroll: setup: %s\n", ms_ctx_error(ctx));
     goto out;
   }
@@ -124,10 +106,5 @@ out:
   ms_tensor_release(w0);
   ms_tensor_release(H);
   ms_tensor_release(lam);
-  if (ms_ctx_bytes(ctx) != 0) {
-    fprintf(stderr, "bench_unroll: %zu bytes still held\n", ms_ctx_bytes(ctx));
-    rc = 1;
-  }
-  ms_ctx_free(ctx);
-  return rc;
+  return finish(ctx, "bench_unroll", rc);
 }
