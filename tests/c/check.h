@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metastep/ctx.h"
+#include "metastep/tensor.h"
+
 static int check_passed, check_failed;
 
 #define CHECK(cond)                                                            \
@@ -60,6 +63,28 @@ static int check_passed, check_failed;
     }                                                                                        \
   } while (0)
 
+/* A call that must succeed: on failure records it like CHECK_OK and jumps to the enclosing
+ * function's `out` label, where everything is released. */
+#define CHECK_OK_OR_OUT(ctx, call)                                                           \
+  do {                                                                                       \
+    int check_st_ = (call);                                                                  \
+    if (check_st_ != 0) {                                                                    \
+      check_failed++;                                                                        \
+      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, check_st_, \
+              ms_ctx_error(ctx));                                                            \
+      goto out;                                                                              \
+    }                                                                                        \
+  } while (0)
+
+/* Releases every tensor of the list (NULL ones too, as ms_tensor_release does). */
+#define CHECK_RELEASE(...)                      \
+  check_release_n((ms_tensor *[]){__VA_ARGS__}, \
+                  sizeof((ms_tensor *[]){__VA_ARGS__}) / sizeof(ms_tensor *))
+
+static inline void check_release_n(ms_tensor **ts, size_t n) {
+  for (size_t i = 0; i < n; i++) ms_tensor_release(ts[i]);
+}
+
 /* An allocator (lua_Alloc contract) that fails its fail_at-th allocation, counting from 0
  * (-1: never), for sweeps over every allocation point; with sticky, every allocation from the
  * fail_at-th on fails. n counts the allocations made since it was last reset. */
@@ -106,6 +131,33 @@ static inline int check_near_arr(const char *what, const double *a, const double
 static int check_report(void) {
   printf("%d passed, %d failed\n", check_passed, check_failed);
   return check_failed == 0 ? 0 : 1;
+}
+
+/* The end of a context's life: it must hold no memory any more; then it is freed. */
+static inline void check_ctx_free(ms_ctx *ctx) {
+  CHECK(ms_ctx_bytes(ctx) == 0);
+  if (ms_ctx_bytes(ctx) != 0) fprintf(stderr, "leaked %zu bytes\n", ms_ctx_bytes(ctx));
+  ms_ctx_free(ctx);
+}
+
+typedef void (*check_test)(void);
+
+/* A test program's main where each test makes its own contexts: runs the tests up to the NULL
+ * that ends the list and reports. */
+static inline int check_run(const check_test *tests) {
+  for (; *tests != NULL; tests++) (*tests)();
+  return check_report();
+}
+
+/* A test program's main with one shared context: creates *ctx (exit status 1 when it cannot),
+ * runs the tests up to the NULL that ends the list, frees the context by check_ctx_free and
+ * reports. */
+static inline int check_main(ms_ctx **ctx, const check_test *tests) {
+  *ctx = ms_ctx_new(NULL, NULL);
+  if (*ctx == NULL) return 1;
+  for (; *tests != NULL; tests++) (*tests)();
+  check_ctx_free(*ctx);
+  return check_report();
 }
 
 #endif

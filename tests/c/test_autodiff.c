@@ -900,8 +900,7 @@ out:
   ms_tensor_release(gv);
   ms_tensor_release(s);
   ms_tensor_release(hv);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- meta-gradient through 100 unrolled gradient-descent steps ---- */
@@ -1020,8 +1019,7 @@ out:
   ms_tensor_release(d);
   ms_tensor_release(one);
   CHECK(ms_ad_depth(ctx) == 0);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- higher order: three nested tapes ---- */
@@ -1088,8 +1086,7 @@ out:
   release_all(g, 3);
   ms_tensor_release(y);
   ms_tensor_release(x);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- a tangent that is itself a function of an outer level's variable ---- */
@@ -1146,8 +1143,7 @@ out:
   ms_tensor_release(jv);
   ms_tensor_release(s);
   ms_tensor_release(g);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- levels, tracking, and errors ---- */
@@ -1444,8 +1440,7 @@ out:
   ms_tensor_release(k);
   release_all(g2, 2);
   CHECK(ms_ad_depth(ctx) == 0);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- allocation failure at every point of a second-order computation ---- */
@@ -1556,8 +1551,7 @@ static void test_alloc_failures(void) {
     fs.fail_at = -1;
     release_all(x, MAXIN);
     release_all(v, MAXIN);
-    CHECK(ms_ctx_bytes(ctx) == 0);
-    ms_ctx_free(ctx);
+    check_ctx_free(ctx);
   }
 }
 
@@ -1750,8 +1744,7 @@ static void test_prod_zeros(void) {
 out:
   ms_tensor_release(x);
   ms_tensor_release(v);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* sum(x ^ p) */
@@ -1837,8 +1830,7 @@ static void test_pow_zeros(void) {
 out:
   ms_tensor_release(x);
   ms_tensor_release(v);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- cat of many tracked tensors ---- */
@@ -1968,8 +1960,7 @@ static void test_wide_cat(void) {
   CHECK(ms_ad_depth(ctx) == 0);
   release_all(x, WIDE_MAX);
   release_all(v, WIDE_MAX);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 
   /* every allocation failing in turn, on a cat of 20 (past the stack buffers of 16) */
   enum { NW = 20 };
@@ -1996,8 +1987,7 @@ static void test_wide_cat(void) {
     fs.fail_at = -1;
     release_all(x, NW);
     release_all(v, NW);
-    CHECK(ms_ctx_bytes(ctx) == 0);
-    ms_ctx_free(ctx);
+    check_ctx_free(ctx);
   }
 }
 
@@ -2028,8 +2018,7 @@ static void check_alloc_failures(const char *what, sfn_t f, const void *arg, int
   fs.fail_at = -1;
   ms_tensor_release(x);
   ms_tensor_release(v);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 int main(void) {

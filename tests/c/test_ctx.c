@@ -135,8 +135,7 @@ static void test_errors(void) {
   CHECK(len > 100 && len < sizeof big - 1);
   CHECK(ms_ctx_error(ctx)[0] == 'x' && ms_ctx_error(ctx)[len - 1] == 'x');
   ms_ctx_clear_error(ctx);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
   ms_ctx_free(NULL); /* ignored */
 }
 
@@ -194,8 +193,7 @@ static void test_budget(void) {
   CHECK(ms_tensor_zeros(ctx, 1, (int64_t[]){100000}, &t) == MS_OK);
   CHECK(ms_ctx_bytes(ctx) >= 800000);
   ms_tensor_release(t);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* Records the outcome of a constructor: success with a tensor, or MS_ENOMEM with NULL. */
@@ -569,18 +567,11 @@ static void test_interrupt(void) {
   ms_ctx_interrupt(ctx);
   ms_ctx_clear_interrupt(ctx);
   CHECK(ms_ctx_check_interrupt(ctx, "loop") == MS_OK);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 int main(void) {
-  test_status_names();
-  test_errors();
-  test_budget();
-  test_alloc_failure();
-  test_rng_reference();
-  test_rng_distributions();
-  test_two_contexts();
-  test_interrupt();
-  return check_report();
+  return check_run((const check_test[]){
+      test_status_names, test_errors, test_budget, test_alloc_failure, test_rng_reference,
+      test_rng_distributions, test_two_contexts, test_interrupt, NULL});
 }

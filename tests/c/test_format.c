@@ -232,15 +232,7 @@ static void test_errors_and_memory(void) {
 }
 
 int main(void) {
-  ctx = ms_ctx_new(NULL, NULL);
-  if (ctx == NULL) return 1;
-  test_numbers();
-  test_scalars_and_empty();
-  test_layout();
-  test_wrap_boundaries();
-  test_summarization();
-  test_errors_and_memory();
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
-  return check_report();
+  return check_main(&ctx, (const check_test[]){test_numbers, test_scalars_and_empty, test_layout,
+                                               test_wrap_boundaries, test_summarization,
+                                               test_errors_and_memory, NULL});
 }

@@ -747,20 +747,9 @@ static void test_out_of_memory(void) {
 }
 
 int main(void) {
-  ctx = ms_ctx_new(NULL, NULL);
-  if (ctx == NULL) return 1;
   ms_rng_seed(&rng, 12345);
-  test_matmul_layouts();
-  test_matmul_vectors();
-  test_products_by_hand();
-  test_eigh();
-  test_solve();
-  test_cholesky();
-  test_qr();
-  test_inv_det();
-  test_errors();
-  test_out_of_memory();
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
-  return check_report();
+  return check_main(
+      &ctx, (const check_test[]){test_matmul_layouts, test_matmul_vectors, test_products_by_hand,
+                                 test_eigh, test_solve, test_cholesky, test_qr, test_inv_det,
+                                 test_errors, test_out_of_memory, NULL});
 }

@@ -22,17 +22,7 @@
 #define MAXD 8
 #define MAXN 16
 
-/* A call that must succeed: on failure records it and jumps to the function's `out`. */
-#define OK(call)                                                                          \
-  do {                                                                                    \
-    int ok_st_ = (call);                                                                  \
-    if (ok_st_ != MS_OK) {                                                                \
-      check_failed++;                                                                     \
-      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, ok_st_, \
-              ms_ctx_error(ctx));                                                         \
-      goto out;                                                                           \
-    }                                                                                     \
-  } while (0)
+#define OK(call) CHECK_OK_OR_OUT(ctx, call)
 
 /* max |a - b| <= tol * max(1, max |b|) over n elements. */
 static void near_arr(const char *what, const double *a, const double *b, int n, double tol) {
@@ -257,8 +247,7 @@ out:
   ms_tensor_release(w), ms_tensor_release(v), ms_tensor_release(f), ms_tensor_release(g);
   ms_tensor_release(hv), ms_tensor_release(wp), ms_tensor_release(t);
   ms_objective_release(obj);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- second order: a tape around ms_objective_grad gives the Hessian ---- */
@@ -341,8 +330,7 @@ out:
   ms_tensor_release(hv), ms_tensor_release(hvt);
   ms_objective_release(obj);
   CHECK(ms_ad_depth(ctx) == 0);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- objectives from C callbacks ---- */
@@ -545,8 +533,7 @@ out:
   CHECK(q.freed == 2);
   ms_tensor_release(q.c);
   CHECK(ms_ad_depth(ctx) == 0);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- built-ins: parts, wstar/fstar defaults, argument errors ---- */
@@ -686,8 +673,7 @@ out:
   ms_tensor_release(t), ms_tensor_release(w2), ms_tensor_release(w5), ms_tensor_release(m);
   ms_tensor_release(e);
   ms_objective_release(q), ms_objective_release(q0), ms_objective_release(obj);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- samples: grad_batch, subset, data parts ---- */
@@ -822,8 +808,7 @@ out:
   ms_objective_release(obj), ms_objective_release(sub), ms_objective_release(hand);
   ms_objective_release(q);
   CHECK(ms_ad_depth(ctx) == 0);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* A custom objective with samples: f(w) = 1/(2N) sum_i (w - a_i)^2 summed over coordinates,
@@ -909,8 +894,7 @@ static void test_custom_samples(void) {
 out:
   ms_tensor_release(w), ms_tensor_release(g);
   ms_objective_release(obj), ms_objective_release(none), ms_objective_release(sub);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- positive semi-definiteness and the cached eigendecomposition ---- */
@@ -1100,8 +1084,7 @@ static void test_alloc_failures(void) {
     CHECK(wrong == 0);
     CHECK(leaks == 0);
     ms_tensor_release(w), ms_tensor_release(v), ms_tensor_release(qq.c);
-    CHECK(ms_ctx_bytes(ctx) == 0);
-    ms_ctx_free(ctx);
+    check_ctx_free(ctx);
   }
 }
 

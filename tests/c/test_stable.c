@@ -906,21 +906,17 @@ static void test_not_covered(void) {
   ms_objective_release(qf.obj);
 }
 
-int main(void) {
-  ctx = ms_ctx_new(NULL, NULL);
-  if (ctx == NULL) return 1;
-  test_least_squares();
-  test_momentum_quadratic();
-  test_schedule();
-  test_closed_form();
-  test_stable_quadratic();
-  test_edges();
-  test_not_covered();
+/* The worst errors the tests above saw, for the log. */
+static void report_worst(void) {
   printf(
       "stable vs long double unroll: max |log loss error| %.3g, max relative error of values %.3g, "
       "of meta-gradients %.3g\n",
       worst_loss, worst_value, worst_grad);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
-  return check_report();
+}
+
+int main(void) {
+  return check_main(&ctx,
+                    (const check_test[]){test_least_squares, test_momentum_quadratic, test_schedule,
+                                         test_closed_form, test_stable_quadratic, test_edges,
+                                         test_not_covered, report_worst, NULL});
 }

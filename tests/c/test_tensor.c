@@ -885,18 +885,8 @@ static void test_argument_errors(void) {
 }
 
 int main(void) {
-  ctx = ms_ctx_new(NULL, NULL);
-  if (ctx == NULL) return 1;
-  test_geometry();
-  test_constructors();
-  test_random();
-  test_views();
-  test_permute_expand();
-  test_cat();
-  test_access_and_versions();
-  test_copy_();
-  test_argument_errors();
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
-  return check_report();
+  return check_main(&ctx,
+                    (const check_test[]){test_geometry, test_constructors, test_random, test_views,
+                                         test_permute_expand, test_cat, test_access_and_versions,
+                                         test_copy_, test_argument_errors, NULL});
 }

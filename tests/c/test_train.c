@@ -25,17 +25,7 @@
 #include "check.h"
 #include "metastep/metastep.h"
 
-/* A call that must succeed: on failure records it and jumps to the function's `out`. */
-#define OK(call)                                                                          \
-  do {                                                                                    \
-    int ok_st_ = (call);                                                                  \
-    if (ok_st_ != MS_OK) {                                                                \
-      check_failed++;                                                                     \
-      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, ok_st_, \
-              ms_ctx_error(ctx));                                                         \
-      goto out;                                                                           \
-    }                                                                                     \
-  } while (0)
+#define OK(call) CHECK_OK_OR_OUT(ctx, call)
 
 #define MAXD 4
 #define MAXK 700
@@ -311,8 +301,7 @@ static void test_scalar_closed_form(void) {
 out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- schedule_fn: lr_k = meta_lr * factor(k) ---- */
@@ -378,8 +367,7 @@ static void test_schedule_fn(void) {
 out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- (2) one step size per coordinate, reverse mode, Adam: eta_i -> 1/lambda_i ---- */
@@ -444,8 +432,7 @@ static void test_vector_adam(void) {
 out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- (3) option checks ---- */
@@ -579,8 +566,7 @@ static void test_options(void) {
 out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- (4) a callback stops the run, (5) ms_ctx_interrupt from inside it ---- */
@@ -649,8 +635,7 @@ static void test_stop(void) {
 out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 typedef struct sampler {
@@ -781,8 +766,7 @@ static void test_on_failure(void) {
 out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /*
@@ -870,8 +854,7 @@ out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&a);
   fixture_free(&b);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* (7) best on an oscillating run: the lowest value, not the last; the projection onto lr >= 0 binds
@@ -904,8 +887,7 @@ static void test_best(void) {
 out:
   ms_train_result_clear(ctx, &r);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- samplers ---- */
@@ -970,8 +952,7 @@ out:
   ms_train_result_clear(ctx, &r2);
   fixture_free(&f);
   fixture_free(&g);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- selection and the project callback ---- */
@@ -1056,8 +1037,7 @@ out:
   ms_train_result_clear(ctx, &r);
   ms_optim_release(mom);
   fixture_free(&f);
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  ms_ctx_free(ctx);
+  check_ctx_free(ctx);
 }
 
 /* ---- (8) allocation failures at every point ---- */
@@ -1163,22 +1143,13 @@ static void test_alloc_failures(void) {
   out:
     ms_train_result_clear(ctx, &r);
     fixture_free(&f);
-    CHECK(ms_ctx_bytes(ctx) == 0);
-    ms_ctx_free(ctx);
+    check_ctx_free(ctx);
   }
 }
 
 int main(void) {
-  test_scalar_closed_form();
-  test_schedule_fn();
-  test_vector_adam();
-  test_options();
-  test_stop();
-  test_on_failure();
-  test_best();
-  test_adam_failure_counts();
-  test_sampler();
-  test_select_project();
-  test_alloc_failures();
-  return check_report();
+  return check_run((const check_test[]){test_scalar_closed_form, test_schedule_fn, test_vector_adam,
+                                        test_options, test_stop, test_on_failure, test_best,
+                                        test_adam_failure_counts, test_sampler, test_select_project,
+                                        test_alloc_failures, NULL});
 }

@@ -543,8 +543,7 @@ static void test_allocation_failures(void) {
       ms_optim_release(opt);
       ms_objective_release(obj);
       ms_tensor_release(lt), ms_tensor_release(H), ms_tensor_release(w0);
-      CHECK(ms_ctx_bytes(c) == 0);
-      ms_ctx_free(c);
+      check_ctx_free(c);
       points++;
       if (done) break;
     }
@@ -579,19 +578,9 @@ static void test_host_conveniences(void) {
 }
 
 int main(void) {
-  ctx = ms_ctx_new(NULL, NULL);
-  test_closed_form();
-  test_vector_theta();
-  test_fd_small_step();
-  test_checkpoint();
-  test_custom();
-  test_status_and_errors();
-  test_host_conveniences();
-  test_adam_second_derivative();
-  test_review_cases();
-  test_allocation_failures();
-  CHECK(ms_ctx_bytes(ctx) == 0);
-  if (ms_ctx_bytes(ctx) != 0) fprintf(stderr, "leaked %zu bytes\n", ms_ctx_bytes(ctx));
-  ms_ctx_free(ctx);
-  return check_report();
+  return check_main(&ctx,
+                    (const check_test[]){test_closed_form, test_vector_theta, test_fd_small_step,
+                                         test_checkpoint, test_custom, test_status_and_errors,
+                                         test_host_conveniences, test_adam_second_derivative,
+                                         test_review_cases, test_allocation_failures, NULL});
 }
