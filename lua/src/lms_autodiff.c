@@ -543,6 +543,10 @@ static const luaL_Reg level_methods[] = {{"pop", level_pop},
                                          {"free", level_free},
                                          {NULL, NULL}};
 
+static const luaL_Reg level_meta[] = {{"__gc", level_free}, {"__close", level_free}, {NULL, NULL}};
+
+static const luaL_Reg custom_meta[] = {{"__call", custom_call}, {"__gc", custom_gc}, {NULL, NULL}};
+
 static const luaL_Reg functions[] = {{"ad_push", l_ad_push},
                                      {"ad_depth", l_ad_depth},
                                      {"stop_gradient", l_stop_gradient},
@@ -569,19 +573,13 @@ void lms_open_autodiff(lua_State *L) {
   if (luaL_newmetatable(L, LMS_LEVEL)) {
     luaL_newlib(L, level_methods);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, level_free);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, level_free);
-    lua_setfield(L, -2, "__close");
+    luaL_setfuncs(L, level_meta, 0);
     lua_pushliteral(L, "Level");
     lua_setfield(L, -2, "__name");
   }
   lua_pop(L, 1);
   if (luaL_newmetatable(L, LMS_CUSTOM)) {
-    lua_pushcfunction(L, custom_call);
-    lua_setfield(L, -2, "__call");
-    lua_pushcfunction(L, custom_gc);
-    lua_setfield(L, -2, "__gc");
+    luaL_setfuncs(L, custom_meta, 0);
     lua_pushliteral(L, "Custom");
     lua_setfield(L, -2, "__name");
   }

@@ -1032,6 +1032,9 @@ static const luaL_Reg functions[] = {{"optim_builtin", l_optim_builtin},
                                      {"meta_train_last", l_meta_train_last},
                                      {NULL, NULL}};
 
+static const luaL_Reg optim_meta[] = {
+    {"__gc", optim_gc}, {"__close", optim_gc}, {"__tostring", optim_tostring}, {NULL, NULL}};
+
 void lms_open_l2l(lua_State *L) {
   luaL_newmetatable(L, "metastep.TrainRun");
   lua_pushcfunction(L, trainbox_gc);
@@ -1044,12 +1047,7 @@ void lms_open_l2l(lua_State *L) {
   luaL_newmetatable(L, LMS_OPTIM);
   luaL_newlib(L, optim_methods);
   lua_setfield(L, -2, "__index");
-  lua_pushcfunction(L, optim_gc);
-  lua_setfield(L, -2, "__gc");
-  lua_pushcfunction(L, optim_gc);
-  lua_setfield(L, -2, "__close");
-  lua_pushcfunction(L, optim_tostring);
-  lua_setfield(L, -2, "__tostring");
+  luaL_setfuncs(L, optim_meta, 0);
   lua_pop(L, 1);
   luaL_setfuncs(L, functions, 0);
 }
