@@ -9,6 +9,7 @@
 --
 -- Set METASTEP_FUZZ_TRACE=1 to print each call before it is made (to find a crasher).
 local ms = require "metastep"
+local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
 
 local TRACE = os.getenv("METASTEP_FUZZ_TRACE")
 local BUDGET = 256 << 20 -- engine bytes; huge sizes then fail fast instead of swapping
@@ -16,14 +17,7 @@ local BUDGET = 256 << 20 -- engine bytes; huge sizes then fail fast instead of s
 local nan = 0 / 0
 
 -- Odd values, as factories so every call gets fresh tensors (calls mutate and close them).
-local function released()
-  local x
-  do
-    local y <close> = ms.zeros(2)
-    x = y
-  end
-  return x
-end
+local released = h.released
 
 local proxy_mt = {
   __len = function() return 2 end,

@@ -48,6 +48,40 @@ function M.assert_close(a, b, rtol, what)
   end
 end
 
+--- Plain Lua linear algebra on tables: a · b, and A x with A a table of rows.
+function M.dot(a, b)
+  local s = 0
+  for i = 1, #a do s = s + a[i] * b[i] end
+  return s
+end
+
+function M.matvec(A, x)
+  local r = {}
+  for i = 1, #A do r[i] = M.dot(A[i], x) end
+  return r
+end
+
+--- A random nested table of the given shape, numbers uniform in [-scale, scale) from Lua's own
+-- generator (seed it with math.randomseed).
+function M.lua_random(shape, scale, depth)
+  depth = depth or 1
+  local t = {}
+  for i = 1, shape[depth] do
+    t[i] = depth == #shape and (math.random() * (2 * scale) - scale) or M.lua_random(shape, scale, depth + 1)
+  end
+  return t
+end
+
+--- A tensor that has been released (closed by its to-be-closed variable).
+function M.released()
+  local x
+  do
+    local y <close> = ms.zeros(2)
+    x = y
+  end
+  return x
+end
+
 local function isnan(x) return x ~= x end
 
 --- Equal within a relative-plus-absolute tolerance; NaN equals NaN; infinities must match.

@@ -13,15 +13,7 @@ local function assert_grad(what, f, x)
 end
 
 -- plain Lua linear algebra on nested tables
-local function matvec(A, x)
-  local r = {}
-  for i = 1, #A do
-    local s = 0
-    for j = 1, #x do s = s + A[i][j] * x[j] end
-    r[i] = s
-  end
-  return r
-end
+local matvec = h.matvec
 
 local function sigm(z) return 1 / (1 + math.exp(-z)) end
 

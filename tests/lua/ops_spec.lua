@@ -8,14 +8,7 @@ local nan, inf = 0 / 0, math.huge
 
 local function isnan(x) return x ~= x end
 
-local function lua_random(shape, depth)
-  depth = depth or 1
-  local t = {}
-  for i = 1, shape[depth] do
-    t[i] = depth == #shape and (math.random() * 4 - 2) or lua_random(shape, depth + 1)
-  end
-  return t
-end
+local function lua_random(shape) return h.lua_random(shape, 2) end
 
 -- Applies f to every number of a nested table.
 local function map(t, f)

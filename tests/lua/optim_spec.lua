@@ -12,21 +12,7 @@ local rel, assert_rel, assert_vec, err_of = h.rel, h.assert_rel, h.assert_close,
 
 -- ---------------------------------------------------------------- plain Lua
 
-local function matvec(A, x)
-  local r = {}
-  for i = 1, #A do
-    local s = 0
-    for j = 1, #x do s = s + A[i][j] * x[j] end
-    r[i] = s
-  end
-  return r
-end
-
-local function dot(a, b)
-  local s = 0
-  for i = 1, #a do s = s + a[i] * b[i] end
-  return s
-end
+local matvec, dot = h.matvec, h.dot
 
 -- a x + b y, element-wise (b defaults to 1)
 local function lin(a, x, b, y)
@@ -167,6 +153,17 @@ local function spec(fields)
   local s = {objective = OBJ, w0 = W0T, steps = 10, meta = "log"}
   for k, v in pairs(fields) do s[k] = v end
   return s
+end
+
+-- meta.value_and_grad(make(method)) by each method must give status "ok", the value to 1e-13
+-- and d/dlr to 1e-12 (1e-7 by central differences); what names the derivative in messages.
+local function check_lr_methods(make, value, dlr, what)
+  for _, method in ipairs{"reverse", "forward", "fd"} do
+    local r = ms.meta.value_and_grad(make(method))
+    assert.are.equal("ok", r.status)
+    assert_rel(r.value, value, 1e-13, method .. " value")
+    assert_rel(r.grad.lr, dlr, method == "fd" and 1e-7 or 1e-12, method .. " " .. what)
+  end
 end
 
 -- The iterates of an unroll, as plain tables w[0..T].
@@ -318,13 +315,9 @@ describe("each optimizer's step against plain Lua", function()
       x, dx = lin(-lr * s, hx, 1, x), lin(1, dx, -s, lin(lr, hdx, 1, hx))
     end
     local f, dF = fq(x), dot(matvec(H, x), dx)
-    for _, method in ipairs{"reverse", "forward", "fd"} do
-      local r = ms.meta.value_and_grad(spec{optimizer = ms.optim.gd{lr = lr, schedule = sched}, steps = T2,
-                                            meta = "naive", method = method})
-      assert.are.equal("ok", r.status)
-      assert_rel(r.value, f, 1e-13, method .. " value")
-      assert_rel(r.grad.lr, dF, method == "fd" and 1e-7 or 1e-12, method .. " d/dlr")
-    end
+    check_lr_methods(function(method)
+      return spec{optimizer = ms.optim.gd{lr = lr, schedule = sched}, steps = T2, meta = "naive", method = method}
+    end, f, dF, "d/dlr")
   end)
 end)
 
@@ -403,13 +396,10 @@ describe("sgd", function()
     end
     local f, g = ls_parts(X, Y, x)
     local G, dG = math.log(f) / T, dot(g, dx) / (T * f)
-    for _, method in ipairs{"reverse", "forward", "fd"} do
-      local r = ms.meta.value_and_grad{objective = LS, w0 = ms.tensor(WS0), steps = T, meta = "log", method = method,
-                                       optimizer = ms.optim.sgd{lr = lr, batch = batch, seed = 5}}
-      assert.are.equal("ok", r.status)
-      assert_rel(r.value, G, 1e-13, method .. " value")
-      assert_rel(r.grad.lr, dG, method == "fd" and 1e-7 or 1e-12, method .. " gradient")
-    end
+    check_lr_methods(function(method)
+      return {objective = LS, w0 = ms.tensor(WS0), steps = T, meta = "log", method = method,
+              optimizer = ms.optim.sgd{lr = lr, batch = batch, seed = 5}}
+    end, G, dG, "gradient")
   end)
 end)
 
@@ -457,12 +447,9 @@ describe("optim.new", function()
       assert_vec(w[t], x, 1e-14, "w_" .. t)
     end
     local dF = -dot(matvec(H, x), ssum)
-    for _, method in ipairs{"reverse", "forward", "fd"} do
-      local r = ms.meta.value_and_grad(spec{optimizer = sign_gd, steps = T, meta = "naive", method = method})
-      assert.are.equal("ok", r.status)
-      assert_rel(r.value, fq(x), 1e-13, method .. " value")
-      assert_rel(r.grad.lr, dF, method == "fd" and 1e-7 or 1e-12, method .. " d/dlr")
-    end
+    check_lr_methods(function(method)
+      return spec{optimizer = sign_gd, steps = T, meta = "naive", method = method}
+    end, fq(x), dF, "d/dlr")
   end)
 
   it("a decaying step with two meta-parameters: plain-Lua forward mode, reverse, forward and fd agree", function()

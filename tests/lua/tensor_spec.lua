@@ -1,20 +1,14 @@
 -- Tensor construction, inspection, views, indexing, totable, tostring and release.
 -- Golden values are written out by hand or computed with plain Lua loops.
 local ms = require "metastep"
+local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
 
 local function close(a, b, tol)
   return math.abs(a - b) <= (tol or 0)
 end
 
 -- A random nested table of the given shape (Lua's own generator, seeded).
-local function lua_random(shape, depth)
-  depth = depth or 1
-  local t = {}
-  for i = 1, shape[depth] do
-    t[i] = depth == #shape and (math.random() * 2 - 1) or lua_random(shape, depth + 1)
-  end
-  return t
-end
+local function lua_random(shape) return h.lua_random(shape, 1) end
 
 describe("construction", function()
   it("builds from nested tables", function()
@@ -406,14 +400,7 @@ describe("tostring", function()
 end)
 
 describe("released tensors", function()
-  local function released()
-    local x
-    do
-      local y <close> = ms.zeros(2)
-      x = y
-    end
-    return x
-  end
+  local released = h.released
 
   it("raise 'tensor has been released' when used", function()
     local x = released()
