@@ -126,40 +126,37 @@ void ms_ctx_clear_error(ms_ctx *ctx) {
   ctx->status = MS_OK;
 }
 
-void *ms_ctx_alloc(ms_ctx *ctx, size_t nbytes) {
-  if (nbytes == 0) nbytes = 1;
-  if (ctx->limit != 0 && (nbytes > ctx->limit || ctx->bytes > ctx->limit - nbytes)) {
-    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: %zu bytes requested, %zu in use, budget %zu bytes",
-                nbytes, ctx->bytes, ctx->limit);
-    return NULL;
-  }
-  void *p = ctx->alloc(ctx->ud, NULL, 0, nbytes);
+/* Fails (1) when n more bytes would exceed the context's budget. */
+static int over_budget(ms_ctx *ctx, size_t n) {
+  if (ctx->limit == 0 || (n <= ctx->limit && ctx->bytes <= ctx->limit - n)) return 0;
+  ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: %zu bytes requested, %zu in use, budget %zu bytes", n,
+              ctx->bytes, ctx->limit);
+  return 1;
+}
+
+/* p, the allocator's answer to a request for nbytes, counted as grow more bytes in use. */
+static void *counted(ms_ctx *ctx, void *p, size_t nbytes, size_t grow) {
   if (p == NULL) {
     ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: allocating %zu bytes failed", nbytes);
     return NULL;
   }
-  ctx->bytes += nbytes;
+  ctx->bytes += grow;
   if (ctx->bytes > ctx->peak) ctx->peak = ctx->bytes;
   return p;
+}
+
+void *ms_ctx_alloc(ms_ctx *ctx, size_t nbytes) {
+  if (nbytes == 0) nbytes = 1;
+  if (over_budget(ctx, nbytes)) return NULL;
+  return counted(ctx, ctx->alloc(ctx->ud, NULL, 0, nbytes), nbytes, nbytes);
 }
 
 void *ms__ctx_realloc(ms_ctx *ctx, void *ptr, size_t osize, size_t nsize) {
   if (ptr == NULL) return ms_ctx_alloc(ctx, nsize);
   if (nsize <= osize) return ptr;
   size_t grow = nsize - osize;
-  if (ctx->limit != 0 && (grow > ctx->limit || ctx->bytes > ctx->limit - grow)) {
-    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: %zu bytes requested, %zu in use, budget %zu bytes",
-                grow, ctx->bytes, ctx->limit);
-    return NULL;
-  }
-  void *p = ctx->alloc(ctx->ud, ptr, osize, nsize);
-  if (p == NULL) {
-    ms_ctx_fail(ctx, MS_ENOMEM, "out of memory: allocating %zu bytes failed", nsize);
-    return NULL;
-  }
-  ctx->bytes += grow;
-  if (ctx->bytes > ctx->peak) ctx->peak = ctx->bytes;
-  return p;
+  if (over_budget(ctx, grow)) return NULL;
+  return counted(ctx, ctx->alloc(ctx->ud, ptr, osize, nsize), nsize, grow);
 }
 
 void ms_ctx_dealloc(ms_ctx *ctx, void *ptr, size_t nbytes) {

@@ -303,6 +303,16 @@ static int finish(chain *c) {
   return c->st;
 }
 
+/* Ends a step: the temporaries go, and after a failure so do w_next and the step's nstate
+ * new states. */
+static int finish_step(chain *c, ms_tensor **w_next, ms_tensor **state, int nstate) {
+  if (c->st) {
+    ms_tensor_release(*w_next), *w_next = NULL;
+    for (int i = 0; i < nstate; i++) ms_tensor_release(state[i]), state[i] = NULL;
+  }
+  return finish(c);
+}
+
 /* The step size at this step: lr, times the schedule's factor when there is one. */
 static ms_tensor *step_size(chain *c, const ms_optim_io *io, int scheduled) {
   return scheduled ? bins(c, MS_MUL, io->theta[0], io->factor) : io->theta[0];
@@ -326,11 +336,10 @@ static int scheduled(const builtin_ud *b) { return ms_optim_has_schedule(b->self
 
 static int step_gd(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w_next,
                    ms_tensor **state) {
-  (void)state;
   chain c = {ctx, MS_OK, 0, {0}};
   ms_tensor *lr = step_size(&c, io, scheduled(ud));
   *w_next = take(&c, bin(&c, MS_SUB, io->w, bin(&c, MS_MUL, io->gw, lr)));
-  return finish(&c);
+  return finish_step(&c, w_next, state, 0);
 }
 
 /* heavy ball: m' = beta m + g, w' = w - lr m';  Nesterov: w' = w - lr (g + beta m') */
@@ -345,8 +354,7 @@ static int step_momentum(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor
       b->kind == MS_OPTIM_NESTEROV ? bin(&c, MS_ADD, io->gw, bin(&c, MS_MUL, m, beta)) : m;
   *w_next = take(&c, bin(&c, MS_SUB, io->w, bin(&c, MS_MUL, dir, lr)));
   state[0] = take(&c, m);
-  if (c.st) ms_tensor_release(*w_next), *w_next = NULL;
-  return finish(&c);
+  return finish_step(&c, w_next, state, 1);
 }
 
 static int step_rmsprop(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w_next,
@@ -362,8 +370,7 @@ static int step_rmsprop(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor 
       take(&c, bin(&c, MS_SUB, io->w,
                    bin(&c, MS_MUL, bin(&c, MS_DIV, io->gw, bins(&c, MS_ADD, root, eps)), lr)));
   state[0] = take(&c, v);
-  if (c.st) ms_tensor_release(*w_next), *w_next = NULL;
-  return finish(&c);
+  return finish_step(&c, w_next, state, 1);
 }
 
 /* Adam: the bias corrections count the updates made (io->k), not the unroll's steps. */
@@ -384,11 +391,7 @@ static int step_adam(ms_ctx *ctx, void *ud, const ms_optim_io *io, ms_tensor **w
                          bin(&c, MS_MUL, bin(&c, MS_DIV, mhat, bins(&c, MS_ADD, root, eps)), lr)));
   state[0] = take(&c, m);
   state[1] = take(&c, v);
-  if (c.st) {
-    ms_tensor_release(*w_next), *w_next = NULL;
-    ms_tensor_release(state[0]), state[0] = NULL;
-  }
-  return finish(&c);
+  return finish_step(&c, w_next, state, 2);
 }
 
 static void builtin_free(void *ud) {

@@ -334,6 +334,11 @@ local function fmt_theta(theta, names)
   return table.concat(parts, " ")
 end
 
+-- opts[key] is nil or of type want; else raises msg, formatted with the type it has
+local function check_train_type(opts, key, want, msg)
+  if opts[key] ~= nil and type(opts[key]) ~= want then fail("meta.train: ", msg, type(opts[key])) end
+end
+
 local function check_train_number(opts, key, default, lo, lo_open)
   local v = opts[key]
   if v == nil then return default end
@@ -387,20 +392,14 @@ function M.train(opts)
   if meta_opt ~= "gd" and meta_opt ~= "adam" and meta_opt ~= "rmsprop" then
     fail("meta.train: ", "unknown meta_optimizer '%s' (gd, adam or rmsprop)", tostring(meta_opt))
   end
-  if opts.sample ~= nil and type(opts.sample) ~= "function" then
-    fail("meta.train: ", "option 'sample' must be a function returning a task, got %s", type(opts.sample))
-  end
+  check_train_type(opts, "sample", "function", "option 'sample' must be a function returning a task, got %s")
   local batch = opts.batch or 1
   if math.type(batch) == nil or math.tointeger(batch) == nil or batch < 1 then
     fail("meta.train: ", "option 'batch' must be an integer >= 1, got %s", show(batch))
   end
-  if opts.callback ~= nil and type(opts.callback) ~= "function" then
-    fail("meta.train: ", "option 'callback' must be a function, got %s", type(opts.callback))
-  end
+  check_train_type(opts, "callback", "function", "option 'callback' must be a function, got %s")
   -- lr >= 0 and beta >= 0 (their domains) stay unless the caller bounds them itself
-  if opts.bounds ~= nil and type(opts.bounds) ~= "table" then
-    fail("meta.train: ", "option 'bounds' must be a table {name = {lo, hi}}, got %s", type(opts.bounds))
-  end
+  check_train_type(opts, "bounds", "table", "option 'bounds' must be a table {name = {lo, hi}}, got %s")
   for k, b in pairs(opts.bounds or {}) do
     if type(b) ~= "table" or type(b[1]) ~= "number" or type(b[2]) ~= "number" or not (b[1] <= b[2]) then
       fail("meta.train: ", "bounds for '%s' must be {lo, hi} with lo <= hi", tostring(k))
@@ -411,12 +410,8 @@ function M.train(opts)
   if type(opts.optimizer) ~= "table" or opts.optimizer.c == nil then
     fail("meta.train: ", "'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opts.optimizer))
   end
-  if opts.theta ~= nil and type(opts.theta) ~= "table" then
-    fail("meta.train: ", "'theta' must be a table of meta-parameter values, got %s", type(opts.theta))
-  end
-  if opts.log ~= nil and type(opts.log) ~= "string" then
-    fail("meta.train: ", "option 'log' must be a file name, got %s", type(opts.log))
-  end
+  check_train_type(opts, "theta", "table", "'theta' must be a table of meta-parameter values, got %s")
+  check_train_type(opts, "log", "string", "option 'log' must be a file name, got %s")
   if opts.sample and (opts.objective ~= nil or opts.task ~= nil or opts.tasks ~= nil) then
     fail("meta.train: ", "'sample' draws the tasks: give it instead of 'objective', 'task' or 'tasks'")
   end

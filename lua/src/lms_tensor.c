@@ -176,21 +176,18 @@ static int l_tensor(lua_State *L) {
   return lms_finish(L, box, st, &t);
 }
 
-static int l_zeros(lua_State *L) {
+/* zeros(shape), ones(shape): a tensor made from the shape alone. */
+static int from_shape(lua_State *L, int (*make)(ms_ctx *, int, const int64_t *, ms_tensor **)) {
   int64_t shape[MS_MAXDIM];
   int nd = lms_checkshape(L, 1, shape);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *t;
-  return lms_finish(L, box, ms_tensor_zeros(lms_ctx(L), nd, shape, &t), &t);
+  return lms_finish(L, box, make(lms_ctx(L), nd, shape, &t), &t);
 }
 
-static int l_ones(lua_State *L) {
-  int64_t shape[MS_MAXDIM];
-  int nd = lms_checkshape(L, 1, shape);
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *t;
-  return lms_finish(L, box, ms_tensor_ones(lms_ctx(L), nd, shape, &t), &t);
-}
+static int l_zeros(lua_State *L) { return from_shape(L, ms_tensor_zeros); }
+
+static int l_ones(lua_State *L) { return from_shape(L, ms_tensor_ones); }
 
 static int l_full(lua_State *L) {
   int64_t shape[MS_MAXDIM];
@@ -1039,28 +1036,23 @@ static const luaL_Reg methods[] = {{"shape", m_shape},
                                    {"tostring", m_tostring},
                                    {NULL, NULL}};
 
+/* One op as a closure over its number, under its name in the functions and the methods. */
+static void register_op(lua_State *L, lua_CFunction fn, int op, const char *name, int functions_idx,
+                        int methods_idx) {
+  lua_pushinteger(L, op);
+  lua_pushcclosure(L, fn, 1);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, functions_idx, name);
+  lua_setfield(L, methods_idx, name);
+}
+
 static void register_ops(lua_State *L, int functions_idx, int methods_idx) {
-  for (int op = 0; op < MS_BINOP_COUNT; op++) {
-    lua_pushinteger(L, op);
-    lua_pushcclosure(L, l_binary, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, functions_idx, ms_binop_name((ms_binop)op));
-    lua_setfield(L, methods_idx, ms_binop_name((ms_binop)op));
-  }
-  for (int op = 0; op < MS_UNOP_COUNT; op++) {
-    lua_pushinteger(L, op);
-    lua_pushcclosure(L, l_unary, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, functions_idx, ms_unop_name((ms_unop)op));
-    lua_setfield(L, methods_idx, ms_unop_name((ms_unop)op));
-  }
-  for (int op = 0; op < MS_REDOP_COUNT; op++) {
-    lua_pushinteger(L, op);
-    lua_pushcclosure(L, l_reduce, 1);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, functions_idx, ms_redop_name((ms_redop)op));
-    lua_setfield(L, methods_idx, ms_redop_name((ms_redop)op));
-  }
+  for (int op = 0; op < MS_BINOP_COUNT; op++)
+    register_op(L, l_binary, op, ms_binop_name((ms_binop)op), functions_idx, methods_idx);
+  for (int op = 0; op < MS_UNOP_COUNT; op++)
+    register_op(L, l_unary, op, ms_unop_name((ms_unop)op), functions_idx, methods_idx);
+  for (int op = 0; op < MS_REDOP_COUNT; op++)
+    register_op(L, l_reduce, op, ms_redop_name((ms_redop)op), functions_idx, methods_idx);
 }
 
 static void set_arith(lua_State *L, const char *event, ms_binop op) {
@@ -1068,6 +1060,18 @@ static void set_arith(lua_State *L, const char *event, ms_binop op) {
   lua_pushcclosure(L, l_binary, 1);
   lua_setfield(L, -2, event);
 }
+
+/* The tensor metatable's functions (__index, a closure over the methods, and the arithmetic
+ * events are set apart). */
+static const luaL_Reg tensor_meta[] = {{"__newindex", tensor_newindex},
+                                       {"__gc", tensor_gc},
+                                       {"__close", tensor_gc},
+                                       {"__tostring", m_tostring},
+                                       {"__len", m_len},
+                                       {"__unm", tensor_unm},
+                                       {"__lt", tensor_lt},
+                                       {"__le", tensor_le},
+                                       {NULL, NULL}};
 
 int luaopen_metastep_core(lua_State *L) {
   lms_ctx(L); /* create the context before any tensor can exist */
@@ -1081,22 +1085,7 @@ int luaopen_metastep_core(lua_State *L) {
     lua_pushvalue(L, meths);
     lua_pushcclosure(L, tensor_index, 1);
     lua_setfield(L, -2, "__index");
-    lua_pushcfunction(L, tensor_newindex);
-    lua_setfield(L, -2, "__newindex");
-    lua_pushcfunction(L, tensor_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, tensor_gc);
-    lua_setfield(L, -2, "__close");
-    lua_pushcfunction(L, m_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_pushcfunction(L, m_len);
-    lua_setfield(L, -2, "__len");
-    lua_pushcfunction(L, tensor_unm);
-    lua_setfield(L, -2, "__unm");
-    lua_pushcfunction(L, tensor_lt);
-    lua_setfield(L, -2, "__lt");
-    lua_pushcfunction(L, tensor_le);
-    lua_setfield(L, -2, "__le");
+    luaL_setfuncs(L, tensor_meta, 0);
     set_arith(L, "__add", MS_ADD);
     set_arith(L, "__sub", MS_SUB);
     set_arith(L, "__mul", MS_MUL);
