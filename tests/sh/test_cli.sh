@@ -9,22 +9,11 @@ fail=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-not_ok() {
-  fail=$((fail + 1))
-  echo "FAIL - $1"
-  if [ -n "${2:-}" ]; then printf '%s\n' "$2" | sed 's/^/       /'; fi
-}
-# expect NAME EXPECTED ACTUAL
-expect() {
-  if [ "$3" = "$2" ]; then ok "$1"; else not_ok "$1" "expected: $(printf %q "$2")
-actual:   $(printf %q "$3")"; fi
-}
+. "$(dirname "$0")/lib.sh"
 
 if [ ! -x "$METASTEP" ]; then
   not_ok "executable $METASTEP exists"
-  echo "$pass passed, $fail failed"
-  exit 1
+  finish
 fi
 
 # Keep the user's environment out of the runs.
@@ -92,52 +81,22 @@ local function inner() error("deep failure") end
 inner()
 EOF
 "$METASTEP" "$tmp/rt.lua" > "$tmp/out" 2> "$tmp/err"
-rc=$?
-if [ $rc -eq 1 ] && grep -q "^metastep: .*deep failure" "$tmp/err" &&
-  grep -q "stack traceback" "$tmp/err" && grep -q "inner" "$tmp/err"; then
-  ok "runtime error in a script: exit 1, message and traceback"
-else
-  not_ok "runtime error in a script: exit 1, message and traceback" "rc=$rc stderr=$(cat "$tmp/err")"
-fi
+check_err "runtime error in a script: exit 1, message and traceback" 1 $? \
+  "^metastep: .*deep failure" "stack traceback" "inner"
 printf 'x = = 1\n' > "$tmp/syntax.lua"
 "$METASTEP" "$tmp/syntax.lua" > /dev/null 2> "$tmp/err"
-rc=$?
-if [ $rc -eq 1 ] && grep -q "syntax.lua:1:" "$tmp/err"; then
-  ok "syntax error exits 1"
-else
-  not_ok "syntax error exits 1" "rc=$rc stderr=$(cat "$tmp/err")"
-fi
+check_err "syntax error exits 1" 1 $? "syntax.lua:1:"
 "$METASTEP" -e 'error("x")' > /dev/null 2> "$tmp/err"
-rc=$?
-if [ $rc -eq 1 ] && grep -q "x" "$tmp/err" && grep -q "stack traceback" "$tmp/err"; then
-  ok "-e 'error(\"x\")' exits 1"
-else
-  not_ok "-e 'error(\"x\")' exits 1" "rc=$rc stderr=$(cat "$tmp/err")"
-fi
+check_err "-e 'error(\"x\")' exits 1" 1 $? "x" "stack traceback"
 "$METASTEP" -e 'error(setmetatable({}, {__tostring = function() return "custom" end}))' \
   > /dev/null 2> "$tmp/err"
-rc=$?
-if [ $rc -eq 1 ] && grep -q "custom" "$tmp/err"; then
-  ok "error object with __tostring is reported"
-else
-  not_ok "error object with __tostring is reported" "rc=$rc stderr=$(cat "$tmp/err")"
-fi
+check_err "error object with __tostring is reported" 1 $? "custom"
 "$METASTEP" "$tmp/does_not_exist.lua" > /dev/null 2>&1
 expect "missing script exits 1" "1" "$?"
 "$METASTEP" -x > /dev/null 2> "$tmp/err"
-rc=$?
-if [ $rc -eq 1 ] && grep -q "usage:" "$tmp/err"; then
-  ok "unknown option prints usage and exits 1"
-else
-  not_ok "unknown option prints usage and exits 1" "rc=$rc stderr=$(cat "$tmp/err")"
-fi
+check_err "unknown option prints usage and exits 1" 1 $? "usage:"
 "$METASTEP" -e > /dev/null 2> "$tmp/err"
-rc=$?
-if [ $rc -eq 1 ] && grep -q "'-e' needs argument" "$tmp/err"; then
-  ok "-e without argument is an error"
-else
-  not_ok "-e without argument is an error" "rc=$rc stderr=$(cat "$tmp/err")"
-fi
+check_err "-e without argument is an error" 1 $? "'-e' needs argument"
 expect "os.exit code passes through" "3" "$("$METASTEP" -e 'os.exit(3)' > /dev/null 2>&1; echo $?)"
 
 # ---- SIGINT stops a running script: exit non-zero within a few seconds
@@ -188,5 +147,4 @@ else
   "$METASTEP" -e 'require "metastep"' 2>&1 | sed 's/^/       /'
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" -eq 0 ]
+finish

@@ -8,17 +8,7 @@ METASTEP=${METASTEP:-build/metastep}
 pass=0
 fail=0
 
-ok() { pass=$((pass + 1)); echo "ok   - $1"; }
-not_ok() {
-  fail=$((fail + 1))
-  echo "FAIL - $1"
-  if [ -n "${2:-}" ]; then printf '%s\n' "$2" | sed 's/^/       /'; fi
-}
-finish() {
-  echo "$pass passed, $fail failed"
-  [ "$fail" -eq 0 ]
-  exit
-}
+. "$(dirname "$0")/lib.sh"
 
 if ! command -v tmux > /dev/null 2>&1; then
   not_ok "tmux is installed"
