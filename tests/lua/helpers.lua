@@ -82,6 +82,17 @@ function M.released()
   return x
 end
 
+--- fn() must give back all the engine memory it took once its garbage is collected.
+function M.assert_no_leak(fn)
+  collectgarbage()
+  collectgarbage()
+  local before = ms.memory()
+  fn()
+  collectgarbage()
+  collectgarbage()
+  assert.are.equal(before, ms.memory())
+end
+
 local function isnan(x) return x ~= x end
 
 --- Equal within a relative-plus-absolute tolerance; NaN equals NaN; infinities must match.

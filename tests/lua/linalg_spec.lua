@@ -28,6 +28,12 @@ end
 
 local function lidentity(n) return lmat(n, n, function(i, j) return i == j and 1 or 0 end) end
 
+-- A + c I, in place; returns A.
+local function add_diagonal(A, c)
+  for i = 1, #A do A[i][i] = A[i][i] + c end
+  return A
+end
+
 local function lrandom(n, m) return lmat(n, m, function() return math.random() * 2 - 1 end) end
 
 local function max_abs_diff(a, b)
@@ -108,8 +114,7 @@ end)
 describe("solve", function()
   math.randomseed(17)
   local n = 6
-  local A = lrandom(n, n)
-  for i = 1, n do A[i][i] = A[i][i] + n end -- well conditioned
+  local A = add_diagonal(lrandom(n, n), n) -- well conditioned
   local b = {}
   for i = 1, n do b[i] = math.random() * 10 - 5 end
 
@@ -202,8 +207,7 @@ describe("factorizations", function()
   math.randomseed(31)
   local n = 5
   local M = lrandom(n, n)
-  local S = lmul(M, ltranspose(M))
-  for i = 1, n do S[i][i] = S[i][i] + n end -- symmetric positive definite
+  local S = add_diagonal(lmul(M, ltranspose(M)), n) -- symmetric positive definite
 
   it("cholesky gives lower-triangular L with L L^T = A", function()
     local L = ms.cholesky(ms.tensor(S)):totable()

@@ -163,10 +163,7 @@ describe("built-in objectives", function()
   end)
 
   it("objectives give their memory back when collected", function()
-    collectgarbage()
-    collectgarbage()
-    local before = ms.memory()
-    do
+    h.assert_no_leak(function()
       local X = ms.randn({50, 10}, {seed = 1})
       local y = ms.gt(ms.randn({50}, {seed = 2}), 0)
       local objs = {ms.core.objective_logistic(X, y, 0.1), ms.core.objective_least_squares(X, y),
@@ -174,10 +171,7 @@ describe("built-in objectives", function()
       for _, o in ipairs(objs) do o:hvp(ms.zeros(10), ms.ones(10)) end
       local cb = ms.core.objective_from_callbacks{dim = 10, value = function(w) return (w * w):sum() end}
       cb:hvp(ms.ones(10), ms.ones(10))
-    end
-    collectgarbage()
-    collectgarbage()
-    assert.are.equal(before, ms.memory())
+    end)
   end)
 end)
 
@@ -668,19 +662,13 @@ describe("ms.objective: one objective type", function()
   end)
 
   it("objectives with cached fields give their memory back", function()
-    collectgarbage()
-    collectgarbage()
-    local before = ms.memory()
-    do
+    h.assert_no_leak(function()
       local q = ms.objective.random_quadratic{d = 5, seed = 1}
       local _, _, _ = q.H, q.wstar, q:eigh()
       local ls = ms.objective.least_squares(ms.ones(4, 5), ms.zeros(4))
       local _, _, _ = ls.X, ls.y, ls:minibatch{1, 2}:grad(ms.zeros(5))
       local f = ms.objective.from_function(function() error({}) end, {dim = 5})
       pcall(f.grad, f, ms.zeros(5))
-    end
-    collectgarbage()
-    collectgarbage()
-    assert.are.equal(before, ms.memory())
+    end)
   end)
 end)
