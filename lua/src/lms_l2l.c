@@ -350,6 +350,25 @@ static int optim_set_schedule(lua_State *L) {
   return 0;
 }
 
+/* t[k] = v for the table on top of the stack */
+static void setnumber(lua_State *L, const char *k, double v) {
+  lua_pushnumber(L, v);
+  lua_setfield(L, -2, k);
+}
+
+static void setinteger(lua_State *L, const char *k, lua_Integer v) {
+  lua_pushinteger(L, v);
+  lua_setfield(L, -2, k);
+}
+
+/* Fields results, trajectories and training records share: status and, after a failure,
+ * fail_step. */
+static void setstatus(lua_State *L, int status, int64_t fail_step) {
+  lua_pushstring(L, ms_meta_status_name(status));
+  lua_setfield(L, -2, "status");
+  if (fail_step >= 0) setinteger(L, "fail_step", fail_step);
+}
+
 /* opt:params() -> {{name =, init = tensor, map =, lo =, hi =}, ...} */
 static int optim_params(lua_State *L) {
   ms_optim *o = checkoptim(L, 1);
@@ -364,10 +383,8 @@ static int optim_params(lua_State *L) {
     lua_setfield(L, -2, "init");
     lua_pushstring(L, p->map == MS_PARAM_LOG ? "log" : "plain");
     lua_setfield(L, -2, "map");
-    lua_pushnumber(L, p->lo);
-    lua_setfield(L, -2, "lo");
-    lua_pushnumber(L, p->hi);
-    lua_setfield(L, -2, "hi");
+    setnumber(L, "lo", p->lo);
+    setnumber(L, "hi", p->hi);
     lua_rawseti(L, -2, i + 1);
   }
   return 1;
@@ -445,8 +462,7 @@ static int64_t intfield(lua_State *L, int t, const char *k) {
 /* Traj -> Lua table for a Lua meta-objective. */
 static void push_traj(lua_State *L, const lmeta *m, const ms_traj *traj) {
   lua_createtable(L, 0, 8);
-  lua_pushinteger(L, traj->T);
-  lua_setfield(L, -2, "T");
+  setinteger(L, "T", traj->T);
   lua_createtable(L, (int)traj->T, 1);
   for (int64_t t = 0; t <= traj->done; t++) {
     lms_pushref(L, traj->losses[t]);
@@ -602,20 +618,10 @@ static void cspec_unref(lua_State *L, cspec *c) {
 
 static void push_result(lua_State *L, const ms_meta_out *r) {
   lua_createtable(L, 0, 8);
-  lua_pushnumber(L, r->value);
-  lua_setfield(L, -2, "value");
-  lua_pushnumber(L, r->log_loss);
-  lua_setfield(L, -2, "log_loss");
-  lua_pushstring(L, ms_meta_status_name(r->status));
-  lua_setfield(L, -2, "status");
-  if (r->fail_step >= 0) {
-    lua_pushinteger(L, r->fail_step);
-    lua_setfield(L, -2, "fail_step");
-  }
-  if (r->task >= 0) {
-    lua_pushinteger(L, r->task + 1);
-    lua_setfield(L, -2, "task");
-  }
+  setnumber(L, "value", r->value);
+  setnumber(L, "log_loss", r->log_loss);
+  setstatus(L, r->status, r->fail_step);
+  if (r->task >= 0) setinteger(L, "task", r->task + 1);
   lua_createtable(L, r->nparams, 0);
   lua_createtable(L, r->nparams, 0);
   for (int i = 0; i < r->nparams; i++) {
@@ -710,8 +716,7 @@ static int l_meta_unroll(lua_State *L) {
     return lms_error(L);
   }
   lua_createtable(L, 0, 8);
-  lua_pushinteger(L, traj.T);
-  lua_setfield(L, -2, "T");
+  setinteger(L, "T", traj.T);
   lua_createtable(L, (int)traj.done, 0);
   for (int64_t t = 1; t <= traj.done; t++) {
     lms_pushref(L, traj.losses[t]);
@@ -730,12 +735,7 @@ static int l_meta_unroll(lua_State *L) {
     }
     lua_setfield(L, -2, "w");
   }
-  lua_pushstring(L, ms_meta_status_name(traj.status));
-  lua_setfield(L, -2, "status");
-  if (traj.fail_step >= 0) {
-    lua_pushinteger(L, traj.fail_step);
-    lua_setfield(L, -2, "fail_step");
-  }
+  setstatus(L, traj.status, traj.fail_step);
   ms_traj_clear(e.ctx, &traj);
   cspec_unref(L, c);
   cspec_release(c);
@@ -828,20 +828,12 @@ static void lt_release(ms_ctx *ctx, void *ud, ms_task *task) {
 
 static void push_record(lua_State *L, const ms_train_record *r, int np) {
   lua_createtable(L, 0, 8);
-  lua_pushinteger(L, r->k);
-  lua_setfield(L, -2, "k");
-  lua_pushnumber(L, r->value);
-  lua_setfield(L, -2, "value");
-  lua_pushstring(L, ms_meta_status_name(r->status));
-  lua_setfield(L, -2, "status");
-  if (r->fail_step >= 0) {
-    lua_pushinteger(L, r->fail_step);
-    lua_setfield(L, -2, "fail_step");
-  }
+  setinteger(L, "k", r->k);
+  setnumber(L, "value", r->value);
+  setstatus(L, r->status, r->fail_step);
   lua_pushboolean(L, r->updated);
   lua_setfield(L, -2, "updated");
-  lua_pushnumber(L, r->lr);
-  lua_setfield(L, -2, "lr");
+  setnumber(L, "lr", r->lr);
   push_list(L, np, r->theta);
   lua_setfield(L, -2, "theta");
   push_list(L, np, r->grad);
@@ -985,10 +977,8 @@ static int l_meta_train(lua_State *L) {
   lua_setfield(L, -2, "theta");
   push_list(L, np, b->res.best_theta);
   lua_setfield(L, -2, "best_theta");
-  lua_pushnumber(L, b->res.best_value);
-  lua_setfield(L, -2, "best_value");
-  lua_pushinteger(L, b->res.best_k);
-  lua_setfield(L, -2, "best_k");
+  setnumber(L, "best_value", b->res.best_value);
+  setinteger(L, "best_k", b->res.best_k);
   lua_pushstring(L, stops[b->res.stopped]);
   lua_setfield(L, -2, "stopped");
   if (st == MS_EINTERRUPT) {
