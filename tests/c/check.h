@@ -3,6 +3,7 @@
 #define METASTEP_TEST_CHECK_H
 
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,68 +13,65 @@
 
 static int check_passed, check_failed;
 
-#define CHECK(cond)                                                            \
-  do {                                                                         \
-    if (cond) {                                                                \
-      check_passed++;                                                          \
-    } else {                                                                   \
-      check_failed++;                                                          \
-      fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond); \
-    }                                                                          \
-  } while (0)
+/* Counts one check; a failed one prints "file:line: " and the message (a printf format and its
+ * arguments) on stderr. Returns ok. */
+static inline int check_record(int ok, const char *file, int line, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static inline int check_record(int ok, const char *file, int line, const char *fmt, ...) {
+  if (ok) {
+    check_passed++;
+    return 1;
+  }
+  check_failed++;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "%s:%d: ", file, line);
+  vfprintf(stderr, fmt, ap);
+  fputc('\n', stderr);
+  va_end(ap);
+  return 0;
+}
+
+#define CHECK(cond) \
+  (void)check_record((cond) ? 1 : 0, __FILE__, __LINE__, "CHECK failed: %s", #cond)
 
 /* |a - b| <= tol * max(1, |b|) */
-#define CHECK_NEAR(a, b, tol)                                                                   \
-  do {                                                                                          \
-    double check_a_ = (a), check_b_ = (b);                                                      \
-    double check_s_ = fabs(check_b_) > 1 ? fabs(check_b_) : 1;                                  \
-    if (fabs(check_a_ - check_b_) <= (tol)*check_s_) {                                          \
-      check_passed++;                                                                           \
-    } else {                                                                                    \
-      check_failed++;                                                                           \
-      fprintf(stderr, "%s:%d: CHECK_NEAR failed: %s = %.17g, %s = %.17g\n", __FILE__, __LINE__, \
-              #a, check_a_, #b, check_b_);                                                      \
-    }                                                                                           \
+#define CHECK_NEAR(a, b, tol)                                                              \
+  do {                                                                                     \
+    double check_a_ = (a), check_b_ = (b);                                                 \
+    double check_s_ = fabs(check_b_) > 1 ? fabs(check_b_) : 1;                             \
+    check_record(fabs(check_a_ - check_b_) <= (tol)*check_s_, __FILE__, __LINE__,          \
+                 "CHECK_NEAR failed: %s = %.17g, %s = %.17g", #a, check_a_, #b, check_b_); \
   } while (0)
 
 /* The call must return status st, and the context's message must contain substring msg. */
-#define CHECK_FAILS(ctx, call, st, msg)                                                   \
-  do {                                                                                    \
-    int check_st_ = (call);                                                               \
-    const char *check_m_ = ms_ctx_error(ctx);                                             \
-    if (check_st_ == (st) && strstr(check_m_, (msg)) != NULL) {                           \
-      check_passed++;                                                                     \
-    } else {                                                                              \
-      check_failed++;                                                                     \
-      fprintf(stderr, "%s:%d: CHECK_FAILS failed: %s gave %d \"%s\", wanted %d \"%s\"\n", \
-              __FILE__, __LINE__, #call, check_st_, check_m_, (int)(st), msg);            \
-    }                                                                                     \
+#define CHECK_FAILS(ctx, call, st, msg)                                                       \
+  do {                                                                                        \
+    int check_st_ = (call);                                                                   \
+    const char *check_m_ = ms_ctx_error(ctx);                                                 \
+    check_record(check_st_ == (st) && strstr(check_m_, (msg)) != NULL, __FILE__, __LINE__,    \
+                 "CHECK_FAILS failed: %s gave %d \"%s\", wanted %d \"%s\"", #call, check_st_, \
+                 check_m_, (int)(st), msg);                                                   \
   } while (0)
 
 /* The call must return MS_OK; a failure prints the status and the context's message. */
-#define CHECK_OK(ctx, call)                                                                  \
-  do {                                                                                       \
-    int check_st_ = (call);                                                                  \
-    if (check_st_ == 0) {                                                                    \
-      check_passed++;                                                                        \
-    } else {                                                                                 \
-      check_failed++;                                                                        \
-      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, check_st_, \
-              ms_ctx_error(ctx));                                                            \
-    }                                                                                        \
+#define CHECK_OK(ctx, call)                                                                    \
+  do {                                                                                         \
+    int check_st_ = (call);                                                                    \
+    check_record(check_st_ == 0, __FILE__, __LINE__, "%s failed: %d \"%s\"", #call, check_st_, \
+                 ms_ctx_error(ctx));                                                           \
   } while (0)
 
-/* A call that must succeed: on failure records it like CHECK_OK and jumps to the enclosing
- * function's `out` label, where everything is released. */
-#define CHECK_OK_OR_OUT(ctx, call)                                                           \
-  do {                                                                                       \
-    int check_st_ = (call);                                                                  \
-    if (check_st_ != 0) {                                                                    \
-      check_failed++;                                                                        \
-      fprintf(stderr, "%s:%d: %s failed: %d \"%s\"\n", __FILE__, __LINE__, #call, check_st_, \
-              ms_ctx_error(ctx));                                                            \
-      goto out;                                                                              \
-    }                                                                                        \
+/* A call that must succeed: on failure records it like CHECK_OK (a success is not counted) and
+ * jumps to the enclosing function's `out` label, where everything is released. */
+#define CHECK_OK_OR_OUT(ctx, call)                                                  \
+  do {                                                                              \
+    int check_st_ = (call);                                                         \
+    if (check_st_ != 0) {                                                           \
+      check_record(0, __FILE__, __LINE__, "%s failed: %d \"%s\"", #call, check_st_, \
+                   ms_ctx_error(ctx));                                              \
+      goto out;                                                                     \
+    }                                                                               \
   } while (0)
 
 /* Releases every tensor of the list (NULL ones too, as ms_tensor_release does). */

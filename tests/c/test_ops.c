@@ -20,16 +20,11 @@ static int same_val(double a, double b, double tol) {
   return fabs(a - b) <= tol * fabs(b);
 }
 
-#define CHECK_SAME(a, b, tol)                                                                   \
-  do {                                                                                          \
-    double same_a_ = (a), same_b_ = (b);                                                        \
-    if (same_val(same_a_, same_b_, (tol))) {                                                    \
-      check_passed++;                                                                           \
-    } else {                                                                                    \
-      check_failed++;                                                                           \
-      fprintf(stderr, "%s:%d: CHECK_SAME failed: %s = %.17g, %s = %.17g\n", __FILE__, __LINE__, \
-              #a, same_a_, #b, same_b_);                                                        \
-    }                                                                                           \
+#define CHECK_SAME(a, b, tol)                                                            \
+  do {                                                                                   \
+    double same_a_ = (a), same_b_ = (b);                                                 \
+    check_record(same_val(same_a_, same_b_, (tol)), __FILE__, __LINE__,                  \
+                 "CHECK_SAME failed: %s = %.17g, %s = %.17g", #a, same_a_, #b, same_b_); \
   } while (0)
 
 #define SHAPE(...) \
