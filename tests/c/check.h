@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "metastep/autodiff.h"
 #include "metastep/ctx.h"
 #include "metastep/tensor.h"
 
@@ -129,6 +130,17 @@ static inline int check_near_arr(const char *what, const double *a, const double
 static int check_report(void) {
   printf("%d passed, %d failed\n", check_passed, check_failed);
   return check_failed == 0 ? 0 : 1;
+}
+
+/* In an allocation sweep, after the run whose allocation k failed: when ctx holds more than base
+ * bytes or a level is still pushed, counts a leak in *leaks, says so (naming the sweep's variant)
+ * and returns 1. */
+static inline int check_sweep_leaked(ms_ctx *ctx, size_t base, int variant, long k, int *leaks) {
+  if (ms_ctx_bytes(ctx) == base && ms_ad_depth(ctx) == 0) return 0;
+  fprintf(stderr, "[alloc %d] failing allocation %ld: %zu bytes leaked, depth %d\n", variant, k,
+          ms_ctx_bytes(ctx) - base, ms_ad_depth(ctx));
+  (*leaks)++;
+  return 1;
 }
 
 /* The end of a context's life: it must hold no memory any more; then it is freed. */

@@ -89,17 +89,24 @@ static void *counting_fn(void *ud, void *ptr, size_t osize, size_t nsize) {
 /* ---- tests ---- */
 
 static void test_status_names(void) {
-  CHECK(strcmp(ms_status_name(MS_OK), "ok") == 0);
-  CHECK(strcmp(ms_status_name(MS_ENOMEM), "out of memory") == 0);
-  CHECK(strcmp(ms_status_name(MS_EARG), "invalid argument") == 0);
-  CHECK(strcmp(ms_status_name(MS_ESHAPE), "shape mismatch") == 0);
-  CHECK(strcmp(ms_status_name(MS_EINDEX), "index out of range") == 0);
-  CHECK(strcmp(ms_status_name(MS_ENUMERIC), "numerical failure") == 0);
-  CHECK(strcmp(ms_status_name(MS_ESTATE), "invalid state") == 0);
-  CHECK(strcmp(ms_status_name(MS_EINTERRUPT), "interrupted") == 0);
-  CHECK(strcmp(ms_status_name(MS_ECALLBACK), "callback failed") == 0);
-  CHECK(strcmp(ms_status_name(-1), "unknown status") == 0);
-  CHECK(strcmp(ms_status_name(MS_ECALLBACK + 1), "unknown status") == 0);
+  static const struct {
+    int st;
+    const char *name;
+  } names[] = {{MS_OK, "ok"},
+               {MS_ENOMEM, "out of memory"},
+               {MS_EARG, "invalid argument"},
+               {MS_ESHAPE, "shape mismatch"},
+               {MS_EINDEX, "index out of range"},
+               {MS_ENUMERIC, "numerical failure"},
+               {MS_ESTATE, "invalid state"},
+               {MS_EINTERRUPT, "interrupted"},
+               {MS_ECALLBACK, "callback failed"},
+               {-1, "unknown status"},
+               {MS_ECALLBACK + 1, "unknown status"}};
+  for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+    check_record(strcmp(ms_status_name(names[i].st), names[i].name) == 0, __FILE__, __LINE__,
+                 "ms_status_name(%d) is \"%s\", wanted \"%s\"", names[i].st,
+                 ms_status_name(names[i].st), names[i].name);
   /* Codes are distinct small positive numbers and the names are distinct. */
   CHECK(MS_OK == 0);
   for (int a = MS_OK; a <= MS_ECALLBACK; a++)
@@ -221,73 +228,39 @@ static int run_sequence(ms_ctx *ctx, ms_tensor **slot) {
     if (st != MS_OK) slot[k] = NULL;           \
     k++;                                       \
   } while (0)
+/* MAKE when the inputs exist (ok), else leaves slot k empty. */
+#define MAKE_IF(ok, call) \
+  do {                    \
+    if (ok)               \
+      MAKE(call);         \
+    else                  \
+      k++;                \
+  } while (0)
 #define S(i) slot[i]
-  MAKE(ms_tensor_zeros(ctx, 2, (int64_t[]){2, 3}, &slot[k]));           /* 0 */
-  MAKE(ms_tensor_ones(ctx, 1, (int64_t[]){3}, &slot[k]));               /* 1 */
-  MAKE(ms_tensor_full(ctx, 2, (int64_t[]){3, 2}, 2.5, &slot[k]));       /* 2 */
-  MAKE(ms_tensor_scalar(ctx, 7, &slot[k]));                             /* 3 */
-  MAKE(ms_tensor_from_data(ctx, 2, (int64_t[]){2, 3}, data, &slot[k])); /* 4 */
-  MAKE(ms_tensor_eye(ctx, 3, 4, &slot[k]));                             /* 5 */
-  MAKE(ms_tensor_arange(ctx, 0, 6, 1, &slot[k]));                       /* 6 */
-  MAKE(ms_tensor_linspace(ctx, 0, 1, 5, &slot[k]));                     /* 7 */
-  MAKE(ms_tensor_rand(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));   /* 8 */
-  MAKE(ms_tensor_randn(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));  /* 9 */
-  if (S(1))
-    MAKE(ms_tensor_diag(ctx, S(1), &slot[k]));
-  else
-    k++; /* 10 */
-  if (S(5))
-    MAKE(ms_tensor_diag(ctx, S(5), &slot[k]));
-  else
-    k++; /* 11 */
-  if (S(4))
-    MAKE(ms_tensor_copy(ctx, S(4), &slot[k]));
-  else
-    k++; /* 12 */
-  if (S(4))
-    MAKE(ms_tensor_transpose(ctx, S(4), 0, 1, &slot[k]));
-  else
-    k++; /* 13 */
-  if (S(13))
-    MAKE(ms_tensor_contiguous(ctx, S(13), &slot[k]));
-  else
-    k++; /* 14 */
-  if (S(13))
-    MAKE(ms_tensor_reshape(ctx, S(13), 1, (int64_t[]){-1}, &slot[k]));
-  else
-    k++; /* 15 */
-  if (S(4))
-    MAKE(ms_tensor_reshape(ctx, S(4), 2, (int64_t[]){3, 2}, &slot[k]));
-  else
-    k++; /* 16 */
-  if (S(4))
-    MAKE(ms_tensor_view(ctx, S(4), 1, (int64_t[]){6}, &slot[k]));
-  else
-    k++; /* 17 */
-  if (S(4))
-    MAKE(ms_tensor_permute(ctx, S(4), (int[]){1, 0}, &slot[k]));
-  else
-    k++; /* 18 */
-  if (S(6))
-    MAKE(ms_tensor_slice(ctx, S(6), 0, 1, 6, 2, &slot[k]));
-  else
-    k++; /* 19 */
-  if (S(4))
-    MAKE(ms_tensor_select(ctx, S(4), 0, 1, &slot[k]));
-  else
-    k++; /* 20 */
-  if (S(1))
-    MAKE(ms_tensor_expand(ctx, S(1), 2, (int64_t[]){4, 3}, &slot[k]));
-  else
-    k++; /* 21 */
-  if (S(0) && S(4))
-    MAKE(ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(0), S(4)}, 0, &slot[k]));
-  else
-    k++; /* 22 */
-  if (S(13) && S(2))
-    MAKE(ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(13), S(2)}, 1, &slot[k]));
-  else
-    k++; /* 23 */
+  MAKE(ms_tensor_zeros(ctx, 2, (int64_t[]){2, 3}, &slot[k]));                               /* 0 */
+  MAKE(ms_tensor_ones(ctx, 1, (int64_t[]){3}, &slot[k]));                                   /* 1 */
+  MAKE(ms_tensor_full(ctx, 2, (int64_t[]){3, 2}, 2.5, &slot[k]));                           /* 2 */
+  MAKE(ms_tensor_scalar(ctx, 7, &slot[k]));                                                 /* 3 */
+  MAKE(ms_tensor_from_data(ctx, 2, (int64_t[]){2, 3}, data, &slot[k]));                     /* 4 */
+  MAKE(ms_tensor_eye(ctx, 3, 4, &slot[k]));                                                 /* 5 */
+  MAKE(ms_tensor_arange(ctx, 0, 6, 1, &slot[k]));                                           /* 6 */
+  MAKE(ms_tensor_linspace(ctx, 0, 1, 5, &slot[k]));                                         /* 7 */
+  MAKE(ms_tensor_rand(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));                       /* 8 */
+  MAKE(ms_tensor_randn(ctx, NULL, 1, (int64_t[]){4}, 0, 1, &slot[k]));                      /* 9 */
+  MAKE_IF(S(1), ms_tensor_diag(ctx, S(1), &slot[k]));                                       /* 10 */
+  MAKE_IF(S(5), ms_tensor_diag(ctx, S(5), &slot[k]));                                       /* 11 */
+  MAKE_IF(S(4), ms_tensor_copy(ctx, S(4), &slot[k]));                                       /* 12 */
+  MAKE_IF(S(4), ms_tensor_transpose(ctx, S(4), 0, 1, &slot[k]));                            /* 13 */
+  MAKE_IF(S(13), ms_tensor_contiguous(ctx, S(13), &slot[k]));                               /* 14 */
+  MAKE_IF(S(13), ms_tensor_reshape(ctx, S(13), 1, (int64_t[]){-1}, &slot[k]));              /* 15 */
+  MAKE_IF(S(4), ms_tensor_reshape(ctx, S(4), 2, (int64_t[]){3, 2}, &slot[k]));              /* 16 */
+  MAKE_IF(S(4), ms_tensor_view(ctx, S(4), 1, (int64_t[]){6}, &slot[k]));                    /* 17 */
+  MAKE_IF(S(4), ms_tensor_permute(ctx, S(4), (int[]){1, 0}, &slot[k]));                     /* 18 */
+  MAKE_IF(S(6), ms_tensor_slice(ctx, S(6), 0, 1, 6, 2, &slot[k]));                          /* 19 */
+  MAKE_IF(S(4), ms_tensor_select(ctx, S(4), 0, 1, &slot[k]));                               /* 20 */
+  MAKE_IF(S(1), ms_tensor_expand(ctx, S(1), 2, (int64_t[]){4, 3}, &slot[k]));               /* 21 */
+  MAKE_IF(S(0) && S(4), ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(0), S(4)}, 0, &slot[k]));   /* 22 */
+  MAKE_IF(S(13) && S(2), ms_tensor_cat(ctx, 2, (ms_tensor *[]){S(13), S(2)}, 1, &slot[k])); /* 23 */
   /* In-place copies: an allocation failure leaves dst untouched. */
   if (S(0) && S(1)) { /* broadcast copy needs an expanded header */
     uint64_t v = ms_tensor_version(S(0));
@@ -309,6 +282,7 @@ static int run_sequence(ms_ctx *ctx, ms_tensor **slot) {
     }
   }
 #undef MAKE
+#undef MAKE_IF
 #undef S
   return bad;
 }

@@ -1072,12 +1072,7 @@ static void test_alloc_failures(void) {
                   ms_ctx_error(ctx));
         wrong++;
       }
-      if (ms_ctx_bytes(ctx) != base || ms_ad_depth(ctx) != 0) {
-        fprintf(stderr, "[alloc %d] failing allocation %ld: %zu bytes leaked, depth %d\n", kind, k,
-                ms_ctx_bytes(ctx) - base, ms_ad_depth(ctx));
-        leaks++;
-        break;
-      }
+      if (check_sweep_leaked(ctx, base, kind, k, &leaks)) break;
     }
     fs.fail_at = -1;
     CHECK(ok);

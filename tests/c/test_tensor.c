@@ -653,12 +653,7 @@ static void test_cat(void) {
   FAILS(ms_tensor_cat(ctx, 2, (ms_tensor *[]){a, b}, 2, &out), MS_EINDEX, "axis 2");
   FAILS(ms_tensor_cat(ctx, 0, (ms_tensor *[]){a}, 0, &out), MS_EARG, "at least one");
   CHECK(out == NULL);
-  ms_tensor_release(v1);
-  ms_tensor_release(v2);
-  ms_tensor_release(at);
-  ms_tensor_release(a);
-  ms_tensor_release(b);
-  ms_tensor_release(c);
+  CHECK_RELEASE(v1, v2, at, a, b, c);
   CHECK(ms_ctx_bytes(ctx) == 0);
 }
 

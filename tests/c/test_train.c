@@ -1108,12 +1108,7 @@ static void test_alloc_failures(void) {
       }
       if (s.drawn != s.released) wrong++;
       ms_train_result_clear(ctx, &r);
-      if (ms_ctx_bytes(ctx) != base || ms_ad_depth(ctx) != 0) {
-        fprintf(stderr, "[alloc %d] failing allocation %ld: %zu bytes leaked, depth %d\n", variant,
-                k, ms_ctx_bytes(ctx) - base, ms_ad_depth(ctx));
-        leaks++;
-        break;
-      }
+      if (check_sweep_leaked(ctx, base, variant, k, &leaks)) break;
     }
     fs.fail_at = -1;
     CHECK(ok);
