@@ -301,6 +301,26 @@ static void binary_kernel(ms_binop op, int64_t n, const double *a, int64_t sa, c
   }
 }
 
+/* out = fn applied row by row to the n tensors ts broadcast together (what names the op in
+ * a shape error). */
+static int broadcast_map(ms_ctx *ctx, const char *what, int n, const ms_tensor **ts, row_fn fn,
+                         void *arg, ms_tensor **out) {
+  int nd;
+  int64_t shape[MS_MAXDIM];
+  int st = broadcast_tensors(ctx, what, n, ts, &nd, shape);
+  if (st) return st;
+  ms_tensor *r;
+  st = ms__tensor_alloc(ctx, nd, shape, &r);
+  if (st) return st;
+  if (r->numel > 0) {
+    loop lp;
+    loop_tensors(&lp, nd, shape, n, ts);
+    loop_run(&lp, fn, arg, MS_TENSOR_DATA(r));
+  }
+  *out = r;
+  return MS_OK;
+}
+
 static void binary_row(void *arg, int64_t n, const double *const *p, const int64_t *s,
                        double *out) {
   binary_kernel(*(const ms_binop *)arg, n, p[0], s[0], p[1], s[1], out);
@@ -311,20 +331,7 @@ int ms__binary(ms_ctx *ctx, ms_binop op, const ms_tensor *a, const ms_tensor *b,
   if ((unsigned)op >= MS_BINOP_COUNT)
     return ms_ctx_fail(ctx, MS_EARG, "binary: unknown op %d", (int)op);
   const ms_tensor *ts[2] = {a, b};
-  int nd;
-  int64_t shape[MS_MAXDIM];
-  int st = broadcast_tensors(ctx, ms_binop_name(op), 2, ts, &nd, shape);
-  if (st) return st;
-  ms_tensor *r;
-  st = ms__tensor_alloc(ctx, nd, shape, &r);
-  if (st) return st;
-  if (r->numel > 0) {
-    loop lp;
-    loop_tensors(&lp, nd, shape, 2, ts);
-    loop_run(&lp, binary_row, &op, MS_TENSOR_DATA(r));
-  }
-  *out = r;
-  return MS_OK;
+  return broadcast_map(ctx, ms_binop_name(op), 2, ts, binary_row, &op, out);
 }
 
 typedef struct scalar_arg {
@@ -496,20 +503,7 @@ int ms__where(ms_ctx *ctx, const ms_tensor *cond, const ms_tensor *a, const ms_t
               ms_tensor **out) {
   *out = NULL;
   const ms_tensor *ts[3] = {cond, a, b};
-  int nd;
-  int64_t shape[MS_MAXDIM];
-  int st = broadcast_tensors(ctx, "where", 3, ts, &nd, shape);
-  if (st) return st;
-  ms_tensor *r;
-  st = ms__tensor_alloc(ctx, nd, shape, &r);
-  if (st) return st;
-  if (r->numel > 0) {
-    loop lp;
-    loop_tensors(&lp, nd, shape, 3, ts);
-    loop_run(&lp, where_row, NULL, MS_TENSOR_DATA(r));
-  }
-  *out = r;
-  return MS_OK;
+  return broadcast_map(ctx, "where", 3, ts, where_row, NULL, out);
 }
 
 static void clamp_row(void *arg, int64_t n, const double *const *p, const int64_t *s, double *o) {

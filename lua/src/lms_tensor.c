@@ -209,12 +209,17 @@ static int l_eye(lua_State *L) {
   return lms_finish(L, box, ms_tensor_eye(lms_ctx(L), n, m, &t), &t);
 }
 
-static int l_diag(lua_State *L) {
+/* f(a): a new tensor from one tensor argument */
+typedef int (*unfn)(ms_ctx *, const ms_tensor *, ms_tensor **);
+
+static int tensor1(lua_State *L, unfn fn) {
   lua_settop(L, 1);
   ms_tensor **box = lms_newbox(L);
   ms_tensor *a = lms_checktensor(L, 1), *t;
-  return lms_finish(L, box, ms_tensor_diag(lms_ctx(L), a, &t), &t);
+  return lms_finish(L, box, fn(lms_ctx(L), a, &t), &t);
 }
+
+static int l_diag(lua_State *L) { return tensor1(L, ms_tensor_diag); }
 
 static int l_arange(lua_State *L) {
   double start = 0, stop, step = 1;
@@ -424,19 +429,9 @@ static int m_len(lua_State *L) {
 
 /* ---- copies and views ---- */
 
-static int m_clone(lua_State *L) {
-  lua_settop(L, 1);
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *a = lms_checktensor(L, 1), *t;
-  return lms_finish(L, box, ms_tensor_copy(lms_ctx(L), a, &t), &t);
-}
+static int m_clone(lua_State *L) { return tensor1(L, ms_tensor_copy); }
 
-static int m_contiguous(lua_State *L) {
-  lua_settop(L, 1);
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *a = lms_checktensor(L, 1), *t;
-  return lms_finish(L, box, ms_tensor_contiguous(lms_ctx(L), a, &t), &t);
-}
+static int m_contiguous(lua_State *L) { return tensor1(L, ms_tensor_contiguous); }
 
 static int reshape_impl(lua_State *L, int is_view) {
   lms_checktensor(L, 1);
@@ -942,18 +937,9 @@ static int l_matmul(lua_State *L) { return linalg2(L, ms_matmul); }
 static int l_outer(lua_State *L) { return linalg2(L, ms_outer); }
 static int l_solve(lua_State *L) { return linalg2(L, ms_solve); }
 
-typedef int (*unfn)(ms_ctx *, const ms_tensor *, ms_tensor **);
-
-static int linalg1(lua_State *L, unfn fn) {
-  lua_settop(L, 1);
-  ms_tensor **box = lms_newbox(L);
-  ms_tensor *a = lms_checktensor(L, 1), *t;
-  return lms_finish(L, box, fn(lms_ctx(L), a, &t), &t);
-}
-
-static int l_cholesky(lua_State *L) { return linalg1(L, ms_cholesky); }
-static int l_inv(lua_State *L) { return linalg1(L, ms_inv); }
-static int l_det(lua_State *L) { return linalg1(L, ms_det); }
+static int l_cholesky(lua_State *L) { return tensor1(L, ms_cholesky); }
+static int l_inv(lua_State *L) { return tensor1(L, ms_inv); }
+static int l_det(lua_State *L) { return tensor1(L, ms_det); }
 
 typedef int (*pairfn)(ms_ctx *, const ms_tensor *, ms_tensor **, ms_tensor **);
 
