@@ -364,10 +364,7 @@ static void test_binary_broadcast(ms_ctx *ctx) {
       ms_tensor_release(s);
     }
   }
-  ms_tensor_release(col);
-  ms_tensor_release(row);
-  ms_tensor_release(fx);
-  ms_tensor_release(fy);
+  CHECK_RELEASE(col, row, fx, fy);
 }
 
 static void test_scalar_left(ms_ctx *ctx) {
@@ -412,10 +409,7 @@ static void test_scalar_left(ms_ctx *ctx) {
   ms_tensor_release(r);
   CHECK(ms_binary_scalar(ctx, MS_ADD, s, 1, 0, &r) == MS_OK);
   CHECK(ms_tensor_ndim(r) == 0 && item(ctx, r) == 6);
-  ms_tensor_release(r);
-  ms_tensor_release(s);
-  ms_tensor_release(m);
-  ms_tensor_release(a);
+  CHECK_RELEASE(r, s, m, a);
 }
 
 static void test_views(ms_ctx *ctx) {
@@ -506,25 +500,7 @@ static void test_views(ms_ctx *ctx) {
   }
   ms_tensor_release(g2);
 
-  ms_tensor_release(g);
-  ms_tensor_release(gp);
-  ms_tensor_release(gs);
-  ms_tensor_release(u);
-  ms_tensor_release(u1);
-  ms_tensor_release(t3);
-  ms_tensor_release(tp);
-  ms_tensor_release(q);
-  ms_tensor_release(e1);
-  ms_tensor_release(e2);
-  ms_tensor_release(col);
-  ms_tensor_release(xtt);
-  ms_tensor_release(h);
-  ms_tensor_release(h1);
-  ms_tensor_release(hs);
-  ms_tensor_release(w);
-  ms_tensor_release(x);
-  ms_tensor_release(xt);
-  ms_tensor_release(c);
+  CHECK_RELEASE(g, gp, gs, u, u1, t3, tp, q, e1, e2, col, xtt, h, h1, hs, w, x, xt, c);
 }
 
 static void test_unary(ms_ctx *ctx) {
@@ -602,10 +578,7 @@ static void test_unary(ms_ctx *ctx) {
   CHECK(ms_tensor_scalar(ctx, -4, &s) == MS_OK);
   CHECK(ms_unary(ctx, MS_ABS, s, &r) == MS_OK);
   CHECK(ms_tensor_ndim(r) == 0 && item(ctx, r) == 4);
-  ms_tensor_release(r);
-  ms_tensor_release(s);
-  ms_tensor_release(m);
-  ms_tensor_release(mt);
+  CHECK_RELEASE(r, s, m, mt);
 }
 
 static void test_reduce_small(ms_ctx *ctx) {
@@ -719,16 +692,7 @@ static void test_reduce_views(ms_ctx *ctx) {
   free(v);
   ms_tensor_release(r);
 
-  ms_tensor_release(ar);
-  ms_tensor_release(sq);
-  ms_tensor_release(w);
-  ms_tensor_release(we);
-  ms_tensor_release(t);
-  ms_tensor_release(tp);
-  ms_tensor_release(ts);
-  ms_tensor_release(t1);
-  ms_tensor_release(x);
-  ms_tensor_release(xt);
+  CHECK_RELEASE(ar, sq, w, we, t, tp, ts, t1, x, xt);
 }
 
 /* Reduces a 1-d tensor of the given values over everything; returns the 0-d result. */
@@ -879,14 +843,7 @@ static void test_where(ms_ctx *ctx) {
   CHECK_FAILS(ctx, ms_where(ctx, s2, s3, a, &r), MS_ESHAPE,
               "where: shapes [2], [3] and [4] do not broadcast");
   CHECK(r == NULL);
-  ms_tensor_release(s2);
-  ms_tensor_release(s3);
-  ms_tensor_release(m);
-  ms_tensor_release(mt);
-  ms_tensor_release(p);
-  ms_tensor_release(a);
-  ms_tensor_release(b);
-  ms_tensor_release(c);
+  CHECK_RELEASE(s2, s3, m, mt, p, a, b, c);
   ms_ctx_clear_error(ctx);
 }
 
@@ -942,12 +899,7 @@ static void test_all_finite(ms_ctx *ctx) {
   ms_tensor_release(s);
   CHECK(ms_tensor_scalar(ctx, 1e308, &s) == MS_OK);
   CHECK(ms_tensor_all_finite(s) == 1);
-  ms_tensor_release(s);
-  ms_tensor_release(a);
-  ms_tensor_release(sl);
-  ms_tensor_release(at);
-  ms_tensor_release(n);
-  ms_tensor_release(e);
+  CHECK_RELEASE(s, a, sl, at, n, e);
 }
 
 static void test_max_abs_diff(ms_ctx *ctx) {
@@ -977,15 +929,7 @@ static void test_max_abs_diff(ms_ctx *ctx) {
   CHECK(d == 0);
   CHECK_FAILS(ctx, ms_max_abs_diff(ctx, a, i1, &d), MS_ESHAPE,
               "max_abs_diff: shapes [2,3] and [2] do not broadcast");
-  ms_tensor_release(a);
-  ms_tensor_release(b);
-  ms_tensor_release(at);
-  ms_tensor_release(c);
-  ms_tensor_release(n);
-  ms_tensor_release(i1);
-  ms_tensor_release(i2);
-  ms_tensor_release(i3);
-  ms_tensor_release(e);
+  CHECK_RELEASE(a, b, at, c, n, i1, i2, i3, e);
   ms_ctx_clear_error(ctx);
 }
 

@@ -139,6 +139,17 @@ static void spectrum(const plain_obj *o, double *lo, double *hi) {
   *lo = (double)(top - top_eig(M, m, top));
 }
 
+/* From the seed: make_quad's quadratic of dimension d (with w*, f* = 0), a start w0 ~ N(0, 1)
+ * and the ends of the spectrum. */
+static void quad_problem(uint64_t seed, int d, double shift, plain_obj *q, double *w0, double *lo,
+                         double *hi) {
+  ms_rng rng;
+  ms_rng_seed(&rng, seed);
+  make_quad(q, &rng, d, shift, 1, 0.0);
+  randn(&rng, w0, d, 1.0);
+  spectrum(q, lo, hi);
+}
+
 /* ---- the long double reference ---- */
 
 typedef struct ref_case {
@@ -307,15 +318,8 @@ static ms_optim *make_opt(ms_optim_kind kind, double lr, double beta, int log_lr
 
 static ms_meta_spec spec_of(ms_optim *opt, const ms_task *task, int64_t T, ms_meta_kind kind,
                             ms_meta_on on, ms_meta_method method) {
-  ms_meta_spec s;
-  memset(&s, 0, sizeof s);
-  s.optimizer = opt;
-  s.ntasks = 1;
-  s.tasks = task;
-  s.steps = T;
-  s.meta.kind = kind;
+  ms_meta_spec s = ms_meta_spec_one(opt, task, T, kind, method);
   s.meta.on = on;
-  s.method = method;
   return s;
 }
 
@@ -571,13 +575,9 @@ static void test_schedule(void) {
 /* ---- stable against the closed form of GD, and the exact method ---- */
 
 static void test_closed_form(void) {
-  ms_rng rng;
-  ms_rng_seed(&rng, 99);
   plain_obj q;
-  make_quad(&q, &rng, 12, 0.1, 1, 0.0);
   double w0[MAXD], lo, hi;
-  randn(&rng, w0, 12, 1.0);
-  spectrum(&q, &lo, &hi);
+  quad_problem(99, 12, 0.1, &q, w0, &lo, &hi);
   ms_tensor *w0t = tensor(1, 12, 0, w0);
   ms_task task = {q.obj, NULL, w0t, NULL};
   /* c = Q^T (w0 - w*) from the cached eigendecomposition */
@@ -636,13 +636,9 @@ static void test_closed_form(void) {
 
 /* The public quadratic routine agrees with the reference too (it runs on the same unroll). */
 static void test_stable_quadratic(void) {
-  ms_rng rng;
-  ms_rng_seed(&rng, 3);
   plain_obj q;
-  make_quad(&q, &rng, 10, 0.2, 1, 0.0);
   double w0[MAXD], lo, hi;
-  randn(&rng, w0, 10, 1.0);
-  spectrum(&q, &lo, &hi);
+  quad_problem(3, 10, 0.2, &q, w0, &lo, &hi);
   ms_tensor *H = tensor(2, 10, 10, q.A), *ws = tensor(1, 10, 0, q.b), *w0t = tensor(1, 10, 0, w0);
   for (int mom = 0; mom < 2; mom++) {
     ms_meta_optimizer o = {mom ? MS_META_MOMENTUM : MS_META_GD, 0.4 / hi, 0.7};
