@@ -27,30 +27,6 @@ static int fail(ms_ctx *ctx, const char *what) {
   return 1;
 }
 
-/* H = Q diag(linspace(1, 10, d)) Q^T, symmetrized exactly, and w0 ~ N(0, I). */
-static int make_problem(ms_ctx *ctx, int64_t d, ms_objective **obj, ms_tensor **w0) {
-  ms_rng rng;
-  ms_rng_seed(&rng, 1);
-  int64_t dd[2] = {d, d};
-  ms_tensor *lam = NULL, *A = NULL, *Q = NULL, *R = NULL, *L = NULL, *QL = NULL, *Qt = NULL,
-            *H = NULL, *Ht = NULL, *S = NULL, *Hs = NULL;
-  int st = ms_tensor_linspace(ctx, 1, 10, d, &lam);
-  if (!st) st = ms_tensor_randn(ctx, &rng, 2, dd, 0, 1, &A);
-  if (!st) st = ms_qr(ctx, A, &Q, &R);
-  if (!st) st = ms_tensor_diag(ctx, lam, &L);
-  if (!st) st = ms_matmul(ctx, Q, L, &QL);
-  if (!st) st = ms_tensor_transpose(ctx, Q, 0, 1, &Qt);
-  if (!st) st = ms_matmul(ctx, QL, Qt, &H);
-  if (!st) st = ms_tensor_transpose(ctx, H, 0, 1, &Ht);
-  if (!st) st = ms_binary(ctx, MS_ADD, H, Ht, &S);
-  if (!st) st = ms_binary_scalar(ctx, MS_MUL, S, 0.5, 0, &Hs);
-  if (!st) st = ms_objective_quadratic(ctx, Hs, NULL, 0.0, obj);
-  if (!st) st = ms_tensor_randn(ctx, &rng, 1, &d, 0, 1, w0);
-  ms_tensor *all[] = {lam, A, Q, R, L, QL, Qt, H, Ht, S, Hs};
-  for (size_t i = 0; i < sizeof all / sizeof *all; i++) ms_tensor_release(all[i]);
-  return st;
-}
-
 typedef struct run_result {
   double value, grad, seconds;
   size_t peak, extra;
@@ -95,7 +71,7 @@ int main(int argc, char **argv) {
   ms_tensor *w0 = NULL;
   ms_optim *gd = NULL;
   int rc = 1;
-  if (make_problem(ctx, d, &obj, &w0)) {
+  if (make_problem(ctx, d, 1, &obj, &w0)) {
     fail(ctx, "problem");
     goto out;
   }

@@ -47,15 +47,11 @@ int main(int argc, char **argv) {
   }
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   if (ctx == NULL) return 1;
-  ms_rng rng;
-  ms_rng_seed(&rng, 1);
-  ms_tensor *lam = NULL, *H = NULL, *w0 = NULL;
+  ms_tensor *w0 = NULL;
   ms_objective *obj = NULL;
   ms_optim *gd = NULL;
   int rc = 1;
-  if (ms_tensor_linspace(ctx, 1, 10, d, &lam) || ms_tensor_diag(ctx, lam, &H) ||
-      ms_tensor_randn(ctx, &rng, 1, &d, 0, 1, &w0) ||
-      ms_objective_quadratic(ctx, H, NULL, 0.0, &obj) || make_gd(ctx, &gd)) {
+  if (make_problem(ctx, d, 0, &obj, &w0) || make_gd(ctx, &gd)) {
     fprintf(stderr, "bench_unroll: setup: %s\n", ms_ctx_error(ctx));
     goto out;
   }
@@ -104,7 +100,5 @@ out:
   ms_optim_release(gd);
   ms_objective_release(obj);
   ms_tensor_release(w0);
-  ms_tensor_release(H);
-  ms_tensor_release(lam);
   return finish(ctx, "bench_unroll", rc);
 }

@@ -303,6 +303,15 @@ static builtin *builtin_alloc(ms_ctx *ctx) {
     if ((st = (call)) != MS_OK) goto done; \
   } while (0)
 
+/* The cleanup after `done:`: releases every temporary named. */
+#define RELEASE(...)                        \
+  release_all((ms_tensor *[]){__VA_ARGS__}, \
+              sizeof((ms_tensor *[]){__VA_ARGS__}) / sizeof(ms_tensor *))
+
+static void release_all(ms_tensor *const *ts, size_t n) {
+  for (size_t i = 0; i < n; i++) ms_tensor_release(ts[i]);
+}
+
 /* Takes over *t as *out (for the last step of a computation). */
 static void take(ms_tensor **out, ms_tensor **t) {
   *out = *t;
@@ -337,10 +346,7 @@ static int quad_value(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
   TRY(ms_binary_scalar(ctx, MS_MUL, d, 0.5, 0, &h));
   st = add_scalar(ctx, &h, q->c, out);
 done:
-  ms_tensor_release(r);
-  ms_tensor_release(hr);
-  ms_tensor_release(d);
-  ms_tensor_release(h);
+  RELEASE(r, hr, d, h);
   return st;
 }
 
@@ -533,8 +539,7 @@ static int ls_value(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
   TRY(ms_dot(ctx, r, r, &rr));
   st = ms_binary_scalar(ctx, MS_DIV, rr, 2 * ls->n, 0, out);
 done:
-  ms_tensor_release(r);
-  ms_tensor_release(rr);
+  RELEASE(r, rr);
   return st;
 }
 
@@ -621,11 +626,7 @@ static int lg_value(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
     TRY(ms_binary(ctx, MS_ADD, m, reg, out));
   }
 done:
-  ms_tensor_release(u);
-  ms_tensor_release(sp);
-  ms_tensor_release(m);
-  ms_tensor_release(ww);
-  ms_tensor_release(reg);
+  RELEASE(u, sp, m, ww, reg);
   return st;
 }
 
@@ -640,10 +641,7 @@ static int lg_grad(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
   TRY(xt_mean(ctx, lg, c, &g));
   st = add_ridge(ctx, lg, &g, w, out);
 done:
-  ms_tensor_release(u);
-  ms_tensor_release(p);
-  ms_tensor_release(c);
-  ms_tensor_release(g);
+  RELEASE(u, p, c, g);
   return st;
 }
 
@@ -663,14 +661,7 @@ static int lg_hvp(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor *v, ms_tensor *
   TRY(xt_mean(ctx, lg, t, &g));
   st = add_ridge(ctx, lg, &g, v, out);
 done:
-  ms_tensor_release(u);
-  ms_tensor_release(nu);
-  ms_tensor_release(p);
-  ms_tensor_release(q);
-  ms_tensor_release(a);
-  ms_tensor_release(xv);
-  ms_tensor_release(t);
-  ms_tensor_release(g);
+  RELEASE(u, nu, p, q, a, xv, t, g);
   return st;
 }
 
