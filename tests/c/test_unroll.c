@@ -48,6 +48,17 @@ static ms_objective *diag_quadratic(int64_t d, const double *l) {
   return obj;
 }
 
+/* The task of diag_quadratic(d, l) from w0 = c; task_free releases what it made. */
+static ms_task diag_task(int64_t d, const double *l, const double *c) {
+  ms_task t = {diag_quadratic(d, l), NULL, vec(d, c), NULL};
+  return t;
+}
+
+static void task_free(ms_task *t) {
+  ms_tensor_release(t->w0);
+  ms_objective_release(t->objective);
+}
+
 /* G = (1/T) log f(w_T) and dG/deta_i for per-coordinate step sizes eta (closed form). */
 static double closed_G(int64_t d, const double *l, const double *c, const double *eta,
                        int per_coord, int64_t T, double *dG) {
@@ -86,21 +97,26 @@ static ms_optim *make(ms_optim_kind kind, double lr, int log_lr) {
 
 /* ---- closed form, and the methods against each other ---- */
 
+/* ms_meta_value_and_grad on task's LOG meta-objective over T steps by method m, into *r: it
+ * must succeed with the value G (to 1e-12). */
+static void log_meta(ms_optim *opt, const ms_task *task, int64_t T, ms_meta_method m, double G,
+                     ms_meta_out *r) {
+  ms_meta_spec s = ms_meta_spec_one(opt, task, T, MS_META_LOG, m);
+  OK(ms_meta_value_and_grad(ctx, &s, r));
+  CHECK(r->status == MS_META_OK);
+  CHECK_NEAR(r->value, G, 1e-12);
+}
+
 static void test_closed_form(void) {
   double l[5] = {1, 2.5, 4, 7, 10}, c[5] = {1, -0.5, 0.3, 2, -1}, eta = 0.05, dG;
-  ms_objective *obj = diag_quadratic(5, l);
-  ms_tensor *w0 = vec(5, c);
-  ms_task task = {obj, NULL, w0, NULL};
+  ms_task task = diag_task(5, l, c);
   ms_optim *gd = make(MS_OPTIM_GD, eta, 0);
   double G = closed_G(5, l, c, &eta, 0, 30, &dG);
   ms_meta_method methods[] = {MS_METHOD_REVERSE, MS_METHOD_FORWARD, MS_METHOD_FD, MS_METHOD_EXACT,
                               MS_METHOD_STABLE};
   for (int k = 0; k < 5; k++) {
-    ms_meta_spec s = ms_meta_spec_one(gd, &task, 30, MS_META_LOG, methods[k]);
     ms_meta_out r;
-    OK(ms_meta_value_and_grad(ctx, &s, &r));
-    CHECK(r.status == MS_META_OK);
-    CHECK_NEAR(r.value, G, 1e-12);
+    log_meta(gd, &task, 30, methods[k], G, &r);
     CHECK_NEAR(item(r.grad[0]), dG, methods[k] == MS_METHOD_FD ? 1e-7 : 1e-10);
     ms_meta_out_clear(&r);
   }
@@ -114,8 +130,7 @@ static void test_closed_form(void) {
   ms_meta_out_clear(&r);
   ms_optim_release(lg);
   ms_optim_release(gd);
-  ms_tensor_release(w0);
-  ms_objective_release(obj);
+  task_free(&task);
 }
 
 /* Per-coordinate step sizes: theta of shape [d]; every method gives the closed form's
@@ -133,11 +148,8 @@ static void test_vector_theta(void) {
   double G = closed_G(4, l, c, eta, 1, 25, dG);
   ms_meta_method methods[] = {MS_METHOD_REVERSE, MS_METHOD_FORWARD, MS_METHOD_FD};
   for (int k = 0; k < 3; k++) {
-    ms_meta_spec s = ms_meta_spec_one(gd, &task, 25, MS_META_LOG, methods[k]);
     ms_meta_out r;
-    OK(ms_meta_value_and_grad(ctx, &s, &r));
-    CHECK(r.status == MS_META_OK);
-    CHECK_NEAR(r.value, G, 1e-12);
+    log_meta(gd, &task, 25, methods[k], G, &r);
     CHECK(ms_tensor_ndim(r.grad[0]) == 1 && ms_tensor_dim(r.grad[0], 0) == 4);
     for (int i = 0; i < 4; i++)
       CHECK_NEAR(ms_tensor_data(r.grad[0])[i], dG[i], methods[k] == MS_METHOD_FD ? 1e-6 : 1e-10);
@@ -165,9 +177,7 @@ static void test_fd_small_step(void) {
   for (int i = 0; i < 20; i++) l[i] = pow(10, 3 + 3.0 * i / 19), c[i] = 1;
   closed_G(20, l, c, &eta, 0, 50, &dG);
   CHECK_NEAR(dG / 50 * 50, -21677.90672, 1e-9 * 21677.9); /* the number */
-  ms_objective *obj = diag_quadratic(20, l);
-  ms_tensor *w0 = vec(20, c);
-  ms_task task = {obj, NULL, w0, NULL};
+  ms_task task = diag_task(20, l, c);
   ms_optim *gd = make(MS_OPTIM_GD, eta, 0);
   ms_meta_spec s = ms_meta_spec_one(gd, &task, 50, MS_META_LOG, MS_METHOD_FD);
   ms_meta_out r;
@@ -177,8 +187,7 @@ static void test_fd_small_step(void) {
   CHECK(r.status == MS_META_OK);
   ms_meta_out_clear(&r);
   ms_optim_release(gd);
-  ms_tensor_release(w0);
-  ms_objective_release(obj);
+  task_free(&task);
 }
 
 /* ---- checkpointing: the identical meta-gradient, bit for bit ---- */
@@ -282,9 +291,7 @@ static int meta_detached(ms_ctx *c, void *ud, const ms_traj *traj, ms_tensor **o
 
 static void test_custom(void) {
   double l[3] = {1, 2, 3}, c[3] = {1, 1, 1};
-  ms_objective *obj = diag_quadratic(3, l);
-  ms_tensor *w0 = vec(3, c);
-  ms_task task = {obj, NULL, w0, NULL};
+  ms_task task = diag_task(3, l, c);
   ms_optim *gd = make(MS_OPTIM_GD, 0.1, 0);
   ms_meta_spec s = ms_meta_spec_one(gd, &task, 10, MS_META_LOG, MS_METHOD_REVERSE);
   ms_meta_out a, b;
@@ -318,17 +325,15 @@ static void test_custom(void) {
   ms_meta_out_clear(&b);
   ms_meta_out_clear(&a);
   ms_optim_release(gd);
-  ms_tensor_release(w0);
-  ms_objective_release(obj);
+  task_free(&task);
 }
 
 /* ---- statuses, Adam at a zero gradient, bad specs ---- */
 
 static void test_status_and_errors(void) {
   double l[3] = {1, 2, 30}, c[3] = {1, 0, 1};
-  ms_objective *obj = diag_quadratic(3, l);
-  ms_tensor *w0 = vec(3, c);
-  ms_task task = {obj, NULL, w0, NULL};
+  ms_task task = diag_task(3, l, c);
+  ms_objective *obj = task.objective;
   /* lr far above 2/30: reverse mode overflows and says at which step */
   ms_optim *big = make(MS_OPTIM_GD, 1.0, 0);
   ms_meta_spec s = ms_meta_spec_one(big, &task, 400, MS_META_NAIVE, MS_METHOD_REVERSE);
@@ -392,17 +397,14 @@ static void test_status_and_errors(void) {
   ms_optim_release(sgd);
   ms_optim_release(adam);
   ms_optim_release(big);
-  ms_tensor_release(w0);
-  ms_objective_release(obj);
+  task_free(&task);
 }
 
 /* Adam at a coordinate whose gradient is exactly 0 all along: the second meta-derivative,
  * forward mode over the reverse method, is finite and matches differences of the first. */
 static void test_adam_second_derivative(void) {
   double l[3] = {1, 2, 30}, c[3] = {1, 0, 1};
-  ms_objective *obj = diag_quadratic(3, l);
-  ms_tensor *w0 = vec(3, c);
-  ms_task task = {obj, NULL, w0, NULL};
+  ms_task task = diag_task(3, l, c);
   ms_optim *adam = make(MS_OPTIM_ADAM, 0.01, 0);
   double lr = 0.01, h = 1e-6, d2 = NAN, g[2];
   ms_level *fwd = NULL;
@@ -431,17 +433,16 @@ static void test_adam_second_derivative(void) {
   ms_tensor_release(t2), ms_tensor_release(xw), ms_tensor_release(x), ms_tensor_release(one);
   ms_ad_free(fwd);
   ms_optim_release(adam);
-  ms_tensor_release(w0);
-  ms_objective_release(obj);
+  task_free(&task);
 }
 
 /* ---- found in review: limits, validation zeros, outer levels, allocation failures ---- */
 
 static void test_review_cases(void) {
   double l[2] = {1, 2}, c[2] = {1, 1};
-  ms_objective *obj = diag_quadratic(2, l);
-  ms_tensor *w0 = vec(2, c);
-  ms_task task = {obj, NULL, w0, NULL};
+  ms_task task = diag_task(2, l, c);
+  ms_objective *obj = task.objective;
+  ms_tensor *w0 = task.w0;
   ms_optim *gd = make(MS_OPTIM_GD, 0.1, 0);
   ms_meta_out r;
   /* a T whose trajectory arrays cannot exist is refused, not overflowed */
@@ -500,8 +501,7 @@ static void test_review_cases(void) {
   ms_tensor_release(zero), ms_tensor_release(Hv), ms_tensor_release(lt);
   ms_objective_release(vq);
   ms_optim_release(gd);
-  ms_tensor_release(w0);
-  ms_objective_release(obj);
+  task_free(&task);
 }
 
 /* Every allocation of a checkpointed, a plain reverse and a forward run fails in turn: the
