@@ -13,6 +13,8 @@
 static ms_ctx *ctx;
 static ms_rng rng;
 
+#define FAILS(call, st, msg) CHECK_FAILS(ctx, call, st, msg)
+
 /* ---- helpers (plain loops, independent of the code under test) ---- */
 
 static double at1(const ms_tensor *t, int64_t i) {
@@ -585,90 +587,84 @@ static void test_errors(void) {
   ms_tensor *t3 = rnd(3, sh3);
   CHECK(ms_tensor_scalar(ctx, 2.0, &s) == MS_OK);
 
-  CHECK_FAILS(ctx, ms_matmul(ctx, a34, a52, &o), MS_ESHAPE,
-              "matmul: shapes [3,4] and [5,2] are not aligned (4 != 5)");
+  FAILS(ms_matmul(ctx, a34, a52, &o), MS_ESHAPE,
+        "matmul: shapes [3,4] and [5,2] are not aligned (4 != 5)");
   CHECK(o == NULL);
-  CHECK_FAILS(ctx, ms_matmul(ctx, a34, v3, &o), MS_ESHAPE,
-              "matmul: shapes [3,4] and [3] are not aligned (4 != 3)");
-  CHECK_FAILS(ctx, ms_matmul(ctx, v3, v4, &o), MS_ESHAPE,
-              "matmul: shapes [3] and [4] are not aligned (3 != 4)");
-  CHECK_FAILS(ctx, ms_matmul(ctx, v3, a34, &o), MS_OK, ""); /* [3] x [3,4] is fine */
+  FAILS(ms_matmul(ctx, a34, v3, &o), MS_ESHAPE,
+        "matmul: shapes [3,4] and [3] are not aligned (4 != 3)");
+  FAILS(ms_matmul(ctx, v3, v4, &o), MS_ESHAPE,
+        "matmul: shapes [3] and [4] are not aligned (3 != 4)");
+  FAILS(ms_matmul(ctx, v3, a34, &o), MS_OK, ""); /* [3] x [3,4] is fine */
   ms_tensor_release(o);
-  CHECK_FAILS(ctx, ms_matmul(ctx, v4, a34, &o), MS_ESHAPE,
-              "matmul: shapes [4] and [3,4] are not aligned (4 != 3)");
-  CHECK_FAILS(ctx, ms_matmul(ctx, s, v3, &o), MS_ESHAPE,
-              "matmul: expected 1-D or 2-D operands, got shapes [] and [3]");
-  CHECK_FAILS(ctx, ms_matmul(ctx, a34, t3, &o), MS_ESHAPE,
-              "matmul: expected 1-D or 2-D operands, got shapes [3,4] and [2,2,2]");
+  FAILS(ms_matmul(ctx, v4, a34, &o), MS_ESHAPE,
+        "matmul: shapes [4] and [3,4] are not aligned (4 != 3)");
+  FAILS(ms_matmul(ctx, s, v3, &o), MS_ESHAPE,
+        "matmul: expected 1-D or 2-D operands, got shapes [] and [3]");
+  FAILS(ms_matmul(ctx, a34, t3, &o), MS_ESHAPE,
+        "matmul: expected 1-D or 2-D operands, got shapes [3,4] and [2,2,2]");
   CHECK(o == NULL);
-  CHECK_FAILS(ctx, ms_matmul(ctx, a34, NULL, &o), MS_EARG, "matmul: tensor argument is NULL");
+  FAILS(ms_matmul(ctx, a34, NULL, &o), MS_EARG, "matmul: tensor argument is NULL");
 
-  CHECK_FAILS(ctx, ms_dot(ctx, v3, v4, &o), MS_ESHAPE,
-              "dot: shapes [3] and [4] are not aligned (3 != 4)");
-  CHECK_FAILS(ctx, ms_dot(ctx, a34, v4, &o), MS_ESHAPE,
-              "dot: expected two vectors, got [3,4] and [4]");
-  CHECK_FAILS(ctx, ms_matvec(ctx, a34, v3, &o), MS_ESHAPE,
-              "matvec: shapes [3,4] and [3] are not aligned (4 != 3)");
-  CHECK_FAILS(ctx, ms_matvec(ctx, v3, v3, &o), MS_ESHAPE,
-              "matvec: expected a matrix and a vector, got [3] and [3]");
-  CHECK_FAILS(ctx, ms_outer(ctx, a34, v3, &o), MS_ESHAPE,
-              "outer: expected two vectors, got [3,4] and [3]");
+  FAILS(ms_dot(ctx, v3, v4, &o), MS_ESHAPE, "dot: shapes [3] and [4] are not aligned (3 != 4)");
+  FAILS(ms_dot(ctx, a34, v4, &o), MS_ESHAPE, "dot: expected two vectors, got [3,4] and [4]");
+  FAILS(ms_matvec(ctx, a34, v3, &o), MS_ESHAPE,
+        "matvec: shapes [3,4] and [3] are not aligned (4 != 3)");
+  FAILS(ms_matvec(ctx, v3, v3, &o), MS_ESHAPE,
+        "matvec: expected a matrix and a vector, got [3] and [3]");
+  FAILS(ms_outer(ctx, a34, v3, &o), MS_ESHAPE, "outer: expected two vectors, got [3,4] and [3]");
   CHECK(o == NULL);
 
-  CHECK_FAILS(ctx, ms_eigh(ctx, a34, &o, &o2), MS_ESHAPE,
-              "eigh: expected a square matrix, got [3,4]");
+  FAILS(ms_eigh(ctx, a34, &o, &o2), MS_ESHAPE, "eigh: expected a square matrix, got [3,4]");
   CHECK(o == NULL && o2 == NULL);
-  CHECK_FAILS(ctx, ms_eigh(ctx, v3, &o, &o2), MS_ESHAPE, "eigh: expected a square matrix, got [3]");
-  CHECK_FAILS(ctx, ms_cholesky(ctx, a34, &o), MS_ESHAPE,
-              "cholesky: expected a square matrix, got [3,4]");
-  CHECK_FAILS(ctx, ms_inv(ctx, a52, &o), MS_ESHAPE, "inv: expected a square matrix, got [5,2]");
-  CHECK_FAILS(ctx, ms_det(ctx, t3, &o), MS_ESHAPE, "det: expected a square matrix, got [2,2,2]");
-  CHECK_FAILS(ctx, ms_qr(ctx, v3, &o, &o2), MS_ESHAPE, "qr: expected a matrix, got [3]");
+  FAILS(ms_eigh(ctx, v3, &o, &o2), MS_ESHAPE, "eigh: expected a square matrix, got [3]");
+  FAILS(ms_cholesky(ctx, a34, &o), MS_ESHAPE, "cholesky: expected a square matrix, got [3,4]");
+  FAILS(ms_inv(ctx, a52, &o), MS_ESHAPE, "inv: expected a square matrix, got [5,2]");
+  FAILS(ms_det(ctx, t3, &o), MS_ESHAPE, "det: expected a square matrix, got [2,2,2]");
+  FAILS(ms_qr(ctx, v3, &o, &o2), MS_ESHAPE, "qr: expected a matrix, got [3]");
   CHECK(o == NULL && o2 == NULL);
-  CHECK_FAILS(ctx, ms_solve(ctx, a34, v3, &o), MS_ESHAPE,
-              "solve: expected a square matrix, got [3,4]");
+  FAILS(ms_solve(ctx, a34, v3, &o), MS_ESHAPE, "solve: expected a square matrix, got [3,4]");
   ms_tensor *a33 = dominant(3);
-  CHECK_FAILS(ctx, ms_solve(ctx, a33, v4, &o), MS_ESHAPE,
-              "solve: shapes [3,3] and [4] are not aligned (3 != 4)");
-  CHECK_FAILS(ctx, ms_solve(ctx, a33, a52, &o), MS_ESHAPE,
-              "solve: shapes [3,3] and [5,2] are not aligned (3 != 5)");
-  CHECK_FAILS(ctx, ms_solve(ctx, a33, t3, &o), MS_ESHAPE,
-              "solve: right-hand side must be 1-D or 2-D, got shapes [3,3] and [2,2,2]");
+  FAILS(ms_solve(ctx, a33, v4, &o), MS_ESHAPE,
+        "solve: shapes [3,3] and [4] are not aligned (3 != 4)");
+  FAILS(ms_solve(ctx, a33, a52, &o), MS_ESHAPE,
+        "solve: shapes [3,3] and [5,2] are not aligned (3 != 5)");
+  FAILS(ms_solve(ctx, a33, t3, &o), MS_ESHAPE,
+        "solve: right-hand side must be 1-D or 2-D, got shapes [3,3] and [2,2,2]");
   CHECK(o == NULL);
 
   /* numerical failures */
   const double sing[] = {1, 2, 3, 2, 4, 6, 1, 1, 1}; /* row 2 = 2 * row 1 */
   ms_tensor *as = mat(3, 3, sing);
-  CHECK_FAILS(ctx, ms_solve(ctx, as, v3, &o), MS_ENUMERIC, "solve: matrix is singular (U[");
+  FAILS(ms_solve(ctx, as, v3, &o), MS_ENUMERIC, "solve: matrix is singular (U[");
   CHECK(o == NULL);
-  CHECK_FAILS(ctx, ms_inv(ctx, as, &o), MS_ENUMERIC, "inv: matrix is singular (U[");
+  FAILS(ms_inv(ctx, as, &o), MS_ENUMERIC, "inv: matrix is singular (U[");
   CHECK(o == NULL);
   const double zero22[] = {0, 0, 0, 0};
   ms_tensor *z = mat(2, 2, zero22);
   ms_tensor *v2 = rnd1(2);
-  CHECK_FAILS(ctx, ms_solve(ctx, z, v2, &o), MS_ENUMERIC, "solve: matrix is singular (U[0,0] = 0)");
-  CHECK_FAILS(ctx, ms_inv(ctx, z, &o), MS_ENUMERIC, "inv: matrix is singular (U[0,0] = 0)");
+  FAILS(ms_solve(ctx, z, v2, &o), MS_ENUMERIC, "solve: matrix is singular (U[0,0] = 0)");
+  FAILS(ms_inv(ctx, z, &o), MS_ENUMERIC, "inv: matrix is singular (U[0,0] = 0)");
   const double npd[] = {1, 0, 0, 0, 1, 0, 0, 0, -1}; /* minors 1, 1, -1 */
   ms_tensor *an = mat(3, 3, npd);
-  CHECK_FAILS(ctx, ms_cholesky(ctx, an, &o), MS_ENUMERIC,
-              "cholesky: matrix is not positive definite (leading minor 3)");
+  FAILS(ms_cholesky(ctx, an, &o), MS_ENUMERIC,
+        "cholesky: matrix is not positive definite (leading minor 3)");
   CHECK(o == NULL);
 
   /* non-finite input */
   ms_tensor *nanm = NULL;
   CHECK(ms_tensor_copy(ctx, a33, &nanm) == MS_OK);
   ms_tensor_data(nanm)[5] = NAN;
-  CHECK_FAILS(ctx, ms_eigh(ctx, nanm, &o, &o2), MS_EARG,
-              "eigh: matrix has a non-finite element (nan at [1,2])");
-  CHECK_FAILS(ctx, ms_det(ctx, nanm, &o), MS_EARG, "det: matrix has a non-finite element");
+  FAILS(ms_eigh(ctx, nanm, &o, &o2), MS_EARG,
+        "eigh: matrix has a non-finite element (nan at [1,2])");
+  FAILS(ms_det(ctx, nanm, &o), MS_EARG, "det: matrix has a non-finite element");
   ms_tensor_data(nanm)[5] = -INFINITY;
-  CHECK_FAILS(ctx, ms_cholesky(ctx, nanm, &o), MS_EARG,
-              "cholesky: matrix has a non-finite element (-inf at [1,2])");
+  FAILS(ms_cholesky(ctx, nanm, &o), MS_EARG,
+        "cholesky: matrix has a non-finite element (-inf at [1,2])");
   ms_tensor *binf = NULL;
   CHECK(ms_tensor_copy(ctx, v3, &binf) == MS_OK);
   ms_tensor_data(binf)[2] = INFINITY;
-  CHECK_FAILS(ctx, ms_solve(ctx, a33, binf, &o), MS_EARG,
-              "solve: right-hand side has a non-finite element (inf at [2])");
+  FAILS(ms_solve(ctx, a33, binf, &o), MS_EARG,
+        "solve: right-hand side has a non-finite element (inf at [2])");
   CHECK(o == NULL && o2 == NULL);
   /* non-finite values are data for the products */
   CHECK(ms_matvec(ctx, nanm, v3, &o) == MS_OK && isinf(at1(o, 1)) && isfinite(at1(o, 0)));
@@ -687,48 +683,18 @@ static void test_out_of_memory(void) {
   for (size_t extra = 1; extra < 4096; extra += 16) {
     ms_ctx_set_limit(ctx, base + extra);
     for (int which = 0; which < 10; which++) {
-      ms_tensor *o = (ms_tensor *)1, *o2 = (ms_tensor *)1;
-      int st = MS_OK;
-      switch (which) {
-        case 0:
-          st = ms_matmul(ctx, at, xs, &o);
-          o2 = NULL;
-          break;
-        case 1:
-          st = ms_solve(ctx, at, xs, &o);
-          o2 = NULL;
-          break;
-        case 2:
-          st = ms_eigh(ctx, at, &o, &o2);
-          break;
-        case 3:
-          st = ms_qr(ctx, b, &o, &o2);
-          break;
-        case 4:
-          st = ms_inv(ctx, at, &o);
-          o2 = NULL;
-          break;
-        case 5:
-          st = ms_det(ctx, at, &o);
-          o2 = NULL;
-          break;
-        case 6:
-          st = ms_cholesky(ctx, at, &o);
-          o2 = NULL;
-          break;
-        case 7:
-          st = ms_matvec(ctx, at, v, &o);
-          o2 = NULL;
-          break;
-        case 8:
-          st = ms_dot(ctx, v, v, &o);
-          o2 = NULL;
-          break;
-        default:
-          st = ms_outer(ctx, v, v, &o);
-          o2 = NULL;
-          break;
-      }
+      /* Outputs start non-NULL (o2 only for eigh and qr): a failure must set them to NULL. */
+      ms_tensor *o = (ms_tensor *)1, *o2 = which == 2 || which == 3 ? (ms_tensor *)1 : NULL;
+      int st = which == 0   ? ms_matmul(ctx, at, xs, &o)
+               : which == 1 ? ms_solve(ctx, at, xs, &o)
+               : which == 2 ? ms_eigh(ctx, at, &o, &o2)
+               : which == 3 ? ms_qr(ctx, b, &o, &o2)
+               : which == 4 ? ms_inv(ctx, at, &o)
+               : which == 5 ? ms_det(ctx, at, &o)
+               : which == 6 ? ms_cholesky(ctx, at, &o)
+               : which == 7 ? ms_matvec(ctx, at, v, &o)
+               : which == 8 ? ms_dot(ctx, v, v, &o)
+                            : ms_outer(ctx, v, v, &o);
       if (st != MS_OK) {
         failures++;
         if (st != MS_ENOMEM || o != NULL || o2 != NULL || ms_ctx_bytes(ctx) != base) clean = 0;
