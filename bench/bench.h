@@ -21,6 +21,18 @@ static double now(void) {
   return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* A new context once the n optional arguments (integers >= 1) are read over their defaults in
+ * arg; NULL after printing the usage (or when the context cannot be made). */
+static ms_ctx *start(int argc, char **argv, int n, int64_t *arg, const char *usage) {
+  int ok = argc <= n + 1;
+  for (int i = 1; ok && i < argc; i++) ok = (arg[i - 1] = strtoll(argv[i], NULL, 10)) >= 1;
+  if (!ok) {
+    fprintf(stderr, "usage: %s\n", usage);
+    return NULL;
+  }
+  return ms_ctx_new(NULL, NULL);
+}
+
 /* f(w) = 1/2 w^T H w with the eigenvalues linspace(1, 10, d): H = diag(eigenvalues), or when
  * dense Q diag(eigenvalues) Q^T with Q from the QR of a seeded Gaussian matrix, symmetrized
  * exactly; w0 ~ N(0, I) from the same generator. */

@@ -58,15 +58,10 @@ static void row(const char *name, const run_result *r) {
 }
 
 int main(int argc, char **argv) {
-  int64_t d = argc > 1 ? strtoll(argv[1], NULL, 10) : 1000;
-  int64_t T = argc > 2 ? strtoll(argv[2], NULL, 10) : 10000;
-  int64_t K = argc > 3 ? strtoll(argv[3], NULL, 10) : (int64_t)llround(sqrt((double)T));
-  if (argc > 4 || d < 1 || T < 1 || K < 1) {
-    fprintf(stderr, "usage: bench_checkpoint [d >= 1] [T >= 1] [K >= 1]\n");
-    return 1;
-  }
-  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  int64_t arg[3] = {1000, 10000, 0}; /* d, T, K (0: round(sqrt(T))) */
+  ms_ctx *ctx = start(argc, argv, 3, arg, "bench_checkpoint [d >= 1] [T >= 1] [K >= 1]");
   if (ctx == NULL) return 1;
+  int64_t d = arg[0], T = arg[1], K = arg[2] ? arg[2] : (int64_t)llround(sqrt((double)T));
   ms_objective *obj = NULL;
   ms_tensor *w0 = NULL;
   ms_optim *gd = NULL;

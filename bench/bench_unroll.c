@@ -38,15 +38,11 @@ static int once(ms_ctx *ctx, const ms_meta_spec *spec, double *seconds, double *
 }
 
 int main(int argc, char **argv) {
-  int64_t d = argc > 1 ? strtoll(argv[1], NULL, 10) : 10;
-  int64_t T = argc > 2 ? strtoll(argv[2], NULL, 10) : 10000;
-  int reps = argc > 3 ? atoi(argv[3]) : 5;
-  if (argc > 4 || d < 1 || T < 1 || reps < 1) {
-    fprintf(stderr, "usage: bench_unroll [d >= 1] [T >= 1] [reps >= 1]\n");
-    return 1;
-  }
-  ms_ctx *ctx = ms_ctx_new(NULL, NULL);
+  int64_t arg[3] = {10, 10000, 5}; /* d, T, reps */
+  ms_ctx *ctx = start(argc, argv, 3, arg, "bench_unroll [d >= 1] [T >= 1] [reps >= 1]");
   if (ctx == NULL) return 1;
+  int64_t d = arg[0], T = arg[1];
+  int reps = (int)arg[2];
   ms_tensor *w0 = NULL;
   ms_objective *obj = NULL;
   ms_optim *gd = NULL;
