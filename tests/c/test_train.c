@@ -108,11 +108,11 @@ static void hand_run(const hand *h, int d, const double *lam, const double *c, i
 /* ---- fixtures ---- */
 
 typedef struct fixture {
+  ms_task task;      /* borrows obj and w0 */
+  ms_meta_spec spec; /* borrows opt and task */
   ms_objective *obj;
   ms_tensor *w0;
   ms_optim *opt;
-  ms_task task;
-  ms_meta_spec spec;
 } fixture;
 
 static void fixture_free(fixture *f) {
