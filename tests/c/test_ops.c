@@ -117,28 +117,22 @@ static double ref_binop(ms_binop op, double x, double y) {
   }
 }
 
+/* The unary ops that are one libm function each (rint: the default rounding mode, half to
+ * even). */
+static double (*const libm_unop[MS_UNOP_COUNT])(double) = {
+    [MS_ABS] = fabs,    [MS_EXP] = exp,     [MS_LOG] = log,   [MS_LOG1P] = log1p,
+    [MS_EXPM1] = expm1, [MS_SQRT] = sqrt,   [MS_TANH] = tanh, [MS_SIN] = sin,
+    [MS_COS] = cos,     [MS_FLOOR] = floor, [MS_CEIL] = ceil, [MS_ROUND] = rint};
+
 static double ref_unop(ms_unop op, double x) {
+  if ((int)op >= 0 && op < MS_UNOP_COUNT && libm_unop[op] != NULL) return libm_unop[op](x);
   switch (op) {
     case MS_NEG:
       return -x;
-    case MS_ABS:
-      return fabs(x);
-    case MS_EXP:
-      return exp(x);
-    case MS_LOG:
-      return log(x);
-    case MS_LOG1P:
-      return log1p(x);
-    case MS_EXPM1:
-      return expm1(x);
-    case MS_SQRT:
-      return sqrt(x);
     case MS_SQUARE:
       return pow(x, 2);
     case MS_RECIPROCAL:
       return pow(x, -1);
-    case MS_TANH:
-      return tanh(x);
     /* 1/(1+e^-x) is exact enough everywhere: e^-x = inf just gives 0. */
     case MS_SIGMOID:
       return 1.0 / (1.0 + exp(-x));
@@ -150,18 +144,8 @@ static double ref_unop(ms_unop op, double x) {
       if (x > 30) return x + exp(-x);
       if (x < -30) return exp(x);
       return log1p(exp(x));
-    case MS_SIN:
-      return sin(x);
-    case MS_COS:
-      return cos(x);
     case MS_SIGN:
       return isnan(x) ? x : (double)((x > 0) - (x < 0));
-    case MS_FLOOR:
-      return floor(x);
-    case MS_CEIL:
-      return ceil(x);
-    case MS_ROUND:
-      return rint(x); /* default rounding mode: half to even */
     case MS_ISFINITE:
       return isfinite(x) ? 1.0 : 0.0;
     default:
