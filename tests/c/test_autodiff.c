@@ -143,22 +143,16 @@ static int f_where_tracked(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_
   ms_tensor_release(cond);
   return st;
 }
-static int f_clamp(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_clamp(ctx, x[0], -0.5, 0.5, y);
-}
-static int f_dot(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_dot(ctx, x[0], x[1], y);
-}
-static int f_matvec(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_matvec(ctx, x[0], x[1], y);
-}
-static int f_matmul(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_matmul(ctx, x[0], x[1], y);
-}
+/* A case function that needs nothing of its case: *y = the call, of ctx and the inputs x. */
+#define CASE_FN(name, ...)                                                           \
+  static int name(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) { \
+    (void)c;                                                                         \
+    return __VA_ARGS__;                                                              \
+  }
+CASE_FN(f_clamp, ms_clamp(ctx, x[0], -0.5, 0.5, y))
+CASE_FN(f_dot, ms_dot(ctx, x[0], x[1], y))
+CASE_FN(f_matvec, ms_matvec(ctx, x[0], x[1], y))
+CASE_FN(f_matmul, ms_matmul(ctx, x[0], x[1], y))
 /* x0^T @ x1: a strided left operand */
 static int f_matmul_t(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
   (void)c;
@@ -169,14 +163,8 @@ static int f_matmul_t(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tenso
   ms_tensor_release(t);
   return st;
 }
-static int f_outer(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_outer(ctx, x[0], x[1], y);
-}
-static int f_diag(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_tensor_diag(ctx, x[0], y);
-}
+CASE_FN(f_outer, ms_outer(ctx, x[0], x[1], y))
+CASE_FN(f_diag, ms_tensor_diag(ctx, x[0], y))
 /* view (code 1) or reshape (code 0) of x to [3,-1] */
 static int f_reshape(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
   const int64_t shape[2] = {3, -1};
@@ -193,14 +181,8 @@ static int f_reshape_t(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tens
   ms_tensor_release(t);
   return st;
 }
-static int f_transpose(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_tensor_transpose(ctx, x[0], 0, -1, y);
-}
-static int f_permute(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_tensor_permute(ctx, x[0], (const int[]){2, 0, 1}, y);
-}
+CASE_FN(f_transpose, ms_tensor_transpose(ctx, x[0], 0, -1, y))
+CASE_FN(f_permute, ms_tensor_permute(ctx, x[0], (const int[]){2, 0, 1}, y))
 /* slice along c->axis: [1, 6) step 2 when code = 2, [1, 3) step 1 otherwise */
 static int f_slice(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
   return c->code == 2 ? ms_tensor_slice(ctx, x[0], c->axis, 1, 6, 2, y)
@@ -210,10 +192,7 @@ static int f_select(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor 
   return ms_tensor_select(ctx, x[0], c->axis, c->code, y);
 }
 /* expand to [2,3,4] */
-static int f_expand(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_tensor_expand(ctx, x[0], 3, (const int64_t[]){2, 3, 4}, y);
-}
+CASE_FN(f_expand, ms_tensor_expand(ctx, x[0], 3, (const int64_t[]){2, 3, 4}, y))
 /* sum_to shape c->shape[1] of rank c->code */
 static int f_sum_to(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
   return ms_sum_to(ctx, x[0], c->code, c->shape[1], y);
@@ -244,10 +223,7 @@ static int f_xent(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **
   ms_tensor_release(labels);
   return st;
 }
-static int f_copy(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
-  (void)c;
-  return ms_tensor_copy(ctx, x[0], y);
-}
+CASE_FN(f_copy, ms_tensor_copy(ctx, x[0], y))
 /* contiguous of a transposed view (code 1, copies) or of x itself (code 0) */
 static int f_contiguous(ms_ctx *ctx, const fcase *c, ms_tensor *const *x, ms_tensor **y) {
   if (!c->code) return ms_tensor_contiguous(ctx, x[0], y);
