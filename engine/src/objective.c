@@ -308,7 +308,7 @@ static builtin *builtin_alloc(ms_ctx *ctx) {
   release_all((ms_tensor *[]){__VA_ARGS__}, \
               sizeof((ms_tensor *[]){__VA_ARGS__}) / sizeof(ms_tensor *))
 
-static void release_all(ms_tensor *const *ts, size_t n) {
+static inline void release_all(ms_tensor *const *ts, size_t n) {
   for (size_t i = 0; i < n; i++) ms_tensor_release(ts[i]);
 }
 

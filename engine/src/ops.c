@@ -301,16 +301,12 @@ static void binary_kernel(ms_binop op, int64_t n, const double *a, int64_t sa, c
   }
 }
 
-/* out = fn applied row by row to the n tensors ts broadcast together (what names the op in
- * a shape error). */
-static int broadcast_map(ms_ctx *ctx, const char *what, int n, const ms_tensor **ts, row_fn fn,
-                         void *arg, ms_tensor **out) {
-  int nd;
-  int64_t shape[MS_MAXDIM];
-  int st = broadcast_tensors(ctx, what, n, ts, &nd, shape);
-  if (st) return st;
+/* out, of the given shape = fn applied row by row to the n tensors ts (of that shape, or
+ * broadcast to it). */
+static inline int map_rows(ms_ctx *ctx, int nd, const int64_t *shape, int n,
+                           const ms_tensor *const *ts, row_fn fn, void *arg, ms_tensor **out) {
   ms_tensor *r;
-  st = ms__tensor_alloc(ctx, nd, shape, &r);
+  int st = ms__tensor_alloc(ctx, nd, shape, &r);
   if (st) return st;
   if (r->numel > 0) {
     loop lp;
@@ -319,6 +315,17 @@ static int broadcast_map(ms_ctx *ctx, const char *what, int n, const ms_tensor *
   }
   *out = r;
   return MS_OK;
+}
+
+/* out = fn applied row by row to the n tensors ts broadcast together (what names the op in
+ * a shape error). */
+static int broadcast_map(ms_ctx *ctx, const char *what, int n, const ms_tensor **ts, row_fn fn,
+                         void *arg, ms_tensor **out) {
+  int nd;
+  int64_t shape[MS_MAXDIM];
+  int st = broadcast_tensors(ctx, what, n, ts, &nd, shape);
+  if (st) return st;
+  return map_rows(ctx, nd, shape, n, ts, fn, arg, out);
 }
 
 static void binary_row(void *arg, int64_t n, const double *const *p, const int64_t *s,
@@ -354,17 +361,8 @@ int ms__binary_scalar(ms_ctx *ctx, ms_binop op, const ms_tensor *a, double s, in
   *out = NULL;
   if ((unsigned)op >= MS_BINOP_COUNT)
     return ms_ctx_fail(ctx, MS_EARG, "binary: unknown op %d", (int)op);
-  ms_tensor *r;
-  int st = ms__tensor_alloc(ctx, a->ndim, a->shape, &r);
-  if (st) return st;
-  if (r->numel > 0) {
-    scalar_arg sc = {op, s, scalar_left != 0};
-    loop lp;
-    loop_tensors(&lp, a->ndim, a->shape, 1, &a);
-    loop_run(&lp, scalar_row, &sc, MS_TENSOR_DATA(r));
-  }
-  *out = r;
-  return MS_OK;
+  scalar_arg sc = {op, s, scalar_left != 0};
+  return map_rows(ctx, a->ndim, a->shape, 1, &a, scalar_row, &sc, out);
 }
 
 /* ---- unary ---- */
@@ -479,16 +477,7 @@ int ms__unary(ms_ctx *ctx, ms_unop op, const ms_tensor *a, ms_tensor **out) {
   *out = NULL;
   if ((unsigned)op >= MS_UNOP_COUNT)
     return ms_ctx_fail(ctx, MS_EARG, "unary: unknown op %d", (int)op);
-  ms_tensor *r;
-  int st = ms__tensor_alloc(ctx, a->ndim, a->shape, &r);
-  if (st) return st;
-  if (r->numel > 0) {
-    loop lp;
-    loop_tensors(&lp, a->ndim, a->shape, 1, &a);
-    loop_run(&lp, unary_row, &op, MS_TENSOR_DATA(r));
-  }
-  *out = r;
-  return MS_OK;
+  return map_rows(ctx, a->ndim, a->shape, 1, &a, unary_row, &op, out);
 }
 
 /* ---- where, clamp ---- */
@@ -520,17 +509,8 @@ int ms__clamp(ms_ctx *ctx, const ms_tensor *a, double lo, double hi, ms_tensor *
   *out = NULL;
   if (!(lo <= hi)) /* also rejects NaN bounds */
     return ms_ctx_fail(ctx, MS_EARG, "clamp: lo (%g) must be <= hi (%g)", lo, hi);
-  ms_tensor *r;
-  int st = ms__tensor_alloc(ctx, a->ndim, a->shape, &r);
-  if (st) return st;
-  if (r->numel > 0) {
-    double lohi[2] = {lo, hi};
-    loop lp;
-    loop_tensors(&lp, a->ndim, a->shape, 1, &a);
-    loop_run(&lp, clamp_row, lohi, MS_TENSOR_DATA(r));
-  }
-  *out = r;
-  return MS_OK;
+  double lohi[2] = {lo, hi};
+  return map_rows(ctx, a->ndim, a->shape, 1, &a, clamp_row, lohi, out);
 }
 
 /* ---- checks and comparisons ---- */
