@@ -122,6 +122,13 @@ static void fixture_free(fixture *f) {
   memset(f, 0, sizeof *f);
 }
 
+/* The end of a test on one fixture: clears the result, frees the fixture and the context. */
+static void train_test_end(ms_ctx *ctx, fixture *f, ms_train_result *r) {
+  ms_train_result_clear(ctx, r);
+  fixture_free(f);
+  check_ctx_free(ctx);
+}
+
 /* GD (lr, or lr_vec per coordinate when not NULL) on diag(lam) from w0 = c, w* = 0. */
 static int make_fixture(ms_ctx *ctx, int d, const double *lam, const double *c, double fstar,
                         double lr, const double *lr_vec, int64_t T, ms_meta_kind kind,
@@ -195,11 +202,16 @@ static void compare_scalar_run(const char *what, const ms_train_result *r, int K
 
 static const double LAM3[3] = {0.5, 2.0, 5.0}, C3[3] = {1.0, -0.5, 0.8};
 
+/* The fixture most tests use: GD at lr 0.05 on diag(LAM3) from C3 (f* = 0), T = 10, the LOG
+ * meta-objective by the exact method. */
+static int base_fixture(ms_ctx *ctx, fixture *f) {
+  return make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, f);
+}
+
 static void test_scalar_closed_form(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
+  ms_train_result r = {0};
   const int T = 10;
   static double th[MAXK + 1], val[MAXK], gr[MAXK], lr[MAXK];
   OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, T, MS_META_LOG, MS_METHOD_EXACT, &f));
@@ -299,9 +311,7 @@ static void test_scalar_closed_form(void) {
     ms_train_result_clear(ctx, &r);
   }
 out:
-  ms_train_result_clear(ctx, &r);
-  fixture_free(&f);
-  check_ctx_free(ctx);
+  train_test_end(ctx, &f, &r);
 }
 
 /* ---- schedule_fn: lr_k = meta_lr * factor(k) ---- */
@@ -330,9 +340,8 @@ static int sched_fails(ms_ctx *ctx, void *ud, int64_t k, double *factor) {
 static void test_schedule_fn(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
-  OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &f));
+  ms_train_result r = {0};
+  OK(base_fixture(ctx, &f));
   int calls = 0;
   ms_train_options o = base_options();
   o.iterations = 6;
@@ -365,9 +374,7 @@ static void test_schedule_fn(void) {
   CHECK(r.n == 1 && r.stopped == MS_STOP_ERROR);
   ms_train_result_clear(ctx, &r);
 out:
-  ms_train_result_clear(ctx, &r);
-  fixture_free(&f);
-  check_ctx_free(ctx);
+  train_test_end(ctx, &f, &r);
 }
 
 /* ---- (2) one step size per coordinate, reverse mode, Adam: eta_i -> 1/lambda_i ---- */
@@ -375,8 +382,7 @@ out:
 static void test_vector_adam(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
+  ms_train_result r = {0};
   const double lam[3] = {1.0, 2.0, 4.0}, c[3] = {1.0, -1.0, 0.5}, eta0[3] = {0.1, 0.1, 0.1};
   OK(make_fixture(ctx, 3, lam, c, 1.0, 0, eta0, 1, MS_META_NAIVE, MS_METHOD_REVERSE, &f));
   ms_train_options o = base_options();
@@ -430,9 +436,7 @@ static void test_vector_adam(void) {
   }
   ms_train_result_clear(ctx, &r);
 out:
-  ms_train_result_clear(ctx, &r);
-  fixture_free(&f);
-  check_ctx_free(ctx);
+  train_test_end(ctx, &f, &r);
 }
 
 /* ---- (3) option checks ---- */
@@ -446,9 +450,8 @@ static int dummy_sample(ms_ctx *ctx, void *ud, int64_t k, int i, ms_task *task) 
 static void test_options(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
-  OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &f));
+  ms_train_result r = {0};
+  OK(base_fixture(ctx, &f));
   size_t base = ms_ctx_bytes(ctx);
   struct {
     ms_train_options o;
@@ -564,9 +567,7 @@ static void test_options(void) {
   }
   CHECK(ms_ctx_bytes(ctx) == base);
 out:
-  ms_train_result_clear(ctx, &r);
-  fixture_free(&f);
-  check_ctx_free(ctx);
+  train_test_end(ctx, &f, &r);
 }
 
 /* ---- (4) a callback stops the run, (5) ms_ctx_interrupt from inside it ---- */
@@ -592,10 +593,9 @@ static int stop_cb(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_tensor 
 static void test_stop(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
+  ms_train_result r = {0};
   static double th[MAXK + 1], val[MAXK], gr[MAXK], lr[MAXK];
-  OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &f));
+  OK(base_fixture(ctx, &f));
   hand h = {0, 1, 0.01, 0, 0, INFINITY, 0.9, 0.999, 1e-8, 0.9};
   hand_run(&h, 3, LAM3, C3, 10, 0.05, 10, th, val, gr, lr);
   ms_train_options o = base_options();
@@ -633,9 +633,7 @@ static void test_stop(void) {
   CHECK(r.stopped == MS_STOP_INTERRUPT && r.n == 0 && at(r.theta[0], 0) == 0.05);
   ms_train_result_clear(ctx, &r);
 out:
-  ms_train_result_clear(ctx, &r);
-  fixture_free(&f);
-  check_ctx_free(ctx);
+  train_test_end(ctx, &f, &r);
 }
 
 typedef struct sampler {
@@ -673,8 +671,7 @@ static double sgd_expect(double theta, double g, double lr, double clip, double 
 static void test_on_failure(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
+  ms_train_result r = {0};
   /* NAIVE over T = 400 steps: at eta = 0.01 fine (|1 - eta lambda| < 1); one step of meta_lr 10
    * takes eta above 1, where |1 - 10 eta| > 9 and f(w_t) overflows a double long before T. */
   const double lam[2] = {1, 10}, c[2] = {1, 1};
@@ -764,9 +761,7 @@ static void test_on_failure(void) {
   CHECK(r.best_k == 0 && isnan(r.best_value) && r.best_theta[0] == NULL);
   ms_train_result_clear(ctx, &r);
 out:
-  ms_train_result_clear(ctx, &r);
-  fixture_free(&f);
-  check_ctx_free(ctx);
+  train_test_end(ctx, &f, &r);
 }
 
 /*
@@ -790,8 +785,7 @@ static void closed_F(int d, const double *lam, const double *c, int T, double et
 static void test_adam_failure_counts(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture a = {0}, b = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
+  ms_train_result r = {0};
   const int T = 400, K = 9;
   const double lamB[1] = {1000}, cB[1] = {1};
   OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, T, MS_META_NAIVE, MS_METHOD_EXACT, &a));
@@ -862,11 +856,10 @@ out:
 static void test_best(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
+  ms_train_result r = {0};
   static double th[MAXK + 1], val[MAXK], gr[MAXK], lr[MAXK];
   const int K = 25;
-  OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &f));
+  OK(base_fixture(ctx, &f));
   hand h = {0, 1, 0.05, 0, 0, INFINITY, 0.9, 0.999, 1e-8, 0.9};
   hand_run(&h, 3, LAM3, C3, 10, 0.05, K, th, val, gr, lr);
   int best = 0, zeros = 0;
@@ -885,9 +878,7 @@ static void test_best(void) {
   CHECK_NEAR(r.best_value, val[best], 1e-10);
   CHECK_NEAR(at(r.best_theta[0], 0), th[best], 1e-10);
 out:
-  ms_train_result_clear(ctx, &r);
-  fixture_free(&f);
-  check_ctx_free(ctx);
+  train_test_end(ctx, &f, &r);
 }
 
 /* ---- samplers ---- */
@@ -899,7 +890,7 @@ static void test_sampler(void) {
   memset(&r, 0, sizeof r);
   memset(&r2, 0, sizeof r2);
   const double c2[3] = {-0.3, 1.0, 0.2};
-  OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &f));
+  OK(base_fixture(ctx, &f));
   OK(make_fixture(ctx, 3, LAM3, c2, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &g));
   ms_task tasks[2] = {f.task, g.task};
   sampler s = {tasks, 2, 0, 0, -1, -1};
@@ -983,10 +974,9 @@ static void test_select_project(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
   ms_optim *mom = NULL;
-  ms_train_result r;
-  memset(&r, 0, sizeof r);
+  ms_train_result r = {0};
   static double th[MAXK + 1], val[MAXK], gr[MAXK], lr[MAXK];
-  OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &f));
+  OK(base_fixture(ctx, &f));
   ms_train_options o = base_options();
   o.iterations = 12;
   o.project = project_cap;
@@ -1073,7 +1063,7 @@ static void test_alloc_failures(void) {
     if (variant == 0)
       OK(make_fixture(ctx, 3, lam, c, 1.0, 0, eta0, 2, MS_META_NAIVE, MS_METHOD_REVERSE, &f));
     else
-      OK(make_fixture(ctx, 3, LAM3, C3, 0, 0.05, NULL, 10, MS_META_LOG, MS_METHOD_EXACT, &f));
+      OK(base_fixture(ctx, &f));
     sampler s = {&f.task, 1, 0, 0, -1, -1};
     ms_train_options o = base_options();
     o.iterations = 20; /* more than the history's first capacity */
