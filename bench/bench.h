@@ -63,16 +63,31 @@ static int make_problem(ms_ctx *ctx, int64_t d, int dense, ms_objective **obj, m
   return st;
 }
 
-/* Plain GD with step size LR. */
-static int make_gd(ms_ctx *ctx, ms_optim **gd) {
+/* What a benchmark runs: GD with step size LR on one task, the quadratic of make_problem. */
+typedef struct problem {
+  ms_objective *obj;
+  ms_tensor *w0;
+  ms_optim *gd;
+  ms_task task;
+} problem;
+
+static int setup(ms_ctx *ctx, int64_t d, int dense, problem *p) {
+  memset(p, 0, sizeof *p);
   ms_optim_options oo;
   memset(&oo, 0, sizeof oo);
   oo.lr = LR;
-  return ms_optim_builtin(ctx, MS_OPTIM_GD, &oo, gd);
+  int st = make_problem(ctx, d, dense, &p->obj, &p->w0);
+  if (!st) st = ms_optim_builtin(ctx, MS_OPTIM_GD, &oo, &p->gd);
+  p->task = (ms_task){p->obj, NULL, p->w0, NULL};
+  return st;
 }
 
-/* Frees the context; rc, or 1 when it still holds bytes (a leak). */
-static int finish(ms_ctx *ctx, const char *bench, int rc) {
+/* Releases the problem and frees the context; rc, or 1 when the context still held bytes (a
+ * leak). */
+static int finish(ms_ctx *ctx, problem *p, const char *bench, int rc) {
+  ms_optim_release(p->gd);
+  ms_objective_release(p->obj);
+  ms_tensor_release(p->w0);
   if (ms_ctx_bytes(ctx) != 0) {
     fprintf(stderr, "%s: %zu bytes still held\n", bench, ms_ctx_bytes(ctx));
     rc = 1;

@@ -62,20 +62,13 @@ int main(int argc, char **argv) {
   ms_ctx *ctx = start(argc, argv, 3, arg, "bench_checkpoint [d >= 1] [T >= 1] [K >= 1]");
   if (ctx == NULL) return 1;
   int64_t d = arg[0], T = arg[1], K = arg[2] ? arg[2] : (int64_t)llround(sqrt((double)T));
-  ms_objective *obj = NULL;
-  ms_tensor *w0 = NULL;
-  ms_optim *gd = NULL;
+  problem p;
   int rc = 1;
-  if (make_problem(ctx, d, 1, &obj, &w0)) {
-    fail(ctx, "problem");
+  if (setup(ctx, d, 1, &p)) {
+    fail(ctx, "setup");
     goto out;
   }
-  if (make_gd(ctx, &gd)) {
-    fail(ctx, "optimizer");
-    goto out;
-  }
-  ms_task task = {obj, NULL, w0, NULL};
-  ms_meta_spec spec = ms_meta_spec_one(gd, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_spec spec = ms_meta_spec_one(p.gd, &p.task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
   printf(
       "bench_checkpoint: GD lr = %g, T = %lld steps on a dense quadratic, d = %lld "
@@ -106,8 +99,5 @@ int main(int argc, char **argv) {
   rc = !same || plain.status || ck.status ? 1 : ratio > 0.1 ? 2 : 0;
 
 out:
-  ms_optim_release(gd);
-  ms_objective_release(obj);
-  ms_tensor_release(w0);
-  return finish(ctx, "bench_checkpoint", rc);
+  return finish(ctx, &p, "bench_checkpoint", rc);
 }

@@ -43,16 +43,13 @@ int main(int argc, char **argv) {
   if (ctx == NULL) return 1;
   int64_t d = arg[0], T = arg[1];
   int reps = (int)arg[2];
-  ms_tensor *w0 = NULL;
-  ms_objective *obj = NULL;
-  ms_optim *gd = NULL;
+  problem p;
   int rc = 1;
-  if (make_problem(ctx, d, 0, &obj, &w0) || make_gd(ctx, &gd)) {
+  if (setup(ctx, d, 0, &p)) {
     fprintf(stderr, "bench_unroll: setup: %s\n", ms_ctx_error(ctx));
     goto out;
   }
-  ms_task task = {obj, NULL, w0, NULL};
-  ms_meta_spec spec = ms_meta_spec_one(gd, &task, T, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_spec spec = ms_meta_spec_one(p.gd, &p.task, T, MS_META_LOG, MS_METHOD_REVERSE);
 
   printf(
       "bench_unroll: GD lr = %g, T = %lld steps, d = %lld (diagonal quadratic, eigenvalues "
@@ -93,8 +90,5 @@ int main(int argc, char **argv) {
   rc = 0;
 
 out:
-  ms_optim_release(gd);
-  ms_objective_release(obj);
-  ms_tensor_release(w0);
-  return finish(ctx, "bench_unroll", rc);
+  return finish(ctx, &p, "bench_unroll", rc);
 }
