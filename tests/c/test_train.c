@@ -56,15 +56,23 @@ static double at(const ms_tensor *t, int j) {
 
 /* ---- closed forms ---- */
 
-/* G(eta) = (1/T) log f(w_T) and G'(eta) for GD on the diagonal quadratic. */
-static void closed_G(int d, const double *lam, const double *c, int T, double eta, double *G,
-                     double *dG) {
+/* F(eta) = f(w_T) and F'(eta) for GD on the diagonal quadratic. */
+static void closed_F(int d, const double *lam, const double *c, int T, double eta, double *F,
+                     double *dF) {
   double s = 0, ds = 0;
   for (int i = 0; i < d; i++) {
     double q = 1 - eta * lam[i];
     s += 0.5 * lam[i] * c[i] * c[i] * pow(q, 2.0 * T);
     ds += 0.5 * lam[i] * c[i] * c[i] * 2.0 * T * pow(q, 2.0 * T - 1) * (-lam[i]);
   }
+  *F = s, *dF = ds;
+}
+
+/* G(eta) = (1/T) log f(w_T) and G'(eta). */
+static void closed_G(int d, const double *lam, const double *c, int T, double eta, double *G,
+                     double *dG) {
+  double s, ds;
+  closed_F(d, lam, c, T, eta, &s, &ds);
   *G = log(s) / T;
   *dG = ds / s / T;
 }
@@ -341,8 +349,8 @@ static void test_schedule_fn(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture f = {0};
   ms_train_result r = {0};
-  OK(base_fixture(ctx, &f));
   int calls = 0;
+  OK(base_fixture(ctx, &f));
   ms_train_options o = base_options();
   o.iterations = 6;
   o.meta_lr = 0.03;
@@ -771,17 +779,6 @@ out:
  * made (1, 2, 3 at k = 2, 4, 6); ZERO updates on B with the non-finite meta-gradient as 0,
  * so Adam's momentum still moves theta and the count advances.
  */
-static void closed_F(int d, const double *lam, const double *c, int T, double eta, double *F,
-                     double *dF) {
-  double s = 0, ds = 0;
-  for (int i = 0; i < d; i++) {
-    double q = 1 - eta * lam[i];
-    s += 0.5 * lam[i] * c[i] * c[i] * pow(q, 2.0 * T);
-    ds += 0.5 * lam[i] * c[i] * c[i] * 2.0 * T * pow(q, 2.0 * T - 1) * (-lam[i]);
-  }
-  *F = s, *dF = ds;
-}
-
 static void test_adam_failure_counts(void) {
   ms_ctx *ctx = ms_ctx_new(NULL, NULL);
   fixture a = {0}, b = {0};
