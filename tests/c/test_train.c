@@ -179,6 +179,14 @@ static ms_train_options base_options(void) {
   return o;
 }
 
+/* base_options with the given number of iterations and meta step size. */
+static ms_train_options train_options(int64_t iterations, double meta_lr) {
+  ms_train_options o = base_options();
+  o.iterations = iterations;
+  o.meta_lr = meta_lr;
+  return o;
+}
+
 /* Compares a run of the scalar-lr fixture with the hand replay. */
 static void compare_scalar_run(const char *what, const ms_train_result *r, int K, const double *th,
                                const double *val, const double *gr, const double *lr, double tol) {
@@ -237,9 +245,7 @@ static void test_scalar_closed_form(void) {
       {"rmsprop", MS_METAOPT_RMSPROP, MS_SCHEDULE_INV_SQRT, 0.005, 0, 30},
   };
   for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
-    ms_train_options o = base_options();
-    o.iterations = cases[ci].K;
-    o.meta_lr = cases[ci].meta_lr;
+    ms_train_options o = train_options(cases[ci].K, cases[ci].meta_lr);
     o.schedule = cases[ci].sched;
     o.meta_optimizer = cases[ci].mo;
     o.clip = cases[ci].clip;
@@ -351,9 +357,7 @@ static void test_schedule_fn(void) {
   ms_train_result r = {0};
   int calls = 0;
   OK(base_fixture(ctx, &f));
-  ms_train_options o = base_options();
-  o.iterations = 6;
-  o.meta_lr = 0.03;
+  ms_train_options o = train_options(6, 0.03);
   o.schedule = MS_SCHEDULE_INV_SQRT;
   o.schedule_fn = sched_inv_k;
   o.ud = &calls;
@@ -393,9 +397,7 @@ static void test_vector_adam(void) {
   ms_train_result r = {0};
   const double lam[3] = {1.0, 2.0, 4.0}, c[3] = {1.0, -1.0, 0.5}, eta0[3] = {0.1, 0.1, 0.1};
   OK(make_fixture(ctx, 3, lam, c, 1.0, 0, eta0, 1, MS_META_NAIVE, MS_METHOD_REVERSE, &f));
-  ms_train_options o = base_options();
-  o.iterations = 600;
-  o.meta_lr = 0.02;
+  ms_train_options o = train_options(600, 0.02);
   o.meta_optimizer = MS_METAOPT_ADAM;
   OK(ms_meta_train(ctx, &f.spec, &o, &r));
   CHECK(r.n == 600 && r.stopped == MS_STOP_DONE);
@@ -684,9 +686,7 @@ static void test_on_failure(void) {
    * takes eta above 1, where |1 - 10 eta| > 9 and f(w_t) overflows a double long before T. */
   const double lam[2] = {1, 10}, c[2] = {1, 1};
   OK(make_fixture(ctx, 2, lam, c, 0, 0.01, NULL, 400, MS_META_NAIVE, MS_METHOD_REVERSE, &f));
-  ms_train_options o = base_options();
-  o.iterations = 4;
-  o.meta_lr = 10;
+  ms_train_options o = train_options(4, 10);
   o.on_failure = MS_FAIL_SKIP;
   OK(ms_meta_train(ctx, &f.spec, &o, &r));
   CHECK(r.stopped == MS_STOP_DONE && r.n == 4);
@@ -790,9 +790,7 @@ static void test_adam_failure_counts(void) {
   ms_task tasks[2] = {a.task, b.task}; /* sample_fn: task (k + 0) % 2, so B on odd k */
   for (int mode = 0; mode < 2; mode++) {
     sampler s = {tasks, 2, 0, 0, -1, -1};
-    ms_train_options o = base_options();
-    o.iterations = K;
-    o.meta_lr = 0.002;
+    ms_train_options o = train_options(K, 0.002);
     o.meta_optimizer = MS_METAOPT_ADAM;
     o.on_failure = mode == 0 ? MS_FAIL_SKIP : MS_FAIL_ZERO;
     o.sample = sample_fn;
@@ -866,9 +864,7 @@ static void test_best(void) {
   }
   CHECK(best + 1 < K); /* the design: the best is not the last */
   CHECK(zeros >= 1);   /* and the domain lr >= 0 binds somewhere */
-  ms_train_options o = base_options();
-  o.iterations = K;
-  o.meta_lr = 0.05;
+  ms_train_options o = train_options(K, 0.05);
   OK(ms_meta_train(ctx, &f.spec, &o, &r));
   compare_scalar_run("best", &r, K, th, val, gr, lr, 1e-9);
   CHECK(r.best_k == best + 1);
