@@ -14,6 +14,7 @@ static ms_ctx *ctx;
 static ms_rng rng;
 
 #define FAILS(call, st, msg) CHECK_FAILS(ctx, call, st, msg)
+#define BAD_SHAPE(call, msg) FAILS(call, MS_ESHAPE, msg)
 
 /* ---- helpers (plain loops, independent of the code under test) ---- */
 
@@ -587,49 +588,42 @@ static void test_errors(void) {
   ms_tensor *t3 = rnd(3, sh3);
   CHECK(ms_tensor_scalar(ctx, 2.0, &s) == MS_OK);
 
-  FAILS(ms_matmul(ctx, a34, a52, &o), MS_ESHAPE,
-        "matmul: shapes [3,4] and [5,2] are not aligned (4 != 5)");
+  BAD_SHAPE(ms_matmul(ctx, a34, a52, &o),
+            "matmul: shapes [3,4] and [5,2] are not aligned (4 != 5)");
   CHECK(o == NULL);
-  FAILS(ms_matmul(ctx, a34, v3, &o), MS_ESHAPE,
-        "matmul: shapes [3,4] and [3] are not aligned (4 != 3)");
-  FAILS(ms_matmul(ctx, v3, v4, &o), MS_ESHAPE,
-        "matmul: shapes [3] and [4] are not aligned (3 != 4)");
+  BAD_SHAPE(ms_matmul(ctx, a34, v3, &o), "matmul: shapes [3,4] and [3] are not aligned (4 != 3)");
+  BAD_SHAPE(ms_matmul(ctx, v3, v4, &o), "matmul: shapes [3] and [4] are not aligned (3 != 4)");
   FAILS(ms_matmul(ctx, v3, a34, &o), MS_OK, ""); /* [3] x [3,4] is fine */
   ms_tensor_release(o);
-  FAILS(ms_matmul(ctx, v4, a34, &o), MS_ESHAPE,
-        "matmul: shapes [4] and [3,4] are not aligned (4 != 3)");
-  FAILS(ms_matmul(ctx, s, v3, &o), MS_ESHAPE,
-        "matmul: expected 1-D or 2-D operands, got shapes [] and [3]");
-  FAILS(ms_matmul(ctx, a34, t3, &o), MS_ESHAPE,
-        "matmul: expected 1-D or 2-D operands, got shapes [3,4] and [2,2,2]");
+  BAD_SHAPE(ms_matmul(ctx, v4, a34, &o), "matmul: shapes [4] and [3,4] are not aligned (4 != 3)");
+  BAD_SHAPE(ms_matmul(ctx, s, v3, &o),
+            "matmul: expected 1-D or 2-D operands, got shapes [] and [3]");
+  BAD_SHAPE(ms_matmul(ctx, a34, t3, &o),
+            "matmul: expected 1-D or 2-D operands, got shapes [3,4] and [2,2,2]");
   CHECK(o == NULL);
   FAILS(ms_matmul(ctx, a34, NULL, &o), MS_EARG, "matmul: tensor argument is NULL");
 
-  FAILS(ms_dot(ctx, v3, v4, &o), MS_ESHAPE, "dot: shapes [3] and [4] are not aligned (3 != 4)");
-  FAILS(ms_dot(ctx, a34, v4, &o), MS_ESHAPE, "dot: expected two vectors, got [3,4] and [4]");
-  FAILS(ms_matvec(ctx, a34, v3, &o), MS_ESHAPE,
-        "matvec: shapes [3,4] and [3] are not aligned (4 != 3)");
-  FAILS(ms_matvec(ctx, v3, v3, &o), MS_ESHAPE,
-        "matvec: expected a matrix and a vector, got [3] and [3]");
-  FAILS(ms_outer(ctx, a34, v3, &o), MS_ESHAPE, "outer: expected two vectors, got [3,4] and [3]");
+  BAD_SHAPE(ms_dot(ctx, v3, v4, &o), "dot: shapes [3] and [4] are not aligned (3 != 4)");
+  BAD_SHAPE(ms_dot(ctx, a34, v4, &o), "dot: expected two vectors, got [3,4] and [4]");
+  BAD_SHAPE(ms_matvec(ctx, a34, v3, &o), "matvec: shapes [3,4] and [3] are not aligned (4 != 3)");
+  BAD_SHAPE(ms_matvec(ctx, v3, v3, &o), "matvec: expected a matrix and a vector, got [3] and [3]");
+  BAD_SHAPE(ms_outer(ctx, a34, v3, &o), "outer: expected two vectors, got [3,4] and [3]");
   CHECK(o == NULL);
 
-  FAILS(ms_eigh(ctx, a34, &o, &o2), MS_ESHAPE, "eigh: expected a square matrix, got [3,4]");
+  BAD_SHAPE(ms_eigh(ctx, a34, &o, &o2), "eigh: expected a square matrix, got [3,4]");
   CHECK(o == NULL && o2 == NULL);
-  FAILS(ms_eigh(ctx, v3, &o, &o2), MS_ESHAPE, "eigh: expected a square matrix, got [3]");
-  FAILS(ms_cholesky(ctx, a34, &o), MS_ESHAPE, "cholesky: expected a square matrix, got [3,4]");
-  FAILS(ms_inv(ctx, a52, &o), MS_ESHAPE, "inv: expected a square matrix, got [5,2]");
-  FAILS(ms_det(ctx, t3, &o), MS_ESHAPE, "det: expected a square matrix, got [2,2,2]");
-  FAILS(ms_qr(ctx, v3, &o, &o2), MS_ESHAPE, "qr: expected a matrix, got [3]");
+  BAD_SHAPE(ms_eigh(ctx, v3, &o, &o2), "eigh: expected a square matrix, got [3]");
+  BAD_SHAPE(ms_cholesky(ctx, a34, &o), "cholesky: expected a square matrix, got [3,4]");
+  BAD_SHAPE(ms_inv(ctx, a52, &o), "inv: expected a square matrix, got [5,2]");
+  BAD_SHAPE(ms_det(ctx, t3, &o), "det: expected a square matrix, got [2,2,2]");
+  BAD_SHAPE(ms_qr(ctx, v3, &o, &o2), "qr: expected a matrix, got [3]");
   CHECK(o == NULL && o2 == NULL);
-  FAILS(ms_solve(ctx, a34, v3, &o), MS_ESHAPE, "solve: expected a square matrix, got [3,4]");
+  BAD_SHAPE(ms_solve(ctx, a34, v3, &o), "solve: expected a square matrix, got [3,4]");
   ms_tensor *a33 = dominant(3);
-  FAILS(ms_solve(ctx, a33, v4, &o), MS_ESHAPE,
-        "solve: shapes [3,3] and [4] are not aligned (3 != 4)");
-  FAILS(ms_solve(ctx, a33, a52, &o), MS_ESHAPE,
-        "solve: shapes [3,3] and [5,2] are not aligned (3 != 5)");
-  FAILS(ms_solve(ctx, a33, t3, &o), MS_ESHAPE,
-        "solve: right-hand side must be 1-D or 2-D, got shapes [3,3] and [2,2,2]");
+  BAD_SHAPE(ms_solve(ctx, a33, v4, &o), "solve: shapes [3,3] and [4] are not aligned (3 != 4)");
+  BAD_SHAPE(ms_solve(ctx, a33, a52, &o), "solve: shapes [3,3] and [5,2] are not aligned (3 != 5)");
+  BAD_SHAPE(ms_solve(ctx, a33, t3, &o),
+            "solve: right-hand side must be 1-D or 2-D, got shapes [3,3] and [2,2,2]");
   CHECK(o == NULL);
 
   /* numerical failures */
