@@ -84,6 +84,18 @@ static inline void check_release_n(ms_tensor **ts, size_t n) {
   for (size_t i = 0; i < n; i++) ms_tensor_release(ts[i]);
 }
 
+/* Releases the tensors the pointers point to and sets them to NULL, ready for the next use. */
+#define CHECK_DROP(...)                       \
+  check_drop_n((ms_tensor **[]){__VA_ARGS__}, \
+               sizeof((ms_tensor **[]){__VA_ARGS__}) / sizeof(ms_tensor **))
+
+static inline void check_drop_n(ms_tensor ***ps, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    ms_tensor_release(*ps[i]);
+    *ps[i] = NULL;
+  }
+}
+
 /* An allocator (lua_Alloc contract) that fails its fail_at-th allocation, counting from 0
  * (-1: never), for sweeps over every allocation point; with sticky, every allocation from the
  * fail_at-th on fails. n counts the allocations made since it was last reset. */

@@ -44,6 +44,13 @@ static const char *cur_case = "";
     }                                                                                            \
   } while (0)
 
+/* Pushes a level of the given mode and watches x on it (tangent v, NULL on a reverse level). */
+static int push_watch(ms_ctx *ctx, ms_ad_mode mode, ms_tensor *x, ms_tensor *v, ms_level **l,
+                      ms_tensor **xw) {
+  int st = ms_ad_push(ctx, mode, l);
+  return st == MS_OK ? ms_ad_watch(ctx, *l, x, v, xw) : st;
+}
+
 /* check_near_arr with the current case in the message. */
 static int near_arr(const char *what, const double *a, const double *b, int64_t n, double tol,
                     double floor) {
@@ -553,8 +560,7 @@ static void run_case(const fcase *c, uint64_t seed) {
   }
   release_all(xw, c->nin);
   release_all(tv, c->nin);
-  ms_tensor_release(y), y = NULL;
-  ms_tensor_release(jv), jv = NULL;
+  CHECK_DROP(&y, &jv);
   ms_ad_free(l1), l1 = NULL;
 
   /* 3. second order. Golden: central differences of gradients along v. */
@@ -590,8 +596,7 @@ static void run_case(const fcase *c, uint64_t seed) {
   release_all(xw2, c->nin);
   release_all(g2, c->nin);
   release_all(hv, c->nin);
-  ms_tensor_release(y), y = NULL;
-  ms_tensor_release(s), s = NULL;
+  CHECK_DROP(&y, &s);
   ms_ad_free(l2), l2 = NULL;
   ms_ad_free(l1), l1 = NULL;
 
@@ -823,10 +828,8 @@ static void test_hvp_quadratic(void) {
   OK(ms_tensor_from_data(ctx, 1, (const int64_t[]){N}, vd, &v));
 
   /* reverse over reverse */
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-  OK(ms_ad_watch(ctx, l1, w, NULL, &ww));
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l2));
-  OK(ms_ad_watch(ctx, l2, ww, NULL, &ww2));
+  OK(push_watch(ctx, MS_AD_REVERSE, w, NULL, &l1, &ww));
+  OK(push_watch(ctx, MS_AD_REVERSE, ww, NULL, &l2, &ww2));
   OK(quad(ctx, h, ww2, &f));
   OK(ms_ad_pop(ctx, l2));
   OK(ms_ad_gradient(ctx, l2, f, NULL, 1, &ww2, &g));
@@ -844,18 +847,11 @@ static void test_hvp_quadratic(void) {
   }
   ms_ad_free(l2), l2 = NULL;
   ms_ad_free(l1), l1 = NULL;
-  ms_tensor_release(ww), ww = NULL;
-  ms_tensor_release(ww2), ww2 = NULL;
-  ms_tensor_release(f), f = NULL;
-  ms_tensor_release(g), g = NULL;
-  ms_tensor_release(s), s = NULL;
-  ms_tensor_release(hv), hv = NULL;
+  CHECK_DROP(&ww, &ww2, &f, &g, &s, &hv);
 
   /* forward over reverse */
-  OK(ms_ad_push(ctx, MS_AD_FORWARD, &l1));
-  OK(ms_ad_watch(ctx, l1, w, v, &ww));
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l2));
-  OK(ms_ad_watch(ctx, l2, ww, NULL, &ww2));
+  OK(push_watch(ctx, MS_AD_FORWARD, w, v, &l1, &ww));
+  OK(push_watch(ctx, MS_AD_REVERSE, ww, NULL, &l2, &ww2));
   OK(quad(ctx, h, ww2, &f));
   OK(ms_ad_pop(ctx, l2));
   OK(ms_ad_gradient(ctx, l2, f, NULL, 1, &ww2, &g));
@@ -959,8 +955,7 @@ static void test_unrolled_gd(void) {
   OK(ms_tensor_scalar(ctx, eta0, &eta));
 
   /* reverse over reverse */
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &outer));
-  OK(ms_ad_watch(ctx, outer, eta, NULL, &etaw));
+  OK(push_watch(ctx, MS_AD_REVERSE, eta, NULL, &outer, &etaw));
   OK(unrolled(ctx, h, w0, etaw, &fT));
   OK(ms_ad_pop(ctx, outer));
   OK(ms_tensor_item(ctx, fT, &v));
@@ -970,14 +965,11 @@ static void test_unrolled_gd(void) {
   OK(ms_tensor_item(ctx, d, &v));
   near_arr("d f(w_T) / d eta, reverse over reverse", &v, &d_want, 1, 1e-9, 1e-300);
   ms_ad_free(outer), outer = NULL;
-  ms_tensor_release(etaw), etaw = NULL;
-  ms_tensor_release(fT), fT = NULL;
-  ms_tensor_release(d), d = NULL;
+  CHECK_DROP(&etaw, &fT, &d);
 
   /* forward over reverse: d eta = 1 */
   OK(ms_tensor_scalar(ctx, 1.0, &one));
-  OK(ms_ad_push(ctx, MS_AD_FORWARD, &outer));
-  OK(ms_ad_watch(ctx, outer, eta, one, &etaw));
+  OK(push_watch(ctx, MS_AD_FORWARD, eta, one, &outer, &etaw));
   OK(unrolled(ctx, h, w0, etaw, &fT));
   OK(ms_ad_tangent(ctx, outer, fT, &d));
   OK(ms_ad_pop(ctx, outer));
@@ -1079,8 +1071,7 @@ static void test_tracked_tangent(void) {
   OK(ms_tensor_from_data(ctx, 2, (const int64_t[]){3, 2}, xd, &x));
   OK(ms_tensor_from_data(ctx, 2, (const int64_t[]){2, 3}, pd, &p));
   for (int contiguous = 0; contiguous < 2; contiguous++) {
-    OK(ms_ad_push(ctx, MS_AD_REVERSE, &t));
-    OK(ms_ad_watch(ctx, t, p, NULL, &pw));
+    OK(push_watch(ctx, MS_AD_REVERSE, p, NULL, &t, &pw));
     OK(ms_tensor_transpose(ctx, pw, 0, 1, &pt));
     if (contiguous) OK(ms_tensor_contiguous(ctx, pt, &pc));
     OK(ms_ad_push(ctx, MS_AD_FORWARD, &f));
@@ -1097,14 +1088,7 @@ static void test_tracked_tangent(void) {
       for (int j = 0; j < 3; j++) CHECK_NEAR(gd[i * 3 + j], 2 * xd[j * 2 + i], 1e-15);
     ms_ad_free(f), f = NULL;
     ms_ad_free(t), t = NULL;
-    ms_tensor_release(pw), pw = NULL;
-    ms_tensor_release(pt), pt = NULL;
-    ms_tensor_release(pc), pc = NULL;
-    ms_tensor_release(xf), xf = NULL;
-    ms_tensor_release(y), y = NULL;
-    ms_tensor_release(jv), jv = NULL;
-    ms_tensor_release(s), s = NULL;
-    ms_tensor_release(g), g = NULL;
+    CHECK_DROP(&pw, &pt, &pc, &xf, &y, &jv, &s, &g);
   }
 out:
   ms_ad_free(f);
@@ -1158,8 +1142,7 @@ static void test_errors(void) {
   OK(ms_tensor_from_data(ctx, 1, (const int64_t[]){3}, (const double[]){1, 2, 3}, &x));
 
   /* non-scalar output without a seed; a seed of the wrong shape */
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-  OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+  OK(push_watch(ctx, MS_AD_REVERSE, x, NULL, &l1, &xw));
   OK(ms_unary(ctx, MS_SIN, xw, &y));
   CHECK(ms_ad_size(l1) == 2);
   /* gradient while the tape is still recording */
@@ -1218,22 +1201,17 @@ static void test_errors(void) {
   CHECK_FAILS(ctx, ms_ad_gradient(ctx, l1, y, k, 1, &xw, &g), MS_ESTATE, "modified in place");
   CHECK(g == NULL);
   ms_ad_free(l1), l1 = NULL;
-  ms_tensor_release(xw), xw = NULL;
-  ms_tensor_release(y), y = NULL;
-  ms_tensor_release(k), k = NULL;
+  CHECK_DROP(&xw, &y, &k);
 
   /* an intermediate (saved output of one node, input of the next) modified in place */
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-  OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+  OK(push_watch(ctx, MS_AD_REVERSE, x, NULL, &l1, &xw));
   OK(ms_unary(ctx, MS_EXP, xw, &y));
   OK(ms_reduce(ctx, MS_SUM, y, MS_ALL, 0, &z));
   OK(ms_ad_pop(ctx, l1));
   OK(ms_tensor_fill_(ctx, y, 0.0));
   CHECK_FAILS(ctx, ms_ad_gradient(ctx, l1, z, NULL, 1, &xw, &g), MS_ESTATE, "modified in place");
   ms_ad_free(l1), l1 = NULL;
-  ms_tensor_release(xw), xw = NULL;
-  ms_tensor_release(y), y = NULL;
-  ms_tensor_release(z), z = NULL;
+  CHECK_DROP(&xw, &y, &z);
 
   /* pop of a level that is not the innermost; freeing an outer level pops inner ones */
   OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
@@ -1280,8 +1258,7 @@ static void test_errors(void) {
   ms_tensor_release(xw), xw = NULL;
 
   /* stop_gradient: the derivative does not flow through it */
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-  OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+  OK(push_watch(ctx, MS_AD_REVERSE, x, NULL, &l1, &xw));
   OK(ms_stop_gradient(ctx, xw, &z));
   CHECK(!ms_ad_is_tracked(l1, z) && ms_ad_is_tracked(l1, xw));
   OK(ms_binary(ctx, MS_MUL, xw, z, &y));
@@ -1297,13 +1274,10 @@ static void test_errors(void) {
   }
   ms_tensor_release(g), g = NULL;
   ms_ad_free(l1), l1 = NULL;
-  ms_tensor_release(xw), xw = NULL;
-  ms_tensor_release(y), y = NULL;
-  ms_tensor_release(z), z = NULL;
+  CHECK_DROP(&xw, &y, &z);
 
   /* non-differentiable ops on tracked inputs are constants (never recorded) */
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-  OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+  OK(push_watch(ctx, MS_AD_REVERSE, x, NULL, &l1, &xw));
   OK(ms_unary(ctx, MS_FLOOR, xw, &y));
   CHECK(!ms_ad_is_tracked(l1, y));
   ms_tensor_release(y), y = NULL;
@@ -1339,8 +1313,7 @@ static void test_errors(void) {
     ms_custom_op def = {"twice", 1, twice_forward, bad_vjp, bad_jvp, count_free, NULL};
     n_freed = 0;
     OK(ms_custom_new(ctx, &def, &op));
-    OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-    OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+    OK(push_watch(ctx, MS_AD_REVERSE, x, NULL, &l1, &xw));
     OK(ms_custom_apply(ctx, op, &xw, &y));
     OK(ms_tensor_read(ctx, y, (double[3]){0}, 3));
     CHECK(ms_tensor_data(y)[2] == 6.0);
@@ -1350,12 +1323,9 @@ static void test_errors(void) {
                 "reverse-mode rule of 'twice' returned shape [] for input 1 of shape [3]");
     CHECK(g == NULL);
     ms_ad_free(l1), l1 = NULL;
-    ms_tensor_release(xw), xw = NULL;
-    ms_tensor_release(y), y = NULL;
-    ms_tensor_release(z), z = NULL;
+    CHECK_DROP(&xw, &y, &z);
     /* ... and whose JVP returns the wrong shape */
-    OK(ms_ad_push(ctx, MS_AD_FORWARD, &l1));
-    OK(ms_ad_watch(ctx, l1, x, x, &xw));
+    OK(push_watch(ctx, MS_AD_FORWARD, x, x, &l1, &xw));
     CHECK_FAILS(ctx, ms_custom_apply(ctx, op, &xw, &y), MS_ESHAPE,
                 "twice: forward-mode rule returned shape [] for an output of shape [3]");
     CHECK(y == NULL);
@@ -1369,19 +1339,15 @@ static void test_errors(void) {
   {
     ms_custom_op def = {"twice", 1, twice_forward, fail_vjp, NULL, NULL, NULL};
     OK(ms_custom_new(ctx, &def, &op));
-    OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-    OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+    OK(push_watch(ctx, MS_AD_REVERSE, x, NULL, &l1, &xw));
     OK(ms_custom_apply(ctx, op, &xw, &y));
     OK(ms_reduce(ctx, MS_SUM, y, MS_ALL, 0, &z));
     OK(ms_ad_pop(ctx, l1));
     CHECK_FAILS(ctx, ms_ad_gradient(ctx, l1, z, NULL, 1, &xw, &g), MS_ECALLBACK,
                 "twice: callback said no");
     ms_ad_free(l1), l1 = NULL;
-    ms_tensor_release(xw), xw = NULL;
-    ms_tensor_release(y), y = NULL;
-    ms_tensor_release(z), z = NULL;
-    OK(ms_ad_push(ctx, MS_AD_FORWARD, &l1));
-    OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+    CHECK_DROP(&xw, &y, &z);
+    OK(push_watch(ctx, MS_AD_FORWARD, x, NULL, &l1, &xw));
     CHECK_FAILS(ctx, ms_custom_apply(ctx, op, &xw, &y), MS_EARG,
                 "twice: custom primitive has no JVP rule");
     ms_ad_free(l1), l1 = NULL;
@@ -1398,8 +1364,7 @@ static void test_errors(void) {
     CHECK(op == NULL);
   }
   /* a tracked select of an index out of range */
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
-  OK(ms_ad_watch(ctx, l1, x, NULL, &xw));
+  OK(push_watch(ctx, MS_AD_REVERSE, x, NULL, &l1, &xw));
   CHECK_FAILS(ctx, ms_tensor_select(ctx, xw, 0, 3, &y), MS_EINDEX, "out of range");
   CHECK_FAILS(ctx, ms_sum_to(ctx, xw, 1, (const int64_t[]){2}, &y), MS_ESHAPE,
               "sum_to: cannot sum shape [3] down to [2]");
@@ -1478,9 +1443,7 @@ static int second_order_once(ms_ctx *ctx, const fcase *c, ms_tensor *const *x,
     release_all(xw2, MAXIN);
     release_all(g, MAXIN);
     release_all(hv, MAXIN);
-    ms_tensor_release(y), y = NULL;
-    ms_tensor_release(s), s = NULL;
-    ms_tensor_release(t), t = NULL;
+    CHECK_DROP(&y, &s, &t);
     if (st) return st;
   }
   return MS_OK;
@@ -1697,8 +1660,7 @@ static void test_prod_zeros(void) {
     OK(ms_tensor_from_data(ctx, nd, sh, vd, &v));
     OK(scalar_derivs(ctx, f_prod_weighted, &arg, x, v, &d));
     check_derivs(pc[ci].name, &d, g, vd, hv, n, 1e-14);
-    ms_tensor_release(x), x = NULL;
-    ms_tensor_release(v), v = NULL;
+    CHECK_DROP(&x, &v);
     check_alloc_failures(pc[ci].name, f_prod_weighted, &arg, nd, sh, pc[ci].x, vd);
   }
   /* the reviewed cases, spelled out */
