@@ -96,17 +96,22 @@ static int check_unit(ms_ctx *ctx, const char *name, double x, double def) {
   return MS_OK;
 }
 
+/* x >= 0 and finite: else "must be <range>" or "must be <finite>" (with what 0 means). */
+static int check_nonneg(ms_ctx *ctx, const char *name, double x, const char *range,
+                        const char *finite) {
+  if (!(x >= 0))
+    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option '%s' must be %s, got %g", name, range, x);
+  if (isinf(x))
+    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option '%s' must be %s, got %g", name, finite, x);
+  return MS_OK;
+}
+
 static int check_options(ms_ctx *ctx, const ms_train_options *o, const ms_optim *opt) {
   int st;
   if (o->iterations < 0)
     return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'iterations' must be >= 0, got %lld",
                        (long long)o->iterations);
-  if (!(o->meta_lr >= 0))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'meta_lr' must be >= 0, got %g",
-                       o->meta_lr);
-  if (isinf(o->meta_lr))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'meta_lr' must be finite, got %g",
-                       o->meta_lr);
+  if ((st = check_nonneg(ctx, "meta_lr", o->meta_lr, ">= 0", "finite"))) return st;
   if ((int)o->schedule != MS_SCHEDULE_INV_SQRT && (int)o->schedule != MS_SCHEDULE_CONSTANT)
     return ms_ctx_fail(ctx, MS_EARG,
                        "meta.train: option 'schedule' must be inv_sqrt (0) or constant (1), got %d",
@@ -121,16 +126,8 @@ static int check_options(ms_ctx *ctx, const ms_train_options *o, const ms_optim 
   if ((st = check_unit(ctx, "beta1", o->beta1, 0.9))) return st;
   if ((st = check_unit(ctx, "beta2", o->beta2, 0.999))) return st;
   if ((st = check_unit(ctx, "rho", o->rho, 0.9))) return st;
-  if (!(o->eps >= 0))
-    return ms_ctx_fail(ctx, MS_EARG,
-                       "meta.train: option 'eps' must be > 0 (0 = default 1e-8), got %g", o->eps);
-  if (isinf(o->eps))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'eps' must be finite, got %g", o->eps);
-  if (!(o->clip >= 0))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'clip' must be >= 0, got %g", o->clip);
-  if (isinf(o->clip))
-    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'clip' must be finite (0 = off), got %g",
-                       o->clip);
+  if ((st = check_nonneg(ctx, "eps", o->eps, "> 0 (0 = default 1e-8)", "finite"))) return st;
+  if ((st = check_nonneg(ctx, "clip", o->clip, ">= 0", "finite (0 = off)"))) return st;
   if ((int)o->on_failure != MS_FAIL_SKIP && (int)o->on_failure != MS_FAIL_ZERO &&
       (int)o->on_failure != MS_FAIL_ERROR)
     return ms_ctx_fail(
