@@ -475,6 +475,18 @@ static int pair_with_v(ms_ctx *ctx, const problem *p, ms_tensor **g, ms_tensor *
   return MS_OK;
 }
 
+/* Pushes a forward level *l and watches each input x[i] on it as xw[i], with the tangent p->v[i]
+ * (a new tensor in tv[i]). */
+static int push_forward_inputs(ms_ctx *ctx, const fcase *c, const problem *p, ms_tensor **x,
+                               ms_level **l, ms_tensor **tv, ms_tensor **xw) {
+  int st = ms_ad_push(ctx, MS_AD_FORWARD, l);
+  for (int i = 0; i < c->nin && st == MS_OK; i++) {
+    st = ms_tensor_from_data(ctx, c->ndim[i], c->shape[i], p->v[i], &tv[i]);
+    if (st == MS_OK) st = ms_ad_watch(ctx, *l, x[i], tv[i], &xw[i]);
+  }
+  return st;
+}
+
 static void run_case(const fcase *c, uint64_t seed) {
   static problem P;
   problem *p = &P;
@@ -541,11 +553,7 @@ static void run_case(const fcase *c, uint64_t seed) {
   ms_ad_free(l1), l1 = NULL;
 
   /* 2. forward mode: <u, J v> = <J^T u, v> */
-  OK(ms_ad_push(ctx, MS_AD_FORWARD, &l1));
-  for (int i = 0; i < c->nin; i++) {
-    OK(ms_tensor_from_data(ctx, c->ndim[i], c->shape[i], p->v[i], &tv[i]));
-    OK(ms_ad_watch(ctx, l1, x[i], tv[i], &xw[i]));
-  }
+  OK(push_forward_inputs(ctx, c, p, x, &l1, tv, xw));
   OK(c->f(ctx, c, xw, &y));
   OK(ms_tensor_read(ctx, y, yd, MAXEL));
   near_arr("value under a forward level", yd, yd0, p->yn, 0, 1e-300);
@@ -601,11 +609,7 @@ static void run_case(const fcase *c, uint64_t seed) {
   ms_ad_free(l1), l1 = NULL;
 
   /* 3b. forward over reverse: tangent of the gradient */
-  OK(ms_ad_push(ctx, MS_AD_FORWARD, &l1));
-  for (int i = 0; i < c->nin; i++) {
-    OK(ms_tensor_from_data(ctx, c->ndim[i], c->shape[i], p->v[i], &tv[i]));
-    OK(ms_ad_watch(ctx, l1, x[i], tv[i], &xw[i]));
-  }
+  OK(push_forward_inputs(ctx, c, p, x, &l1, tv, xw));
   OK(ms_ad_push(ctx, MS_AD_REVERSE, &l2));
   for (int i = 0; i < c->nin; i++) OK(ms_ad_watch(ctx, l2, xw[i], NULL, &xw2[i]));
   OK(c->f(ctx, c, xw2, &y));
