@@ -808,6 +808,17 @@ static int quad(ms_ctx *ctx, ms_tensor *h, ms_tensor *w, ms_tensor **f) {
   return st;
 }
 
+/* On a new reverse level *l2 watching ww as *ww2: *f = quad(h, ww2) and, once *l2 is popped, its
+ * gradient *g = H ww2 (still tracked by the levels below). */
+static int inner_quad_grad(ms_ctx *ctx, ms_tensor *h, ms_tensor *ww, ms_level **l2, ms_tensor **ww2,
+                           ms_tensor **f, ms_tensor **g) {
+  int st = push_watch(ctx, MS_AD_REVERSE, ww, NULL, l2, ww2);
+  if (st == MS_OK) st = quad(ctx, h, *ww2, f);
+  if (st == MS_OK) st = ms_ad_pop(ctx, *l2);
+  if (st == MS_OK) st = ms_ad_gradient(ctx, *l2, *f, NULL, 1, ww2, g);
+  return st;
+}
+
 static void test_hvp_quadratic(void) {
   cur_case = "hvp of a quadratic";
   enum { N = 6 };
@@ -833,10 +844,7 @@ static void test_hvp_quadratic(void) {
 
   /* reverse over reverse */
   OK(push_watch(ctx, MS_AD_REVERSE, w, NULL, &l1, &ww));
-  OK(push_watch(ctx, MS_AD_REVERSE, ww, NULL, &l2, &ww2));
-  OK(quad(ctx, h, ww2, &f));
-  OK(ms_ad_pop(ctx, l2));
-  OK(ms_ad_gradient(ctx, l2, f, NULL, 1, &ww2, &g));
+  OK(inner_quad_grad(ctx, h, ww, &l2, &ww2, &f, &g));
   OK(ms_dot(ctx, g, v, &s));
   OK(ms_ad_pop(ctx, l1));
   OK(ms_ad_gradient(ctx, l1, s, NULL, 1, &ww, &hv));
@@ -855,10 +863,7 @@ static void test_hvp_quadratic(void) {
 
   /* forward over reverse */
   OK(push_watch(ctx, MS_AD_FORWARD, w, v, &l1, &ww));
-  OK(push_watch(ctx, MS_AD_REVERSE, ww, NULL, &l2, &ww2));
-  OK(quad(ctx, h, ww2, &f));
-  OK(ms_ad_pop(ctx, l2));
-  OK(ms_ad_gradient(ctx, l2, f, NULL, 1, &ww2, &g));
+  OK(inner_quad_grad(ctx, h, ww, &l2, &ww2, &f, &g));
   OK(ms_ad_tangent(ctx, l1, g, &hv));
   OK(ms_ad_pop(ctx, l1));
   OK(ms_tensor_read(ctx, hv, got, N));
