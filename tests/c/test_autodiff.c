@@ -446,29 +446,36 @@ static double dotn(const double *a, const double *b, int64_t n) {
   return s;
 }
 
+/* *acc += sum(g * v), a differentiable 0-d tensor (*acc NULL: the first term); on failure *acc
+ * is released and NULL. */
+static int add_dot(ms_ctx *ctx, ms_tensor **acc, ms_tensor *g, ms_tensor *v) {
+  ms_tensor *gv = NULL, *r = NULL, *sum = NULL;
+  int st = ms_binary(ctx, MS_MUL, g, v, &gv);
+  if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, gv, MS_ALL, 0, &r);
+  if (st == MS_OK && *acc) st = ms_binary(ctx, MS_ADD, *acc, r, &sum);
+  ms_tensor_release(gv);
+  if (*acc) {
+    ms_tensor_release(r);
+    ms_tensor_release(*acc);
+    *acc = sum;
+  } else {
+    *acc = r;
+  }
+  return st;
+}
+
 /* sum_i sum(g[i] * v[i]) as a differentiable 0-d tensor */
 static int pair_with_v(ms_ctx *ctx, const problem *p, ms_tensor **g, ms_tensor **s) {
   ms_tensor *acc = NULL;
   *s = NULL;
   for (int i = 0; i < p->nin; i++) {
-    ms_tensor *v = NULL, *gv = NULL, *r = NULL, *t = NULL;
+    ms_tensor *v = NULL;
     int st = ms_tensor_from_data(ctx, p->ndim[i], p->shape[i], p->v[i], &v);
-    if (st == MS_OK) st = ms_binary(ctx, MS_MUL, g[i], v, &gv);
-    if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, gv, MS_ALL, 0, &r);
-    if (st == MS_OK && acc) st = ms_binary(ctx, MS_ADD, acc, r, &t);
+    if (st == MS_OK) st = add_dot(ctx, &acc, g[i], v);
     ms_tensor_release(v);
-    ms_tensor_release(gv);
     if (st) {
-      ms_tensor_release(r);
       ms_tensor_release(acc);
       return st;
-    }
-    if (acc) {
-      ms_tensor_release(acc);
-      ms_tensor_release(r);
-      acc = t;
-    } else {
-      acc = r;
     }
   }
   *s = acc;
@@ -1423,20 +1430,7 @@ static int second_order_once(ms_ctx *ctx, const fcase *c, ms_tensor *const *x,
     if ((st = ms_ad_gradient(ctx, l2, t, NULL, c->nin, xw2, g))) goto done;
     if (mode == 0) {
       ms_tensor *acc = NULL;
-      for (int i = 0; i < c->nin && st == MS_OK; i++) {
-        ms_tensor *gv = NULL, *r = NULL, *sum = NULL;
-        st = ms_binary(ctx, MS_MUL, g[i], v[i], &gv);
-        if (st == MS_OK) st = ms_reduce(ctx, MS_SUM, gv, MS_ALL, 0, &r);
-        if (st == MS_OK && acc) st = ms_binary(ctx, MS_ADD, acc, r, &sum);
-        ms_tensor_release(gv);
-        if (acc) {
-          ms_tensor_release(r);
-          ms_tensor_release(acc);
-          acc = sum;
-        } else {
-          acc = r;
-        }
-      }
+      for (int i = 0; i < c->nin && st == MS_OK; i++) st = add_dot(ctx, &acc, g[i], v[i]);
       s = acc;
       if (st) goto done;
       if ((st = ms_ad_pop(ctx, l1))) goto done;
