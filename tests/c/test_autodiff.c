@@ -494,6 +494,18 @@ static int push_forward_inputs(ms_ctx *ctx, const fcase *c, const problem *p, ms
   return st;
 }
 
+/* On a new reverse level *l2 watching each xw[i] as xw2[i]: *y = the case's function and, once
+ * *l2 is popped, its gradients g2 with output weights u (still tracked by the levels below). */
+static int inner_grad(ms_ctx *ctx, const fcase *c, ms_tensor **xw, ms_tensor *u, ms_level **l2,
+                      ms_tensor **xw2, ms_tensor **y, ms_tensor **g2) {
+  int st = ms_ad_push(ctx, MS_AD_REVERSE, l2);
+  for (int i = 0; i < c->nin && st == MS_OK; i++) st = ms_ad_watch(ctx, *l2, xw[i], NULL, &xw2[i]);
+  if (st == MS_OK) st = c->f(ctx, c, xw2, y);
+  if (st == MS_OK) st = ms_ad_pop(ctx, *l2);
+  if (st == MS_OK) st = ms_ad_gradient(ctx, *l2, *y, u, c->nin, xw2, g2);
+  return st;
+}
+
 static void run_case(const fcase *c, uint64_t seed) {
   static problem P;
   problem *p = &P;
@@ -591,11 +603,7 @@ static void run_case(const fcase *c, uint64_t seed) {
   /* 3a. reverse over reverse: nested tapes */
   OK(ms_ad_push(ctx, MS_AD_REVERSE, &l1));
   for (int i = 0; i < c->nin; i++) OK(ms_ad_watch(ctx, l1, x[i], NULL, &xw[i]));
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l2));
-  for (int i = 0; i < c->nin; i++) OK(ms_ad_watch(ctx, l2, xw[i], NULL, &xw2[i]));
-  OK(c->f(ctx, c, xw2, &y));
-  OK(ms_ad_pop(ctx, l2));
-  OK(ms_ad_gradient(ctx, l2, y, u, c->nin, xw2, g2));
+  OK(inner_grad(ctx, c, xw, u, &l2, xw2, &y, g2));
   for (int i = 0; i < c->nin; i++) {
     OK(ms_tensor_read(ctx, g2[i], gm[i], MAXEL));
     near_arr("inner gradient under an outer tape", gm[i], g0[i], p->n[i], 1e-14, 1e-3);
@@ -617,11 +625,7 @@ static void run_case(const fcase *c, uint64_t seed) {
 
   /* 3b. forward over reverse: tangent of the gradient */
   OK(push_forward_inputs(ctx, c, p, x, &l1, tv, xw));
-  OK(ms_ad_push(ctx, MS_AD_REVERSE, &l2));
-  for (int i = 0; i < c->nin; i++) OK(ms_ad_watch(ctx, l2, xw[i], NULL, &xw2[i]));
-  OK(c->f(ctx, c, xw2, &y));
-  OK(ms_ad_pop(ctx, l2));
-  OK(ms_ad_gradient(ctx, l2, y, u, c->nin, xw2, g2));
+  OK(inner_grad(ctx, c, xw, u, &l2, xw2, &y, g2));
   for (int i = 0; i < c->nin; i++) {
     OK(ms_ad_tangent(ctx, l1, g2[i], &hv[i]));
     OK(ms_tensor_read(ctx, hv[i], hv_fr[i], MAXEL));
