@@ -452,9 +452,10 @@ static ms_objective *testobjective(lua_State *L, int idx) {
   return box ? *box : NULL;
 }
 
-static int64_t intfield(lua_State *L, int t, const char *k) {
+/* Integer field k of table t, def when absent. */
+static int64_t intfield(lua_State *L, int t, const char *k, int64_t def) {
   lua_getfield(L, t, k);
-  int64_t v = lua_isnil(L, -1) ? 0 : (int64_t)luaL_checkinteger(L, -1);
+  int64_t v = lua_isnil(L, -1) ? def : (int64_t)luaL_checkinteger(L, -1);
   lua_pop(L, 1);
   return v;
 }
@@ -522,7 +523,7 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
   s->optimizer = ms_optim_retain(ob->opt);
   lua_pop(L, 1);
   int np = ms_optim_nparams(s->optimizer);
-  s->steps = intfield(L, idx, "steps");
+  s->steps = intfield(L, idx, "steps", 0);
   lua_getfield(L, idx, "kind");
   s->meta.kind = (ms_meta_kind)luaL_checkoption(L, -1, "log", kinds);
   lua_getfield(L, idx, "on");
@@ -530,8 +531,8 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
   lua_getfield(L, idx, "method");
   s->method = (ms_meta_method)luaL_checkoption(L, -1, "reverse", methods);
   lua_pop(L, 3);
-  s->truncate = intfield(L, idx, "truncate");
-  s->checkpoint = intfield(L, idx, "checkpoint");
+  s->truncate = intfield(L, idx, "truncate", 0);
+  s->checkpoint = intfield(L, idx, "checkpoint", 0);
   s->freeze_norm = numfield(L, idx, "freeze_norm", 0);
   s->fd_step = numfield(L, idx, "fd_step", 0);
   s->allow_zero_loss = boolfield(L, idx, "allow_zero_loss");
@@ -864,13 +865,6 @@ static int lt_callback(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_ten
   return stop ? 1 : 0;
 }
 
-static int64_t optint(lua_State *L, int t, const char *k, int64_t def) {
-  lua_getfield(L, t, k);
-  int64_t v = lua_isnil(L, -1) ? def : (int64_t)luaL_checkinteger(L, -1);
-  lua_pop(L, 1);
-  return v;
-}
-
 static int funcref(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
   if (lua_isnil(L, -1)) {
@@ -916,7 +910,7 @@ static int l_meta_train(lua_State *L) {
   luaL_setmetatable(L, "metastep.TrainRun");
   ms_train_options o;
   memset(&o, 0, sizeof o);
-  o.iterations = optint(L, 2, "iterations", 100);
+  o.iterations = intfield(L, 2, "iterations", 100);
   o.meta_lr = numfield(L, 2, "meta_lr", 0.01);
   lua_getfield(L, 2, "schedule");
   if (lua_isfunction(L, -1)) {
@@ -932,7 +926,7 @@ static int l_meta_train(lua_State *L) {
   o.on_failure = (ms_train_failure)luaL_checkoption(L, -1, "skip", failures);
   lua_pop(L, 2);
   o.clip = numfield(L, 2, "clip", 0);
-  o.batch = (int)optint(L, 2, "batch", 1);
+  o.batch = (int)intfield(L, 2, "batch", 1);
   lua_getfield(L, 2, "bounds");
   if (lua_istable(L, -1)) {
     for (int i = 0; i < c->meta.nparams; i++) {
