@@ -111,5 +111,14 @@ int lms_ad_hiding(lua_State *L);
 void lms_open_objective(lua_State *L);
 /* Adds the optimizer, meta-gradient and meta-training bindings (lms_l2l.c). */
 void lms_open_l2l(lua_State *L);
+/* Adds save and load (lms_archive.c). */
+void lms_open_archive(lua_State *L);
+/* Stores the Lua value at idx in a under the name prefix ("" = the top: a table's entries
+ * are then named by their keys alone), as docs/format.md lays out; raises "<who>: ..." for a
+ * value that cannot be stored (function, cycle, float key, ...). */
+void lms_archive_encode(lua_State *L, int idx, ms_archive *a, const char *prefix, const char *who);
+/* Pushes the value stored under prefix (nil when there is none); raises "<who>: ..." for
+ * entries that do not form a value. */
+void lms_archive_decode(lua_State *L, const ms_archive *a, const char *prefix, const char *who);
 
 #endif
