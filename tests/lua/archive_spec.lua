@@ -227,6 +227,10 @@ describe("meta.train checkpoints", function()
                      .. "has 'adam'", h.err_of(ms.meta.train, opts{resume = ck, optimizer = ms.optim.adam{lr = 0.1}}))
     assert.are.equal("meta.train: cannot resume from '" .. ck .. "': it was made at iteration 2, past option "
                      .. "'iterations' = 1", h.err_of(ms.meta.train, opts{resume = ck, iterations = 1}))
+    local q = ms.objective.quadratic(ms.tensor{{1, 0, 0}, {0, 2, 0}, {0, 0, 3}})
+    assert.are.equal("meta.train: cannot resume: the checkpoint holds the position of an ms.tasks sampler, option "
+                     .. "'sample' is not one",
+                     h.err_of(ms.meta.train, opts{resume = ck, sample = function() return {objective = q} end}))
     local log = tmp()
     write(log, "iter,lr,meta_loss,grad_lr,status\n")
     assert.are.equal("meta.train: cannot resume the log '" .. log .. "': it holds 0 whole rows, the checkpoint is "
