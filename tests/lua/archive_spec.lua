@@ -109,6 +109,23 @@ describe("ms.save / ms.load", function()
     assert.is_nil(io.open(p)) -- nothing written
   end)
 
+  it("never crash on odd values (the fuzzer's part for save, into a scratch file)", function()
+    local p = tmp()
+    local nan = 0 / 0
+    local deep = {}
+    for _ = 1, 150 do deep = {deep} end
+    local odd = {false, true, 0, -0.0, nan, math.huge, math.mininteger, "", "x\0", {}, {{}}, {1, nil, 3},
+                 {[0] = 1}, {[-1] = {}}, {[2 ^ 53] = 1}, {[nan ~= nan and 1.5 or 0] = 1}, ms.zeros{0, 3},
+                 ms.zeros{2, 1}:expand{2, 3}, ms.tensor(nan), h.released(), deep, coroutine.create(print),
+                 io.stdout, {x = io.stdout}, setmetatable({}, {__pairs = error}), {[{}] = 1}}
+    for i, v in ipairs(odd) do
+      local ok, r, msg = pcall(ms.save, p, v)
+      assert.is_true(ok and r == true or (ok and r == nil and type(msg) == "string") or
+                     (not ok and type(r) == "string"), tostring(i))
+      if ok and r then same(v, ms.load(p), tostring(i)) end
+    end
+  end)
+
   it("return nil and a message when the file cannot be written or read", function()
     local dir = tmp()
     local r, msg = ms.save(dir .. "/no/such/x.msa", 1)
