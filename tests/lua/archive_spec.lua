@@ -105,7 +105,8 @@ describe("ms.save / ms.load", function()
     assert.are.equal("ms.save: the table at 'm' has a metatable (only plain tables are saved)",
                      h.err_of(ms.save, p, {m = setmetatable({}, {})}))
     assert.are.equal("ms.save: the tensor at 'w' has been released", h.err_of(ms.save, p, {w = h.released()}))
-    assert.are.equal("bad argument #2 to 'metastep.save' (a value to save expected, got nil)", h.err_of(ms.save, p, nil))
+    -- (Lua names the function by where it finds it: 'metastep.save' or 'metastep.core.save')
+    assert.is_truthy(h.err_of(ms.save, p, nil):find("^bad argument #2 to '[%w.]*save' %(a value to save expected, got nil%)$"))
     assert.is_nil(io.open(p)) -- nothing written
   end)
 
