@@ -218,25 +218,12 @@ static void drop_last(ms_archive *a) {
   }
 }
 
-/* A fresh contiguous copy, made outside autodiff (no tape records it). */
-static int plain_copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
-  ms_tensor *c = NULL;
-  int st = ms_tensor_empty(ctx, ms_tensor_ndim(t), ms_tensor_shape(t), &c);
-  if (st == MS_OK) st = ms_tensor_read(ctx, t, ms_tensor_data(c), ms_tensor_numel(c));
-  if (st) {
-    ms_tensor_release(c);
-    c = NULL;
-  }
-  *out = c;
-  return st;
-}
-
 int ms_archive_put_tensor(ms_archive *a, const char *name, const ms_tensor *t) {
   if (t == NULL) return ms_ctx_fail(a->ctx, MS_EARG, "ms_archive_put_tensor: tensor is NULL");
   entry *e;
   int st = add(a, "ms_archive_put_tensor", name, MS_ARCHIVE_TENSOR, &e);
   if (st) return st;
-  st = plain_copy(a->ctx, t, &e->t);
+  st = ms__tensor_plain_copy(a->ctx, t, &e->t);
   if (st) drop_last(a);
   return st;
 }
@@ -342,7 +329,7 @@ int ms_archive_get_tensor(const ms_archive *a, const char *name, ms_tensor **out
   *out = NULL;
   const entry *e;
   int st = get(a, "ms_archive_get_tensor", name, MS_ARCHIVE_TENSOR, &e);
-  return st ? st : plain_copy(a->ctx, e->t, out);
+  return st ? st : ms__tensor_plain_copy(a->ctx, e->t, out);
 }
 
 int ms_archive_get_number(const ms_archive *a, const char *name, double *out) {
