@@ -170,8 +170,8 @@ int ms_fashion_mnist_load(ms_ctx *ctx, const char *dir, const char *split, ms_te
   else if (strcmp(split, "test") == 0)
     prefix = "t10k";
   else
-    return ms_ctx_fail(ctx, MS_EARG, "fashion_mnist: split must be \"train\" or \"test\", got \"%s\"",
-                       split);
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "fashion_mnist: split must be \"train\" or \"test\", got \"%s\"", split);
   char ipath[4096], lpath[4096], base[64];
   snprintf(base, sizeof base, "%s-images-idx3-ubyte", prefix);
   int st = find_file(ctx, dir, base, ipath, sizeof ipath);
@@ -186,18 +186,20 @@ int ms_fashion_mnist_load(ms_ctx *ctx, const char *dir, const char *split, ms_te
     char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
     if (ms_tensor_ndim(raw) != 3 || ms_tensor_ndim(lab) != 1 ||
         ms_tensor_dim(raw, 0) != ms_tensor_dim(lab, 0))
-      st = ms_ctx_fail(ctx, MS_EIO,
-                       "fashion_mnist: '%s' has shape %s and '%s' has shape %s; expected [n,28,28] "
-                       "and [n]",
-                       ipath, ms_shape_str(ms_tensor_ndim(raw), ms_tensor_shape(raw), b1, sizeof b1),
-                       lpath, ms_shape_str(ms_tensor_ndim(lab), ms_tensor_shape(lab), b2, sizeof b2));
+      st = ms_ctx_fail(
+          ctx, MS_EIO,
+          "fashion_mnist: '%s' has shape %s and '%s' has shape %s; expected [n,28,28] "
+          "and [n]",
+          ipath, ms_shape_str(ms_tensor_ndim(raw), ms_tensor_shape(raw), b1, sizeof b1), lpath,
+          ms_shape_str(ms_tensor_ndim(lab), ms_tensor_shape(lab), b2, sizeof b2));
   }
   if (st == MS_OK) {
     const double *l = ms_tensor_data(lab);
     for (int64_t i = 0; i < ms_tensor_numel(lab); i++) {
       if (l[i] > 9) {
-        st = ms_ctx_fail(ctx, MS_EIO, "fashion_mnist: '%s': label %g of example %lld is not in 0..9",
-                         lpath, l[i], (long long)i + 1);
+        st =
+            ms_ctx_fail(ctx, MS_EIO, "fashion_mnist: '%s': label %g of example %lld is not in 0..9",
+                        lpath, l[i], (long long)i + 1);
         break;
       }
     }
@@ -227,7 +229,8 @@ int ms_fashion_mnist_load(ms_ctx *ctx, const char *dir, const char *split, ms_te
 int ms_synthetic_images(ms_ctx *ctx, uint64_t seed, int64_t n, int64_t side, int classes,
                         ms_tensor **images, ms_tensor **labels) {
   *images = *labels = NULL;
-  if (n < 1) return ms_ctx_fail(ctx, MS_EARG, "synthetic_images: n must be >= 1, got %lld", (long long)n);
+  if (n < 1)
+    return ms_ctx_fail(ctx, MS_EARG, "synthetic_images: n must be >= 1, got %lld", (long long)n);
   if (side < 2 || side > 64)
     return ms_ctx_fail(ctx, MS_EARG, "synthetic_images: side must be in 2..64, got %lld",
                        (long long)side);

@@ -267,7 +267,8 @@ static void test_task(void) {
   /* row i = (i, 2i, -i), label i % K: every row says where it came from */
   for (int i = 0; i < N; i++) x[i * D] = i, x[i * D + 1] = 2 * i, x[i * D + 2] = -i, l[i] = i % K;
   OK(ms_image_task(ctx, X, y, 1000, 1500, 0.0, 42, &Xt, &yt, &Xv, &yv));
-  CHECK(ms_tensor_dim(Xt, 0) == 1000 && ms_tensor_dim(Xv, 0) == 1500 && ms_tensor_dim(yv, 0) == 1500);
+  CHECK(ms_tensor_dim(Xt, 0) == 1000 && ms_tensor_dim(Xv, 0) == 1500 &&
+        ms_tensor_dim(yv, 0) == 1500);
   static char seen[N];
   memset(seen, 0, sizeof seen);
   int ok = 1, dup = 0;
@@ -331,13 +332,26 @@ out:
 
 /* Removes the files this test wrote, then the directories. */
 static void cleanup(void) {
-  static const char *names[] = {
-      "a.idx",         "a.idx.gz",      "big.gz",     "trunc_data.gz",
-      "trunc_plain",   "trunc_head.gz", "tiny.gz",    "empty.gz",
-      "extra2.gz",     "magic.gz",   "float.gz",
-      "nodim.gz",      "huge.gz",       "text.txt",   "fm/t10k-images-idx3-ubyte.gz",
-      "fm/t10k-labels-idx1-ubyte.gz",   "fm/train-images-idx3-ubyte.gz",
-      "fm/train-labels-idx1-ubyte.gz",  "fm",         NULL};
+  static const char *names[] = {"a.idx",
+                                "a.idx.gz",
+                                "big.gz",
+                                "trunc_data.gz",
+                                "trunc_plain",
+                                "trunc_head.gz",
+                                "tiny.gz",
+                                "empty.gz",
+                                "extra2.gz",
+                                "magic.gz",
+                                "float.gz",
+                                "nodim.gz",
+                                "huge.gz",
+                                "text.txt",
+                                "fm/t10k-images-idx3-ubyte.gz",
+                                "fm/t10k-labels-idx1-ubyte.gz",
+                                "fm/train-images-idx3-ubyte.gz",
+                                "fm/train-labels-idx1-ubyte.gz",
+                                "fm",
+                                NULL};
   char path[512];
   for (int i = 0; names[i]; i++) {
     path_of(path, sizeof path, names[i]);
@@ -354,8 +368,8 @@ int main(void) {
     return 1;
   }
   static const check_test tests[] = {
-      test_idx_roundtrip, test_idx_large, test_idx_errors, test_fashion, test_fashion_installed,
-      test_synthetic,     test_task,      NULL};
+      test_idx_roundtrip,     test_idx_large, test_idx_errors, test_fashion,
+      test_fashion_installed, test_synthetic, test_task,       NULL};
   int rc = check_main(&ctx, tests);
   cleanup();
   return rc;

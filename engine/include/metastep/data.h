@@ -51,7 +51,9 @@ int ms_fashion_mnist_load(ms_ctx *ctx, const char *dir, const char *split, ms_te
  * from the prototype of a uniformly drawn class, mixed with up to 40% of another class's
  * prototype, plus Gaussian pixel noise (std 0.25), clamped to [0,1]. Linear models reach
  * well above chance but not 100%. *images [n, side*side], *labels [n] (0..classes-1 as
- * doubles). n >= 1, 2 <= side <= 64, 2 <= classes <= 100 (MS_EARG otherwise).
+ * doubles). n >= 1, 2 <= side <= 64, 2 <= classes <= 100 (MS_EARG otherwise). The
+ * prototypes come from the seed too: held-out images are a part of the same set (split it
+ * with ms_image_task), not a set made with another seed.
  */
 int ms_synthetic_images(ms_ctx *ctx, uint64_t seed, int64_t n, int64_t side, int classes,
                         ms_tensor **images, ms_tensor **labels);
