@@ -29,9 +29,10 @@ static int checklayers(lua_State *L, int arg, int64_t *layers) {
   luaL_checktype(L, arg, LUA_TTABLE);
   lua_Integer n = luaL_len(L, arg);
   if (n < 2 || n > MS_MLP_MAXLAYERS)
-    luaL_argerror(L, arg,
-                  lua_pushfstring(L, "layers must list 2..%d sizes (input, hidden..., output), got %d",
-                                  MS_MLP_MAXLAYERS, (int)n));
+    luaL_argerror(
+        L, arg,
+        lua_pushfstring(L, "layers must list 2..%d sizes (input, hidden..., output), got %d",
+                        MS_MLP_MAXLAYERS, (int)n));
   for (lua_Integer i = 1; i <= n; i++) {
     lua_geti(L, arg, i);
     int isint = 0;

@@ -111,8 +111,7 @@ static void test_status_names(void) {
   /* Codes are distinct small positive numbers and the names are distinct. */
   CHECK(MS_OK == 0);
   for (int a = MS_OK; a <= MS_EIO; a++)
-    for (int b = a + 1; b <= MS_EIO; b++)
-      CHECK(strcmp(ms_status_name(a), ms_status_name(b)) != 0);
+    for (int b = a + 1; b <= MS_EIO; b++) CHECK(strcmp(ms_status_name(a), ms_status_name(b)) != 0);
 }
 
 static void test_errors(void) {
