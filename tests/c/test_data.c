@@ -360,6 +360,39 @@ static void cleanup(void) {
   rmdir(dir);
 }
 
+/* An allocation failure at every point of the loaders and tasks: MS_ENOMEM, nothing leaked. */
+static void test_alloc_failures(void) {
+  check_alloc fs = {0, -1, 0};
+  ms_ctx *c = ms_ctx_new(check_failing_alloc, &fs);
+  char path[512], sub[512];
+  path_of(path, sizeof path, "a.idx.gz");
+  path_of(sub, sizeof sub, "fm");
+  size_t base = ms_ctx_bytes(c);
+  int ok = 0, wrong = 0, leaks = 0;
+  long k = 0;
+  for (; k < 10000 && !ok; k++) {
+    fs.n = 0, fs.fail_at = k;
+    ms_tensor *t = NULL, *X = NULL, *y = NULL, *a = NULL, *b = NULL, *d = NULL, *e = NULL;
+    int st = ms_idx_load(c, path, &t);
+    if (st == MS_OK) st = ms_fashion_mnist_load(c, sub, "test", &X, &y);
+    if (st == MS_OK) st = ms_image_task(c, X, y, 2, 2, 0.5, 1, &a, &b, &d, &e);
+    CHECK_RELEASE(t, X, y, a, b, d, e);
+    if (st == MS_OK)
+      ok = 1;
+    else if (st != MS_ENOMEM) {
+      if (!wrong) fprintf(stderr, "failing allocation %ld gave %d: %s\n", k, st, ms_ctx_error(c));
+      wrong++;
+    }
+    if (check_sweep_leaked(c, base, 0, k, &leaks)) break;
+  }
+  fs.fail_at = -1;
+  CHECK(ok);
+  CHECK(k > 10);
+  CHECK(wrong == 0);
+  CHECK(leaks == 0);
+  check_ctx_free(c);
+}
+
 int main(void) {
   const char *tmp = getenv("TMPDIR");
   snprintf(dir, sizeof dir, "%s/metastep_test_data_XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -367,9 +400,9 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
-  static const check_test tests[] = {
-      test_idx_roundtrip,     test_idx_large, test_idx_errors, test_fashion,
-      test_fashion_installed, test_synthetic, test_task,       NULL};
+  static const check_test tests[] = {test_idx_roundtrip, test_idx_large,         test_idx_errors,
+                                     test_fashion,       test_fashion_installed, test_synthetic,
+                                     test_task,          test_alloc_failures,    NULL};
   int rc = check_main(&ctx, tests);
   cleanup();
   return rc;
