@@ -180,7 +180,7 @@ end
 
 --- flatten(tree) -> flat [P], spec: the tensors of a (nested) table, in a fixed order
 -- (integer keys ascending, then string keys sorted), reshaped and concatenated; spec
--- rebuilds the tree with unflatten. Differentiable (flat is a concatenation).
+-- rebuilds the tree with unflatten. Differentiable (flat is a concatenation, a fresh tensor).
 function M.flatten(tree)
   local leaves = {}
   local root = collect(tree, "nn.flatten", "", leaves)
@@ -188,7 +188,7 @@ function M.flatten(tree)
   for i, t in ipairs(leaves) do parts[i] = t:reshape(t:numel()) end
   local total = 0
   for _, t in ipairs(leaves) do total = total + t:numel() end
-  local flat = #parts == 1 and parts[1] or core.cat(parts, 1)
+  local flat = core.cat(parts, 1) -- fresh storage even for one leaf: flat never aliases the tree
   return flat, {root = root, numel = total}
 end
 
