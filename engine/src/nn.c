@@ -233,6 +233,26 @@ static int check_y(ms_ctx *ctx, const char *fn, const ms_tensor *y, int64_t n, i
   return MS_OK;
 }
 
+int ms_mlp_layer(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_tensor *w, int l,
+                 ms_tensor **W, ms_tensor **b) {
+  *W = *b = NULL;
+  int64_t P;
+  int st = ms_mlp_size(ctx, layers, nlayers, &P);
+  if (st == MS_OK) st = check_w(ctx, "mlp_layer", w, P);
+  if (st) return st;
+  if (l < 1 || l > nlayers - 1)
+    return ms_ctx_fail(ctx, MS_EINDEX, "mlp_layer: layer %d out of range 1..%d", l, nlayers - 1);
+  int64_t off = 0;
+  for (int k = 1; k < l; k++) off += (layers[k - 1] + 1) * layers[k];
+  st = layer_params(ctx, layers, l, off, w, W, b);
+  if (st) {
+    ms_tensor_release(*W);
+    ms_tensor_release(*b);
+    *W = *b = NULL;
+  }
+  return st;
+}
+
 static int mlp_forward(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_tensor *w,
                        const ms_tensor *X, ms_tensor **logits) {
   ms_tensor *h = ms_tensor_retain((ms_tensor *)X), *W = NULL, *b = NULL, *z = NULL;

@@ -118,6 +118,16 @@ function M.mlp_init(layers, opts)
   return call(core.mlp_init, layers, seed, scale)
 end
 
+--- mlp_layer(layers, w, l) -> W_l [n_{l-1}, n_l], b_l [n_l]: views into w (l = 1 .. #layers - 1).
+function M.mlp_layer(layers, w, l)
+  check_layers("nn.mlp_layer", layers)
+  check_args("nn.mlp_layer", {"w"}, nil, w)
+  if math.type(l) ~= "integer" or l < 1 or l >= #layers then
+    fail("nn.mlp_layer", "l must be an integer in 1..%d, got %s", #layers - 1, util.show(l))
+  end
+  return call(core.mlp_layer, layers, w, l)
+end
+
 --- mlp_forward(layers, w, X [n,n0]) -> logits [n,nL] (differentiable in w and X).
 function M.mlp_forward(layers, w, X)
   check_layers("nn.mlp_forward", layers)

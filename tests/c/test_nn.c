@@ -414,6 +414,18 @@ static void test_mlp(void) {
   m.mode = 2;
   grad_check("mlp through two mini-batch steps", mlp_fn, &m, w, 1e-6, 1e-6);
 
+  /* layer views: layer 2's W starts at entry (5 + 1) * 4 = 24, its b at 24 + 12 = 36 */
+  {
+    ms_tensor *W2 = NULL, *b2 = NULL;
+    OK(ms_mlp_layer(ctx, LAYERS, 3, w, 2, &W2, &b2));
+    CHECK(ms_tensor_ndim(W2) == 2 && ms_tensor_dim(W2, 0) == 4 && ms_tensor_dim(W2, 1) == 3);
+    CHECK(ms_tensor_ndim(b2) == 1 && ms_tensor_dim(b2, 0) == 3);
+    CHECK(ms_tensor_data(W2) == wd + 24 && ms_tensor_data(b2) == wd + 36);
+    CHECK(ms_tensor_shares_storage(W2, w));
+    CHECK_RELEASE(W2, b2);
+    CHECK_FAILS(ctx, ms_mlp_layer(ctx, LAYERS, 3, w, 3, &W2, &b2), MS_EINDEX,
+                "mlp_layer: layer 3 out of range 1..2");
+  }
   /* accuracy: argmax of the reference logits */
   double acc = -1;
   int right = 0;

@@ -135,6 +135,11 @@ describe("nn MLP", function()
     local wt, Xt = w:totable(), X:totable()
     for i = 1, 8 do for _, v in ipairs(mlp_ref(layers, wt, Xt[i])) do want[#want + 1] = v end end
     assert_close(flat(ms.nn.mlp_forward(layers, w, X)), want, 1e-14)
+    -- layer 2: W at entries 25..36, b at 37..39 (1-based)
+    local W2, b2 = ms.nn.mlp_layer(layers, w, 2)
+    assert.are.same({4, 3}, W2:shape())
+    assert.are.same(w:slice(1, 25, 36):totable(), W2:reshape(12):totable())
+    assert.are.same(w:slice(1, 37, 39):totable(), b2:totable())
   end)
 
   it("objective.mlp: value, grad, grad_batch on rows and accuracy", function()
@@ -303,6 +308,7 @@ describe("nn and data errors", function()
     {"mlp_init: scale must be finite and > 0, got 0", function() ms.nn.mlp_init({3, 2}, {scale = 0}) end},
     {"mlp_forward: w has shape [4,3], expected [8] (the flat parameters of the layers)",
      function() ms.nn.mlp_forward({3, 2}, X, X) end},
+    {"nn.mlp_layer: l must be an integer in 1..1, got 2", function() ms.nn.mlp_layer({3, 2}, ms.zeros({8}), 2) end},
     {"objective.mlp: option 'y' must be a tensor, got nil", function() ms.objective.mlp{layers = {3, 2}, X = X} end},
     {"objective_mlp: label 2 of row 1 is not a class index in 0..1",
      function() ms.objective.mlp{layers = {3, 2}, X = X, y = ms.full({4}, 2)} end},

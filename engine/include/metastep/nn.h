@@ -57,6 +57,13 @@ int ms_mlp_init(ms_ctx *ctx, const int64_t *layers, int nlayers, uint64_t seed, 
                 ms_tensor **w);
 
 /*
+ * Views into w of layer l's parameters (1 <= l <= nlayers - 1): *W [n_{l-1}, n_l] and
+ * *b [n_l] (new references, sharing w's storage when w is contiguous; differentiable).
+ */
+int ms_mlp_layer(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_tensor *w, int l,
+                 ms_tensor **W, ms_tensor **b);
+
+/*
  * Logits [n, n_L] of the rows of X ([n, n_0]) under the flat parameters w ([P]). The layers
  * read w through views (a contiguous w is not copied), so the result is differentiable with
  * respect to w and X.
