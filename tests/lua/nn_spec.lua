@@ -336,3 +336,46 @@ describe("nn and data errors", function()
     assert.is_truthy(msg:find("nn_spec.lua:%d+: mlp_forward"))
   end)
 end)
+
+-- The C bindings behind ms.nn and ms.data, called with odd arguments inside pcall: each
+-- call must return, with a string message when it fails (a crash or sanitizer report fails
+-- the ctest entry). A smaller cousin of fuzz_spec.lua, for these core functions.
+describe("nn and data bindings with odd arguments", function()
+  local core = ms.core
+  local odd = {
+    function() return nil end, function() return true end, function() return 0 end,
+    function() return -1 end, function() return 2.5 end, function() return 0 / 0 end,
+    function() return math.maxinteger end, function() return 1 << 40 end, function() return "x" end,
+    function() return {} end, function() return {3, 2} end, function() return {2, 0} end,
+    function() return {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1} end,
+    function() return {1 << 40, 1 << 40} end, function() return {"a", 2} end,
+    function() return ms.tensor(3) end, function() return ms.zeros(0) end, function() return ms.zeros(0, 3) end,
+    function() return ms.tensor{1, 0} end, function() return ms.tensor{{1, 2, 3}, {4, 5, 6}} end,
+    function() return ms.zeros(3, 8) end, function() return ms.zeros(8) end,
+    function() return ms.tensor{{1, 2, 3}, {4, 5, 6}}:t() end, function() return ms.tensor{0 / 0, 1} end,
+    h.released,
+  }
+  local names = {"nn_dense", "nn_lstm_cell", "mlp_size", "mlp_init", "mlp_layer", "mlp_forward", "mlp_accuracy",
+                 "objective_mlp", "data_idx", "data_fashion_mnist", "data_synthetic", "data_task"}
+  for _, name in ipairs(names) do
+    it(name, function()
+      ms.set_memory_limit(64 << 20)
+      local rng = 12345
+      local function pick()
+        rng = (rng * 1103515245 + 12345) % 2147483648
+        return odd[rng % #odd + 1]()
+      end
+      local bad = {}
+      for n = 0, 6 do
+        for _ = 1, (n == 0 and 1 or 120) do
+          local args = {}
+          for i = 1, n do args[i] = pick() end
+          local ok, err = pcall(core[name], table.unpack(args, 1, n))
+          if not ok and type(err) ~= "string" then bad[#bad + 1] = tostring(err) end
+        end
+      end
+      ms.set_memory_limit(0)
+      assert.are.same({}, bad)
+    end)
+  end
+end)
