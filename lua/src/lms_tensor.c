@@ -1085,9 +1085,9 @@ int luaopen_metastep_core(lua_State *L) {
   lua_setfield(L, lib, "Tensor"); /* methods table, so Lua code can add methods */
   lua_pop(L, 1);
   lms_open_autodiff(L);
-  lms_open_nn(L);
   lms_open_objective(L);
   lms_open_l2l(L);
+  lms_open_nn(L);
   lua_pushliteral(L, METASTEP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;
