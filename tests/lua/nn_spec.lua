@@ -126,6 +126,7 @@ describe("nn MLP", function()
 
   it("mlp_size, mlp_init (biases 0, reproducible) and mlp_forward against plain Lua", function()
     assert.are.equal(39, ms.nn.mlp_size(layers))
+    assert.are.equal(39, ms.nn.mlp_size({5.0, 4, 3.0}))
     local w0 = ms.nn.mlp_init(layers, {seed = 4})
     assert.are.equal(0, ms.max_abs_diff(w0, ms.nn.mlp_init(layers, {seed = 4})))
     assert.is_true(ms.max_abs_diff(w0, ms.nn.mlp_init(layers, {seed = 5})) > 0)
@@ -303,6 +304,7 @@ describe("nn and data errors", function()
     {"nn.mlp_init: layers must list 2..16 sizes (input, hidden..., output), got 1",
      function() ms.nn.mlp_init({3}) end},
     {"nn.mlp_init: layers[2] must be a positive integer, got 0", function() ms.nn.mlp_init({3, 0}) end},
+    {"nn.mlp_size: layers[1] must be a positive integer, got 2.5", function() ms.nn.mlp_size({2.5, 1}) end},
     {"nn.mlp_init: unknown option 'sed' (did you mean 'seed'?) (expected seed, scale)",
      function() ms.nn.mlp_init({3, 2}, {sed = 1}) end},
     {"mlp_init: scale must be finite and > 0, got 0", function() ms.nn.mlp_init({3, 2}, {scale = 0}) end},
