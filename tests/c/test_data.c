@@ -101,6 +101,20 @@ static void test_idx_large(void) {
   int same = 1;
   for (int i = 0; i < N; i++) same &= d[i] == (double)data[i];
   CHECK(same);
+  {
+    /* the gzip stream cut in half: the truncation is reported, not a short tensor */
+    char cut[512];
+    path_of(cut, sizeof cut, "cut.gz");
+    FILE *f = fopen(path, "rb");
+    unsigned char *gz = malloc(N);
+    size_t len = f && gz ? fread(gz, 1, N, f) : 0;
+    if (f) fclose(f);
+    CHECK(len > 100 && write_file(cut, 0, gz, len / 2, NULL, 0));
+    free(gz);
+    ms_tensor *u = NULL;
+    CHECK_FAILS(ctx, ms_idx_load(ctx, cut, &u), MS_EIO, "truncated data (");
+    CHECK(u == NULL && strstr(ms_ctx_error(ctx), cut) != NULL);
+  }
 out:
   ms_tensor_release(t);
   free(data);
@@ -335,6 +349,7 @@ static void cleanup(void) {
   static const char *names[] = {"a.idx",
                                 "a.idx.gz",
                                 "big.gz",
+                                "cut.gz",
                                 "trunc_data.gz",
                                 "trunc_plain",
                                 "trunc_head.gz",
