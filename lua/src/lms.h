@@ -120,5 +120,10 @@ void lms_archive_encode(lua_State *L, int idx, ms_archive *a, const char *prefix
 /* Pushes the value stored under prefix (nil when there is none); raises "<who>: ..." for
  * entries that do not form a value. */
 void lms_archive_decode(lua_State *L, const ms_archive *a, const char *prefix, const char *who);
+/* An empty Objective box pushed on the stack (lms_objective.c), for constructors in other
+ * binding files: the engine fills *box; the box owns the reference. */
+ms_objective **lms_newobjective(lua_State *L);
+/* Adds the network and data bindings (lms_nn.c). */
+void lms_open_nn(lua_State *L);
 
 #endif
