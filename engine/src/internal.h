@@ -34,6 +34,7 @@ typedef struct ms_storage {
   uint64_t version;
   int64_t n; /* number of doubles */
   double *data;
+  int external; /* data is the host's (ms_tensor_wrap): not freed with the storage */
 } ms_storage;
 
 struct ms_tensor {

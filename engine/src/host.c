@@ -1,4 +1,7 @@
 /*
+ * What a C host's own code plugs into: objectives written with raw loops, and optimizer steps
+ * on the host's buffers.
+ *
  * Objectives whose callbacks compute with raw loops (ms_objective_new_raw): each callback is
  * wrapped as a custom primitive whose derivative rules call the next callback up, so the
  * autodiff levels see through them as through a built-in objective:
@@ -8,6 +11,7 @@
  * and the rules apply the primitives again, so second derivatives through value are right.
  */
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +19,7 @@
 #include "metastep/autodiff.h"
 #include "metastep/linalg.h"
 #include "metastep/ops.h"
+#include "metastep/optim.h"
 
 typedef struct raw {
   ms_objective_def def; /* the host's callbacks and ud */
@@ -73,8 +78,8 @@ static int no_hvp(ms_ctx *ctx, const raw *r) {
 }
 
 /* value: gin = gout * grad(w); tout = grad(w) . dw */
-static int vjp_value(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out,
-                     ms_tensor *gout, const int *need, ms_tensor **gin) {
+static int vjp_value(ms_ctx *ctx, void *ud, ms_tensor *const *in, ms_tensor *out, ms_tensor *gout,
+                     const int *need, ms_tensor **gin) {
   (void)out;
   raw *r = ud;
   if (!need[0]) return MS_OK;
@@ -232,5 +237,28 @@ fail:
   ms_custom_release(r->grad);
   ms_custom_release(r->hvp);
   ms_ctx_dealloc(ctx, b, sizeof *b); /* the caller still owns def->ud */
+  return st;
+}
+
+/* ---- stepping on the host's buffers ---- */
+
+int ms_optim_state_step_buffer(ms_ctx *ctx, ms_optim_state *s, int64_t n, double *w, double fw,
+                               const double *g) {
+  if (n < 1 || w == NULL || g == NULL)
+    return ms_ctx_fail(
+        ctx, MS_EARG,
+        "ms_optim_state_step_buffer: needs n >= 1 and buffers w and g, got n = %lld%s%s",
+        (long long)n, w ? "" : ", w NULL", g ? "" : ", g NULL");
+  ms_tensor *tw = NULL, *tg = NULL, *tf = NULL, *next = NULL;
+  /* g is only read: the wrapper's const cast is safe, the engine never writes an input */
+  int st = ms_tensor_wrap(ctx, w, 1, &n, &tw);
+  if (!st) st = ms_tensor_wrap(ctx, (double *)(uintptr_t)g, 1, &n, &tg);
+  if (!st) st = ms_tensor_scalar(ctx, fw, &tf);
+  if (!st) st = ms_optim_state_step(ctx, s, tw, tf, tg, &next);
+  if (!st) st = ms_tensor_read(ctx, next, w, n);
+  ms_tensor_release(next);
+  ms_tensor_release(tf);
+  ms_tensor_release(tg);
+  ms_tensor_release(tw);
   return st;
 }
