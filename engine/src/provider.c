@@ -151,9 +151,8 @@ int ms_provider_observe(ms_provider *p, int64_t n, const double *g, const double
   if (p->n != 0 && n != p->n)
     return ms_ctx_fail(ctx, MS_ESHAPE, "%s: gradient has %lld entries, the earlier ones had %lld",
                        fn, (long long)n, (long long)p->n);
-  if (u == NULL) u = g;
   for (int64_t i = 0; i < n; i++)
-    if (!isfinite(g[i]) || !isfinite(u[i]))
+    if (!isfinite(g[i]) || (u && !isfinite(u[i])))
       return ms_ctx_fail(ctx, MS_EARG, "%s: %s[%lld] (0-based) is %g, expected a finite number", fn,
                          isfinite(g[i]) ? "u" : "g", (long long)i, isfinite(g[i]) ? u[i] : g[i]);
   if (p->prev == NULL) {
@@ -161,16 +160,18 @@ int ms_provider_observe(ms_provider *p, int64_t n, const double *g, const double
     if (p->prev == NULL) return MS_ENOMEM;
     p->n = n;
   }
-  if (p->has_prev) {
-    /* h = d f(w_t) / d lr_t = -g . u_{t-1}: step against it */
+  /* the direction of the step that led here: the host's, or the previous gradient (GD) */
+  const double *dir = u ? u : p->has_prev ? p->prev : NULL;
+  if (dir) {
+    /* d f(w_t) / d lr_{t-1} = -g_t . u_{t-1}: step against it */
     double dot = 0;
-    for (int64_t i = 0; i < n; i++) dot += g[i] * p->prev[i];
+    for (int64_t i = 0; i < n; i++) dot += g[i] * dir[i];
     double lr = p->base.lr + p->hyper_lr * dot;
     if (lr < p->lr_min) lr = p->lr_min;
     if (p->lr_max > 0 && lr > p->lr_max) lr = p->lr_max;
     if (isfinite(lr)) p->base.lr = lr;
   }
-  memcpy(p->prev, u, (size_t)n * sizeof(double));
+  memcpy(p->prev, g, (size_t)n * sizeof(double));
   p->has_prev = 1;
   return MS_OK;
 }

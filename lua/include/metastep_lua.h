@@ -2,8 +2,9 @@
  * Running metastep Lua scripts inside a C program, under limits the host sets.
  *
  * An ms_lua is a Lua state with the metastep library loaded (global `ms`) and the standard
- * libraries the host chooses (by default no os, io or debug, and `require` finds only the
- * embedded metastep modules: no C library or file is loaded from disk). Its engine context
+ * libraries the host chooses (by default no io or debug, an os with only clock, time and
+ * difftime, and `require` finds only the embedded metastep modules: no C library or file is
+ * loaded from disk). Its engine context
  * (ms_lua_ctx) is the one the Lua bindings use, so tensors and objectives pass both ways.
  *
  * Limits (Redis's scripting model: a counting allocator and a count hook):

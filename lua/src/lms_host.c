@@ -147,6 +147,20 @@ static int open_libs(lua_State *L) {
     if (luaL_loadbuffer(L, strip, sizeof strip - 1, "=host") != LUA_OK) return lua_error(L);
     lua_call(L, 0, 0);
   }
+  if (!(libs & MS_LUA_LIB_OS)) {
+    /* os without the process and the file system: clock, time and difftime (meta.train times
+     * its progress with os.clock), not registered in package.loaded */
+    lua_pushcfunction(L, luaopen_os);
+    lua_call(L, 0, 1);
+    lua_createtable(L, 0, 3);
+    static const char *const keep[] = {"clock", "time", "difftime"};
+    for (int i = 0; i < 3; i++) {
+      lua_getfield(L, -2, keep[i]);
+      lua_setfield(L, -2, keep[i]);
+    }
+    lua_setglobal(L, LUA_OSLIBNAME);
+    lua_pop(L, 1);
+  }
   if (!(libs & MS_LUA_LIB_IO)) {
     lua_pushnil(L);
     lua_setglobal(L, "dofile");
@@ -288,8 +302,11 @@ static int run(ms_lua *h, int st) {
   if (st != LUA_OK) {
     if (h->expired) {
       status = MS_EINTERRUPT;
-      char prefix[64];
-      snprintf(prefix, sizeof prefix, "%s: ", budget_message(h));
+      /* the hook's own error says it; an engine loop's "...: interrupted" gets the reason */
+      const char *msg = lua_tostring(L, -1);
+      char prefix[64] = "";
+      if (msg == NULL || strstr(msg, budget_message(h)) == NULL)
+        snprintf(prefix, sizeof prefix, "%s: ", budget_message(h));
       take_error(h, prefix);
     } else if (st == LUA_ERRMEM || h->refused || raised == MS_ENOMEM) {
       status = MS_ENOMEM;

@@ -65,7 +65,7 @@ static void test_results_and_libs(void) {
          "x = 1.5 * 2\n"
          "s = 'hello ' .. ms.version\n"
          "t = ms.tensor{{1, 2}, {3, 4}}:t()\n"
-         "libs = tostring(os) .. tostring(io) .. tostring(debug)"
+         "libs = tostring(os.execute) .. tostring(io) .. tostring(debug)"
          " .. tostring(dofile) .. tostring(package.loadlib)");
   double x = 0;
   char s[64], libs[128];

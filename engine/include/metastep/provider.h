@@ -54,8 +54,8 @@ int ms_provider_from_optim(ms_ctx *ctx, ms_optim *opt, ms_tensor *const *theta, 
  * Online tuning by hypergradient descent on the step size (Baydin et al., "Online learning
  * rate adaptation with hypergradient descent", 2018). The host steps w_t = w_{t-1} - lr_t u_t
  * along a direction u_t (the gradient for plain gradient descent, Adam's mhat/(sqrt(vhat) +
- * eps) for Adam). d f(w_t) / d lr_t = -g_{t+1} . u_t, so after the host passes the gradient
- * g_{t+1} at the new point, the step size moves against that derivative:
+ * eps) for Adam). d f(w_t) / d lr = -g_{t+1} . u_t, so when the host passes the gradient
+ * g_{t+1} at the new point (ms_provider_observe), the step size moves against that derivative:
  *   lr <- clamp(lr + hyper_lr * g_{t+1} . u_t, lr_min, lr_max).
  * base->lr is the first step size (> 0); hyper_lr >= 0 (0: constant); 0 <= lr_min <= lr_max
  * (lr_max = 0: no upper bound).
@@ -64,11 +64,13 @@ int ms_provider_hypergradient(ms_ctx *ctx, const ms_step_params *base, double hy
                               double lr_min, double lr_max, ms_provider **out);
 
 /*
- * Tells the provider the gradient g (n doubles) at the current point, before asking for this
- * step's settings, and the direction u (n doubles) the host will step along at this step (NULL:
- * u = g). The hypergradient tuner updates lr from g and the previous step's direction; the
- * other providers ignore the call. n must stay the same across calls (MS_ESHAPE); a
- * non-finite entry is MS_EARG naming it, the tuner unchanged.
+ * Tells the provider the gradient g (n doubles) at the current point w_t, before asking for
+ * this step's settings, with u (n doubles) the direction of the step that led to w_t
+ * (w_t = w_{t-1} - lr u; Adam's mhat/(sqrt(vhat) + eps)), or NULL for plain gradient descent,
+ * where u is the previous gradient (kept by the provider; nothing happens on the first call).
+ * The hypergradient tuner updates lr from g . u; the other providers ignore the call. n must
+ * stay the same across calls (MS_ESHAPE); a non-finite entry is MS_EARG naming it, the tuner
+ * unchanged.
  */
 int ms_provider_observe(ms_provider *p, int64_t n, const double *g, const double *u);
 
