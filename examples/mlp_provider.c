@@ -24,8 +24,8 @@
 
 #include "metastep/metastep.h"
 
-#define B 64   /* points */
-#define H 16   /* hidden units */
+#define B 64 /* points */
+#define H 16 /* hidden units */
 #define NP (3 * H + 1)
 #define STEPS 1500
 
@@ -109,8 +109,7 @@ static double run(const char *name, ms_provider *prov, const double *x, const do
       return NAN;
     }
     mlp_update(&model, p.lr, p.beta1, p.beta2, p.eps, p.weight_decay, t);
-    if (t == 1 || t % 500 == 0)
-      printf("%-12s step %4d  lr %.5f  loss %.6f\n", name, t, p.lr, loss);
+    if (t == 1 || t % 500 == 0) printf("%-12s step %4d  lr %.5f  loss %.6f\n", name, t, p.lr, loss);
   }
   return mlp_forward(&model, x, y);
 }

@@ -102,7 +102,8 @@ int ms_tensor_wrap(ms_ctx *ctx, double *data, int ndim, const int64_t *shape, ms
   if (st) return st;
   int64_t n = shape_numel(ndim, shape);
   if (data == NULL && n > 0)
-    return ms_ctx_fail(ctx, MS_EARG, "ms_tensor_wrap: data is NULL for %lld elements", (long long)n);
+    return ms_ctx_fail(ctx, MS_EARG, "ms_tensor_wrap: data is NULL for %lld elements",
+                       (long long)n);
   ms_storage *s = ms_ctx_alloc(ctx, sizeof(ms_storage));
   if (s == NULL) return MS_ENOMEM;
   s->ctx = ctx;

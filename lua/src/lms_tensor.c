@@ -297,8 +297,10 @@ static int l_set_memory_limit(lua_State *L) {
   if (lua_getfield(L, LUA_REGISTRYINDEX, LMS_SANDBOX_LIMIT) == LUA_TNUMBER) {
     lua_Integer cap = lua_tointeger(L, -1);
     if (n == 0 || n > cap)
-      return luaL_error(L, "set_memory_limit: the host's sandbox caps the budget at %I bytes, "
-                        "got %I (0 = unlimited)", cap, n);
+      return luaL_error(L,
+                        "set_memory_limit: the host's sandbox caps the budget at %I bytes, "
+                        "got %I (0 = unlimited)",
+                        cap, n);
   }
   lua_pop(L, 1);
   ms_ctx_set_limit(lms_ctx(L), (size_t)n);
