@@ -167,11 +167,36 @@ static int open_libs(lua_State *L) {
     lua_pushnil(L);
     lua_setglobal(L, "loadfile");
   }
+  /* The front library keeps debug.getinfo for its error messages: it loads with debug
+   * present, which is then hidden again unless the host gave it. */
+  if (!(libs & MS_LUA_LIB_DEBUG)) {
+    luaL_requiref(L, LUA_DBLIBNAME, luaopen_debug, 1);
+    lua_pop(L, 1);
+  }
   lms_preload(L);
   lua_getglobal(L, "require");
   lua_pushliteral(L, "metastep");
   lua_call(L, 1, 1);
   lua_setglobal(L, "ms");
+  if (!(libs & MS_LUA_LIB_DEBUG)) {
+    lua_pushnil(L);
+    lua_setglobal(L, LUA_DBLIBNAME);
+    luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+    lua_pushnil(L);
+    lua_setfield(L, -2, LUA_DBLIBNAME);
+    lua_pop(L, 1);
+  }
+  if (!(libs & MS_LUA_LIB_IO)) {
+    /* meta.train writes progress to io.stderr and logs with io.open: without io, progress
+     * goes nowhere and io.open answers nil, msg as for a file it cannot open */
+    static const char noio[] =
+        "local sink = setmetatable({}, {__index = {write = function(self) return self end,\n"
+        "  flush = function(self) return self end}})\n"
+        "io = {stderr = sink, stdout = sink,\n"
+        "  open = function(path) return nil, tostring(path) .. ': no files in this host' end}\n";
+    if (luaL_loadbuffer(L, noio, sizeof noio - 1, "=host") != LUA_OK) return lua_error(L);
+    lua_call(L, 0, 0);
+  }
   if (h->opt.sandbox && h->opt.memory_limit > 0) {
     lua_pushinteger(L, (lua_Integer)h->opt.memory_limit);
     lua_setfield(L, LUA_REGISTRYINDEX, LMS_SANDBOX_LIMIT);

@@ -65,7 +65,7 @@ static void test_results_and_libs(void) {
          "x = 1.5 * 2\n"
          "s = 'hello ' .. ms.version\n"
          "t = ms.tensor{{1, 2}, {3, 4}}:t()\n"
-         "libs = tostring(os.execute) .. tostring(io) .. tostring(debug)"
+         "libs = tostring(os.execute) .. tostring(io.write) .. tostring(debug)"
          " .. tostring(dofile) .. tostring(package.loadlib)");
   double x = 0;
   char s[64], libs[128];
@@ -92,6 +92,19 @@ static void test_results_and_libs(void) {
   check_fails(h, "require 'os'", MS_ECALLBACK, "module 'os' not found", 1.0);
   check_fails(h, "assert(load(string.dump(function() end)))", MS_ECALLBACK,
               "attempt to load a binary", 1.0);
+  check_fails(h, "require 'debug'", MS_ECALLBACK, "module 'debug' not found", 1.0);
+  /* the front library's errors still blame the script's line (it kept debug.getinfo) */
+  check_fails(h, "\nms.meta.value_and_grad{objective = 1}", MS_ECALLBACK, "test:2: meta", 1.0);
+  /* meta.train's progress goes nowhere without io; its log cannot be opened */
+  RUN_OK(h,
+         "local obj = ms.objective.random_quadratic{d = 3, eigenvalues = {1, 2}, seed = 1}\n"
+         "ms.meta.train{objective = obj, optimizer = ms.optim.gd{lr = 0.1}, w0 = ms.ones(3),\n"
+         "  steps = 5, iterations = 3}");
+  check_fails(h,
+              "local obj = ms.objective.random_quadratic{d = 3, eigenvalues = {1, 2}, seed = 1}\n"
+              "ms.meta.train{objective = obj, optimizer = ms.optim.gd{lr = 0.1}, w0 = ms.ones(3),\n"
+              "  steps = 5, iterations = 3, log = 'x.csv'}",
+              MS_ECALLBACK, "x.csv: no files in this host", 1.0);
   check_serves(h);
   ms_lua_free(h);
 
