@@ -288,10 +288,42 @@ static void test_c_objective(void) {
   ms_lua_free(h);
 }
 
+/* Two states run alternately give what each gives alone (same seeds): nothing is shared. */
+static void test_two_states(void) {
+  static const char *const step =
+      "ms.seed(seed) local obj = ms.objective.random_quadratic{d = 5, eigenvalues = {1, 9},\n"
+      "  seed = seed}\n"
+      "local run = ms.meta.train{objective = obj, optimizer = ms.optim.gd{lr = lr or 0.01},\n"
+      "  w0 = ms.randn{5}, steps = 10, iterations = 3, progress = false}\n"
+      "lr = run.theta.lr";
+  double alone[2] = {0, 0}, mixed[2] = {0, 0};
+  for (int k = 0; k < 2; k++) {
+    ms_lua *h = make(0, 0, 0, 0);
+    if (!h) return;
+    CHECK(ms_lua_set_number(h, "seed", 3 + k) == MS_OK);
+    for (int r = 0; r < 4; r++) RUN_OK(h, step);
+    CHECK(ms_lua_get_number(h, "lr", &alone[k]) == MS_OK);
+    ms_lua_free(h);
+  }
+  ms_lua *a = make(0, 0, 0, 0), *b = make(0, 0, 0, 0);
+  if (!a || !b) return;
+  CHECK(ms_lua_set_number(a, "seed", 3) == MS_OK && ms_lua_set_number(b, "seed", 4) == MS_OK);
+  for (int r = 0; r < 4; r++) {
+    RUN_OK(a, step);
+    RUN_OK(b, step);
+  }
+  CHECK(ms_lua_get_number(a, "lr", &mixed[0]) == MS_OK);
+  CHECK(ms_lua_get_number(b, "lr", &mixed[1]) == MS_OK);
+  CHECK(memcmp(alone, mixed, sizeof alone) == 0 && alone[0] != alone[1] && alone[0] != 0.01);
+  ms_lua_free(a);
+  ms_lua_free(b);
+}
+
 int main(void) {
   test_results_and_libs();
   test_memory();
   test_time_and_instructions();
   test_c_objective();
+  test_two_states();
   return check_report();
 }
