@@ -6,8 +6,10 @@
  * (at most ~1 s past the budget), that the state serves the next script, and (under ASan)
  * that nothing leaks when the state is closed.
  */
-#define _POSIX_C_SOURCE 199309L
+#define _POSIX_C_SOURCE 200809L
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <time.h>
 
 #include "check.h"
@@ -92,6 +94,24 @@ static void test_results_and_libs(void) {
   check_fails(h, "require 'os'", MS_ECALLBACK, "module 'os' not found", 1.0);
   check_fails(h, "assert(load(string.dump(function() end)))", MS_ECALLBACK,
               "attempt to load a binary", 1.0);
+  /* files, and a tensor given by the host */
+  char path[] = "/tmp/metastep_host_XXXXXX";
+  int fd = mkstemp(path);
+  FILE *f = fd >= 0 ? fdopen(fd, "w") : NULL;
+  if (f) {
+    fputs("y = (given * 2):sum():item()\n", f);
+    fclose(f);
+    ms_tensor *given = NULL;
+    int64_t n = 3;
+    CHECK_OK(ms_lua_ctx(h), ms_tensor_ones(ms_lua_ctx(h), 1, &n, &given));
+    CHECK(ms_lua_set_tensor(h, "given", given) == MS_OK);
+    ms_tensor_release(given);
+    double y = 0;
+    CHECK(ms_lua_run_file(h, path) == MS_OK && ms_lua_get_number(h, "y", &y) == MS_OK && y == 6);
+    remove(path);
+  }
+  CHECK(ms_lua_run_file(h, "/nonexistent/script.lua") == MS_EARG &&
+        strstr(ms_lua_error(h), "cannot open /nonexistent/script.lua") != NULL);
   check_fails(h, "require 'debug'", MS_ECALLBACK, "module 'debug' not found", 1.0);
   /* the front library's errors still blame the script's line (it kept debug.getinfo) */
   check_fails(h, "\nms.meta.value_and_grad{objective = 1}", MS_ECALLBACK, "test:2: meta", 1.0);
