@@ -181,7 +181,13 @@ void ms_ctx_seed(ms_ctx *ctx, uint64_t seed) { ms_rng_seed(&ctx->rng, seed); }
 void ms_ctx_interrupt(ms_ctx *ctx) { ctx->interrupted = 1; }
 void ms_ctx_clear_interrupt(ms_ctx *ctx) { ctx->interrupted = 0; }
 
+void ms_ctx_set_poll(ms_ctx *ctx, int (*poll)(void *ud), void *ud) {
+  ctx->poll = poll;
+  ctx->poll_ud = ud;
+}
+
 int ms_ctx_check_interrupt(ms_ctx *ctx, const char *where) {
+  if (!ctx->interrupted && ctx->poll != NULL && ctx->poll(ctx->poll_ud)) ctx->interrupted = 1;
   if (!ctx->interrupted) return MS_OK;
   ctx->interrupted = 0;
   return ms_ctx_fail(ctx, MS_EINTERRUPT, "%s: interrupted", where);

@@ -17,6 +17,9 @@ struct ms_ctx {
   ms_rng rng;
   int status;
   volatile sig_atomic_t interrupted;
+  /* ms_ctx_set_poll: asked by ms_ctx_check_interrupt whether to stop (host budgets) */
+  int (*poll)(void *ud);
+  void *poll_ud;
   void *host; /* ms_ctx_userdata */
   char err[512];
   /* autodiff: the stack of active levels, innermost last */
@@ -31,6 +34,7 @@ typedef struct ms_storage {
   uint64_t version;
   int64_t n; /* number of doubles */
   double *data;
+  int external; /* data is the host's (ms_tensor_wrap): not freed with the storage */
 } ms_storage;
 
 struct ms_tensor {

@@ -253,9 +253,18 @@ static int gemm_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_ten
   }
   st = prep_mat(ctx, a, &ma);
   if (st == MS_OK) st = prep_mat(ctx, b, &mb);
+  /* In blocks of rows of about 2^24 multiply-adds, polling the interrupt flag (and a host's
+   * budget) between them, so a huge product stops within milliseconds of a request. */
+  int64_t m = shape[0], n = shape[1], nk = n * k;
+  int64_t rb = nk >= ((int64_t)1 << 24) ? 1 : ((int64_t)1 << 24) / nk;
+  for (int64_t i = 0; st == MS_OK && i < m; i += rb) {
+    if (i > 0 && (st = ms_ctx_check_interrupt(ctx, "matmul"))) break;
+    int64_t mi = m - i < rb ? m - i : rb;
+    const double *pa = ma.p + (ma.tr == CblasNoTrans ? i * ma.ld : i);
+    cblas_dgemm(CblasRowMajor, ma.tr, mb.tr, (int)mi, (int)n, (int)k, 1.0, pa, ma.ld, mb.p, mb.ld,
+                0.0, MS_TENSOR_DATA(r) + i * n, (int)n);
+  }
   if (st == MS_OK) {
-    cblas_dgemm(CblasRowMajor, ma.tr, mb.tr, (int)shape[0], (int)shape[1], (int)k, 1.0, ma.p, ma.ld,
-                mb.p, mb.ld, 0.0, MS_TENSOR_DATA(r), (int)shape[1]);
     *out = r;
     r = NULL;
   }

@@ -429,8 +429,12 @@ static int lin_run(ms_ctx *ctx, const lin_problem *pb, ms_meta_result *res) {
     goto out;
   }
   grad_rows(pb, &wk);
+  /* Poll the interrupt flag (and a host's budget) every ~4096 multiply-adds of work at most:
+   * every step once a step costs that much. */
+  int64_t work = pb->d * (pb->train.len + pb->valid.len + 1);
+  int64_t every = work >= 4096 ? 1 : 4096 / work;
   for (int64_t t = 1; t <= pb->T; t++) {
-    if ((t & 4095) == 0 && (st = ms_ctx_check_interrupt(ctx, pb->what))) goto out;
+    if (t % every == 0 && (st = ms_ctx_check_interrupt(ctx, pb->what))) goto out;
     double f = 1.0;
     if (pb->schedule && (st = ms_optim_factor(ctx, pb->schedule, t, &f))) goto out;
     double lrt = pb->lr * f;

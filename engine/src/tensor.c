@@ -81,6 +81,7 @@ int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **ou
   s->version = 0;
   s->n = n;
   s->data = (double *)(s + 1);
+  s->external = 0;
   ms_tensor *t = header_new(ctx);
   if (t == NULL) {
     ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (size_t)n * sizeof(double));
@@ -94,6 +95,38 @@ int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **ou
   *out = t;
   return MS_OK;
 }
+
+int ms_tensor_wrap(ms_ctx *ctx, double *data, int ndim, const int64_t *shape, ms_tensor **out) {
+  *out = NULL;
+  int st = ms__check_shape(ctx, "ms_tensor_wrap", ndim, shape);
+  if (st) return st;
+  int64_t n = shape_numel(ndim, shape);
+  if (data == NULL && n > 0)
+    return ms_ctx_fail(ctx, MS_EARG, "ms_tensor_wrap: data is NULL for %lld elements",
+                       (long long)n);
+  ms_storage *s = ms_ctx_alloc(ctx, sizeof(ms_storage));
+  if (s == NULL) return MS_ENOMEM;
+  s->ctx = ctx;
+  s->refcount = 1;
+  s->version = 0;
+  s->n = n;
+  s->data = data;
+  s->external = 1;
+  ms_tensor *t = header_new(ctx);
+  if (t == NULL) {
+    ms_ctx_dealloc(ctx, s, sizeof(ms_storage));
+    return MS_ENOMEM;
+  }
+  t->st = s;
+  t->ndim = ndim;
+  t->numel = n;
+  if (ndim > 0) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
+  contiguous_strides(ndim, shape, t->strides);
+  *out = t;
+  return MS_OK;
+}
+
+void ms_tensor_touch(ms_tensor *t) { ms__tensor_touch(t); }
 
 int ms__tensor_view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                     const int64_t *strides, int64_t offset, ms_tensor **out) {
@@ -138,7 +171,7 @@ void ms_tensor_release(ms_tensor *t) {
   ms_storage *s = t->st;
   if (t->ntrack) ms__track_clear(t);
   if (--s->refcount == 0)
-    ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (size_t)s->n * sizeof(double));
+    ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (s->external ? 0 : (size_t)s->n * sizeof(double)));
   ms_ctx_dealloc(ctx, t, sizeof(ms_tensor));
 }
 

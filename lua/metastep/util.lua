@@ -1,5 +1,7 @@
 --- Helpers shared by the front library's modules.
 local M = {}
+-- Taken at load time: a host's sandbox (metastep_lua.h) hides the debug library from scripts.
+local getinfo = debug.getinfo
 
 -- Chunk names of the embedded front library ("@metastep/meta.lua").
 local function is_library(info) return info.what == "C" or info.source:sub(1, 10) == "@metastep/" end
@@ -9,7 +11,7 @@ function M.raise(prefix, fmt, ...)
   local msg = prefix .. fmt:format(...)
   local level = 2
   while true do
-    local info = debug.getinfo(level, "S")
+    local info = getinfo(level, "S")
     if not info or not is_library(info) then break end
     level = level + 1
   end

@@ -25,6 +25,12 @@ lua_State *lms_mainthread(lua_State *L);
  * comparator; otherwise the engine's message, blamed on the binding's caller, with the
  * element indices it names ("H[0,1] (0-based)") made 1-based. */
 int lms_error(lua_State *L);
+/* Registry key of a host sandbox's memory cap in bytes (an integer; absent outside a sandbox):
+ * ms.set_memory_limit refuses 0 and anything above it (lms_host.c sets it). */
+#define LMS_SANDBOX_LIMIT "metastep.sandbox_limit"
+/* The status of the last engine failure lms_error raised (MS_OK if none since the last call),
+ * and resets it: a host tells "out of memory" from other script errors. */
+int lms_take_raised(lua_State *L);
 /* Registry key of a kept callback error object (nil when none is pending). */
 #define LMS_CALLBACK_ERROR "metastep.callback_error"
 
@@ -109,6 +115,8 @@ void lms_open_autodiff(lua_State *L);
 int lms_ad_hiding(lua_State *L);
 /* Adds the objective bindings (lms_objective.c). */
 void lms_open_objective(lua_State *L);
+/* Pushes a new objective box holding a new reference to obj (an objective made in C). */
+void lms_pushobjective(lua_State *L, ms_objective *obj);
 /* Adds the optimizer, meta-gradient and meta-training bindings (lms_l2l.c). */
 void lms_open_l2l(lua_State *L);
 /* Adds save and load (lms_archive.c). */

@@ -15,6 +15,7 @@
 typedef struct lms_state {
   ms_ctx *ctx;
   size_t gc_threshold; /* live engine bytes at which the next full collection runs */
+  int raised;          /* status of the last engine failure raised by lms_error */
 } lms_state;
 
 static const char *const STATE_KEY = "metastep.state";
@@ -38,11 +39,16 @@ static lms_state *getstate(lua_State *L) {
   lms_state *s = lua_newuserdatauv(L, sizeof *s, 0);
   s->ctx = NULL;
   s->gc_threshold = GC_MIN_THRESHOLD;
+  s->raised = MS_OK;
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, state_gc);
   lua_setfield(L, -2, "__gc");
   lua_setmetatable(L, -2);
-  s->ctx = ms_ctx_new(NULL, NULL);
+  /* The context allocates through the state's allocator: a host's lua_Alloc (metastep_lua.h)
+   * then counts Lua's and the engine's bytes against one budget. */
+  void *aud;
+  lua_Alloc af = lua_getallocf(L, &aud);
+  s->ctx = ms_ctx_new(af, aud);
   if (s->ctx == NULL) luaL_error(L, "metastep: cannot create the engine context (out of memory)");
   /* Outside any engine call, callbacks run on the main thread (see lms_enter). */
   ms_ctx_set_userdata(s->ctx, lms_mainthread(L));
@@ -111,8 +117,16 @@ static void push_one_based(lua_State *L, const char *msg) {
   luaL_pushresult(&b);
 }
 
+int lms_take_raised(lua_State *L) {
+  lms_state *s = getstate(L);
+  int st = s->raised;
+  s->raised = MS_OK;
+  return st;
+}
+
 int lms_error(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
+  getstate(L)->raised = ms_ctx_status(ctx);
   if (ms_ctx_status(ctx) == MS_ECALLBACK &&
       lua_getfield(L, LUA_REGISTRYINDEX, LMS_CALLBACK_ERROR) != LUA_TNIL) {
     /* a callback's own error object, raised again unchanged */

@@ -70,6 +70,14 @@ static objbox *newbox(lua_State *L) {
   return b;
 }
 
+void lms_pushobjective(lua_State *L, ms_objective *obj) {
+  if (luaL_getmetatable(L, LMS_OBJECTIVE) != LUA_TTABLE)
+    luaL_error(L, "metastep is not loaded in this state (require \"metastep\" first)");
+  lua_pop(L, 1);
+  objbox *b = newbox(L);
+  b->obj = ms_objective_retain(obj);
+}
+
 static int obj_gc(lua_State *L) {
   objbox *b = luaL_checkudata(L, 1, LMS_OBJECTIVE);
   if (b->obj) {

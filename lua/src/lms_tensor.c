@@ -293,6 +293,16 @@ static int l_memory(lua_State *L) {
 static int l_set_memory_limit(lua_State *L) {
   lua_Integer n = luaL_checkinteger(L, 1);
   luaL_argcheck(L, n >= 0, 1, "limit must be >= 0 bytes (0 = unlimited)");
+  /* A host's sandbox (metastep_lua.h) caps the budget: a script may only lower it. */
+  if (lua_getfield(L, LUA_REGISTRYINDEX, LMS_SANDBOX_LIMIT) == LUA_TNUMBER) {
+    lua_Integer cap = lua_tointeger(L, -1);
+    if (n == 0 || n > cap)
+      return luaL_error(L,
+                        "set_memory_limit: the host's sandbox caps the budget at %I bytes, "
+                        "got %I (0 = unlimited)",
+                        cap, n);
+  }
+  lua_pop(L, 1);
   ms_ctx_set_limit(lms_ctx(L), (size_t)n);
   return 0;
 }
@@ -355,10 +365,14 @@ static int m_item(lua_State *L) {
 static void push_nested(lua_State *L, const double *data, int nd, const int64_t *shape, int depth,
                         int64_t *pos) {
   if (depth == nd) {
-    lua_pushnumber(L, data[(*pos)++]);
+    lua_pushnumber(L, data[pos[0]++]);
     return;
   }
   luaL_checkstack(L, 4, "tensor too deep");
+  /* Poll the interrupt flag (Ctrl-C, a host's time budget) every 1024 tables: the shape
+   * {1, 2^40, 4, 0} has no elements but 2^42 tables. c stays owned by its box. */
+  if ((++pos[1] & 1023) == 0 && ms_ctx_check_interrupt(lms_ctx(L), "totable") != MS_OK)
+    lms_error(L);
   lua_createtable(L, (int)shape[depth], 0);
   for (int64_t i = 0; i < shape[depth]; i++) {
     push_nested(L, data, nd, shape, depth + 1, pos);
@@ -378,8 +392,8 @@ static int m_totable(lua_State *L) {
   ms_tensor *c;
   if (ms_tensor_contiguous(lms_ctx(L), t, &c) != MS_OK) return lms_error(L);
   *box = c;
-  int64_t pos = 0;
-  push_nested(L, ms_tensor_data(c), ms_tensor_ndim(c), ms_tensor_shape(c), 0, &pos);
+  int64_t pos[2] = {0, 0}; /* next element, tables made */
+  push_nested(L, ms_tensor_data(c), ms_tensor_ndim(c), ms_tensor_shape(c), 0, pos);
   return 1;
 }
 

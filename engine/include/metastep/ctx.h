@@ -115,6 +115,14 @@ void ms_ctx_interrupt(ms_ctx *ctx);
 void ms_ctx_clear_interrupt(ms_ctx *ctx);
 /* Returns MS_EINTERRUPT (with a message naming `where`) and clears the flag if it was set. */
 int ms_ctx_check_interrupt(ms_ctx *ctx, const char *where);
+/*
+ * A host's budget check, asked by every ms_ctx_check_interrupt (engine loops call it at a
+ * bounded interval: each unroll step, every 4096 steps of the stable unroll, each node of a
+ * backward sweep, each meta-training iteration, BLAS-sized operations in blocks): a nonzero
+ * return interrupts the loop as ms_ctx_interrupt does. poll must be cheap (a clock read) and
+ * must not call the engine. NULL removes it.
+ */
+void ms_ctx_set_poll(ms_ctx *ctx, int (*poll)(void *ud), void *ud);
 
 #ifdef __cplusplus
 }

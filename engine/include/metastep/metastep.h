@@ -15,6 +15,7 @@
 #include "metastep/objective.h"
 #include "metastep/ops.h"
 #include "metastep/optim.h"
+#include "metastep/provider.h"
 #include "metastep/tensor.h"
 #include "metastep/train.h"
 

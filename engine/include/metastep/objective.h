@@ -65,6 +65,16 @@ typedef struct ms_objective_def {
  * MS_EARG if value is NULL or dim < 1; then free_ud is not called (the caller still owns ud).
  */
 int ms_objective_new(ms_ctx *ctx, const ms_objective_def *def, ms_objective **out);
+/*
+ * The same for callbacks that compute with raw loops over ms_tensor_data (a host's own C code;
+ * w and v arrive contiguous): each callback becomes a custom primitive (autodiff.h) whose
+ * derivative is the next callback (value -> grad -> hvp, H taken as symmetric), so reverse and
+ * forward mode, meta-gradients through unrolls and meta-training see through them as through a
+ * built-in. value and grad are required; without hvp, second derivatives (a meta-gradient
+ * through the gradient steps) fail with MS_EARG naming the objective; third derivatives are
+ * refused. MS_EARG when value or grad is NULL or dim < 1 (then free_ud is not called).
+ */
+int ms_objective_new_raw(ms_ctx *ctx, const ms_objective_def *def, ms_objective **out);
 /* Adds a reference and returns obj. */
 ms_objective *ms_objective_retain(ms_objective *obj);
 /* Drops a reference (NULL is ignored); the last one calls free_ud and frees obj. */

@@ -197,6 +197,16 @@ int ms_optim_start(ms_ctx *ctx, ms_optim *opt, ms_tensor *const *theta, ms_tenso
  * and the gradient g; advances the step count. */
 int ms_optim_state_step(ms_ctx *ctx, ms_optim_state *s, ms_tensor *w, ms_tensor *fw, ms_tensor *g,
                         ms_tensor **w_next);
+/*
+ * One step on the host's own buffers: w (n doubles, the point, updated in place to the next
+ * point) and g (n doubles, the gradient at w); fw is f(w) (NaN when unknown: the built-ins do
+ * not read it). The run must have started at a point of shape [n]. w and g are wrapped
+ * (ms_tensor_wrap), not copied; the step computes the next point into engine memory and copies
+ * it back into w, the one copy (a step reads w while it makes w'). Momentum, Adam's moments
+ * and the step count stay in s. On failure w is unchanged.
+ */
+int ms_optim_state_step_buffer(ms_ctx *ctx, ms_optim_state *s, int64_t n, double *w, double fw,
+                               const double *g);
 /* Steps taken so far. */
 int64_t ms_optim_state_steps(const ms_optim_state *s);
 void ms_optim_state_free(ms_optim_state *s);

@@ -72,6 +72,16 @@ int ms_tensor_scalar(ms_ctx *ctx, double value, ms_tensor **out);
 /* Copies numel(shape) doubles from data (row-major). */
 int ms_tensor_from_data(ms_ctx *ctx, int ndim, const int64_t *shape, const double *data,
                         ms_tensor **out);
+/*
+ * A contiguous row-major tensor over the host's memory: numel(shape) doubles at data, not
+ * copied and not owned. The host keeps data alive and in place until every reference (and
+ * every view) is released. Writes through the engine's in-place operations (ms_tensor_copy_,
+ * ms_tensor_fill_, ms_tensor_set) land in data. A host that writes data itself while the
+ * tensor is saved on a tape calls ms_tensor_touch, as the engine's in-place writes do.
+ */
+int ms_tensor_wrap(ms_ctx *ctx, double *data, int ndim, const int64_t *shape, ms_tensor **out);
+/* Bumps t's storage version after the host wrote into wrapped memory. */
+void ms_tensor_touch(ms_tensor *t);
 /* n x m identity (m < 0 means m = n). */
 int ms_tensor_eye(ms_ctx *ctx, int64_t n, int64_t m, ms_tensor **out);
 /* Vector -> square diagonal matrix; matrix -> vector of its main diagonal (copy). */
