@@ -50,26 +50,38 @@ static const char *progname = PROGNAME;
 
 /* ---------------------------------------------------------------- messages */
 
+#define USAGE_TEXT                                                                   \
+  "usage: %s [options] [script [args]]\n"                                            \
+  "Available options are:\n"                                                         \
+  "  -e stat   execute string 'stat'\n"                                              \
+  "  -i        enter interactive mode after executing 'script'\n"                    \
+  "  -l mod    require library 'mod' into global 'mod'\n"                            \
+  "  -l g=mod  require library 'mod' into global 'g'\n"                              \
+  "  -v        show version information\n"                                           \
+  "  -E        ignore environment variables\n"                                       \
+  "  -W        turn warnings on\n"                                                   \
+  "  --help    show this help and exit\n"                                            \
+  "  --        stop handling options\n"                                              \
+  "  -         stop handling options and execute stdin\n"                            \
+  "Without a script, an interactive prompt (when stdin is a terminal) with the\n"    \
+  "global ms = require \"metastep\", Tab completion and help(f) for any function.\n" \
+  "Environment: LUA_INIT_5_4 / LUA_INIT (code or @file run first), LUA_PATH.\n"
+
 static void print_usage(const char *badoption) {
   fprintf(stderr, "%s: ", PROGNAME);
   if (badoption[1] == 'e' || badoption[1] == 'l')
     fprintf(stderr, "'%s' needs argument\n", badoption);
   else
     fprintf(stderr, "unrecognized option '%s'\n", badoption);
-  fprintf(stderr,
-          "usage: %s [options] [script [args]]\n"
-          "Available options are:\n"
-          "  -e stat   execute string 'stat'\n"
-          "  -i        enter interactive mode after executing 'script'\n"
-          "  -l mod    require library 'mod' into global 'mod'\n"
-          "  -l g=mod  require library 'mod' into global 'g'\n"
-          "  -v        show version information\n"
-          "  -E        ignore environment variables\n"
-          "  -W        turn warnings on\n"
-          "  --        stop handling options\n"
-          "  -         stop handling options and execute stdin\n",
-          PROGNAME);
+  fprintf(stderr, USAGE_TEXT, PROGNAME);
   fflush(stderr);
+}
+
+/* metastep --help: the usage on stdout, exit status 0. */
+static void print_help(void) {
+  printf("%s\n", VERSION_LINE);
+  printf(USAGE_TEXT, PROGNAME);
+  fflush(stdout);
 }
 
 static void message(const char *pname, const char *msg) {
@@ -357,6 +369,7 @@ static void preload_ms(lua_State *L) {
 #define HAS_V 4
 #define HAS_E 8
 #define HAS_BIGE 16
+#define HAS_HELP 32
 
 /*
  * Scans the options. *first gets the index of the script name (argc when there is
@@ -369,7 +382,8 @@ static int collectargs(char **argv, int argc, int *first) {
     *first = i;
     if (argv[i][0] != '-') return args; /* the script */
     switch (argv[i][1]) {
-      case '-': /* "--" */
+      case '-': /* "--" or "--help" */
+        if (strcmp(argv[i], "--help") == 0) return HAS_HELP;
         if (argv[i][2] != '\0') return HAS_ERROR;
         *first = i + 1;
         return args;
@@ -880,6 +894,11 @@ static int pmain(lua_State *L) {
   if (args == HAS_ERROR) {
     print_usage(argv[script]);
     return 0;
+  }
+  if (args == HAS_HELP) {
+    print_help();
+    lua_pushboolean(L, 1);
+    return 1;
   }
   if (args & HAS_V) print_version();
   if (args & HAS_BIGE) { /* tell the package library to ignore LUA_PATH and friends */

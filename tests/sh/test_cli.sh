@@ -147,4 +147,27 @@ else
   "$METASTEP" -e 'require "metastep"' 2>&1 | sed 's/^/       /'
 fi
 
+# ---- --help: the executable and every script print their usage on stdout and exit 0
+out=$("$METASTEP" --help 2> "$tmp/err")
+rc=$?
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "^usage: metastep \[options\]" &&
+  printf '%s\n' "$out" | grep -q -- "--help" && [ ! -s "$tmp/err" ]; then
+  ok "metastep --help prints the usage and exits 0"
+else
+  not_ok "metastep --help prints the usage and exits 0" "rc=$rc out=$out err=$(cat "$tmp/err")"
+fi
+for script in scripts/*.lua; do
+  name=$(basename "$script")
+  out=$("$METASTEP" "$script" --help 2> "$tmp/err")
+  rc=$?
+  if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "^usage: metastep scripts/$name" &&
+    printf '%s\n' "$out" | grep -q -- "--help"; then
+    ok "$name --help prints its usage and exits 0"
+  else
+    not_ok "$name --help prints its usage and exits 0" "rc=$rc out=$out err=$(cat "$tmp/err")"
+  fi
+done
+out=$("$METASTEP" -e 'print(ms.zeros{2}:numel())' 2>&1)
+expect "the global ms is preloaded" "2" "$out"
+
 finish
