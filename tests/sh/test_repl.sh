@@ -191,6 +191,10 @@ tm send-keys -t "$target" Tab
 check "Tab completes tensor methods through the metatable" "^> t:reshape$" 5
 tm send-keys -t "$target" C-c
 wait_prompt
+type_line "help(ms.meta.train)"
+check "help(ms.meta.train) shows its signature" "ms\.meta\.train\(opts\)"
+check "help(ms.meta.train) shows its options with defaults" "iterations.*default 100"
+wait_prompt
 type_line "r = ms.meta.value_and_grad{objective = ms.objective.quadratic(ms.eye(2)), optimizer = ms.optim.gd{lr = 0.1}, w0 = ms.ones{2}, steps = 3}"
 wait_prompt
 type_line "r"
