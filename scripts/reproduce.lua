@@ -66,7 +66,8 @@ local function run_experiment(exp)
   return exp.describe(data, cfg)
 end
 
-assert(os.execute(("mkdir -p '%s'"):format(cfg.out:gsub("'", "'\\''"))), "cannot create " .. cfg.out)
+-- mkdir with an argument vector: the directory name never reaches a shell
+assert(ms.core.spawn({"mkdir", "-p", "--", cfg.out}), "cannot create " .. cfg.out)
 
 local start = os.time()
 cfg.progress = function(fmt, ...)
