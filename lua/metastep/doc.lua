@@ -1391,3 +1391,11 @@ local FigureSpec = {}
 ---@return boolean|nil true on success
 ---@return string? the error message
 function ms.plot.figure(spec) end
+
+---s as a gnuplot double-quoted string: backslashes and quotes escaped, a newline as \n, other
+---control characters dropped, so it can never end the string or the script line.
+---
+---Example: `ms.plot.quote('say "hi"') --> "say \"hi\""`
+---@param s string|number the text
+---@return string the quoted text
+function ms.plot.quote(s) end
