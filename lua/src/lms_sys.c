@@ -1,6 +1,6 @@
 /*
- * System helpers of the front library that stock Lua lacks: running a program with an
- * argument vector (never through a shell, so no user string is ever parsed as shell code),
+ * System helpers of the front library that stock Lua lacks: a monotonic clock, running a program
+ * with an argument vector (never through a shell, so no user string is ever parsed as shell code),
  * asking whether a file handle is a terminal, and reading the embedded front library's
  * sources (help() parses the annotations of metastep/doc.lua from there).
  */
@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "lms.h"
@@ -39,10 +40,11 @@ static int l_front_source(lua_State *L) {
   return 1;
 }
 
-/* isatty(file) -> true if the Lua file handle is open on a terminal. */
+/* isatty(file) -> true if file is a Lua file handle open on a terminal (false for anything
+ * else, such as a table standing in for io.stderr). */
 static int l_isatty(lua_State *L) {
-  luaL_Stream *p = (luaL_Stream *)luaL_checkudata(L, 1, LUA_FILEHANDLE);
-  lua_pushboolean(L, p->closef != NULL && p->f != NULL && isatty(fileno(p->f)));
+  luaL_Stream *p = (luaL_Stream *)luaL_testudata(L, 1, LUA_FILEHANDLE);
+  lua_pushboolean(L, p != NULL && p->closef != NULL && p->f != NULL && isatty(fileno(p->f)));
   return 1;
 }
 
@@ -119,8 +121,19 @@ static int l_spawn(lua_State *L) {
   return 3;
 }
 
+/* clock() -> seconds of a monotonic wall clock (progress rates; os.clock is CPU time). */
+static int l_clock(lua_State *L) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec * 1e-9);
+  return 1;
+}
+
 void lms_open_sys(lua_State *L) {
-  static const luaL_Reg fns[] = {
-      {"front_source", l_front_source}, {"isatty", l_isatty}, {"spawn", l_spawn}, {NULL, NULL}};
+  static const luaL_Reg fns[] = {{"front_source", l_front_source},
+                                 {"isatty", l_isatty},
+                                 {"spawn", l_spawn},
+                                 {"clock", l_clock},
+                                 {NULL, NULL}};
   luaL_setfuncs(L, fns, 0);
 }

@@ -202,6 +202,17 @@ check "a meta result prints as a record" "^ +grad\.lr += -?[0-9]"
 check "a meta result prints its value" "^ +value += -?[0-9]"
 wait_prompt
 
+# On a terminal the meta.train progress line is updated in place: one line on the screen.
+type_line "p = ms.meta.train{objective = ms.objective.quadratic(ms.eye(2)), optimizer = ms.optim.gd{lr = 0.1}, w0 = ms.ones{2}, steps = 5, iterations = 40}"
+wait_for "^meta 40/40 .* it/s +0s left" 10
+wait_prompt
+n=$(screen | grep -Ec "^meta [0-9]+/40 ")
+if [ "$n" = 1 ] && screen | grep -Eq "^meta 40/40 .*it/s"; then
+  ok "meta.train progress is one line updated in place on a terminal"
+else
+  not_ok "meta.train progress is one line updated in place on a terminal" "$(screen | tail -n 8)"
+fi
+
 tm send-keys -t "$target" -l -- "discarded line"
 wait_for "discarded line" 5
 tm send-keys -t "$target" C-c
