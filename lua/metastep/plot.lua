@@ -74,6 +74,7 @@ local WITH = {linespoints = true, lines = true, points = true}
 -- Dash types and point types per series, in draw order: curves differ in grey scale too.
 local DASHES = {1, 2, 4, 5, 3, 6}
 local POINTS = {7, 5, 9, 13, 11, 3, 1, 2}
+local MARKERS = 12
 
 local function check_known(t, known, what)
   local set = {}
@@ -195,10 +196,14 @@ function M.figure(spec)
   local gp = spec.file:gsub("%.png$", "") .. ".gp"
   local f, err = io.open(dat, "w")
   if not f then return nil, "cannot write " .. dat .. ": " .. err end
-  local counts = {}
+  -- Data blocks: series i is index 2i - 2 (its points) and 2i - 1 (its markers, for dense
+  -- curves: about MARKERS points spread evenly along x, or in log x, each series shifted by
+  -- a fraction of the spacing so the markers of coinciding curves fall side by side).
+  local nseries = #spec.series
+  local dense = {}
   for i, s in ipairs(spec.series) do
     f:write(("# series %d: %s\n"):format(i, tostring(s.label or ""):gsub("%c", " ")))
-    local n = 0
+    local px, py = {}, {}
     for k = 1, #s.x do
       local x, y = s.x[k], s.y[k]
       local e = s.yerr and s.yerr[k]
@@ -207,11 +212,28 @@ function M.figure(spec)
       if ok and spec.logx and x <= 0 then ok = false end
       if ok then
         f:write(fmt(x), " ", fmt(y), e and (" " .. fmt(e)) or "", "\n")
-        n = n + 1
+        px[#px + 1], py[#py + 1] = x, y
       end
     end
-    if n == 0 then f:write("nan nan\n") end
-    counts[i] = n
+    if #px == 0 then f:write("nan nan\n") end
+    f:write("\n\n# markers of series ", i, "\n")
+    local with = s.with or "linespoints"
+    dense[i] = with == "linespoints" and not s.yerr and #px > MARKERS * 2
+    if dense[i] then
+      local pos = function(x) return spec.logx and math.log(x) or x end
+      local lo, hi = pos(px[1]), pos(px[#px])
+      local k, last = 1, 0
+      for j = 0, MARKERS - 1 do
+        local target = lo + (j + (i - 1) / nseries) * (hi - lo) / MARKERS
+        while k < #px and pos(px[k]) < target do k = k + 1 end
+        if k ~= last then
+          f:write(fmt(px[k]), " ", fmt(py[k]), "\n")
+          last = k
+        end
+      end
+    else
+      f:write("nan nan\n")
+    end
     f:write("\n\n")
   end
   f:close()
@@ -232,24 +254,31 @@ function M.figure(spec)
   if spec.xrange then lines[#lines + 1] = ("set xrange [%s:%s]"):format(fmt(spec.xrange[1]), fmt(spec.xrange[2])) end
   if spec.yrange then lines[#lines + 1] = ("set yrange [%s:%s]"):format(fmt(spec.yrange[1]), fmt(spec.yrange[2])) end
   local plots = {}
-  local nseries = #spec.series
   for i, s in ipairs(spec.series) do
     local with = s.with or "linespoints"
     local using = "1:2"
     if s.yerr then with, using = "yerrorlines", "1:2:3" end
     local dt = DASHES[(i - 1) % #DASHES + 1]
-    if s.dash == true then dt = 2 elseif math.tointeger(s.dash) then dt = s.dash end
-    local style = ("with %s lw 2 dt %d"):format(with, dt)
-    if with ~= "lines" then
-      style = style .. (" pt %d ps 0.8"):format(POINTS[(i - 1) % #POINTS + 1])
-      -- on dense curves, a marker every few points (the dash type tells the line apart)
-      if with == "linespoints" and counts[i] > 30 and nseries > 1 then
-        local every = math.max(2, counts[i] // 15)
-        style = style .. (" pi %d"):format(every)
-      end
+    if s.dash == true then dt = 2 elseif s.dash == false then dt = 1 elseif math.tointeger(s.dash) then dt = s.dash end
+    -- earlier series are drawn wider and with bigger points, so a later curve lying exactly on
+    -- an earlier one leaves it visible as an outline
+    local grow = nseries > 1 and (nseries - i) / (nseries - 1) or 0
+    local lw, ps = 1.5 + 1.2 * grow, 0.6 + 0.6 * grow
+    local pt = POINTS[(i - 1) % #POINTS + 1]
+    local title = quote(s.label or "")
+    local dat_i = ("%s index %d"):format(quote(dat), 2 * (i - 1))
+    local ls = ("lc %d dt %d lw %.2f"):format(i, dt, lw)
+    if dense[i] then
+      -- the line, its markers, and a key entry showing both
+      plots[#plots + 1] = ("%s using 1:2 with lines %s notitle"):format(dat_i, ls)
+      plots[#plots + 1] = ("%s index %d using 1:2 with points lc %d pt %d ps %.2f notitle"):format(
+        quote(dat), 2 * i - 1, i, pt, ps)
+      plots[#plots + 1] = ("NaN with linespoints %s pt %d ps %.2f title %s"):format(ls, pt, ps, title)
+    else
+      local style = ("with %s %s"):format(with, ls)
+      if with ~= "lines" then style = style .. (" pt %d ps %.2f"):format(pt, ps) end
+      plots[#plots + 1] = ("%s using %s %s title %s"):format(dat_i, using, style, title)
     end
-    plots[#plots + 1] = ("%s index %d using %s %s title %s"):format(quote(dat), i - 1, using, style,
-                                                                    quote(s.label or ""))
   end
   for _, v in ipairs(spec.vlines or {}) do
     lines[#lines + 1] = ("set arrow from %s, graph 0 to %s, graph 1 nohead dt 3 lw 2 lc rgb 'black'"):format(

@@ -102,7 +102,7 @@ describe("plot.figure", function()
     ms.plot.figure{file = dir .. "/d.png", series = s}
     local gp = read(dir .. "/d.gp")
     local dts, pts = {}, {}
-    for dt, pt in gp:gmatch("dt (%d+) pt (%d+)") do dts[dt], pts[pt] = true, true end
+    for dt, pt in gp:gmatch("dt (%d+) lw [%d.]+ pt (%d+)") do dts[dt], pts[pt] = true, true end
     local n1, n2 = 0, 0
     for _ in pairs(dts) do n1 = n1 + 1 end
     for _ in pairs(pts) do n2 = n2 + 1 end
