@@ -134,8 +134,9 @@ end
 function M.help(what)
   if what == nil then
     print(M.help_text())
-    print("\nhelp(\"name\") or help(ms.name) lists a submodule. At the prompt an expression")
-    print("prints its value (tensors print like NumPy arrays).")
+    print("\nhelp(\"name\") or help(ms.name) lists a submodule; help(f) documents a function")
+    print("(help(ms.meta.train), help(ms.zeros), help(t.reshape)). At the prompt `ms` is loaded,")
+    print("an expression prints its value and Tab completes names.")
   elseif type(what) == "function" or (type(what) == "string" and type(rawget(M, what)) ~= "table") then
     -- a function, or a name such as "meta.train": its entry in metastep/doc.lua
     local text, why = require("metastep.help").text(what)
