@@ -75,6 +75,9 @@ local WITH = {linespoints = true, lines = true, points = true}
 local DASHES = {1, 2, 4, 5, 3, 6}
 local POINTS = {7, 5, 9, 13, 11, 3, 1, 2}
 local MARKERS = 12
+-- Colours with contrast on white (no pale yellow), the dash and point types doing the work in
+-- grey scale.
+local COLOURS = {"#7b2cbf", "#1b9e77", "#d95f02", "#1f4e9c", "#c2185b", "#5f7f1e", "#8c5a1d", "#555555"}
 
 local function check_known(t, known, what)
   local set = {}
@@ -263,16 +266,17 @@ function M.figure(spec)
     -- earlier series are drawn wider and with bigger points, so a later curve lying exactly on
     -- an earlier one leaves it visible as an outline
     local grow = nseries > 1 and (nseries - i) / (nseries - 1) or 0
-    local lw, ps = 1.5 + 1.2 * grow, 0.6 + 0.6 * grow
+    local lw, ps = 1.5 + 1.2 * grow, 0.8 + 0.6 * grow
     local pt = POINTS[(i - 1) % #POINTS + 1]
     local title = quote(s.label or "")
     local dat_i = ("%s index %d"):format(quote(dat), 2 * (i - 1))
-    local ls = ("lc %d dt %d lw %.2f"):format(i, dt, lw)
+    local lc = ("lc rgb '%s'"):format(COLOURS[(i - 1) % #COLOURS + 1])
+    local ls = ("%s dt %d lw %.2f"):format(lc, dt, lw)
     if dense[i] then
       -- the line, its markers, and a key entry showing both
       plots[#plots + 1] = ("%s using 1:2 with lines %s notitle"):format(dat_i, ls)
-      plots[#plots + 1] = ("%s index %d using 1:2 with points lc %d pt %d ps %.2f notitle"):format(
-        quote(dat), 2 * i - 1, i, pt, ps)
+      plots[#plots + 1] = ("%s index %d using 1:2 with points %s pt %d ps %.2f notitle"):format(
+        quote(dat), 2 * i - 1, lc, pt, ps)
       plots[#plots + 1] = ("NaN with linespoints %s pt %d ps %.2f title %s"):format(ls, pt, ps, title)
     else
       local style = ("with %s %s"):format(with, ls)
