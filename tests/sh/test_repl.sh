@@ -171,11 +171,11 @@ wait_prompt
 type_line '{1, {2, {3, {4}}}, name = "x"}'
 check "a nested table prints with a depth limit" '^\{1, \{2, \{3, \{\.\.\.\}\}\}, name = "x"\}$'
 wait_prompt
-# ms.me is ambiguous (ms.memory, ms.meta): a second Tab lists both, "t" then Tab completes.
+# ms.me is ambiguous (ms.mean, ms.memory, ms.meta): a second Tab lists them, "t" then Tab completes.
 tm send-keys -t "$target" -l -- "ms.me"
 tm send-keys -t "$target" Tab
 tm send-keys -t "$target" Tab
-check "Tab Tab lists the candidates of ms.me" "ms\.memory +ms\.meta" 5
+check "Tab Tab lists the candidates of ms.me" "ms\.mean +ms\.memory +ms\.meta" 5
 tm send-keys -t "$target" -l -- "t"
 tm send-keys -t "$target" Tab
 check "Tab completes ms.me(t) to ms.meta" "^> ms\.meta$" 5
