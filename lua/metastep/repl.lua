@@ -191,7 +191,9 @@ local function fields(v, methods_only)
     if type(mt) ~= "table" then break end
     local index = rawget(mt, "__index")
     if type(index) == "function" then
-      -- a C __index that dispatches to a methods table kept as an upvalue (tensors)
+      -- a C __index that dispatches to a methods table kept as an upvalue (tensors); a Lua
+      -- function's upvalues are its own business (_ENV among them), so they are not listed
+      if debug.getinfo(index, "S").what ~= "C" then break end
       local i = 1
       while true do
         local name, up = debug.getupvalue(index, i)

@@ -89,6 +89,11 @@ describe("repl.complete", function()
     assert.are.same({"s:upper"}, repl.complete("s:upp", env))
   end)
 
+  it("does not list the upvalues of a Lua __index function as fields", function()
+    local proxy = setmetatable({own = 1}, {__index = function(_, k) return env[k] end})
+    assert.are.same({"proxy.own"}, repl.complete("proxy.", {proxy = proxy}))
+  end)
+
   it("offers nothing for a path that does not resolve, and runs no code", function()
     assert.are.same({}, repl.complete("nothere.x", env))
     assert.are.same({}, repl.complete("f().x", env))
