@@ -157,8 +157,8 @@ static void arm(lua_State *L) {
  * SIGINT during a protected call. lua_sethook, ms_ctx_interrupt and write are
  * async-signal-safe: the hooks stop Lua code (on every running thread), the engine flag
  * stops C loops that never reach a hook. The handler stays installed, so a second Ctrl-C
- * (an impatient user) does not kill the REPL; only the third one pressed during the same
- * call restores the default action, so a process stuck in C can still be killed.
+ * (an impatient user) does not kill the REPL: it re-arms the hooks, warns and restores the
+ * default action, so a third one during the same call kills a process stuck in C.
  */
 static void laction(int sig) {
   int i, n = nrunning;
