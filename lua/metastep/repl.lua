@@ -117,6 +117,8 @@ show = function(v, depth, seen, indent)
   local tv = type(v)
   if tv ~= "table" then
     if is_tensor(v) then return tensor_text(v, depth > 0) end
+    -- inside a table a function's address says nothing (help(f) says what it is)
+    if tv == "function" and depth > 0 then return "function" end
     if tv == "userdata" and has_tostring(v) then return tostring(v) end
     return scalar(v, depth == 0)
   end

@@ -18,6 +18,11 @@ describe("repl.show", function()
     assert.are.equal(tostring(ms.eye(2)), repl.show(ms.eye(2)))
   end)
 
+  it("shows a function inside a table without its address", function()
+    assert.are.equal("{f = function}", repl.show({f = print}))
+    assert.truthy(repl.show(print):find("^builtin: ") or repl.show(print):find("^function: "))
+  end)
+
   it("cuts nesting at the depth limit and long tables at the item limit", function()
     assert.are.equal("{1, {2, {3, {...}}}}", repl.show({1, {2, {3, {4, {5}}}}}))
     local long = {}
