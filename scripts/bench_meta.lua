@@ -10,6 +10,18 @@
 local ms = require "metastep"
 local core = ms.core
 
+if arg and (arg[1] == "--help" or arg[1] == "-h") then
+  print([[
+usage: metastep scripts/bench_meta.lua [T] [d] [rounds]
+Times a T-step GD unroll with its reverse meta-gradient: the Lua-level loop of metastep 0.1
+against one engine call (ms.meta.value_and_grad); medians of CPU time.
+  T        unroll length (default: 10000)
+  d        dimension of the quadratic (default: 10)
+  rounds   timed runs per variant (default: 5)
+  --help   print this help and exit
+Steadier with OPENBLAS_NUM_THREADS=1.]])
+  os.exit(0)
+end
 local T = tonumber(arg and arg[1]) or 10000
 local d = tonumber(arg and arg[2]) or 10
 local rounds = tonumber(arg and arg[3]) or 5

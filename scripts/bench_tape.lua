@@ -22,13 +22,25 @@ local function usage(msg)
   os.exit(2)
 end
 
+local HELP = [[
+usage: metastep scripts/bench_tape.lua [--csv FILE] [--ops N] [--reps R] [--n N]
+Benchmarks the autodiff tape: recording overhead and the cost of a gradient.
+  --csv FILE   also write the results as CSV to FILE
+  --ops N      element-wise ops in the recording test (default: 100000)
+  --reps R     repetitions of each timing, the median is reported (default: 21)
+  --n N        matrix size of the matvec workload (default: 1000)
+  --help       print this help and exit]]
+
 local function parse_args(argv)
   local opts = {ops = 100000, reps = 21, n = 1000}
   local i = 1
   while i <= #argv do
     local a = argv[i]
     local v = argv[i + 1]
-    if a == "--csv" then
+    if a == "--help" or a == "-h" then
+      print(HELP)
+      os.exit(0)
+    elseif a == "--csv" then
       if not v then usage("--csv needs a file name") end
       opts.csv = v
     elseif a == "--ops" or a == "--reps" or a == "--n" then

@@ -4,6 +4,16 @@
 -- Usage: metastep scripts/custom_meta.lua [T] [iterations]
 local ms = require "metastep"
 
+if arg and (arg[1] == "--help" or arg[1] == "-h") then
+  print([[
+usage: metastep scripts/custom_meta.lua [T] [iterations]
+Meta-trains the step size of GD with a user-defined meta-objective (mean log-loss over the
+last half of the trajectory) and compares it with the built-in log objective.
+  T            unroll length (default: 40)
+  iterations   meta-training iterations (default: 200)
+  --help       print this help and exit]])
+  os.exit(0)
+end
 local T = tonumber(arg and arg[1]) or 40
 local iterations = tonumber(arg and arg[2]) or 200
 

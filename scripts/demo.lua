@@ -4,6 +4,16 @@
 -- Usage: metastep scripts/demo.lua [T] [meta_steps]
 local ms = require "metastep"
 
+if arg and (arg[1] == "--help" or arg[1] == "-h") then
+  print([[
+usage: metastep scripts/demo.lua [T] [meta_steps]
+Tunes the step size of GD on a quadratic by meta-gradient descent on (1/T) log f(w_T),
+differentiating through the unroll with the tape.
+  T            unroll length (default: 40)
+  meta_steps   meta-gradient steps (default: 300)
+  --help       print this help and exit]])
+  os.exit(0)
+end
 local T = tonumber(arg and arg[1]) or 40
 local meta_steps = tonumber(arg and arg[2]) or 300
 local d = 10

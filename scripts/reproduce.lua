@@ -26,13 +26,25 @@ local function usage(msg)
   os.exit(2)
 end
 
+local HELP = [=[
+usage: metastep scripts/reproduce.lua [--quick | --full] [--out DIR] [--only N[,M]] [--seed S]
+Re-runs the paper's experiments and writes DIR/report.md, PNG figures and CSV data.
+  (default)     sizes scaled down to a few minutes on 2 cores (ratios kept)
+  --quick       small sizes for tests (about 10 seconds)
+  --full        the paper's own settings (docs/paper.md)
+  --out DIR     report directory (default: report)
+  --only N,M    run only experiments N, M (1-5)
+  --seed S      random seed, an integer (default: 1)
+  --help        print this help and exit]=]
+
 local cfg = {mode = "default", out = "report", seed = 1}
 local only
 do
   local i = 1
   while arg and arg[i] do
     local a = arg[i]
-    if a == "--quick" then cfg.mode = "quick"
+    if a == "--help" or a == "-h" then print(HELP); os.exit(0)
+    elseif a == "--quick" then cfg.mode = "quick"
     elseif a == "--full" then cfg.mode = "full"
     elseif a == "--out" then i = i + 1; cfg.out = arg[i] or usage("--out needs a directory")
     elseif a == "--seed" then
@@ -54,7 +66,8 @@ local function run_experiment(exp)
   return exp.describe(data, cfg)
 end
 
-assert(os.execute(("mkdir -p '%s'"):format(cfg.out:gsub("'", "'\\''"))), "cannot create " .. cfg.out)
+-- mkdir with an argument vector: the directory name never reaches a shell
+assert(ms.core.spawn({"mkdir", "-p", "--", cfg.out}), "cannot create " .. cfg.out)
 
 local start = os.time()
 cfg.progress = function(fmt, ...)

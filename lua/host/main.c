@@ -50,26 +50,38 @@ static const char *progname = PROGNAME;
 
 /* ---------------------------------------------------------------- messages */
 
+#define USAGE_TEXT                                                                   \
+  "usage: %s [options] [script [args]]\n"                                            \
+  "Available options are:\n"                                                         \
+  "  -e stat   execute string 'stat'\n"                                              \
+  "  -i        enter interactive mode after executing 'script'\n"                    \
+  "  -l mod    require library 'mod' into global 'mod'\n"                            \
+  "  -l g=mod  require library 'mod' into global 'g'\n"                              \
+  "  -v        show version information\n"                                           \
+  "  -E        ignore environment variables\n"                                       \
+  "  -W        turn warnings on\n"                                                   \
+  "  --help    show this help and exit\n"                                            \
+  "  --        stop handling options\n"                                              \
+  "  -         stop handling options and execute stdin\n"                            \
+  "Without a script, an interactive prompt (when stdin is a terminal) with the\n"    \
+  "global ms = require \"metastep\", Tab completion and help(f) for any function.\n" \
+  "Environment: LUA_INIT_5_4 / LUA_INIT (code or @file run first), LUA_PATH.\n"
+
 static void print_usage(const char *badoption) {
   fprintf(stderr, "%s: ", PROGNAME);
   if (badoption[1] == 'e' || badoption[1] == 'l')
     fprintf(stderr, "'%s' needs argument\n", badoption);
   else
     fprintf(stderr, "unrecognized option '%s'\n", badoption);
-  fprintf(stderr,
-          "usage: %s [options] [script [args]]\n"
-          "Available options are:\n"
-          "  -e stat   execute string 'stat'\n"
-          "  -i        enter interactive mode after executing 'script'\n"
-          "  -l mod    require library 'mod' into global 'mod'\n"
-          "  -l g=mod  require library 'mod' into global 'g'\n"
-          "  -v        show version information\n"
-          "  -E        ignore environment variables\n"
-          "  -W        turn warnings on\n"
-          "  --        stop handling options\n"
-          "  -         stop handling options and execute stdin\n",
-          PROGNAME);
+  fprintf(stderr, USAGE_TEXT, PROGNAME);
   fflush(stderr);
+}
+
+/* metastep --help: the usage on stdout, exit status 0. */
+static void print_help(void) {
+  printf("%s\n", VERSION_LINE);
+  printf(USAGE_TEXT, PROGNAME);
+  fflush(stdout);
 }
 
 static void message(const char *pname, const char *msg) {
@@ -104,6 +116,19 @@ static void set_sigint(void (*handler)(int)) {
   sigaction(SIGINT, &sa, NULL);
 }
 
+/*
+ * Threads running now, outermost first: the main thread's call, then each coroutine resumed
+ * through the host's coroutine.resume / coroutine.wrap (see co_resume). Lua hooks are per
+ * thread, so a Ctrl-C must arm the hook of the coroutine that is looping, not only the main
+ * thread's; arming the whole chain also stops a resumer that ignores the error and resumes
+ * again. Written only outside the handler, read by it: the count is published last.
+ */
+#define MAX_RUNNING 256
+static lua_State *running[MAX_RUNNING];
+static volatile sig_atomic_t nrunning = 0;
+/* Ctrl-C presses since the current call started (0 = no interrupt pending). */
+static volatile sig_atomic_t interrupts = 0;
+
 static int msghandler(lua_State *L);
 
 /*
@@ -121,16 +146,137 @@ static void lstop(lua_State *L, lua_Debug *ar) {
   if (!in_handler) luaL_error(L, "interrupted!");
 }
 
+static void arm(lua_State *L) {
+  lua_sethook(L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+#define STILL_RUNNING \
+  "\n" PROGNAME ": still running (a C call that does not poll?); Ctrl-C once more kills it\n"
+
 /*
- * SIGINT during a protected call. lua_sethook and ms_ctx_interrupt are async-signal-safe:
- * the hook stops Lua code, the engine flag stops C loops that never reach the hook.
- * A second SIGINT gets the default action, so a stuck process can still be killed.
+ * SIGINT during a protected call. lua_sethook, ms_ctx_interrupt and write are
+ * async-signal-safe: the hooks stop Lua code (on every running thread), the engine flag
+ * stops C loops that never reach a hook. The handler stays installed, so a second Ctrl-C
+ * (an impatient user) does not kill the REPL: it re-arms the hooks, warns and restores the
+ * default action, so a third one during the same call kills a process stuck in C.
  */
 static void laction(int sig) {
+  int i, n = nrunning;
   (void)sig;
-  set_sigint(SIG_DFL);
+  interrupts = interrupts + 1;
+  if (interrupts >= 2) {
+    ssize_t w = write(STDERR_FILENO, STILL_RUNNING, sizeof(STILL_RUNNING) - 1);
+    (void)w;
+    set_sigint(SIG_DFL);
+  }
   if (global_ctx != NULL) ms_ctx_interrupt(global_ctx);
-  lua_sethook(global_L, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+  if (global_L != NULL) arm(global_L);
+  for (i = 0; i < n && i < MAX_RUNNING; i++) arm(running[i]);
+}
+
+/* ---------------------------------------------------------------- coroutines */
+
+/*
+ * Resumes co with the narg values on top of L (lcorolib's auxresume), with co pushed on
+ * the running stack meanwhile. Returns the number of results moved to L, or -1 with the
+ * error message on top of L.
+ */
+static int co_auxresume(lua_State *L, lua_State *co, int narg) {
+  int status, nres, n = nrunning;
+  lua_Debug ar;
+  if (!lua_checkstack(co, narg)) {
+    lua_pushliteral(L, "too many arguments to resume");
+    return -1;
+  }
+  if (lua_status(co) == LUA_OK && !lua_getstack(co, 0, &ar) && lua_gettop(co) == 0) {
+    lua_pushliteral(L, "cannot resume dead coroutine");
+    return -1;
+  }
+  /* a hook armed by a Ctrl-C of an earlier call, left on a coroutine suspended since */
+  if (interrupts == 0 && lua_gethook(co) == lstop) lua_sethook(co, NULL, 0, 0);
+  lua_xmove(L, co, narg);
+  if (n < MAX_RUNNING) running[n] = co;
+  nrunning = n + 1;
+  if (interrupts > 0) arm(co); /* the Ctrl-C came while resuming */
+  status = lua_resume(co, L, narg, &nres);
+  nrunning = n;
+  if (status == LUA_OK || status == LUA_YIELD) {
+    if (!lua_checkstack(L, nres + 1)) {
+      lua_pop(co, nres);
+      lua_pushliteral(L, "too many results to resume");
+      return -1;
+    }
+    lua_xmove(co, L, nres);
+    return nres;
+  }
+  lua_xmove(co, L, 1);
+  return -1;
+}
+
+static lua_State *co_check(lua_State *L, int arg) {
+  lua_State *co = lua_tothread(L, arg);
+  luaL_argexpected(L, co != NULL, arg, "coroutine");
+  return co;
+}
+
+/* coroutine.resume(co, ...) */
+static int co_resume(lua_State *L) {
+  lua_State *co = co_check(L, 1);
+  int r = co_auxresume(L, co, lua_gettop(L) - 1);
+  if (r < 0) {
+    lua_pushboolean(L, 0);
+    lua_insert(L, -2);
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  lua_insert(L, -(r + 1));
+  return r + 1;
+}
+
+/* The function returned by coroutine.wrap (lcorolib's auxwrap). */
+static int co_auxwrap(lua_State *L) {
+  lua_State *co = lua_tothread(L, lua_upvalueindex(1));
+  int r = co_auxresume(L, co, lua_gettop(L));
+  if (r < 0) {
+    int stat = lua_status(co);
+    if (stat != LUA_OK && stat != LUA_YIELD) { /* an error in the coroutine: close it */
+#if LUA_VERSION_RELEASE_NUM >= 50406
+      stat = lua_closethread(co, L);
+#else
+      stat = lua_resetthread(co);
+#endif
+      lua_xmove(co, L, 1);
+    }
+    if (stat != LUA_ERRMEM && lua_type(L, -1) == LUA_TSTRING) {
+      luaL_where(L, 1);
+      lua_insert(L, -2);
+      lua_concat(L, 2);
+    }
+    return lua_error(L);
+  }
+  return r;
+}
+
+/* coroutine.wrap(f) */
+static int co_wrap(lua_State *L) {
+  lua_State *co;
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  co = lua_newthread(L);
+  lua_pushvalue(L, 1);
+  lua_xmove(L, co, 1);
+  lua_pushcclosure(L, co_auxwrap, 1);
+  return 1;
+}
+
+/* Replaces coroutine.resume and coroutine.wrap by the tracked versions above. */
+static void set_coroutines(lua_State *L) {
+  if (lua_getglobal(L, "coroutine") == LUA_TTABLE) {
+    lua_pushcfunction(L, co_resume);
+    lua_setfield(L, -2, "resume");
+    lua_pushcfunction(L, co_wrap);
+    lua_setfield(L, -2, "wrap");
+  }
+  lua_pop(L, 1);
 }
 
 /* ---------------------------------------------------------------- protected calls */
@@ -159,9 +305,13 @@ static int docall(lua_State *L, int narg, int nres) {
   lua_insert(L, base);
   global_L = L;
   if (global_ctx != NULL) ms_ctx_clear_interrupt(global_ctx);
+  interrupts = 0;
+  nrunning = 0;
   set_sigint(laction);
   status = lua_pcall(L, narg, nres, base);
   set_sigint(SIG_DFL);
+  interrupts = 0;
+  nrunning = 0;
   if (lua_gethook(L) == lstop) lua_sethook(L, NULL, 0, 0);
   lua_remove(L, base);
   return status;
@@ -199,6 +349,18 @@ static int dolibrary(lua_State *L, const char *spec) {
   return report(L, status);
 }
 
+/*
+ * The global `ms` = require "metastep" (as th preloads torch), and the REPL's printer
+ * module. A failure is reported and the interpreter goes on without them.
+ */
+static void preload_ms(lua_State *L) {
+  if (dolibrary(L, "ms=metastep") == LUA_OK) {
+    lua_getglobal(L, "require");
+    lua_pushliteral(L, "metastep.repl");
+    report(L, docall(L, 1, 0));
+  }
+}
+
 /* ---------------------------------------------------------------- arguments */
 
 /* Bits returned by collectargs. */
@@ -207,6 +369,7 @@ static int dolibrary(lua_State *L, const char *spec) {
 #define HAS_V 4
 #define HAS_E 8
 #define HAS_BIGE 16
+#define HAS_HELP 32
 
 /*
  * Scans the options. *first gets the index of the script name (argc when there is
@@ -219,7 +382,8 @@ static int collectargs(char **argv, int argc, int *first) {
     *first = i;
     if (argv[i][0] != '-') return args; /* the script */
     switch (argv[i][1]) {
-      case '-': /* "--" */
+      case '-': /* "--" or "--help" */
+        if (strcmp(argv[i], "--help") == 0) return HAS_HELP;
         if (argv[i][2] != '\0') return HAS_ERROR;
         *first = i + 1;
         return args;
@@ -591,14 +755,92 @@ static int print_values(lua_State *L) {
   return 0;
 }
 
+/*
+ * Prints the results of a line: through metastep.repl's printer (tables as constructors with
+ * a depth limit, meta results as records) when the front library loads, else through
+ * tostring like lua.c.
+ */
 static void repl_print(lua_State *L) {
   int n = lua_gettop(L);
   if (n > 0) {
     luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
     lua_pushcfunction(L, print_values);
+    lua_getglobal(L, "package");
+    if (lua_istable(L, -1) && lua_getfield(L, -1, "loaded") == LUA_TTABLE &&
+        lua_getfield(L, -1, "metastep.repl") == LUA_TTABLE &&
+        lua_getfield(L, -1, "print") == LUA_TFUNCTION) {
+      lua_replace(L, n + 1);
+    }
+    lua_settop(L, n + 1);
     lua_insert(L, 1);
     report(L, docall(L, n, 0));
   }
+}
+
+/* ---------------------------------------------------------------- REPL: Tab completion */
+
+static lua_State *complete_L = NULL;
+static char **complete_list = NULL; /* the candidates of the current word, NULL-terminated */
+static size_t complete_next = 0;
+
+static void complete_free(void) {
+  size_t i;
+  if (complete_list == NULL) return;
+  for (i = 0; complete_list[i] != NULL; i++) free(complete_list[i]);
+  free(complete_list);
+  complete_list = NULL;
+}
+
+/* Calls metastep.repl.complete(word) (protected) and keeps a C copy of its list. */
+static int complete_lua(lua_State *L) {
+  const char *word = (const char *)lua_touserdata(L, 1);
+  lua_Integer i, n;
+  lua_getglobal(L, "require");
+  lua_pushliteral(L, "metastep.repl");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "complete");
+  lua_pushstring(L, word);
+  lua_call(L, 1, 1);
+  luaL_checktype(L, -1, LUA_TTABLE);
+  n = luaL_len(L, -1);
+  complete_list = calloc((size_t)n + 1, sizeof(char *));
+  if (complete_list == NULL) return 0;
+  for (i = 1; i <= n; i++) {
+    const char *c;
+    lua_rawgeti(L, -1, i);
+    c = lua_tostring(L, -1);
+    complete_list[i - 1] = c != NULL ? strdup(c) : NULL;
+    if (complete_list[i - 1] == NULL) break;
+    lua_pop(L, 1);
+  }
+  return 0;
+}
+
+/* readline's generator: state 0 computes the list, then hands out one malloc'ed copy per call. */
+static char *complete_generator(const char *text, int state) {
+  if (state == 0) {
+    lua_State *L = complete_L;
+    int top = lua_gettop(L);
+    complete_free();
+    complete_next = 0;
+    lua_pushcfunction(L, complete_lua);
+    lua_pushlightuserdata(L, (void *)text);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) complete_free(); /* no candidates rather than an error */
+    lua_settop(L, top);
+  }
+  if (complete_list == NULL || complete_list[complete_next] == NULL) return NULL;
+  return strdup(complete_list[complete_next++]);
+}
+
+static char word_breaks[] = " \t\n\"\\'`@$><=;|&{(,+-*/%^~#[]})";
+
+/* Completes Lua names (never file names): globals, fields after '.', methods after ':'. */
+static char **complete(const char *text, int start, int end) {
+  (void)start;
+  (void)end;
+  rl_attempted_completion_over = 1;
+  rl_completion_append_character = '\0';
+  return rl_completion_matches(text, complete_generator);
 }
 
 static void doREPL(lua_State *L) {
@@ -606,6 +848,10 @@ static void doREPL(lua_State *L) {
   const char *oldprogname = progname;
   progname = NULL;
   rl_readline_name = PROGNAME;
+  complete_L = L;
+  rl_attempted_completion_function = complete;
+  /* a Lua name path such as ms.meta.tr or t:sh is one word */
+  rl_completer_word_break_characters = word_breaks;
   /* Readline must leave SIGINT to us; it may still track window size changes. */
   rl_catch_signals = 0;
   rl_persistent_signal_handlers = 1;
@@ -629,6 +875,8 @@ static void doREPL(lua_State *L) {
   free(last_line);
   last_line = NULL;
   history_save();
+  complete_free();
+  complete_L = NULL;
   progname = oldprogname;
 }
 
@@ -647,15 +895,22 @@ static int pmain(lua_State *L) {
     print_usage(argv[script]);
     return 0;
   }
+  if (args == HAS_HELP) {
+    print_help();
+    lua_pushboolean(L, 1);
+    return 1;
+  }
   if (args & HAS_V) print_version();
   if (args & HAS_BIGE) { /* tell the package library to ignore LUA_PATH and friends */
     lua_pushboolean(L, 1);
     lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
   }
   luaL_openlibs(L);
+  set_coroutines(L);
   lms_preload(L);
   global_ctx = lms_ctx(L);
   sethelp(L);
+  preload_ms(L);
   createargtable(L, argv, argc, script);
   lua_gc(L, LUA_GCRESTART);
   lua_gc(L, LUA_GCGEN, 0, 0);

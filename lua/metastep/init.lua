@@ -139,15 +139,21 @@ end
 function M.help(what)
   if what == nil then
     print(M.help_text())
-    print("\nhelp(\"name\") or help(ms.name) lists a submodule. At the prompt an expression")
-    print("prints its value (tensors print like NumPy arrays).")
-  elseif type(what) == "string" then
-    local sub = rawget(M, what)
-    if type(sub) ~= "table" then
-      print(("help: metastep has no submodule '%s'"):format(what))
-      return
+    print("\nhelp(\"name\") or help(ms.name) lists a submodule; help(f) documents a function")
+    print("(help(ms.meta.train), help(ms.zeros), help(t.reshape)). At the prompt `ms` is loaded,")
+    print("an expression prints its value and Tab completes names.")
+  elseif type(what) == "function" or (type(what) == "string" and type(rawget(M, what)) ~= "table") then
+    -- a function, or a name such as "meta.train": its entry in metastep/doc.lua
+    local text, why = require("metastep.help").text(what)
+    if text then
+      print(text)
+    elseif type(what) == "string" then
+      print(("help: metastep has no submodule or function '%s'"):format(what))
+    else
+      print(("help: %s"):format(why or ("function: " .. tostring(what))))
     end
-    print(listing(sub, "ms." .. what .. "."))
+  elseif type(what) == "string" then
+    print(listing(rawget(M, what), "ms." .. what .. "."))
   elseif type(what) == "table" then
     print(listing(what, ""))
   else

@@ -528,7 +528,12 @@ function M.train(opts)
     for _, n in ipairs(names) do rec.theta[n], rec.grad[n] = th[n], g[n] end
     return rec
   end
-  local start = os.clock()
+  -- progress: wall-clock rate and time left; updated in place (\r) on a terminal, else a plain
+  -- line every few seconds so a log file gets readable lines
+  local clock = core.clock
+  local tty = core.isatty(io.stderr)
+  local progress_every = tty and 0.5 or 5
+  local start = clock()
   local last_progress = start
   local shown_progress, last_k, start_k = false, 0, 0
   local sample = opts.sample
@@ -561,13 +566,14 @@ function M.train(opts)
       logf:flush() -- a killed run leaves whole rows
     end
     -- at most about two progress updates a second, plus the first and the last
-    if opts.progress ~= false and (r.k == 1 or r.k == K or os.clock() - last_progress >= 0.5) then
-      last_progress = os.clock()
-      shown_progress = true
-      local rate = (r.k - start_k) / math.max(os.clock() - start, 1e-9)
-      io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s  %.1f it/s  %.0fs left   "):format(
-        r.k, K, fmt_theta(named(theta_list), names), r.value, r.status, rate, (K - r.k) / rate))
-      if r.k == K then io.stderr:write("\n") end
+    if opts.progress ~= false and (r.k == 1 or r.k == K or clock() - last_progress >= progress_every) then
+      last_progress = clock()
+      shown_progress = tty
+      local rate = (r.k - start_k) / math.max(clock() - start, 1e-9)
+      local line = ("meta %d/%d  %s  meta=%.6g  %s  %.1f it/s  %.0fs left"):format(
+        r.k, K, fmt_theta(named(theta_list), names), r.value, r.status, rate, (K - r.k) / rate)
+      io.stderr:write(tty and ("\r" .. line .. "\27[K") or (line .. "\n"))
+      if tty and r.k == K then io.stderr:write("\n") end
     end
     if opts.callback then return opts.callback(r.k, rec) == true end
     return false

@@ -133,5 +133,7 @@ void lms_archive_decode(lua_State *L, const ms_archive *a, const char *prefix, c
 ms_objective **lms_newobjective(lua_State *L);
 /* Adds the network and data bindings (lms_nn.c). */
 void lms_open_nn(lua_State *L);
+/* Adds spawn, isatty and front_source (lms_sys.c). */
+void lms_open_sys(lua_State *L);
 
 #endif

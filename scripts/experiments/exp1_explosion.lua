@@ -145,10 +145,11 @@ function M.write(R, cfg, ms)
   local out = cfg.out
   local rows, rate_rows, series_F, series_G = {}, {}, {}, {}
   for i, e in ipairs(R.etas) do
-    -- Dashed lines above the threshold 2/lambda_max (and the palette's 8 colours repeat).
+    -- Each curve gets its own dash and point type from plot.figure (readable in grey scale);
+    -- the label says which side of the threshold 2/lambda_max it is on.
     local label = ("η = %.3g (%.2f·2/λmax)"):format(e.eta, e.fr)
-    local sF = {x = {}, y = {}, label = label, dash = e.fr > 1}
-    local sG = {x = {}, y = {}, label = label, dash = e.fr > 1}
+    local sF = {x = {}, y = {}, label = label}
+    local sG = {x = {}, y = {}, label = label}
     for k, p in ipairs(e.points) do
       rows[#rows + 1] = {e.eta, e.fr, p.T, p.logF / LOG10, p.ref.log_abs_dF / LOG10, p.dG, p.ref.dG,
                          p.log_loss, p.ref.logf}
@@ -169,9 +170,11 @@ function M.write(R, cfg, ms)
     file = "exp1_naive.png",
     title = ("Naive meta-objective F(η) = f(w_T): log_{10}|F'(η)| (metastep stable method), 2/λ_{max} = %.4g"):format(
       R.eta_crit),
-    xlabel = "unroll length T (steps)", ylabel = "log_{10} |F'(η)|",
+    -- log T: the small T where the curves cross the range of doubles are not squeezed into
+    -- the first pixels
+    xlabel = "unroll length T (steps, log scale)", ylabel = "log_{10} |F'(η)|", logx = true,
     series = series_F, size = {1000, 600},
-    hlines = {{y = 308.25}, {y = -307.65}}, -- the range of doubles (caption)
+    hlines = {{y = 308.25, label = "range of doubles: 10^{-308} to 10^{308}"}, {y = -307.65}},
   })
   report.figure(ms, out, {
     file = "exp1_log.png",

@@ -402,9 +402,11 @@ local function write_eta_k(R, out, ms)
       rows[#rows + 1] = {m.eta0, k, e, G, ex[k], rel[k]}
     end
     local label = "η_0 = " .. report.fmt(m.eta0)
-    series[#series + 1] = {x = ks, y = m.etas_long, label = label, with = "lines"}
-    series_rel[#series_rel + 1] = {x = ks, y = rel, label = label, with = "lines"}
-    gseries[#gseries + 1] = {x = ks, y = ex, label = label, with = "lines"}
+    -- lines with a few markers (spread and offset per curve by plot.figure), so curves that
+    -- coincide after a few meta-steps stay visible, in grey scale too
+    series[#series + 1] = {x = ks, y = m.etas_long, label = label}
+    series_rel[#series_rel + 1] = {x = ks, y = rel, label = label}
+    gseries[#gseries + 1] = {x = ks, y = ex, label = label}
   end
   local budget = {{x = R.K + 1, label = BUDGET_LABEL:format(R.K)}}
   report.csv(ms, out, "exp3_eta_k.csv", {"eta0", "k", "eta_k", "G_eta_k", "G_minus_Gmin", "rel_err_eta"}, rows)

@@ -964,13 +964,13 @@ describe("meta.train", function()
     local text = table.concat(out)
     local before, after = text:match("^(.*)|(.*)$")
     assert.are.equal("", after)
-    -- one line rewritten in place (\r), theta after the update, a newline at the end
+    -- the stand-in stream is not a terminal: one plain line per update (no \r), theta after
+    -- the update; each update shows the rate and the time left
     local h = res.history
-    -- each update shows the rate and the time left
-    local rate = "  [%d.]+ it/s  %d+s left   "
-    local want = ("\rmeta 1/2  lr=%.6g  meta=%.6g  ok"):format(h[2].theta.lr, h[1].value):gsub("%p", "%%%0")
-      .. rate .. ("\rmeta 2/2  lr=%.6g  meta=%.6g  ok"):format(res.theta.lr, h[2].value):gsub("%p", "%%%0")
-      .. rate .. "\n"
+    local rate = "  [%d.]+ it/s  %d+s left\n"
+    local want = ("meta 1/2  lr=%.6g  meta=%.6g  ok"):format(h[2].theta.lr, h[1].value):gsub("%p", "%%%0")
+      .. rate .. ("meta 2/2  lr=%.6g  meta=%.6g  ok"):format(res.theta.lr, h[2].value):gsub("%p", "%%%0")
+      .. rate
     assert.truthy(before:match("^" .. want .. "$"), before)
   end)
 

@@ -147,4 +147,47 @@ else
   "$METASTEP" -e 'require "metastep"' 2>&1 | sed 's/^/       /'
 fi
 
+# ---- --help: the executable and every script print their usage on stdout and exit 0
+out=$("$METASTEP" --help 2> "$tmp/err")
+rc=$?
+if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "^usage: metastep \[options\]" &&
+  printf '%s\n' "$out" | grep -q -- "--help" && [ ! -s "$tmp/err" ]; then
+  ok "metastep --help prints the usage and exits 0"
+else
+  not_ok "metastep --help prints the usage and exits 0" "rc=$rc out=$out err=$(cat "$tmp/err")"
+fi
+for script in scripts/*.lua; do
+  name=$(basename "$script")
+  out=$("$METASTEP" "$script" --help 2> "$tmp/err")
+  rc=$?
+  if [ $rc -eq 0 ] && printf '%s\n' "$out" | grep -q "^usage: metastep scripts/$name" &&
+    printf '%s\n' "$out" | grep -q -- "--help"; then
+    ok "$name --help prints its usage and exits 0"
+  else
+    not_ok "$name --help prints its usage and exits 0" "rc=$rc out=$out err=$(cat "$tmp/err")"
+  fi
+done
+out=$("$METASTEP" -e 'print(ms.zeros{2}:numel())' 2>&1)
+expect "the global ms is preloaded" "2" "$out"
+
+# ---- progress lines: rate and time left; plain lines (no \r) when stderr is not a terminal
+"$METASTEP" -e 'local obj = ms.objective.quadratic(ms.eye(2))
+ms.meta.train{objective = obj, optimizer = ms.optim.gd{lr = 0.1}, w0 = ms.ones{2}, steps = 5, iterations = 50}' \
+  2> "$tmp/progress"
+if ! grep -q "$(printf '\r')" "$tmp/progress" && grep -Eq "^meta 1/50 .* [0-9.]+ it/s +[0-9]+s left$" "$tmp/progress" &&
+  grep -Eq "^meta 50/50 .* it/s +0s left$" "$tmp/progress"; then
+  ok "meta.train progress: plain lines with rate and time left off a terminal"
+else
+  not_ok "meta.train progress: plain lines with rate and time left off a terminal" "$(od -c "$tmp/progress" | head -20)"
+fi
+("$METASTEP" -e 'package.path = "scripts/experiments/?.lua;" .. package.path
+local r = require "lib.report"
+local m = r.meter(function(f, ...) io.stderr:write(f:format(...), "\n") end, "items", 4, 0)
+for i = 1, 4 do m:step(i) end') 2> "$tmp/meter"
+if ! grep -q "$(printf '\r')" "$tmp/meter" && [ "$(grep -Ec '^items: [1-4]/4 \([0-9.]+/s, (~[0-9]+|0) s left\)$' "$tmp/meter")" = 4 ]; then
+  ok "report meter: one plain line per update off a terminal, with rate and time left"
+else
+  not_ok "report meter: one plain line per update off a terminal, with rate and time left" "$(od -c "$tmp/meter" | head)"
+fi
+
 finish

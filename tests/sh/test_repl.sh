@@ -134,6 +134,85 @@ type_line 'print("al" .. "ive")'
 check "the REPL is alive after Ctrl-C" "^alive$"
 wait_prompt
 
+# Issue 14 item 7: the loop runs inside a coroutine, whose hook is not the main thread's.
+type_line "co = coroutine.wrap(function() while true do end end); co()"
+wait_for "^> co = coroutine.wrap" 5
+sleep 0.3
+tm send-keys -t "$target" C-c
+check "Ctrl-C stops a loop inside a coroutine" "interrupted!" 5
+wait_prompt
+type_line "c2 = coroutine.create(function() local i = 0 while true do i = i + 1 end end)"
+wait_prompt
+type_line "coroutine.resume(c2)"
+wait_for "^> coroutine.resume\(c2\)$" 5
+sleep 0.3
+tm send-keys -t "$target" C-c
+check "Ctrl-C stops a loop inside coroutine.resume" "in function 'coroutine.resume'" 5
+wait_prompt
+type_line 'print("co" .. "alive")'
+check "the REPL is alive after Ctrl-C in a coroutine" "^coalive$"
+wait_prompt
+
+# A second Ctrl-C (the first one pressed while a C call runs) does not kill the REPL.
+type_line "while true do end"
+wait_for "^> while true do end$" 5
+sleep 0.3
+tm send-keys -t "$target" C-c
+tm send-keys -t "$target" C-c
+wait_prompt
+type_line 'print("second" .. "alive")'
+check "a second Ctrl-C does not kill the REPL" "^secondalive$"
+wait_prompt
+
+# Issue 16: ms preloaded, tables printed, Tab completion, help(f), meta results.
+type_line "ms.randn{2}:shape()"
+check "ms is preloaded and t:shape() prints {2}" "^\\{2\\}$"
+wait_prompt
+type_line '{1, {2, {3, {4}}}, name = "x"}'
+check "a nested table prints with a depth limit" '^\{1, \{2, \{3, \{\.\.\.\}\}\}, name = "x"\}$'
+wait_prompt
+# ms.me is ambiguous (ms.mean, ms.memory, ms.meta): a second Tab lists them, "t" then Tab completes.
+tm send-keys -t "$target" -l -- "ms.me"
+tm send-keys -t "$target" Tab
+tm send-keys -t "$target" Tab
+check "Tab Tab lists the candidates of ms.me" "ms\.mean +ms\.memory +ms\.meta" 5
+tm send-keys -t "$target" -l -- "t"
+tm send-keys -t "$target" Tab
+check "Tab completes ms.me(t) to ms.meta" "^> ms\.meta$" 5
+tm send-keys -t "$target" -l -- ".tr"
+tm send-keys -t "$target" Tab
+tm send-keys -t "$target" Enter
+check "Tab completes ms.meta.tr to ms.meta.train" "^> ms\.meta\.train$" 5
+wait_prompt
+type_line "t = ms.zeros{3}"
+wait_prompt
+tm send-keys -t "$target" -l -- "t:resh"
+tm send-keys -t "$target" Tab
+check "Tab completes tensor methods through the metatable" "^> t:reshape$" 5
+tm send-keys -t "$target" C-c
+wait_prompt
+type_line "help(ms.meta.train)"
+check "help(ms.meta.train) shows its signature" "ms\.meta\.train\(opts\)"
+check "help(ms.meta.train) shows its options with defaults" "iterations.*default 100"
+wait_prompt
+type_line "r = ms.meta.value_and_grad{objective = ms.objective.quadratic(ms.eye(2)), optimizer = ms.optim.gd{lr = 0.1}, w0 = ms.ones{2}, steps = 3}"
+wait_prompt
+type_line "r"
+check "a meta result prints as a record" "^ +grad\.lr += -?[0-9]"
+check "a meta result prints its value" "^ +value += -?[0-9]"
+wait_prompt
+
+# On a terminal the meta.train progress line is updated in place: one line on the screen.
+type_line "p = ms.meta.train{objective = ms.objective.quadratic(ms.eye(2)), optimizer = ms.optim.gd{lr = 0.1}, w0 = ms.ones{2}, steps = 5, iterations = 40}"
+wait_for "^meta 40/40 .* it/s +0s left" 10
+wait_prompt
+n=$(screen | grep -Ec "^meta [0-9]+/40 ")
+if [ "$n" = 1 ] && screen | grep -Eq "^meta 40/40 .*it/s"; then
+  ok "meta.train progress is one line updated in place on a terminal"
+else
+  not_ok "meta.train progress is one line updated in place on a terminal" "$(screen | tail -n 8)"
+fi
+
 tm send-keys -t "$target" -l -- "discarded line"
 wait_for "discarded line" 5
 tm send-keys -t "$target" C-c

@@ -2,6 +2,7 @@
 -- CSV files, Markdown tables, criterion rows, number formatting and a rate-limited progress
 -- line. Every experiment module writes its files and builds its section with these.
 local M = {}
+local core = require("metastep").core
 
 --- Draws a figure with ms.plot.figure (spec.file relative to dir); raises on failure.
 function M.figure(ms, dir, spec)
@@ -61,18 +62,27 @@ function M.range(list, f)
   return lo, hi
 end
 
---- A progress line for a loop of total items, printed through say(fmt, ...) at most every
--- `every` seconds (5 by default) with the rate and the time left. Call :step(i) after item i.
-function M.meter(say, label, total, every)
-  local m = {t0 = os.time(), last = os.time(), every = every or 5}
+--- A progress line for a loop of total items with the rate and the time left (wall clock).
+-- On a terminal it is updated in place (\r) about twice a second and ends with a newline;
+-- otherwise (a log file) it is printed through say(fmt, ...) as a plain line at most every
+-- `every` seconds (5 by default) and after the last item. Call :step(i) after item i.
+function M.meter(say, label, total, every, out)
+  out = out or io.stderr
+  local tty = core.isatty(out)
+  local m = {t0 = core.clock(), last = -math.huge, every = tty and 0.5 or (every or 5)}
   function m.step(_, i, detail)
-    local now = os.time()
+    local now = core.clock()
     if now - m.last < m.every and i < total then return end
     m.last = now
-    local dt = math.max(now - m.t0, 1e-9)
-    local rate = i / dt
-    say("%s: %d/%d%s (%.1f/s, %s left)", label, i, total, detail and (", " .. detail) or "", rate,
+    local rate = i / math.max(now - m.t0, 1e-9)
+    local text = ("%s: %d/%d%s (%.1f/s, %s left)"):format(label, i, total, detail and (", " .. detail) or "", rate,
       i >= total and "0 s" or ("~%d s"):format(math.ceil((total - i) / math.max(rate, 1e-9))))
+    if tty then
+      out:write("\r", text, "\27[K", i >= total and "\n" or "")
+      out:flush()
+    else
+      say("%s", text)
+    end
   end
   return m
 end
