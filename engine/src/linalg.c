@@ -177,6 +177,34 @@ static void fill_zero(ms_tensor *t) {
   if (t->numel > 0) memset(MS_TENSOR_DATA(t), 0, (size_t)t->numel * sizeof(double));
 }
 
+/* ---- threads ---- */
+
+/*
+ * Below this much work (multiply-adds of one product; m k for a [m,k] matrix times a vector) a
+ * product runs on one OpenBLAS thread. OpenBLAS 0.3.21 splits a dgemv over its threads from
+ * m k >= 9216 on, and at d = 100 the second thread's wake-up costs more than it saves (the
+ * issue measured d <= 100 20-40% slower with two threads, d >= 1000 up to 1.9x faster).
+ * Measured here (2 cores, load average 8 from other jobs; best of 5): a d x d dgemv takes
+ *   d = 100: 2.1 us on one thread, 9.5 us on two;  d = 200: 8.4 / 15.3;  d = 300: 17.7 / 21.3;
+ *   d = 400: 30 / 36;  d = 600: 72 / 72;  d = 1000: 197 / 198,
+ * so two threads lose below d = 500 and break even above it on a busy machine; on an idle one
+ * they win at d >= 1000. Products of at least 512 x 512 multiply-adds use every core.
+ */
+#define MIN_THREADED_WORK ((int64_t)512 * 512)
+
+int ms_linalg_threads(const ms_ctx *ctx, int64_t work) {
+  if (ctx->threads > 0) return ctx->threads;
+  if (ctx->threads_env) return openblas_get_num_threads();
+  return work < MIN_THREADED_WORK ? 1 : openblas_get_num_procs();
+}
+
+/* Sets OpenBLAS's (process-wide) thread count for a product of this much work; counts it. */
+static void before_product(ms_ctx *ctx, int64_t work) {
+  int n = ms_linalg_threads(ctx, work);
+  if (n != openblas_get_num_threads()) openblas_set_num_threads(n);
+  ctx->products++;
+}
+
 /* ---- products ---- */
 
 /* [k] . [k] -> 0-d. Shapes already checked. */
@@ -227,6 +255,7 @@ static int gemv_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, int a_
     /* cblas_dgemv's m, n describe the stored matrix, which is [cols, rows] when Trans. */
     int sm = ma.tr == CblasNoTrans ? rows : cols;
     int sn = ma.tr == CblasNoTrans ? cols : rows;
+    before_product(ctx, m * k);
     cblas_dgemv(CblasRowMajor, tr, sm, sn, 1.0, ma.p, ma.ld, vx.p, vx.inc, 0.0, MS_TENSOR_DATA(r),
                 1);
     *out = r;
@@ -254,6 +283,7 @@ static int gemm_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_ten
   st = prep_mat(ctx, a, &ma);
   if (st == MS_OK) st = prep_mat(ctx, b, &mb);
   if (st == MS_OK) {
+    before_product(ctx, shape[0] * shape[1] * k);
     cblas_dgemm(CblasRowMajor, ma.tr, mb.tr, (int)shape[0], (int)shape[1], (int)k, 1.0, ma.p, ma.ld,
                 mb.p, mb.ld, 0.0, MS_TENSOR_DATA(r), (int)shape[1]);
     *out = r;

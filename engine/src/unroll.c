@@ -11,6 +11,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "meta_internal.h"
 
 static const char *const METHOD_NAMES[] = {"reverse", "forward", "stable", "exact", "fd"};
@@ -164,6 +165,7 @@ typedef struct run {
   ms_objective *obj;
   ms_tensor *const *mapped; /* borrowed */
   ms_tensor *w, *fw, *vl;   /* current point, its training loss, its validation loss (or NULL) */
+  ms_tensor *g;             /* grad f(w) made with an untraced loss (fuse), for the next step */
   ms_tensor *state[MS_OPTIM_MAXSTATE];
   int64_t k; /* updates made */
   int frozen;
@@ -171,6 +173,7 @@ typedef struct run {
   int valid_zero_failure; /* ... and on the validation loss */
   int valid_each;         /* validation loss needed at every step (SUM, LOGSUM on VALID) */
   int loss_traced;        /* every step's training loss carries derivatives (else only f(w_T)) */
+  int fuse;               /* a quadratic's untraced loss comes from the next step's gradient */
   int64_t cut;            /* truncation: the step whose inputs are held constant (0 = none) */
   int64_t *idx;           /* mini-batch indices (batch entries) */
 } run;
@@ -179,7 +182,8 @@ static void run_clear(run *r) {
   ms_tensor_release(r->w);
   ms_tensor_release(r->fw);
   ms_tensor_release(r->vl);
-  r->w = r->fw = r->vl = NULL;
+  ms_tensor_release(r->g);
+  r->w = r->fw = r->vl = r->g = NULL;
   for (int i = 0; i < MS_OPTIM_MAXSTATE; i++) ms_tensor_release(r->state[i]), r->state[i] = NULL;
   if (r->idx) ms_ctx_dealloc(r->ctx, r->idx, (size_t)ms_optim_batch(r->opt) * sizeof *r->idx);
   r->idx = NULL;
@@ -207,6 +211,7 @@ static int run_setup(run *r, ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
       (spec->meta.on == MS_META_TRAIN && (kind == MS_META_SUM || kind == MS_META_LOGSUM));
   if (spec->truncate > 0 && spec->truncate < spec->steps) r->cut = spec->steps - spec->truncate + 1;
   int64_t batch = ms_optim_batch(r->opt);
+  r->fuse = batch == 0 && ms_objective_kind_of(r->obj) == MS_OBJECTIVE_QUADRATIC;
   if (batch > 0) {
     r->idx = ms_ctx_alloc(ctx, (size_t)batch * sizeof *r->idx);
     if (r->idx == NULL) return MS_ENOMEM;
@@ -237,6 +242,11 @@ static void replace(ms_tensor **slot, ms_tensor *t) {
 /* The gradient the step reads: full, or on a mini-batch drawn from (seed, t). */
 static int step_gradient(run *r, int64_t t, ms_tensor **gw) {
   int64_t batch = ms_optim_batch(r->opt);
+  if (batch == 0 && r->g) { /* made with the last loss (fused_loss) at this very w */
+    *gw = r->g;
+    r->g = NULL;
+    return MS_OK;
+  }
   if (batch == 0) return ms_objective_grad(r->ctx, r->obj, r->w, gw);
   ms_rng rng;
   ms_rng_seed(&rng, ms__optim_seed(r->opt) * 7919u + (uint64_t)t);
@@ -254,6 +264,7 @@ static int hold(run *r) {
   ms_ctx *ctx = r->ctx;
   ms_tensor *t;
   int st;
+  replace(&r->g, NULL); /* made from the traced w: the step recomputes it from the held one */
   if ((st = ms_stop_gradient(ctx, r->w, &t))) return st;
   replace(&r->w, t);
   if ((st = ms_stop_gradient(ctx, r->fw, &t))) return st;
@@ -295,6 +306,36 @@ static int loss_status(int zero_fails, double v) {
   return MS_META_OK;
 }
 
+/*
+ * An untraced loss of a quadratic from the gradient the next step reads: g = H (w - w*) is
+ * made here (traced, kept in r->g) and f = 1/2 (w - w*)^T g + f* from it with the raw kernels
+ * (recorded nowhere), the objective's own operations on the same operands, so the same bits as
+ * ms_objective_value: one product by H per step instead of two. The tape is unchanged too:
+ * the product is the node the next step's gradient would have recorded, in the same place.
+ */
+static int fused_loss(run *r, ms_tensor **f) {
+  ms_ctx *ctx = r->ctx;
+  ms_tensor *ws = NULL, *res = NULL, *d = NULL, *h = NULL;
+  double fstar = 0;
+  ms_objective_quadratic_parts(r->obj, NULL, &ws, &fstar);
+  replace(&r->g, NULL); /* a frozen run keeps its w: the last one is remade */
+  int st = ms_objective_grad(ctx, r->obj, r->w, &r->g);
+  if (!st && ws) st = ms__binary(ctx, MS_SUB, r->w, ws, &res);
+  if (!st && !ws) res = ms_tensor_retain(r->w);
+  if (!st) st = ms__dot(ctx, res, r->g, &d);
+  if (!st) st = ms__binary_scalar(ctx, MS_MUL, d, 0.5, 0, &h);
+  if (!st && fstar != 0) {
+    st = ms__binary_scalar(ctx, MS_ADD, h, fstar, 0, f);
+  } else if (!st) {
+    *f = h;
+    h = NULL;
+  }
+  ms_tensor_release(res);
+  ms_tensor_release(d);
+  ms_tensor_release(h);
+  return st;
+}
+
 /* Step t: w_{t-1} -> w_t and its losses. *mstatus is set when w_t or f(w_t) is not a faithful
  * double (the run must stop there). */
 static int advance(run *r, int64_t t, int *mstatus) {
@@ -330,6 +371,8 @@ static int advance(run *r, int64_t t, int *mstatus) {
   double v;
   if (r->loss_traced || (t == r->spec->steps && r->spec->meta.on == MS_META_TRAIN)) {
     st = ms_objective_value(ctx, r->obj, r->w, &f);
+  } else if (r->fuse) {
+    st = fused_loss(r, &f);
   } else if (!(st = ms_stop_gradient(ctx, r->w, &wu))) {
     st = ms_objective_value(ctx, r->obj, wu, &f);
     ms_tensor_release(wu);

@@ -577,10 +577,32 @@ static void test_host_conveniences(void) {
   CHECK(strcmp(ms_status_name(st), ms_status_name(MS_ESHAPE)) == 0);
 }
 
+/* Reverse mode makes one product by H per step forward (the untraced loss of a quadratic comes
+ * from the next step's gradient) and one backward, plus the first loss, the last loss and its
+ * backward: 2T + 3 (three per step before). The result is still the closed form's. */
+static void test_reverse_products(void) {
+  double l[5] = {1, 2.5, 4, 7, 10}, c[5] = {1, -0.5, 0.3, 2, -1}, eta = 0.05, dG;
+  int64_t T = 40;
+  ms_task task = diag_task(5, l, c);
+  ms_optim *gd = make(MS_OPTIM_GD, eta, 0);
+  double G = closed_G(5, l, c, &eta, 0, T, &dG);
+  uint64_t before = ms_ctx_products(ctx);
+  ms_meta_out r;
+  log_meta(gd, &task, T, MS_METHOD_REVERSE, G, &r);
+  uint64_t n = ms_ctx_products(ctx) - before;
+  CHECK(n <= (uint64_t)(2 * T + 3));
+  CHECK(n >= (uint64_t)(2 * T)); /* the counter counts */
+  CHECK_NEAR(item(r.grad[0]), dG, 1e-10);
+  ms_meta_out_clear(&r);
+  ms_optim_release(gd);
+  task_free(&task);
+}
+
 int main(void) {
   return check_main(&ctx,
                     (const check_test[]){test_closed_form, test_vector_theta, test_fd_small_step,
                                          test_checkpoint, test_custom, test_status_and_errors,
                                          test_host_conveniences, test_adam_second_derivative,
-                                         test_review_cases, test_allocation_failures, NULL});
+                                         test_review_cases, test_allocation_failures,
+                                         test_reverse_products, NULL});
 }
