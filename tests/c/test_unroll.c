@@ -599,10 +599,10 @@ static void test_reverse_products(void) {
 }
 
 int main(void) {
-  return check_main(&ctx,
-                    (const check_test[]){test_closed_form, test_vector_theta, test_fd_small_step,
-                                         test_checkpoint, test_custom, test_status_and_errors,
-                                         test_host_conveniences, test_adam_second_derivative,
-                                         test_review_cases, test_allocation_failures,
-                                         test_reverse_products, NULL});
+  return check_main(
+      &ctx,
+      (const check_test[]){test_closed_form, test_vector_theta, test_fd_small_step, test_checkpoint,
+                           test_custom, test_status_and_errors, test_host_conveniences,
+                           test_adam_second_derivative, test_review_cases, test_allocation_failures,
+                           test_reverse_products, NULL});
 }
