@@ -111,5 +111,7 @@ int lms_ad_hiding(lua_State *L);
 void lms_open_objective(lua_State *L);
 /* Adds the optimizer, meta-gradient and meta-training bindings (lms_l2l.c). */
 void lms_open_l2l(lua_State *L);
+/* Adds the clock, process, thread-setting and product-counter bindings (lms_sys.c). */
+void lms_open_sys(lua_State *L);
 
 #endif
