@@ -267,6 +267,18 @@ static int gemv_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, int a_
   return st;
 }
 
+void ms__gemv_raw(ms_ctx *ctx, const ms_tensor *a, int trans, double alpha, const double *x,
+                  double beta, double *y) {
+  int m = (int)a->shape[0], n = (int)a->shape[1];
+  before_product(ctx, (int64_t)m * n);
+  cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, m, n, alpha, MS_TENSOR_DATA(a),
+              n > 1 ? n : 1, x, 1, beta, y, 1);
+}
+
+double ms__dot_raw(int64_t n, const double *x, const double *y) {
+  return n > 0 ? cblas_ddot((int)n, x, 1, y, 1) : 0.0;
+}
+
 /* [m,k] x [k,n] -> [m,n] through dgemm. Shapes already checked. */
 static int gemm_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out) {
   int64_t shape[2] = {a->shape[0], b->shape[1]};
