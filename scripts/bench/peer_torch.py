@@ -11,7 +11,8 @@ and answers one line on standard output:
     quit
 
 Answers: "ok time=SECONDS value=V grad=G" (time measured here, around the job's work only,
-after its problem is built), or "error MESSAGE". The first line written is "ready torch=VERSION"
+after its problem is built; clock=cpu in a job: the process's CPU time instead of wall time),
+or "error MESSAGE". The first line written is "ready torch=VERSION"
 or "notorch REASON" (then the process exits). The problems are built from the same formulas as
 run.lua's (see there), so the values can be compared with metastep's.
 """
@@ -27,6 +28,7 @@ except Exception as e:  # no torch: say so and stop
 
 torch.set_default_dtype(torch.float64)
 _cache = {}
+now = time.perf_counter
 
 
 def quadratic(d):
@@ -66,14 +68,14 @@ def least_squares(d):
 def job_quad(a):
     d, T, lr = int(a["d"]), int(a["T"]), float(a["lr"])
     H, w0 = quadratic(d)
-    t0 = time.perf_counter()
+    t0 = now()
     eta = torch.tensor(lr, requires_grad=True)
     w = w0
     for _ in range(T):
         w = w - eta * (H @ w)
     G = torch.log(0.5 * torch.dot(w, H @ w)) / T
     (g,) = torch.autograd.grad(G, eta)
-    return time.perf_counter() - t0, G.item(), g.item()
+    return now() - t0, G.item(), g.item()
 
 
 def job_ls(a):
@@ -81,7 +83,7 @@ def job_ls(a):
     meta_lr, K = float(a["meta_lr"]), int(a["iterations"])
     X, y, Xv, yv = least_squares(d)
     n, nv = X.shape[0], Xv.shape[0]
-    t0 = time.perf_counter()
+    t0 = now()
     eta_v, G = lr, float("nan")
     for _ in range(K):
         eta = torch.tensor(eta_v, requires_grad=True)
@@ -93,20 +95,20 @@ def job_ls(a):
         (g,) = torch.autograd.grad(L, eta)
         G = L.item()
         eta_v = max(eta_v - meta_lr * g.item(), 0.0)
-    return time.perf_counter() - t0, G, eta_v
+    return now() - t0, G, eta_v
 
 
 def job_loop(a):
     d, T, lr = int(a["d"]), int(a["T"]), float(a["lr"])
     H, w0 = quadratic(d)
-    t0 = time.perf_counter()
+    t0 = now()
     eta = torch.tensor(lr, requires_grad=True)
     w = w0
     for _ in range(T):
         w = w - eta * (H @ w)
     G = torch.log(0.5 * torch.dot(w, H @ w)) / T
     (g,) = torch.autograd.grad(G, eta)
-    return time.perf_counter() - t0, G.item(), g.item()
+    return now() - t0, G.item(), g.item()
 
 
 JOBS = {"quad": job_quad, "ls": job_ls, "loop": job_loop}
@@ -123,6 +125,8 @@ def main():
         a = dict(w.split("=", 1) for w in words[1:] if "=" in w)
         try:
             torch.set_num_threads(int(a.get("threads", "1")))
+            global now
+            now = time.process_time if a.get("clock") == "cpu" else time.perf_counter
             t, value, grad = JOBS[words[0]](a)
             print("ok time=%.9g value=%.17g grad=%.17g" % (t, value, grad), flush=True)
         except Exception as e:

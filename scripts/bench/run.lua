@@ -5,7 +5,7 @@
 -- issue 12 with PASS or MISS.
 --
 --   build/metastep scripts/bench/run.lua [--quick] [--big] [--rounds N] [--only quad,ls,loop]
---                  [--threads N] [--out FILE] [--python PATH] [--floor PATH]
+--                  [--threads N] [--clock wall|cpu] [--out FILE] [--python PATH] [--floor PATH]
 --
 -- The peer is scripts/bench/peer_torch.py, run by Debian's python3 (/usr/bin/python3, where
 -- python3-torch lives, then python3 from PATH; --python picks another); without PyTorch the report
@@ -34,6 +34,8 @@ usage: metastep scripts/bench/run.lua [options]
   --rounds N      rounds of every job (default 3; --quick: 1)
   --only LIST     workloads to run, comma-separated: quad, ls, loop (default all)
   --threads N     BLAS threads for every product (default: by size, ms.set_threads)
+  --clock KIND    wall (default) or cpu: the process's CPU time, every thread counted
+                  (steadier than wall time on a busy machine)
   --out FILE      the Markdown report (default bench-results.md)
   --python PATH   the Python that runs the PyTorch peer
   --floor PATH    the floor program (default: bench_floor beside the metastep executable)
@@ -65,6 +67,9 @@ local function parse(args)
     elseif a == "--rounds" then o.rounds = count(a, 1)
     elseif a == "--threads" then o.threads = count(a, 1)
     elseif a == "--out" then o.out = value(a)
+    elseif a == "--clock" then
+      o.clock = value(a)
+      if o.clock ~= "wall" and o.clock ~= "cpu" then die("--clock: expected wall or cpu, got '%s'", o.clock) end
     elseif a == "--python" then o.python = value(a)
     elseif a == "--floor" then o.floor = value(a)
     elseif a == "--only" then
@@ -78,12 +83,23 @@ local function parse(args)
     i = i + 1
   end
   o.rounds = o.rounds or (o.quick and 1 or 3)
+  o.clock = o.clock or "wall"
   o.warmup = not o.quick
   return o
 end
 
 local started = core.clock()
 local opts = parse(arg or {})
+
+-- The load average (Linux), to judge how busy the machine was: nil elsewhere.
+local function loadavg()
+  local f = io.open("/proc/loadavg")
+  if not f then return nil end
+  local s = f:read("l")
+  f:close()
+  return s and s:match("^(%S+ %S+ %S+)")
+end
+local load_start = loadavg()
 if opts.threads then ms.set_threads(opts.threads) end
 
 local SIZES = opts.quick and {
@@ -100,6 +116,7 @@ if opts.big and not opts.quick then
   table.insert(SIZES.quad, {d = 4000, T = 1000})
 end
 local LR, LOOP_LR, LS_LR, LS_META_LR = 0.1, 0.01, 0.01, 1e-4
+local clock = opts.clock == "cpu" and os.clock or core.clock
 local METHODS = {"reverse", "forward", "stable", "exact", "checkpoint"}
 
 -- ---- problems (the formulas of peer_torch.py and bench_floor.c) ----
@@ -151,34 +168,42 @@ local function ms_quad(d, T, method)
   if method == "checkpoint" then
     spec.method, spec.checkpoint = "reverse", math.ceil(math.sqrt(T))
   end
-  local t0 = core.clock()
+  local t0 = clock()
   local r = ms.meta.value_and_grad(spec)
-  local t = core.clock() - t0
+  local t = clock() - t0
   return t, r.value, r.grad.lr
 end
 
 local function ms_ls(c, method)
   local task = least_squares(c.d)
-  local t0 = core.clock()
+  local t0 = clock()
   local run = ms.meta.train{task = task, optimizer = ms.optim.gd{lr = LS_LR}, steps = c.T, meta = "valid",
                             method = method, iterations = c.iterations, meta_lr = LS_META_LR,
                             schedule = "constant", progress = false}
-  local t = core.clock() - t0
+  local t = clock() - t0
   local last = run.history[#run.history]
   return t, last and last.value, run.theta.lr
+end
+
+local function ms_unroll(c)
+  local p = quadratic(c.d)
+  local t0 = clock()
+  local r = ms.meta.value_and_grad{objective = p.obj, w0 = p.w0, optimizer = ms.optim.gd{lr = LOOP_LR},
+                                   steps = c.T, meta = "log", method = "reverse"}
+  return clock() - t0, r.value, r.grad.lr
 end
 
 local function ms_loop(c)
   local p = quadratic(c.d)
   local H, w = p.H, p.w0
-  local t0 = core.clock()
+  local t0 = clock()
   local tape <close> = core.ad_push("reverse")
   local eta = tape:watch(ms.tensor(LOOP_LR))
   for _ = 1, c.T do w = w - eta * ms.matvec(H, w) end
   local G = ms.log(ms.dot(w, ms.matvec(H, w)) * 0.5) / c.T
   tape:pop()
   local g = tape:gradient(G, {eta})
-  local t = core.clock() - t0
+  local t = clock() - t0
   return t, G:item(), g[1]:item()
 end
 
@@ -273,7 +298,7 @@ end
 
 local function floor_job(d, T)
   if not floor then return end
-  local r, err = ask(floor, ("%d %d %d"):format(d, T, threads_for(d)))
+  local r, err = ask(floor, ("%d %d %d %d"):format(d, T, threads_for(d), opts.clock == "cpu" and 1 or 0))
   if not r then
     floor_note = "the floor failed at d = " .. d .. ": " .. err
     return
@@ -298,7 +323,7 @@ local WORKLOADS = {
         if keep then record(("ms/quad/%d/%d/%s"):format(d, T, m), t, v, g) end
         if m == "reverse" then -- alternate: the peer right after metastep's reverse mode
           local key, pt, pv, pg = peer_job(("peer/quad/%d/%d"):format(d, T),
-            ("quad d=%d T=%d lr=%.17g threads=%d"):format(d, T, LR, threads_for(d)))
+            ("quad d=%d T=%d lr=%.17g threads=%d clock=%s"):format(d, T, LR, threads_for(d), opts.clock))
           if keep and key then record(key, pt, pv, pg) end
         end
       end
@@ -311,8 +336,8 @@ local WORKLOADS = {
       local t, v, x = ms_ls(c, m)
       if keep then record("ms/ls/" .. m, t, v, x) end
       if m == "reverse" then
-        local key, pt, pv, px = peer_job("peer/ls", ("ls d=%d T=%d lr=%.17g meta_lr=%.17g iterations=%d threads=%d")
-          :format(c.d, c.T, LS_LR, LS_META_LR, c.iterations, threads_for(c.d)))
+        local key, pt, pv, px = peer_job("peer/ls", ("ls d=%d T=%d lr=%.17g meta_lr=%.17g iterations=%d threads=%d clock=%s")
+          :format(c.d, c.T, LS_LR, LS_META_LR, c.iterations, threads_for(c.d), opts.clock))
         if keep and key then record(key, pt, pv, px) end
       end
     end
@@ -322,7 +347,9 @@ local WORKLOADS = {
     progress("loop d = %d, T = %d", c.d, c.T)
     local t, v, g = ms_loop(c)
     if keep then record("ms/loop", t, v, g) end
-    local key, pt, pv, pg = peer_job("peer/loop", ("loop d=%d T=%d lr=%.17g threads=1"):format(c.d, c.T, LOOP_LR))
+    t, v, g = ms_unroll(c)
+    if keep then record("ms/unroll", t, v, g) end
+    local key, pt, pv, pg = peer_job("peer/loop", ("loop d=%d T=%d lr=%.17g threads=1 clock=%s"):format(c.d, c.T, LOOP_LR, opts.clock))
     if keep and key then record(key, pt, pv, pg) end
   end},
   -- (4) the learned-optimizer inner step: add {name = "l2l", run = function(keep) ... end} here,
@@ -382,13 +409,15 @@ local function out(fmt, ...) lines[#lines + 1] = select("#", ...) > 0 and fmt:fo
 
 out("# metastep benchmark results")
 out("")
-out("Command: `metastep scripts/bench/run.lua %s` (%d round%s, medians and minimums over the rounds%s; total %.0f s).",
-    table.concat(arg or {}, " "), opts.rounds, opts.rounds == 1 and "" or "s",
+out("Command: `metastep scripts/bench/run.lua %s` (%d round%s, %s time, medians and minimums over the rounds%s;"
+    .. " total %.0f s).", table.concat(arg or {}, " "), opts.rounds, opts.rounds == 1 and "" or "s",
+    opts.clock == "cpu" and "CPU" or "wall",
     opts.warmup and ", after one warm-up run of every job" or "", elapsed)
 out("Peer: %s. Floor: %s. BLAS threads: %s (the same count for the peer and the floor at each size).",
     peer_note, floor_note or "CBLAS dgemv (all of H) and dsymv (one triangle), T products",
     opts.threads and ("%d for every product"):format(opts.threads) or "by size (one below 512 x 512, all cores above)")
-out("Timings depend on the machine and its load: compare the ratios within one run.")
+out("Load average (1, 5, 15 min) at the start: %s; at the end: %s. Timings depend on the machine and its load:"
+    .. " compare the ratios within one run.", load_start or "unknown", loadavg() or "unknown")
 
 -- (1)
 local agreement = {}
@@ -466,10 +495,14 @@ if opts.only.loop then
   out("|---|---|---|---|")
   out("| metastep (Lua loop) | %s | %s | %s |", fmt_t(med and med / c.T), fmt_t(mn and mn / c.T), fmt_t(med))
   out("| PyTorch (Python loop) | %s | %s | %s |", fmt_t(pm and pm / c.T), fmt_t(pmin and pmin / c.T), fmt_t(pm))
-  local a, b = numbers["ms/loop"], numbers["peer/loop"]
+  local um, umin = stats("ms/unroll")
+  out("| metastep (the engine's unroll, one ms.meta.value_and_grad call) | %s | %s | %s |",
+      fmt_t(um and um / c.T), fmt_t(umin and umin / c.T), fmt_t(um))
+  local a, b, u = numbers["ms/loop"], numbers["peer/loop"], numbers["ms/unroll"]
   out("")
-  out("metastep/PyTorch: %s; dG/dη agrees to %s.", fmt_r(loop_ratio),
-      a and b and ("%.1e"):format(rel(a.x, b.x)) or "—")
+  out("metastep (Lua loop)/PyTorch: %s; dG/dη of the Lua loop agrees with PyTorch's to %s and with the"
+      .. " engine's unroll to %s.", fmt_r(loop_ratio), a and b and ("%.1e"):format(rel(a.x, b.x)) or "—",
+      a and u and ("%.1e"):format(rel(a.x, u.x)) or "—")
 end
 
 out("")

@@ -54,4 +54,6 @@ grep -q "## (2)" "$tmp/alone.md" && not_ok "--only quad skips (2)" || ok "--only
 check_err "bad --rounds" 2 $? "option --rounds must be an integer >= 1, got '0'" "usage: metastep scripts/bench/run.lua"
 "$METASTEP" scripts/bench/run.lua --only quad,nope >/dev/null 2>"$tmp/err"
 check_err "bad --only" 2 $? "--only: unknown workload 'nope'"
+"$METASTEP" scripts/bench/run.lua --clock sundial >/dev/null 2>"$tmp/err"
+check_err "bad --clock" 2 $? "--clock: expected wall or cpu, got 'sundial'"
 finish
