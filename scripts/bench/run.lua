@@ -336,8 +336,9 @@ local WORKLOADS = {
       local t, v, x = ms_ls(c, m)
       if keep then record("ms/ls/" .. m, t, v, x) end
       if m == "reverse" then
-        local key, pt, pv, px = peer_job("peer/ls", ("ls d=%d T=%d lr=%.17g meta_lr=%.17g iterations=%d threads=%d clock=%s")
-          :format(c.d, c.T, LS_LR, LS_META_LR, c.iterations, threads_for(c.d), opts.clock))
+        local job = ("ls d=%d T=%d lr=%.17g meta_lr=%.17g iterations=%d threads=%d clock=%s")
+          :format(c.d, c.T, LS_LR, LS_META_LR, c.iterations, threads_for(c.d), opts.clock)
+        local key, pt, pv, px = peer_job("peer/ls", job)
         if keep and key then record(key, pt, pv, px) end
       end
     end
@@ -349,7 +350,8 @@ local WORKLOADS = {
     if keep then record("ms/loop", t, v, g) end
     t, v, g = ms_unroll(c)
     if keep then record("ms/unroll", t, v, g) end
-    local key, pt, pv, pg = peer_job("peer/loop", ("loop d=%d T=%d lr=%.17g threads=1 clock=%s"):format(c.d, c.T, LOOP_LR, opts.clock))
+    local key, pt, pv, pg = peer_job("peer/loop",
+      ("loop d=%d T=%d lr=%.17g threads=1 clock=%s"):format(c.d, c.T, LOOP_LR, opts.clock))
     if keep and key then record(key, pt, pv, pg) end
   end},
   -- (4) the learned-optimizer inner step: add {name = "l2l", run = function(keep) ... end} here,
