@@ -198,10 +198,16 @@ int ms_linalg_threads(const ms_ctx *ctx, int64_t work) {
   return work < MIN_THREADED_WORK ? 1 : openblas_get_num_procs();
 }
 
-/* Sets OpenBLAS's (process-wide) thread count for a product of this much work; counts it. */
-static void before_product(ms_ctx *ctx, int64_t work) {
+/* Sets OpenBLAS's (process-wide) thread count for this much work (LAPACK: its BLAS-3 calls
+ * inside run on it too). */
+static void use_threads(ms_ctx *ctx, int64_t work) {
   int n = ms_linalg_threads(ctx, work);
   if (n != openblas_get_num_threads()) openblas_set_num_threads(n);
+}
+
+/* use_threads for a product, counted. */
+static void before_product(ms_ctx *ctx, int64_t work) {
+  use_threads(ctx, work);
   ctx->products++;
 }
 
@@ -410,6 +416,7 @@ int ms_eigh(ms_ctx *ctx, const ms_tensor *a, ms_tensor **w, ms_tensor **v) {
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 1, &n, &val);
   if (st == MS_OK && n > 0) {
     /* Row-major 'L' reads the lower triangle of the matrix as the caller sees it. */
+    use_threads(ctx, n * n * n);
     lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, MS_TENSOR_DATA(vec),
                                      (lapack_int)n, MS_TENSOR_DATA(val));
     if (info < 0)
@@ -457,6 +464,7 @@ int ms_solve(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **x)
     if (ipiv == NULL) {
       st = MS_ENOMEM; /* ms_ctx_alloc recorded the message */
     } else {
+      use_threads(ctx, n * n * n);
       lapack_int info =
           LAPACKE_dgesv(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)nrhs, MS_TENSOR_DATA(lu),
                         (lapack_int)n, ipiv, MS_TENSOR_DATA(r), (lapack_int)nrhs);
@@ -486,6 +494,7 @@ int ms_cholesky(ms_ctx *ctx, const ms_tensor *a, ms_tensor **l) {
   ms_tensor *r = NULL;
   if ((st = lapack_copy(ctx, "cholesky", "matrix", a, &r)) != MS_OK) return st;
   if (n > 0) {
+    use_threads(ctx, n * n * n);
     lapack_int info =
         LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, MS_TENSOR_DATA(r), (lapack_int)n);
     if (info < 0)
@@ -526,6 +535,7 @@ int ms_qr(ms_ctx *ctx, const ms_tensor *a, ms_tensor **q, ms_tensor **r) {
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 2, qshape, &qt);
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 2, rshape, &rt);
   if (st == MS_OK && k > 0) {
+    use_threads(ctx, m * n * k);
     lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n,
                                      MS_TENSOR_DATA(fac), (lapack_int)n, MS_TENSOR_DATA(tau));
     if (info != 0) st = lapack_arg_fail(ctx, "qr", "dgeqrf", info);
@@ -573,6 +583,7 @@ static int lu_factor(ms_ctx *ctx, const char *what, const ms_tensor *a, ms_tenso
     return MS_ENOMEM; /* ms_ctx_alloc recorded the message */
   }
   if (n == 0) return MS_OK;
+  use_threads(ctx, n * n * n);
   lapack_int i = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, MS_TENSOR_DATA(*lu),
                                 (lapack_int)n, *ipiv);
   if (i < 0) {
