@@ -1116,10 +1116,10 @@ static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
         for (int64_t i = 0; i < d; i++) b.acc[i] -= b.lam[i] * g[i] * fac;
       }
       if (t == 1) break; /* w_0 is a constant: no adjoint needed */
+      if ((st = ms_ctx_check_interrupt(ctx, "meta"))) break;
       for (int64_t i = 0; i < d; i++) b.tmp[i] = -b.lam[i] * (b.lr[nlr > 1 ? i : 0] * fac);
       ms__gemv_raw(ctx, H, 1, 1.0, b.tmp, 1.0, b.lam);
     }
-    if (!st) st = ms_ctx_check_interrupt(ctx, "meta");
   }
   /* d M / d lr as the mapped parameter's gradient, then through the map to the stored one */
   if (!st)

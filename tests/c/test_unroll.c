@@ -300,6 +300,13 @@ static void fast_vs_tape(ms_meta_spec s, const char *what) {
   ms_meta_out_clear(&fast), ms_meta_out_clear(&tape), ms_meta_out_clear(&ck);
 }
 
+static int interrupt_at_5(ms_ctx *c, void *ud, int64_t t, double *factor) {
+  (void)ud;
+  if (t == 5) ms_ctx_interrupt(c);
+  *factor = 1;
+  return MS_OK;
+}
+
 static void test_fast_reverse(void) {
   double h[16] = {4, 1, 0.5, 0, 1, 3, 0.2, 0.1, 0.5, 0.2, 2, 0.3, 0, 0.1, 0.3, 1};
   double ws[4] = {1, -1, 0.5, 2}, w0v[4] = {0.2, 0.4, -1, 3}, lrs[4] = {0.1, 0.05, 0.2, 0.15};
@@ -336,6 +343,16 @@ static void test_fast_reverse(void) {
       fast_vs_tape(s, what);
     }
   }
+  /* Ctrl-C (the flag set by a callback at step 5) stops it at the next step */
+  ms_optim *intr = NULL;
+  o.lr = 0.1;
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &intr));
+  OK(ms_optim_set_schedule_fn(ctx, intr, interrupt_at_5, NULL, NULL));
+  ms_meta_spec si = ms_meta_spec_one(intr, &task, 40, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_out ri;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &si, &ri), MS_EINTERRUPT, "meta: interrupted");
+  CHECK(ri.grad[0] == NULL);
+  ms_optim_release(intr);
   /* the overflowing run stops where the tape's does, with its status */
   ms_meta_spec s = ms_meta_spec_one(opts[4], &task, 3000, MS_META_LOG, MS_METHOD_REVERSE);
   ms_meta_out r;
