@@ -4,7 +4,7 @@
 -- metastep/PyTorch and metastep/floor ratios, the agreement of the methods, and the targets of
 -- issue 12 with PASS or MISS.
 --
---   build/metastep scripts/bench/run.lua [--quick] [--big] [--rounds N] [--only quad,ls,loop]
+--   build/metastep scripts/bench/run.lua [--quick] [--big] [--d 100,1000] [--rounds N] [--only quad,ls,loop]
 --                  [--threads N] [--clock wall|cpu] [--out FILE] [--python PATH] [--floor PATH]
 --
 -- The peer is scripts/bench/peer_torch.py, run by Debian's python3 (/usr/bin/python3, where
@@ -31,6 +31,7 @@ local USAGE = [[
 usage: metastep scripts/bench/run.lua [options]
   --quick         small sizes, one round, no warm-up (seconds; what the tests run)
   --big           add the d = 4000 cases (minutes per round)
+  --d LIST        run workload (1) at these sizes d only, comma-separated (e.g. --big --d 4000)
   --rounds N      rounds of every job (default 3; --quick: 1)
   --only LIST     workloads to run, comma-separated: quad, ls, loop (default all)
   --threads N     BLAS threads for every product (default: by size, ms.set_threads)
@@ -64,6 +65,13 @@ local function parse(args)
     local a = args[i]
     if a == "--quick" then o.quick = true
     elseif a == "--big" then o.big = true
+    elseif a == "--d" then
+      o.dims = {}
+      for w in value(a):gmatch("[^,]+") do
+        local n = math.tointeger(tonumber(w))
+        if n == nil or n < 1 then die("--d: expected sizes >= 1, got '%s'", w) end
+        o.dims[n] = true
+      end
     elseif a == "--rounds" then o.rounds = count(a, 1)
     elseif a == "--threads" then o.threads = count(a, 1)
     elseif a == "--out" then o.out = value(a)
@@ -114,6 +122,15 @@ local SIZES = opts.quick and {
 if opts.big and not opts.quick then
   table.insert(SIZES.quad, {d = 4000, T = 100})
   table.insert(SIZES.quad, {d = 4000, T = 1000})
+end
+if opts.dims then
+  local keep = {}
+  for _, c in ipairs(SIZES.quad) do
+    if opts.dims[c.d] then keep[#keep + 1] = c end
+  end
+  if #keep == 0 then die("--d: none of these sizes is run (sizes: %s)", opts.quick and "20, 60" or
+    (opts.big and "100, 1000, 4000" or "100, 1000 (--big: 4000)")) end
+  SIZES.quad = keep
 end
 local LR, LOOP_LR, LS_LR, LS_META_LR = 0.1, 0.01, 0.01, 1e-4
 local clock = opts.clock == "cpu" and os.clock or core.clock

@@ -49,6 +49,9 @@ expect "metastep alone: its rows" 10 "$(rows_of "$tmp/alone.md")"
 expect "metastep alone: no PyTorch times" 0 \
   "$(grep -E '^\| [0-9]+ \| [0-9]+ \| [a-z]+ \|' "$tmp/alone.md" | awk -F'|' '$7 ~ /[0-9]/' | wc -l)"
 grep -q "## (2)" "$tmp/alone.md" && not_ok "--only quad skips (2)" || ok "--only quad skips (2)"
+"$METASTEP" scripts/bench/run.lua --quick --only quad --d 20 --python /nonexistent/python3 \
+  --out "$tmp/d20.md" >/dev/null 2>&1
+expect "--d 20: its rows only" "5 5" "$(rows_of "$tmp/d20.md") $(grep -cE '^\| 20 \| 50 \| [a-z]+ \|' "$tmp/d20.md")"
 
 "$METASTEP" scripts/bench/run.lua --rounds 0 >/dev/null 2>"$tmp/err"
 check_err "bad --rounds" 2 $? "option --rounds must be an integer >= 1, got '0'" "usage: metastep scripts/bench/run.lua"
