@@ -49,6 +49,11 @@ int ms__outer(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **o
 void ms__gemv_raw(ms_ctx *ctx, const ms_tensor *a, int trans, double alpha, const double *x,
                   double beta, double *y);
 double ms__dot_raw(int64_t n, const double *x, const double *y);
+/* y = alpha a x + beta y through dsymv for a contiguous [n,n] a that equals its transpose
+ * exactly (reads its lower triangle: half the bytes of ms__gemv_raw); counted and threaded as
+ * every product. */
+void ms__symv_raw(ms_ctx *ctx, const ms_tensor *a, double alpha, const double *x, double beta,
+                  double *y);
 
 /* ---- copies and views (tensor.c) ---- */
 int ms__diag(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out);

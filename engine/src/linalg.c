@@ -281,6 +281,14 @@ void ms__gemv_raw(ms_ctx *ctx, const ms_tensor *a, int trans, double alpha, cons
               n > 1 ? n : 1, x, 1, beta, y, 1);
 }
 
+void ms__symv_raw(ms_ctx *ctx, const ms_tensor *a, double alpha, const double *x, double beta,
+                  double *y) {
+  int n = (int)a->shape[0];
+  before_product(ctx, (int64_t)n * n);
+  cblas_dsymv(CblasRowMajor, CblasLower, n, alpha, MS_TENSOR_DATA(a), n > 1 ? n : 1, x, 1, beta, y,
+              1);
+}
+
 double ms__dot_raw(int64_t n, const double *x, const double *y) {
   return n > 0 ? cblas_ddot((int)n, x, 1, y, 1) : 0.0;
 }

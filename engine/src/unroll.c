@@ -970,9 +970,11 @@ static int through_map(ms_ctx *ctx, const ms_meta_spec *spec, ms_tensor *const *
  * the training loss, back-propagated by hand: the forward pass keeps the gradients g_t (one
  * product by H each, which also gives the loss f(w_t) = 1/2 (w_t - w*)^T g_t + f*), the backward
  * pass runs the adjoint lambda_{t-1} = lambda_t - H^T (lr_t lambda_t) (one product by H^T each)
- * and sums dM/dlr_t = -<lambda_t, g_{t-1}>: no tape and no tensor per step. The forward pass does
- * the tape's own operations on the same numbers (the same value and status, bit for bit); the
- * derivative differs from the tape's by rounding only. checkpoint = K keeps every K-th point
+ * and sums dM/dlr_t = -<lambda_t, g_{t-1}>: no tape and no tensor per step. An H that equals its
+ * transpose exactly (checked once per call, a pass over H) is read through dsymv, one triangle:
+ * half the bytes of a product. Otherwise the forward pass does the tape's own operations on the
+ * same numbers (the same value and status, bit for bit). Either way the results differ from the
+ * tape's by rounding only. checkpoint = K keeps every K-th point
  * and recomputes one segment's gradients at a time, the same products on the same inputs, so
  * the result is the one of K = 0 bit for bit. Used only when no autodiff level is active (no
  * derivative of the result can be asked for) and the step size has one entry or one per
@@ -1026,11 +1028,34 @@ static int fastbuf_alloc(ms_ctx *ctx, fastbuf *b, int64_t d, int64_t K, int64_t 
   return MS_OK;
 }
 
-/* r = w - w* (or w), and g = H r: one product, as the quadratic's gradient makes it. */
-static void fast_grad(ms_ctx *ctx, const ms_tensor *H, const double *ws, int64_t d, const double *w,
-                      double *r, double *g) {
+/* Nonzero if the contiguous [d,d] h equals its transpose exactly (compared block by block, so
+ * both reads stream). */
+static int exactly_symmetric(const double *h, int64_t d) {
+  enum { B = 64 };
+  for (int64_t i0 = 0; i0 < d; i0 += B)
+    for (int64_t j0 = 0; j0 <= i0; j0 += B)
+      for (int64_t i = i0; i < i0 + B && i < d; i++)
+        for (int64_t j = j0; j < j0 + B && j < i; j++)
+          if (h[i * d + j] != h[j * d + i]) return 0;
+  return 1;
+}
+
+/* y = H x + beta y: dsymv (one triangle, half the bytes) when H is exactly symmetric, else
+ * dgemv with H or (trans) H^T. */
+static void fast_mv(ms_ctx *ctx, const ms_tensor *H, int sym, int trans, const double *x,
+                    double beta, double *y) {
+  if (sym) {
+    ms__symv_raw(ctx, H, 1.0, x, beta, y);
+  } else {
+    ms__gemv_raw(ctx, H, trans, 1.0, x, beta, y);
+  }
+}
+
+/* r = w - w* (or w), and g = H r: one product. */
+static void fast_grad(ms_ctx *ctx, const ms_tensor *H, int sym, const double *ws, int64_t d,
+                      const double *w, double *r, double *g) {
   for (int64_t i = 0; i < d; i++) r[i] = ws ? w[i] - ws[i] : w[i];
-  ms__gemv_raw(ctx, H, 0, 1.0, r, 0.0, g);
+  fast_mv(ctx, H, sym, 0, r, 0.0, g);
 }
 
 /* w -= g * (lr factor), per coordinate when nlr > 1: GD's step with the tape's roundings. */
@@ -1048,6 +1073,7 @@ static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
   double fstar = 0;
   ms_objective_quadratic_parts(task->objective, &H, &wst, &fstar);
   const double *ws = wst ? ms_tensor_data(wst) : NULL; /* the objective's copy: contiguous */
+  int sym = exactly_symmetric(ms_tensor_data(H), d);
   int zero_fails = !spec->allow_zero_loss && spec->meta.kind == MS_META_LOG;
   fastbuf b;
   sweep sw;
@@ -1065,7 +1091,7 @@ static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
   }
   /* forward: g_{t-1} in row (t - 1) mod K; f(w_t) from g_t */
   double f = 0;
-  if (!st) fast_grad(ctx, H, ws, d, b.w, b.r, b.g);
+  if (!st) fast_grad(ctx, H, sym, ws, d, b.w, b.r, b.g);
   memcpy(b.ck, b.w, (size_t)d * sizeof(double));
   for (int64_t t = 1; !st && t <= T; t++) {
     if ((st = ms_ctx_check_interrupt(ctx, "meta"))) break;
@@ -1076,7 +1102,7 @@ static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
     for (int64_t i = 0; fail.status && i < d; i++)
       if (isnan(b.w[i])) fail.status = MS_META_NAN;
     if (!fail.status) {
-      fast_grad(ctx, H, ws, d, b.w, b.r, t < T ? b.g + (t % K) * d : b.hr);
+      fast_grad(ctx, H, sym, ws, d, b.w, b.r, t < T ? b.g + (t % K) * d : b.hr);
       f = 0.5 * ms__dot_raw(d, b.r, t < T ? b.g + (t % K) * d : b.hr);
       if (fstar != 0) f = f + fstar;
       fail.status = loss_status(zero_fails, f);
@@ -1096,14 +1122,14 @@ static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
   /* backward: the meta-objective, then f(w_T) = 1/2 r^T (H r) + f* */
   double a = spec->meta.kind == MS_META_LOG ? 1.0 / (double)T / f : 1.0, ad = a * 0.5;
   for (int64_t i = 0; i < d; i++) b.lam[i] = ad * b.hr[i], b.tmp[i] = ad * b.r[i];
-  ms__gemv_raw(ctx, H, 1, 1.0, b.tmp, 1.0, b.lam);
+  fast_mv(ctx, H, sym, 1, b.tmp, 1.0, b.lam);
   for (int64_t i = 0; i < nlr; i++) b.acc[i] = 0;
   for (int64_t c = nck - 1; !st && c >= 0; c--) {
     int64_t s0 = c * K, s1 = s0 + K < T ? s0 + K : T;
     if (K < T) { /* recompute the segment's gradients from its checkpoint */
       memcpy(b.w, b.ck + c * d, (size_t)d * sizeof(double));
       for (int64_t t = s0; t < s1; t++) {
-        fast_grad(ctx, H, ws, d, b.w, b.r, b.g + (t - s0) * d);
+        fast_grad(ctx, H, sym, ws, d, b.w, b.r, b.g + (t - s0) * d);
         if (t + 1 < s1) fast_step(b.w, b.g + (t - s0) * d, b.lr, nlr, b.fac[t], d);
       }
     }
@@ -1118,7 +1144,7 @@ static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
       if (t == 1) break; /* w_0 is a constant: no adjoint needed */
       if ((st = ms_ctx_check_interrupt(ctx, "meta"))) break;
       for (int64_t i = 0; i < d; i++) b.tmp[i] = -b.lam[i] * (b.lr[nlr > 1 ? i : 0] * fac);
-      ms__gemv_raw(ctx, H, 1, 1.0, b.tmp, 1.0, b.lam);
+      fast_mv(ctx, H, sym, 1, b.tmp, 1.0, b.lam);
     }
   }
   /* d M / d lr as the mapped parameter's gradient, then through the map to the stored one */

@@ -343,6 +343,17 @@ static void test_fast_reverse(void) {
       fast_vs_tape(s, what);
     }
   }
+  /* an H symmetric only within the objective's tolerance is read whole (dgemv, H and H^T) */
+  ms_tensor *Ha = NULL;
+  ms_objective *obja = NULL;
+  h[1] += 1e-13;
+  OK(ms_tensor_from_data(ctx, 2, sh, h, &Ha));
+  OK(ms_objective_quadratic(ctx, Ha, wst, 0.3, &obja));
+  ms_task taska = {obja, NULL, w0, NULL};
+  fast_vs_tape(ms_meta_spec_one(opts[0], &taska, 40, MS_META_LOG, MS_METHOD_REVERSE),
+               "asymmetric H");
+  ms_objective_release(obja);
+  ms_tensor_release(Ha);
   /* Ctrl-C (the flag set by a callback at step 5) stops it at the next step */
   ms_optim *intr = NULL;
   o.lr = 0.1;
