@@ -35,16 +35,15 @@ static int build(long d) {
   x = malloc((size_t)d * sizeof *x);
   y = malloc((size_t)d * sizeof *y);
   if (H == NULL || x == NULL || y == NULL) return -1;
+  /* u and v first (in x and y), then H row by row */
   for (long i = 0; i < d; i++) {
-    double ui = cos(0.7 * (double)(i + 1)) / sqrt((double)d);
-    double vi = sin(1.3 * (double)(i + 1)) / sqrt((double)d);
-    for (long j = 0; j < d; j++) {
-      double uj = cos(0.7 * (double)(j + 1)) / sqrt((double)d);
-      double vj = sin(1.3 * (double)(j + 1)) / sqrt((double)d);
-      H[i * d + j] =
-          ui * uj + vi * vj + (i == j ? 1 + 9 * (double)i / (double)(d > 1 ? d - 1 : 1) : 0);
-    }
+    x[i] = cos(0.7 * (double)(i + 1)) / sqrt((double)d);
+    y[i] = sin(1.3 * (double)(i + 1)) / sqrt((double)d);
   }
+  for (long i = 0; i < d; i++)
+    for (long j = 0; j < d; j++)
+      H[i * d + j] = x[i] * x[j] + y[i] * y[j] +
+                     (i == j ? 1 + 9 * (double)i / (double)(d > 1 ? d - 1 : 1) : 0);
   dim = d;
   return 0;
 }
