@@ -103,6 +103,7 @@ ms_ctx *ms_ctx_new(ms_alloc_fn alloc, void *ud) {
   ctx->alloc = alloc;
   ctx->ud = ud;
   ms_rng_seed(&ctx->rng, 0);
+  ctx->threads_env = getenv("OPENBLAS_NUM_THREADS") != NULL || getenv("OMP_NUM_THREADS") != NULL;
   return ctx;
 }
 
@@ -192,6 +193,17 @@ int ms_ctx_check_interrupt(ms_ctx *ctx, const char *where) {
   ctx->interrupted = 0;
   return ms_ctx_fail(ctx, MS_EINTERRUPT, "%s: interrupted", where);
 }
+
+uint64_t ms_ctx_products(const ms_ctx *ctx) { return ctx->products; }
+
+int ms_ctx_set_threads(ms_ctx *ctx, int n) {
+  if (n < 0)
+    return ms_ctx_fail(ctx, MS_EARG, "set_threads: n must be >= 1 (or 0 = by size), got %d", n);
+  ctx->threads = n;
+  return MS_OK;
+}
+
+int ms_ctx_threads(const ms_ctx *ctx) { return ctx->threads; }
 
 size_t ms_ctx_peak_bytes(const ms_ctx *ctx) { return ctx->peak; }
 void ms_ctx_reset_peak(ms_ctx *ctx) { ctx->peak = ctx->bytes; }

@@ -26,6 +26,10 @@ struct ms_ctx {
   ms_level *levels[8];
   int nlevels;
   uint64_t next_level_id;
+  /* linear algebra (linalg.c): products made, and the BLAS thread setting (ms_ctx_set_threads;
+   * threads_env: OPENBLAS_NUM_THREADS or OMP_NUM_THREADS was set when the context was made) */
+  uint64_t products;
+  int threads, threads_env;
 };
 
 typedef struct ms_storage {

@@ -43,6 +43,17 @@ int ms__dot(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out
 int ms__matvec(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, ms_tensor **out);
 int ms__matmul(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out);
 int ms__outer(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out);
+/* For loops that keep their own buffers (unroll.c's reverse mode on a quadratic): y = alpha
+ * op(a) x + beta y through dgemv, op(a) = a or (trans) a^T, with a a contiguous [m,n] matrix
+ * (m, n <= INT_MAX) and x, y contiguous; counted and threaded as every product. And x . y. */
+void ms__gemv_raw(ms_ctx *ctx, const ms_tensor *a, int trans, double alpha, const double *x,
+                  double beta, double *y);
+double ms__dot_raw(int64_t n, const double *x, const double *y);
+/* y = alpha a x + beta y through dsymv for a contiguous [n,n] a that equals its transpose
+ * exactly (reads its lower triangle: half the bytes of ms__gemv_raw); counted and threaded as
+ * every product. */
+void ms__symv_raw(ms_ctx *ctx, const ms_tensor *a, double alpha, const double *x, double beta,
+                  double *y);
 
 /* ---- copies and views (tensor.c) ---- */
 int ms__diag(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out);

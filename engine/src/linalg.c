@@ -177,6 +177,40 @@ static void fill_zero(ms_tensor *t) {
   if (t->numel > 0) memset(MS_TENSOR_DATA(t), 0, (size_t)t->numel * sizeof(double));
 }
 
+/* ---- threads ---- */
+
+/*
+ * Below this much work (multiply-adds of one product; m k for a [m,k] matrix times a vector) a
+ * product runs on one OpenBLAS thread. OpenBLAS 0.3.21 splits a dgemv over its threads from
+ * m k >= 9216 on, and at d = 100 the second thread's wake-up costs more than it saves (the
+ * issue measured d <= 100 20-40% slower with two threads, d >= 1000 up to 1.9x faster).
+ * Measured here (2 cores, load average 8 from other jobs; best of 5): a d x d dgemv takes
+ *   d = 100: 2.1 us on one thread, 9.5 us on two;  d = 200: 8.4 / 15.3;  d = 300: 17.7 / 21.3;
+ *   d = 400: 30 / 36;  d = 600: 72 / 72;  d = 1000: 197 / 198,
+ * so two threads lose below d = 500 and break even above it on a busy machine; on an idle one
+ * they win at d >= 1000. Products of at least 512 x 512 multiply-adds use every core.
+ */
+#define MIN_THREADED_WORK ((int64_t)512 * 512)
+
+int ms_linalg_threads(const ms_ctx *ctx, int64_t work) {
+  if (ctx->threads > 0) return ctx->threads;
+  if (ctx->threads_env) return openblas_get_num_threads();
+  return work < MIN_THREADED_WORK ? 1 : openblas_get_num_procs();
+}
+
+/* Sets OpenBLAS's (process-wide) thread count for this much work (LAPACK: its BLAS-3 calls
+ * inside run on it too). */
+static void use_threads(ms_ctx *ctx, int64_t work) {
+  int n = ms_linalg_threads(ctx, work);
+  if (n != openblas_get_num_threads()) openblas_set_num_threads(n);
+}
+
+/* use_threads for a product, counted. */
+static void before_product(ms_ctx *ctx, int64_t work) {
+  use_threads(ctx, work);
+  ctx->products++;
+}
+
 /* ---- products ---- */
 
 /* [k] . [k] -> 0-d. Shapes already checked. */
@@ -227,6 +261,7 @@ static int gemv_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, int a_
     /* cblas_dgemv's m, n describe the stored matrix, which is [cols, rows] when Trans. */
     int sm = ma.tr == CblasNoTrans ? rows : cols;
     int sn = ma.tr == CblasNoTrans ? cols : rows;
+    before_product(ctx, m * k);
     cblas_dgemv(CblasRowMajor, tr, sm, sn, 1.0, ma.p, ma.ld, vx.p, vx.inc, 0.0, MS_TENSOR_DATA(r),
                 1);
     *out = r;
@@ -236,6 +271,26 @@ static int gemv_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *x, int a_
   ms_tensor_release(vx.keep);
   ms_tensor_release(r);
   return st;
+}
+
+void ms__gemv_raw(ms_ctx *ctx, const ms_tensor *a, int trans, double alpha, const double *x,
+                  double beta, double *y) {
+  int m = (int)a->shape[0], n = (int)a->shape[1];
+  before_product(ctx, (int64_t)m * n);
+  cblas_dgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans, m, n, alpha, MS_TENSOR_DATA(a),
+              n > 1 ? n : 1, x, 1, beta, y, 1);
+}
+
+void ms__symv_raw(ms_ctx *ctx, const ms_tensor *a, double alpha, const double *x, double beta,
+                  double *y) {
+  int n = (int)a->shape[0];
+  before_product(ctx, (int64_t)n * n);
+  cblas_dsymv(CblasRowMajor, CblasLower, n, alpha, MS_TENSOR_DATA(a), n > 1 ? n : 1, x, 1, beta, y,
+              1);
+}
+
+double ms__dot_raw(int64_t n, const double *x, const double *y) {
+  return n > 0 ? cblas_ddot((int)n, x, 1, y, 1) : 0.0;
 }
 
 /* [m,k] x [k,n] -> [m,n] through dgemm. Shapes already checked. */
@@ -257,6 +312,7 @@ static int gemm_impl(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_ten
    * budget) between them, so a huge product stops within milliseconds of a request. */
   int64_t m = shape[0], n = shape[1], nk = n * k;
   int64_t rb = nk >= ((int64_t)1 << 24) ? 1 : ((int64_t)1 << 24) / nk;
+  if (st == MS_OK) before_product(ctx, m * nk);
   for (int64_t i = 0; st == MS_OK && i < m; i += rb) {
     if (i > 0 && (st = ms_ctx_check_interrupt(ctx, "matmul"))) break;
     int64_t mi = m - i < rb ? m - i : rb;
@@ -377,6 +433,7 @@ int ms_eigh(ms_ctx *ctx, const ms_tensor *a, ms_tensor **w, ms_tensor **v) {
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 1, &n, &val);
   if (st == MS_OK && n > 0) {
     /* Row-major 'L' reads the lower triangle of the matrix as the caller sees it. */
+    use_threads(ctx, n * n * n);
     lapack_int info = LAPACKE_dsyevd(LAPACK_ROW_MAJOR, 'V', 'L', (lapack_int)n, MS_TENSOR_DATA(vec),
                                      (lapack_int)n, MS_TENSOR_DATA(val));
     if (info < 0)
@@ -424,6 +481,7 @@ int ms_solve(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **x)
     if (ipiv == NULL) {
       st = MS_ENOMEM; /* ms_ctx_alloc recorded the message */
     } else {
+      use_threads(ctx, n * n * n);
       lapack_int info =
           LAPACKE_dgesv(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)nrhs, MS_TENSOR_DATA(lu),
                         (lapack_int)n, ipiv, MS_TENSOR_DATA(r), (lapack_int)nrhs);
@@ -453,6 +511,7 @@ int ms_cholesky(ms_ctx *ctx, const ms_tensor *a, ms_tensor **l) {
   ms_tensor *r = NULL;
   if ((st = lapack_copy(ctx, "cholesky", "matrix", a, &r)) != MS_OK) return st;
   if (n > 0) {
+    use_threads(ctx, n * n * n);
     lapack_int info =
         LAPACKE_dpotrf(LAPACK_ROW_MAJOR, 'L', (lapack_int)n, MS_TENSOR_DATA(r), (lapack_int)n);
     if (info < 0)
@@ -493,6 +552,7 @@ int ms_qr(ms_ctx *ctx, const ms_tensor *a, ms_tensor **q, ms_tensor **r) {
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 2, qshape, &qt);
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 2, rshape, &rt);
   if (st == MS_OK && k > 0) {
+    use_threads(ctx, m * n * k);
     lapack_int info = LAPACKE_dgeqrf(LAPACK_ROW_MAJOR, (lapack_int)m, (lapack_int)n,
                                      MS_TENSOR_DATA(fac), (lapack_int)n, MS_TENSOR_DATA(tau));
     if (info != 0) st = lapack_arg_fail(ctx, "qr", "dgeqrf", info);
@@ -540,6 +600,7 @@ static int lu_factor(ms_ctx *ctx, const char *what, const ms_tensor *a, ms_tenso
     return MS_ENOMEM; /* ms_ctx_alloc recorded the message */
   }
   if (n == 0) return MS_OK;
+  use_threads(ctx, n * n * n);
   lapack_int i = LAPACKE_dgetrf(LAPACK_ROW_MAJOR, (lapack_int)n, (lapack_int)n, MS_TENSOR_DATA(*lu),
                                 (lapack_int)n, *ipiv);
   if (i < 0) {

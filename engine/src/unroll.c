@@ -8,9 +8,12 @@
  * then segment by segment on short tapes, and finite differences with nothing traced.
  */
 #include <float.h>
+#include <limits.h>
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 
+#include "kernels.h"
 #include "meta_internal.h"
 
 static const char *const METHOD_NAMES[] = {"reverse", "forward", "stable", "exact", "fd"};
@@ -164,6 +167,7 @@ typedef struct run {
   ms_objective *obj;
   ms_tensor *const *mapped; /* borrowed */
   ms_tensor *w, *fw, *vl;   /* current point, its training loss, its validation loss (or NULL) */
+  ms_tensor *g;             /* grad f(w) made with an untraced loss (fuse), for the next step */
   ms_tensor *state[MS_OPTIM_MAXSTATE];
   int64_t k; /* updates made */
   int frozen;
@@ -171,6 +175,7 @@ typedef struct run {
   int valid_zero_failure; /* ... and on the validation loss */
   int valid_each;         /* validation loss needed at every step (SUM, LOGSUM on VALID) */
   int loss_traced;        /* every step's training loss carries derivatives (else only f(w_T)) */
+  int fuse;               /* a quadratic's untraced loss comes from the next step's gradient */
   int64_t cut;            /* truncation: the step whose inputs are held constant (0 = none) */
   int64_t *idx;           /* mini-batch indices (batch entries) */
 } run;
@@ -179,7 +184,8 @@ static void run_clear(run *r) {
   ms_tensor_release(r->w);
   ms_tensor_release(r->fw);
   ms_tensor_release(r->vl);
-  r->w = r->fw = r->vl = NULL;
+  ms_tensor_release(r->g);
+  r->w = r->fw = r->vl = r->g = NULL;
   for (int i = 0; i < MS_OPTIM_MAXSTATE; i++) ms_tensor_release(r->state[i]), r->state[i] = NULL;
   if (r->idx) ms_ctx_dealloc(r->ctx, r->idx, (size_t)ms_optim_batch(r->opt) * sizeof *r->idx);
   r->idx = NULL;
@@ -207,6 +213,7 @@ static int run_setup(run *r, ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
       (spec->meta.on == MS_META_TRAIN && (kind == MS_META_SUM || kind == MS_META_LOGSUM));
   if (spec->truncate > 0 && spec->truncate < spec->steps) r->cut = spec->steps - spec->truncate + 1;
   int64_t batch = ms_optim_batch(r->opt);
+  r->fuse = batch == 0 && ms_objective_kind_of(r->obj) == MS_OBJECTIVE_QUADRATIC;
   if (batch > 0) {
     r->idx = ms_ctx_alloc(ctx, (size_t)batch * sizeof *r->idx);
     if (r->idx == NULL) return MS_ENOMEM;
@@ -237,6 +244,11 @@ static void replace(ms_tensor **slot, ms_tensor *t) {
 /* The gradient the step reads: full, or on a mini-batch drawn from (seed, t). */
 static int step_gradient(run *r, int64_t t, ms_tensor **gw) {
   int64_t batch = ms_optim_batch(r->opt);
+  if (batch == 0 && r->g) { /* made with the last loss (fused_loss) at this very w */
+    *gw = r->g;
+    r->g = NULL;
+    return MS_OK;
+  }
   if (batch == 0) return ms_objective_grad(r->ctx, r->obj, r->w, gw);
   ms_rng rng;
   ms_rng_seed(&rng, ms__optim_seed(r->opt) * 7919u + (uint64_t)t);
@@ -254,6 +266,7 @@ static int hold(run *r) {
   ms_ctx *ctx = r->ctx;
   ms_tensor *t;
   int st;
+  replace(&r->g, NULL); /* made from the traced w: the step recomputes it from the held one */
   if ((st = ms_stop_gradient(ctx, r->w, &t))) return st;
   replace(&r->w, t);
   if ((st = ms_stop_gradient(ctx, r->fw, &t))) return st;
@@ -295,6 +308,36 @@ static int loss_status(int zero_fails, double v) {
   return MS_META_OK;
 }
 
+/*
+ * An untraced loss of a quadratic from the gradient the next step reads: g = H (w - w*) is
+ * made here (traced, kept in r->g) and f = 1/2 (w - w*)^T g + f* from it with the raw kernels
+ * (recorded nowhere), the objective's own operations on the same operands, so the same bits as
+ * ms_objective_value: one product by H per step instead of two. The tape is unchanged too:
+ * the product is the node the next step's gradient would have recorded, in the same place.
+ */
+static int fused_loss(run *r, ms_tensor **f) {
+  ms_ctx *ctx = r->ctx;
+  ms_tensor *ws = NULL, *res = NULL, *d = NULL, *h = NULL;
+  double fstar = 0;
+  ms_objective_quadratic_parts(r->obj, NULL, &ws, &fstar);
+  replace(&r->g, NULL); /* a frozen run keeps its w: the last one is remade */
+  int st = ms_objective_grad(ctx, r->obj, r->w, &r->g);
+  if (!st && ws) st = ms__binary(ctx, MS_SUB, r->w, ws, &res);
+  if (!st && !ws) res = ms_tensor_retain(r->w);
+  if (!st) st = ms__dot(ctx, res, r->g, &d);
+  if (!st) st = ms__binary_scalar(ctx, MS_MUL, d, 0.5, 0, &h);
+  if (!st && fstar != 0) {
+    st = ms__binary_scalar(ctx, MS_ADD, h, fstar, 0, f);
+  } else if (!st) {
+    *f = h;
+    h = NULL;
+  }
+  ms_tensor_release(res);
+  ms_tensor_release(d);
+  ms_tensor_release(h);
+  return st;
+}
+
 /* Step t: w_{t-1} -> w_t and its losses. *mstatus is set when w_t or f(w_t) is not a faithful
  * double (the run must stop there). */
 static int advance(run *r, int64_t t, int *mstatus) {
@@ -330,6 +373,8 @@ static int advance(run *r, int64_t t, int *mstatus) {
   double v;
   if (r->loss_traced || (t == r->spec->steps && r->spec->meta.on == MS_META_TRAIN)) {
     st = ms_objective_value(ctx, r->obj, r->w, &f);
+  } else if (r->fuse) {
+    st = fused_loss(r, &f);
   } else if (!(st = ms_stop_gradient(ctx, r->w, &wu))) {
     st = ms_objective_value(ctx, r->obj, wu, &f);
     ms_tensor_release(wu);
@@ -573,8 +618,17 @@ static int failed(ms_ctx *ctx, ms_tensor *const *theta, const int *sel, int np, 
 
 /* ---- reverse mode ---- */
 
+/* GD on a quadratic without a tape (below, after the checkpointed reverse mode it shares its
+ * sweep with). */
+static int fast_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                        ms_tensor *const *theta, const int *sel);
+static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                        ms_tensor *const *theta, const int *sel, ms_meta_out *out);
+
 static int method_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
                           ms_tensor *const *theta, const int *sel, ms_meta_out *out) {
+  if (fast_applies(ctx, spec, task, theta, sel))
+    return fast_reverse(ctx, spec, task, theta, sel, out);
   int np = ms_optim_nparams(spec->optimizer), nsel = 0;
   ms_tensor *th[MS_OPTIM_MAXPARAMS] = {0}, *xs[MS_OPTIM_MAXPARAMS] = {0},
             *mapped[MS_OPTIM_MAXPARAMS] = {0}, *grads[MS_OPTIM_MAXPARAMS] = {0}, *v = NULL;
@@ -911,8 +965,213 @@ static int through_map(ms_ctx *ctx, const ms_meta_spec *spec, ms_tensor *const *
   return st;
 }
 
+/* ---- reverse mode of GD on a quadratic, on buffers ----
+ * GD's steps w_t = w_{t-1} - lr_t g_{t-1}, g = H (w - w*), under a NAIVE or LOG meta-objective of
+ * the training loss, back-propagated by hand: the forward pass keeps the gradients g_t (one
+ * product by H each, which also gives the loss f(w_t) = 1/2 (w_t - w*)^T g_t + f*), the backward
+ * pass runs the adjoint lambda_{t-1} = lambda_t - H^T (lr_t lambda_t) (one product by H^T each)
+ * and sums dM/dlr_t = -<lambda_t, g_{t-1}>: no tape and no tensor per step. An H that equals its
+ * transpose exactly (checked once per call, a pass over H) is read through dsymv, one triangle:
+ * half the bytes of a product. Otherwise the forward pass does the tape's own operations on the
+ * same numbers (the same value and status, bit for bit). Either way the results differ from the
+ * tape's by rounding only. checkpoint = K keeps every K-th point
+ * and recomputes one segment's gradients at a time, the same products on the same inputs, so
+ * the result is the one of K = 0 bit for bit. Used only when no autodiff level is active (no
+ * derivative of the result can be asked for) and the step size has one entry or one per
+ * coordinate. */
+
+static int fast_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                        ms_tensor *const *theta, const int *sel) {
+  ms_meta_kind kind = spec->meta.kind;
+  if (ms_ad_depth(ctx) > 0 || ms_optim_kind_of(spec->optimizer) != MS_OPTIM_GD || !sel[0]) return 0;
+  if ((kind != MS_META_NAIVE && kind != MS_META_LOG) || spec->meta.on != MS_META_TRAIN) return 0;
+  if (spec->truncate > 0 || spec->freeze_norm > 0) return 0;
+  if (ms_objective_kind_of(task->objective) != MS_OBJECTIVE_QUADRATIC) return 0;
+  ms_tensor *H = NULL;
+  ms_objective_quadratic_parts(task->objective, &H, NULL, NULL);
+  int64_t d = ms_objective_dim(task->objective), n = ms_tensor_numel(theta[0]);
+  if (!ms_tensor_is_contiguous(H) || d > INT_MAX) return 0;
+  return (n == 1 && ms_tensor_ndim(theta[0]) <= 1) || (ms_tensor_ndim(theta[0]) == 1 && n == d);
+}
+
+/* The buffers of fast_reverse, from one allocation. */
+typedef struct fastbuf {
+  double *block;
+  size_t bytes;
+  double *g;  /* K rows: g_t of the segment [a, b), row t - a */
+  double *ck; /* nck rows: w_{cK} */
+  double *w, *r, *hr, *lam, *tmp, *lr, *acc, *fac; /* d, d, d, d, d, nlr, nlr, T */
+} fastbuf;
+
+static int fastbuf_alloc(ms_ctx *ctx, fastbuf *b, int64_t d, int64_t K, int64_t nck, int64_t T,
+                         int64_t nlr) {
+  memset(b, 0, sizeof *b);
+  uint64_t rows = (uint64_t)K + (uint64_t)nck + 5;
+  if (rows > (SIZE_MAX / sizeof(double) - (uint64_t)(2 * nlr + T)) / (uint64_t)d)
+    return ms_ctx_fail(ctx, MS_ENOMEM,
+                       "meta: reverse mode would need more than a size_t of memory");
+  size_t n = (size_t)rows * (size_t)d + (size_t)(2 * nlr + T);
+  b->block = ms_ctx_alloc(ctx, n * sizeof(double));
+  if (b->block == NULL) return MS_ENOMEM;
+  b->bytes = n * sizeof(double);
+  double *p = b->block;
+  b->g = p, p += K * d;
+  b->ck = p, p += nck * d;
+  b->w = p, p += d;
+  b->r = p, p += d;
+  b->hr = p, p += d;
+  b->lam = p, p += d;
+  b->tmp = p, p += d;
+  b->lr = p, p += nlr;
+  b->acc = p, p += nlr;
+  b->fac = p;
+  return MS_OK;
+}
+
+/* Nonzero if the contiguous [d,d] h equals its transpose exactly (compared block by block, so
+ * both reads stream). */
+static int exactly_symmetric(const double *h, int64_t d) {
+  enum { B = 64 };
+  for (int64_t i0 = 0; i0 < d; i0 += B)
+    for (int64_t j0 = 0; j0 <= i0; j0 += B)
+      for (int64_t i = i0; i < i0 + B && i < d; i++)
+        for (int64_t j = j0; j < j0 + B && j < i; j++)
+          if (h[i * d + j] != h[j * d + i]) return 0;
+  return 1;
+}
+
+/* y = H x + beta y: dsymv (one triangle, half the bytes) when H is exactly symmetric, else
+ * dgemv with H or (trans) H^T. */
+static void fast_mv(ms_ctx *ctx, const ms_tensor *H, int sym, int trans, const double *x,
+                    double beta, double *y) {
+  if (sym) {
+    ms__symv_raw(ctx, H, 1.0, x, beta, y);
+  } else {
+    ms__gemv_raw(ctx, H, trans, 1.0, x, beta, y);
+  }
+}
+
+/* r = w - w* (or w), and g = H r: one product. */
+static void fast_grad(ms_ctx *ctx, const ms_tensor *H, int sym, const double *ws, int64_t d,
+                      const double *w, double *r, double *g) {
+  for (int64_t i = 0; i < d; i++) r[i] = ws ? w[i] - ws[i] : w[i];
+  fast_mv(ctx, H, sym, 0, r, 0.0, g);
+}
+
+/* w -= g * (lr factor), per coordinate when nlr > 1: GD's step with the tape's roundings. */
+static void fast_step(double *w, const double *g, const double *lr, int64_t nlr, double factor,
+                      int64_t d) {
+  for (int64_t i = 0; i < d; i++) w[i] = w[i] - g[i] * (lr[nlr > 1 ? i : 0] * factor);
+}
+
+static int fast_reverse(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                        ms_tensor *const *theta, const int *sel, ms_meta_out *out) {
+  int64_t T = spec->steps, K = spec->checkpoint > 0 && spec->checkpoint < T ? spec->checkpoint : T;
+  int64_t d = ms_objective_dim(task->objective), nck = (T - 1) / K + 1;
+  int64_t nlr = ms_tensor_numel(theta[0]);
+  ms_tensor *H = NULL, *wst = NULL, *mapped[MS_OPTIM_MAXPARAMS] = {0}, *direct[1] = {NULL};
+  double fstar = 0;
+  ms_objective_quadratic_parts(task->objective, &H, &wst, &fstar);
+  const double *ws = wst ? ms_tensor_data(wst) : NULL; /* the objective's copy: contiguous */
+  int sym = exactly_symmetric(ms_tensor_data(H), d);
+  int zero_fails = !spec->allow_zero_loss && spec->meta.kind == MS_META_LOG;
+  fastbuf b;
+  sweep sw;
+  memset(&sw, 0, sizeof sw);
+  ms_traj fail;
+  memset(&fail, 0, sizeof fail);
+  int st = check_recorded(ctx, T);
+  if (!st) st = fastbuf_alloc(ctx, &b, d, K, nck, T, nlr);
+  if (st) return st;
+  if (!(st = ms_optim_map_theta(ctx, spec->optimizer, theta, mapped))) {
+    for (int64_t i = 0; i < nlr; i++)
+      b.lr[i] = ms_tensor_data(mapped[0])[ms__offset_of(mapped[0], i)];
+    for (int64_t i = 0; i < d; i++)
+      b.w[i] = task->w0 ? ms_tensor_data(task->w0)[ms__offset_of(task->w0, i)] : 0.0;
+  }
+  /* forward: g_{t-1} in row (t - 1) mod K; f(w_t) from g_t */
+  double f = 0;
+  if (!st) fast_grad(ctx, H, sym, ws, d, b.w, b.r, b.g);
+  memcpy(b.ck, b.w, (size_t)d * sizeof(double));
+  for (int64_t t = 1; !st && t <= T; t++) {
+    if ((st = ms_ctx_check_interrupt(ctx, "meta"))) break;
+    if ((st = ms_optim_factor(ctx, spec->optimizer, t, &b.fac[t - 1]))) break;
+    fast_step(b.w, b.g + ((t - 1) % K) * d, b.lr, nlr, b.fac[t - 1], d);
+    for (int64_t i = 0; i < d && !fail.status; i++)
+      if (!isfinite(b.w[i])) fail.status = MS_META_OVERFLOW;
+    for (int64_t i = 0; fail.status && i < d; i++)
+      if (isnan(b.w[i])) fail.status = MS_META_NAN;
+    if (!fail.status) {
+      fast_grad(ctx, H, sym, ws, d, b.w, b.r, t < T ? b.g + (t % K) * d : b.hr);
+      f = 0.5 * ms__dot_raw(d, b.r, t < T ? b.g + (t % K) * d : b.hr);
+      if (fstar != 0) f = f + fstar;
+      fail.status = loss_status(zero_fails, f);
+    }
+    if (fail.status) {
+      fail.fail_step = t;
+      break;
+    }
+    if (t % K == 0 && t < T) memcpy(b.ck + (t / K) * d, b.w, (size_t)d * sizeof(double));
+  }
+  if (!st && fail.status) {
+    st = failed(ctx, theta, sel, ms_optim_nparams(spec->optimizer), &fail, out);
+    goto done;
+  }
+  if (st) goto done;
+  out->value = spec->meta.kind == MS_META_LOG ? log(f) / (double)T : f;
+  /* backward: the meta-objective, then f(w_T) = 1/2 r^T (H r) + f* */
+  double a = spec->meta.kind == MS_META_LOG ? 1.0 / (double)T / f : 1.0, ad = a * 0.5;
+  for (int64_t i = 0; i < d; i++) b.lam[i] = ad * b.hr[i], b.tmp[i] = ad * b.r[i];
+  fast_mv(ctx, H, sym, 1, b.tmp, 1.0, b.lam);
+  for (int64_t i = 0; i < nlr; i++) b.acc[i] = 0;
+  for (int64_t c = nck - 1; !st && c >= 0; c--) {
+    int64_t s0 = c * K, s1 = s0 + K < T ? s0 + K : T;
+    if (K < T) { /* recompute the segment's gradients from its checkpoint */
+      memcpy(b.w, b.ck + c * d, (size_t)d * sizeof(double));
+      for (int64_t t = s0; t < s1; t++) {
+        fast_grad(ctx, H, sym, ws, d, b.w, b.r, b.g + (t - s0) * d);
+        if (t + 1 < s1) fast_step(b.w, b.g + (t - s0) * d, b.lr, nlr, b.fac[t], d);
+      }
+    }
+    for (int64_t t = s1; t > s0; t--) { /* step t: w_t = w_{t-1} - g_{t-1} (lr fac_t) */
+      const double *g = b.g + (t - 1 - s0) * d;
+      double fac = b.fac[t - 1];
+      if (nlr == 1) {
+        b.acc[0] -= ms__dot_raw(d, b.lam, g) * fac;
+      } else {
+        for (int64_t i = 0; i < d; i++) b.acc[i] -= b.lam[i] * g[i] * fac;
+      }
+      if (t == 1) break; /* w_0 is a constant: no adjoint needed */
+      if ((st = ms_ctx_check_interrupt(ctx, "meta"))) break;
+      for (int64_t i = 0; i < d; i++) b.tmp[i] = -b.lam[i] * (b.lr[nlr > 1 ? i : 0] * fac);
+      fast_mv(ctx, H, sym, 1, b.tmp, 1.0, b.lam);
+    }
+  }
+  /* d M / d lr as the mapped parameter's gradient, then through the map to the stored one */
+  if (!st)
+    st = ms_tensor_from_data(ctx, ms_tensor_ndim(mapped[0]), ms_tensor_shape(mapped[0]), b.acc,
+                             &sw.acc[0]);
+  if (!st) {
+    sw.nsel = 1;
+    sw.where[0] = 0;
+    st = through_map(ctx, spec, theta, &sw, direct, out->grad);
+  }
+  if (!st) {
+    set_status(out, value_status(spec, out->value), T);
+    set_status(out, tensor_status(out->grad[0]), T);
+  }
+done:
+  ms_ctx_dealloc(ctx, b.block, b.bytes);
+  ms_tensor_release(sw.acc[0]);
+  for (int i = 0; i < MS_OPTIM_MAXPARAMS; i++) ms_tensor_release(mapped[i]);
+  if (st) ms_meta_out_clear(out);
+  return st;
+}
+
 static int method_checkpoint(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
                              ms_tensor *const *theta, const int *sel, ms_meta_out *out) {
+  if (fast_applies(ctx, spec, task, theta, sel))
+    return fast_reverse(ctx, spec, task, theta, sel, out);
   int64_t T = spec->steps, K = spec->checkpoint;
   int np = ms_optim_nparams(spec->optimizer);
   int st = check_recorded(ctx, T);

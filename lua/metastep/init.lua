@@ -52,6 +52,13 @@ M.linalg = {
   inv = core.inv, det = core.det,
 }
 
+--- BLAS threads of matrix products: set_threads(n) runs every product on n threads, 0 (the
+-- default) chooses by size: one thread below 512 x 512 multiply-adds, all cores above (an
+-- OPENBLAS_NUM_THREADS or OMP_NUM_THREADS set in the environment is then obeyed). threads()
+-- returns the setting, threads(work) the count a product of that many multiply-adds gets.
+M.set_threads = core.set_threads
+M.threads = core.threads
+
 --- True if t is a metastep tensor.
 function M.is_tensor(t)
   return getmetatable(t) == core.Tensor_mt

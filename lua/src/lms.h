@@ -133,7 +133,8 @@ void lms_archive_decode(lua_State *L, const ms_archive *a, const char *prefix, c
 ms_objective **lms_newobjective(lua_State *L);
 /* Adds the network and data bindings (lms_nn.c). */
 void lms_open_nn(lua_State *L);
-/* Adds spawn, isatty and front_source (lms_sys.c). */
+/* Adds spawn, spawn_pipes, wait, isatty, front_source, clock, the thread setting and the
+ * product counter (lms_sys.c). */
 void lms_open_sys(lua_State *L);
 
 #endif

@@ -706,10 +706,38 @@ static void test_out_of_memory(void) {
   for (int i = 0; i < 5; i++) ms_tensor_release(ts[i]);
 }
 
+/* The BLAS thread setting: a fixed count wins; by size, a small product gets one thread (unless
+ * the environment set OpenBLAS's count, which is then left as it is) and a large one at least
+ * one; a negative count is refused. Products are counted: a matvec is one, a dot none. */
+static void test_threads(void) {
+  CHECK(ms_ctx_threads(ctx) == 0);
+  CHECK(ms_ctx_set_threads(ctx, 3) == MS_OK);
+  CHECK(ms_linalg_threads(ctx, 10) == 3 && ms_linalg_threads(ctx, (int64_t)1 << 30) == 3);
+  CHECK_FAILS(ctx, ms_ctx_set_threads(ctx, -1), MS_EARG, "set_threads: n must be >= 1");
+  CHECK(ms_ctx_threads(ctx) == 3);
+  CHECK(ms_ctx_set_threads(ctx, 0) == MS_OK);
+  int env = getenv("OPENBLAS_NUM_THREADS") != NULL || getenv("OMP_NUM_THREADS") != NULL;
+  ms_ctx *fresh = ms_ctx_new(NULL, NULL);
+  int small = ms_linalg_threads(fresh, 100 * 100), large = ms_linalg_threads(fresh, 4000 * 4000);
+  CHECK(env ? small == large : small == 1);
+  CHECK(large >= 1);
+  ms_ctx_free(fresh);
+  int64_t n = 3, sh[2] = {3, 3};
+  ms_tensor *a = NULL, *x = NULL, *y = NULL, *d = NULL;
+  CHECK_OK(ctx, ms_tensor_ones(ctx, 2, sh, &a));
+  CHECK_OK(ctx, ms_tensor_ones(ctx, 1, &n, &x));
+  uint64_t before = ms_ctx_products(ctx);
+  CHECK_OK(ctx, ms_matvec(ctx, a, x, &y));
+  CHECK_OK(ctx, ms_dot(ctx, x, y, &d));
+  CHECK(ms_ctx_products(ctx) == before + 1);
+  CHECK_NEAR(ms_tensor_data(d)[0], 9, 0); /* ones(3,3) ones(3) = 3s; dot with ones */
+  ms_tensor_release(a), ms_tensor_release(x), ms_tensor_release(y), ms_tensor_release(d);
+}
+
 int main(void) {
   ms_rng_seed(&rng, 12345);
   return check_main(
       &ctx, (const check_test[]){test_matmul_layouts, test_matmul_vectors, test_products_by_hand,
                                  test_eigh, test_solve, test_cholesky, test_qr, test_inv_det,
-                                 test_errors, test_out_of_memory, NULL});
+                                 test_errors, test_out_of_memory, test_threads, NULL});
 }

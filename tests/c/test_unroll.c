@@ -268,6 +268,114 @@ static void test_checkpoint(void) {
   ms_tensor_release(w0);
 }
 
+/* ---- reverse mode of GD on a quadratic without a tape ----
+ * With no autodiff level active, reverse mode of GD on a quadratic runs on buffers; inside a
+ * level (an empty forward level here) it runs on the tape. Both must give the same value, status
+ * and fail_step, and gradients within 1e-13, and checkpointing must not change a bit. */
+
+static double rel_diff(double a, double b) {
+  if (a == b || (isnan(a) && isnan(b))) return 0;
+  return fabs(a - b) / fmax(fabs(b), 1e-300);
+}
+
+static void fast_vs_tape(ms_meta_spec s, const char *what) {
+  ms_meta_out fast, tape, ck;
+  ms_level *lv = NULL;
+  OK(ms_meta_value_and_grad(ctx, &s, &fast));
+  OK(ms_ad_push(ctx, MS_AD_FORWARD, &lv));
+  OK(ms_meta_value_and_grad(ctx, &s, &tape));
+  ms_ad_free(lv);
+  double worst = rel_diff(fast.value, tape.value);
+  for (int64_t i = 0; i < ms_tensor_numel(tape.grad[0]); i++)
+    worst = fmax(worst, rel_diff(ms_tensor_data(fast.grad[0])[i], ms_tensor_data(tape.grad[0])[i]));
+  int ok = worst <= 1e-13 && fast.status == tape.status && fast.fail_step == tape.fail_step;
+  if (!ok)
+    fprintf(stderr, "%s: fast and tape differ by %g (status %d/%d at %lld/%lld)\n", what, worst,
+            fast.status, tape.status, (long long)fast.fail_step, (long long)tape.fail_step);
+  CHECK(ok);
+  s.checkpoint = 7;
+  OK(ms_meta_value_and_grad(ctx, &s, &ck));
+  CHECK(ck.value == fast.value || (isnan(ck.value) && isnan(fast.value)));
+  CHECK(same_bits(ck.grad[0], fast.grad[0]) || fast.status != MS_META_OK);
+  ms_meta_out_clear(&fast), ms_meta_out_clear(&tape), ms_meta_out_clear(&ck);
+}
+
+static int interrupt_at_5(ms_ctx *c, void *ud, int64_t t, double *factor) {
+  (void)ud;
+  if (t == 5) ms_ctx_interrupt(c);
+  *factor = 1;
+  return MS_OK;
+}
+
+static void test_fast_reverse(void) {
+  double h[16] = {4, 1, 0.5, 0, 1, 3, 0.2, 0.1, 0.5, 0.2, 2, 0.3, 0, 0.1, 0.3, 1};
+  double ws[4] = {1, -1, 0.5, 2}, w0v[4] = {0.2, 0.4, -1, 3}, lrs[4] = {0.1, 0.05, 0.2, 0.15};
+  double factors[3] = {1, 0.5, 0.25};
+  int64_t sh[2] = {4, 4}, d = 4;
+  ms_tensor *H = NULL, *wst = vec(4, ws), *w0 = vec(4, w0v), *lrt = vec(4, lrs);
+  ms_objective *obj = NULL;
+  OK(ms_tensor_from_data(ctx, 2, sh, h, &H));
+  OK(ms_objective_quadratic(ctx, H, wst, 0.3, &obj));
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_optim_options o;
+  memset(&o, 0, sizeof o);
+  ms_optim *opts[5] = {NULL};
+  const char *names[5] = {"gd", "gd log_lr", "gd per-coordinate lr", "gd with a schedule",
+                          "gd that overflows"};
+  o.lr = 0.1;
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &opts[0]));
+  o.log_lr = 1;
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &opts[1]));
+  o.log_lr = 0;
+  o.lr_init = lrt;
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &opts[2]));
+  o.lr_init = NULL;
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &opts[3]));
+  OK(ms_optim_set_schedule(ctx, opts[3], 3, factors));
+  o.lr = 0.9; /* 1 - 0.9 * 4.6 < -1: diverges */
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &opts[4]));
+  char what[96];
+  for (int k = 0; k < 5; k++) {
+    for (int m = 0; m < 2; m++) {
+      ms_meta_spec s = ms_meta_spec_one(opts[k], &task, k == 4 ? 3000 : 40,
+                                        m ? MS_META_NAIVE : MS_META_LOG, MS_METHOD_REVERSE);
+      snprintf(what, sizeof what, "%s, %s", names[k], m ? "naive" : "log");
+      fast_vs_tape(s, what);
+    }
+  }
+  /* an H symmetric only within the objective's tolerance is read whole (dgemv, H and H^T) */
+  ms_tensor *Ha = NULL;
+  ms_objective *obja = NULL;
+  h[1] += 1e-13;
+  OK(ms_tensor_from_data(ctx, 2, sh, h, &Ha));
+  OK(ms_objective_quadratic(ctx, Ha, wst, 0.3, &obja));
+  ms_task taska = {obja, NULL, w0, NULL};
+  fast_vs_tape(ms_meta_spec_one(opts[0], &taska, 40, MS_META_LOG, MS_METHOD_REVERSE),
+               "asymmetric H");
+  ms_objective_release(obja);
+  ms_tensor_release(Ha);
+  /* Ctrl-C (the flag set by a callback at step 5) stops it at the next step */
+  ms_optim *intr = NULL;
+  o.lr = 0.1;
+  OK(ms_optim_builtin(ctx, MS_OPTIM_GD, &o, &intr));
+  OK(ms_optim_set_schedule_fn(ctx, intr, interrupt_at_5, NULL, NULL));
+  ms_meta_spec si = ms_meta_spec_one(intr, &task, 40, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_out ri;
+  CHECK_FAILS(ctx, ms_meta_value_and_grad(ctx, &si, &ri), MS_EINTERRUPT, "meta: interrupted");
+  CHECK(ri.grad[0] == NULL);
+  ms_optim_release(intr);
+  /* the overflowing run stops where the tape's does, with its status */
+  ms_meta_spec s = ms_meta_spec_one(opts[4], &task, 3000, MS_META_LOG, MS_METHOD_REVERSE);
+  ms_meta_out r;
+  OK(ms_meta_value_and_grad(ctx, &s, &r));
+  CHECK(r.status == MS_META_OVERFLOW && r.fail_step > 1 && r.fail_step < 3000);
+  ms_meta_out_clear(&r);
+  for (int k = 0; k < 5; k++) ms_optim_release(opts[k]);
+  ms_objective_release(obj);
+  ms_tensor_release(H), ms_tensor_release(wst), ms_tensor_release(w0), ms_tensor_release(lrt);
+  (void)d;
+}
+
 /* ---- custom meta-objectives ---- */
 
 static int meta_mean_log(ms_ctx *c, void *ud, const ms_traj *traj, ms_tensor **out) {
@@ -577,10 +685,45 @@ static void test_host_conveniences(void) {
   CHECK(strcmp(ms_status_name(st), ms_status_name(MS_ESHAPE)) == 0);
 }
 
+/* Reverse mode makes one product by H per step forward (the untraced loss of a quadratic comes
+ * from the next step's gradient) and one backward, plus the first loss, the last loss and its
+ * backward: 2T + 3 (three per step before). The result is still the closed form's. */
+static void test_reverse_products(void) {
+  double l[5] = {1, 2.5, 4, 7, 10}, c[5] = {1, -0.5, 0.3, 2, -1}, eta = 0.05, dG;
+  int64_t T = 40;
+  ms_task task = diag_task(5, l, c);
+  ms_optim *gd = make(MS_OPTIM_GD, eta, 0);
+  double G = closed_G(5, l, c, &eta, 0, T, &dG);
+  uint64_t before = ms_ctx_products(ctx);
+  ms_meta_out r;
+  log_meta(gd, &task, T, MS_METHOD_REVERSE, G, &r);
+  uint64_t n = ms_ctx_products(ctx) - before;
+  /* without a tape (no level active): T + 1 forward (g_0 .. g_{T-1}, H r_T), T backward (the
+   * loss, steps T .. 2; w_0 needs no adjoint) */
+  CHECK(n == (uint64_t)(2 * T + 1));
+  CHECK_NEAR(item(r.grad[0]), dG, 1e-10);
+  ms_meta_out_clear(&r);
+  /* on the tape (inside a level): the first loss, T gradients and the last loss forward, their
+   * T + 1 products backward (g_0's input is constant: none) */
+  ms_level *lv = NULL;
+  OK(ms_ad_push(ctx, MS_AD_FORWARD, &lv));
+  before = ms_ctx_products(ctx);
+  log_meta(gd, &task, T, MS_METHOD_REVERSE, G, &r);
+  n = ms_ctx_products(ctx) - before;
+  ms_ad_free(lv);
+  CHECK(n <= (uint64_t)(2 * T + 3));
+  CHECK(n >= (uint64_t)(2 * T));
+  CHECK_NEAR(item(r.grad[0]), dG, 1e-10);
+  ms_meta_out_clear(&r);
+  ms_optim_release(gd);
+  task_free(&task);
+}
+
 int main(void) {
-  return check_main(&ctx,
-                    (const check_test[]){test_closed_form, test_vector_theta, test_fd_small_step,
-                                         test_checkpoint, test_custom, test_status_and_errors,
-                                         test_host_conveniences, test_adam_second_derivative,
-                                         test_review_cases, test_allocation_failures, NULL});
+  return check_main(
+      &ctx,
+      (const check_test[]){test_closed_form, test_vector_theta, test_fd_small_step, test_checkpoint,
+                           test_custom, test_status_and_errors, test_host_conveniences,
+                           test_adam_second_derivative, test_review_cases, test_allocation_failures,
+                           test_reverse_products, test_fast_reverse, NULL});
 }

@@ -124,6 +124,24 @@ int ms_ctx_check_interrupt(ms_ctx *ctx, const char *where);
  */
 void ms_ctx_set_poll(ms_ctx *ctx, int (*poll)(void *ud), void *ud);
 
+/* Matrix products (BLAS level 2 and 3 calls: matrix-vector and matrix-matrix) made by the
+ * context's linear algebra since it was made: how many passes over a matrix a method makes, for
+ * tests and benchmarks. */
+uint64_t ms_ctx_products(const ms_ctx *ctx);
+
+/*
+ * OpenBLAS threads of the context's matrix products. n >= 1: every product runs on n threads.
+ * n = 0 (the default): chosen per product by its size (ms_linalg_threads in linalg.h): one
+ * thread for small products, where waking the other threads costs more than they save, all
+ * cores for large ones; but when OPENBLAS_NUM_THREADS or OMP_NUM_THREADS was set in the
+ * environment as the context was made, OpenBLAS's own setting is left alone. MS_EARG for n < 0.
+ * OpenBLAS's thread count is per process: contexts with different settings in one process
+ * each set it before their own products.
+ */
+int ms_ctx_set_threads(ms_ctx *ctx, int n);
+/* The setting (0 = by size). */
+int ms_ctx_threads(const ms_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

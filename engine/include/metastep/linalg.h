@@ -39,6 +39,11 @@ int ms_inv(ms_ctx *ctx, const ms_tensor *a, ms_tensor **out);
 /* Determinant of a square matrix (0-d tensor). */
 int ms_det(ms_ctx *ctx, const ms_tensor *a, ms_tensor **out);
 
+/* The OpenBLAS threads a product of `work` multiply-adds gets under ctx's setting
+ * (ms_ctx_set_threads): the fixed count, OpenBLAS's own when the environment set it, else one
+ * below a measured size (see linalg.c, and the README's "Benchmarks") and all cores above. */
+int ms_linalg_threads(const ms_ctx *ctx, int64_t work);
+
 #ifdef __cplusplus
 }
 #endif
