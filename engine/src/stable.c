@@ -620,6 +620,19 @@ static int params_gap(const ms_meta_spec *spec, ms_tensor *const *theta, int wit
   return 0;
 }
 
+int ms__meta_linear_params(const ms_meta_spec *spec, ms_tensor *const *theta, int *lr, int *beta,
+                           int *log_lr) {
+  char what[256];
+  param_roles roles;
+  ms_optim_kind k = ms_optim_kind_of(spec->optimizer);
+  if (k != MS_OPTIM_GD && k != MS_OPTIM_MOMENTUM && k != MS_OPTIM_NESTEROV) return 0;
+  if (params_gap(spec, theta, k != MS_OPTIM_GD, &roles, what, sizeof what)) return 0;
+  *lr = roles.lr;
+  *beta = roles.beta;
+  *log_lr = roles.log_lr;
+  return 1;
+}
+
 /* Whether obj is a quadratic with fstar = 0 or least squares; role names it in what[]. */
 static int objective_gap(const ms_objective *obj, const char *role, char *what, size_t size) {
   ms_objective_kind kind = ms_objective_kind_of(obj);
