@@ -48,6 +48,10 @@ int ms__meta_linear_params(const ms_meta_spec *spec, ms_tensor *const *theta, in
 int ms__meta_forward_fast(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
                           ms_tensor *const *theta, const int *sel, ms_meta_out *out, int *handled);
 
+/* objective.c: how many eigendecompositions of the quadratic obj's H were computed (the cache
+ * behind ms_objective_quadratic_eigh and ms_objective_check_psd: one per version of H). */
+int64_t ms__objective_eigh_count(const ms_objective *obj);
+
 /* optim.c: the optimizer's init (zeros like w when it has none) and one checked step that
  * replaces state[] (old entries released); the seed of a stochastic optimizer. */
 int ms__optim_init(ms_ctx *ctx, ms_optim *opt, ms_tensor *w, ms_tensor *const *mapped,
