@@ -36,8 +36,9 @@
 #endif
 
 #define INLINE static inline __attribute__((always_inline))
-#define VW 8 /* doubles per vector */
-#define RB 4 /* rows per block */
+#define VW 8    /* doubles per vector */
+#define RB 4    /* rows per block */
+#define RBMAX 8 /* rows per block of the dense kernel for k <= 2 */
 
 typedef double vd __attribute__((vector_size(VW * sizeof(double))));
 /* the same type at 8-byte alignment: loads and stores at any double's address */
@@ -52,16 +53,16 @@ INLINE double hsum(vd v) {
 
 /* ---- dense A X ---- */
 
-/* Y[r][a] = h[a] . X[r] for the nr rows h[a] = h + a ldh of one block (nr == RB or 1); k and
+/* Y[r][a] = h[a] . X[r] for the nr rows h[a] = h + a ldh of one block (nr <= RBMAX); k and
  * nr are constants once inlined, so the accumulators live in registers. */
 INLINE void dense_block(int k, int nr, int64_t n, const double *h, int64_t ldh, const double *X,
                         int64_t ldx, double *Y, int64_t ldy) {
-  vd acc[RB][MS_FUSED_MAXK];
+  vd acc[RBMAX][MS_FUSED_MAXK];
   for (int a = 0; a < nr; a++)
     for (int r = 0; r < k; r++) acc[a][r] = vbroadcast(0.0);
   int64_t j = 0;
   for (; j + VW <= n; j += VW) {
-    vd hv[RB];
+    vd hv[RBMAX];
     for (int a = 0; a < nr; a++) hv[a] = vload(h + a * ldh + j);
     for (int r = 0; r < k; r++) {
       vd xv = vload(X + r * ldx + j);
@@ -76,9 +77,14 @@ INLINE void dense_block(int k, int nr, int64_t n, const double *h, int64_t ldh, 
     }
 }
 
+/* Blocks of 8 rows for k <= 2 (16 accumulators, 8 loads of H per 2 of X), 4 beyond (the
+ * accumulators must fit the 32 AVX-512 registers). */
 INLINE void dense_k(int k, int64_t m, int64_t n, const double *A, int64_t lda, const double *X,
                     int64_t ldx, double *Y, int64_t ldy) {
   int64_t i = 0;
+  if (k <= 2)
+    for (; i + RBMAX <= m; i += RBMAX)
+      dense_block(k, RBMAX, n, A + i * lda, lda, X, ldx, Y + i, ldy);
   for (; i + RB <= m; i += RB) dense_block(k, RB, n, A + i * lda, lda, X, ldx, Y + i, ldy);
   for (; i < m; i++) dense_block(k, 1, n, A + i * lda, lda, X, ldx, Y + i, ldy);
 }
