@@ -22,8 +22,6 @@
 
 enum { PAR_LR = 0, PAR_BETA = 1 };
 
-#define SYM_MIN_DIM 64 /* as stable.c: below, the full kernel is as fast */
-
 typedef struct fwd {
   int k;    /* rows: the value (0) and the tangents (1 .. ntan) */
   int ntan; /* selected parameters, each with its kind par[] and output index where[] */
@@ -292,7 +290,7 @@ int ms__meta_forward_fast(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *
     f.ref = ms_tensor_data(ref);
     f.ref_stride = ms_tensor_strides(ref)[0];
   }
-  f.sym = !f.ls && f.d >= SYM_MIN_DIM && ms__fused_is_symmetric(f.d, f.A, f.d);
+  f.sym = !f.ls && f.d >= MS_FUSED_SYM_MIN_DIM && ms__fused_is_symmetric(f.d, f.A, f.d);
   if (task->w0 && (st = ms_tensor_read(ctx, task->w0, f.w, f.d))) goto out;
   double value = NAN, dv[2] = {0, 0};
   int fail;

@@ -234,11 +234,6 @@ static void mul_h(const lin_block *b, int k, int64_t d, const double *rows, int6
     ms__fused_gemv(k, d, d, b->A, d, rows, ld, out, d);
 }
 
-/* Whether the quadratic blocks read only H's upper triangle: when H is exactly symmetric and
- * at least this large (below, H stays in L1/L2 and the full kernel, with half the flops, is
- * as fast). */
-#define SYM_MIN_DIM 64
-
 static int work_alloc(ms_ctx *ctx, const lin_problem *pb, lin_work *wk) {
   memset(wk, 0, sizeof *wk);
   int mom = pb->opt != MS_OPTIM_GD;
@@ -538,23 +533,23 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
   const double *w0d = MS_TENSOR_DATA(w0), *wsd = wstar ? MS_TENSOR_DATA(wstar) : NULL;
   for (int64_t i = 0; i < d; i++)
     e0[i] = w0d[i * w0->strides[0]] - (wsd ? wsd[i * wstar->strides[0]] : 0.0);
-  lin_problem pb = {
-      .what = what,
-      .opt = mom ? MS_OPTIM_MOMENTUM : MS_OPTIM_GD,
-      .lr = opt->lr,
-      .beta = opt->beta,
-      .d = d,
-      .T = T,
-      .kind = kind,
-      .train = {.ls = 0,
-                .sym = d >= SYM_MIN_DIM && ms__fused_is_symmetric(d, MS_TENSOR_DATA(Hc), d),
-                .len = d,
-                .A = MS_TENSOR_DATA(Hc),
-                .half = 0.5},
-      .a0 = e0,
-      .ntan = mom ? 2 : 1,
-      .par = {PAR_LR, PAR_BETA},
-      .chain = {1.0, 1.0}};
+  lin_problem pb = {.what = what,
+                    .opt = mom ? MS_OPTIM_MOMENTUM : MS_OPTIM_GD,
+                    .lr = opt->lr,
+                    .beta = opt->beta,
+                    .d = d,
+                    .T = T,
+                    .kind = kind,
+                    .train = {.ls = 0,
+                              .sym = d >= MS_FUSED_SYM_MIN_DIM &&
+                                     ms__fused_is_symmetric(d, MS_TENSOR_DATA(Hc), d),
+                              .len = d,
+                              .A = MS_TENSOR_DATA(Hc),
+                              .half = 0.5},
+                    .a0 = e0,
+                    .ntan = mom ? 2 : 1,
+                    .par = {PAR_LR, PAR_BETA},
+                    .chain = {1.0, 1.0}};
   st = lin_run(ctx, &pb, res);
   ms_ctx_dealloc(ctx, e0, bytes);
   ms_tensor_release(Hc);
@@ -744,7 +739,7 @@ static int block_of(ms_ctx *ctx, ms_objective *obj, lin_block *b, ms_tensor **ho
   b->len = ms_tensor_dim(A, 0);
   b->A = ms_tensor_data(*hold);
   b->half = ls ? 0.5 / (double)b->len : 0.5;
-  b->sym = !ls && b->len >= SYM_MIN_DIM && ms__fused_is_symmetric(b->len, b->A, b->len);
+  b->sym = !ls && b->len >= MS_FUSED_SYM_MIN_DIM && ms__fused_is_symmetric(b->len, b->A, b->len);
   return MS_OK;
 }
 

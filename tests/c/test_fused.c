@@ -296,12 +296,12 @@ static void same_as_generic(const char *name, ms_meta_spec spec, double tol) {
 static void test_forward_fast(void) {
   ms_tensor *w0[4];
   ms_objective *objs[4] = {
-      quadratic(21, 70, 0.0, 1, 0.3, &w0[0]),  /* exactly symmetric, d >= 64: upper kernel */
+      quadratic(21, MS_FUSED_SYM_MIN_DIM + 3, 0.0, 1, 0.3, &w0[0]), /* exactly symmetric: upper */
       quadratic(22, 9, 1e-13, 1, 0.0, &w0[1]), /* symmetric to rounding: full kernel */
       least_squares(23, 15, 8, &w0[2]),        /* n > d */
       least_squares(24, 5, 12, &w0[3]),        /* n < d */
   };
-  const char *onames[] = {"quad70", "quad9", "ls15x8", "ls5x12"};
+  const char *onames[] = {"quad_upper", "quad9", "ls15x8", "ls5x12"};
   ms_optim_kind kinds[] = {MS_OPTIM_GD, MS_OPTIM_MOMENTUM, MS_OPTIM_NESTEROV};
   ms_meta_kind metas[] = {MS_META_NAIVE, MS_META_LOG, MS_META_SUM, MS_META_LOGSUM};
   char name[128];
@@ -396,7 +396,7 @@ static void test_forward_allocations(void) {
 
 static void test_stable_upper(void) {
   ms_tensor *w0 = NULL;
-  ms_objective *obj = quadratic(41, 80, 0.0, 1, 0.0, &w0);
+  ms_objective *obj = quadratic(41, MS_FUSED_SYM_MIN_DIM + 5, 0.0, 1, 0.0, &w0);
   ms_task task = {obj, NULL, w0, NULL};
   ms_optim *opt = make_opt(MS_OPTIM_GD, 0.1, 0.0, 0);
   ms_meta_spec spec = ms_meta_spec_one(opt, &task, 300, MS_META_LOG, MS_METHOD_STABLE);
