@@ -51,6 +51,15 @@ INLINE double hsum(vd v) {
   return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
+/* Asks for the cache line PF doubles ahead in each row of a block (clamped to the row): with
+ * several rows streamed at once the hardware prefetchers alone fall behind DRAM (measured at
+ * d = 4000: the upper kernel at 0.63-0.77x the dgemv floor without, 0.48-0.56x with). */
+#define PF 256
+INLINE void prefetch_rows(const double *h, int64_t ldh, int nr, int64_t j, int64_t n) {
+  int64_t at = j + PF < n ? j + PF : n - 1;
+  for (int a = 0; a < nr; a++) __builtin_prefetch(h + a * ldh + at);
+}
+
 /* ---- dense A X ---- */
 
 /* Y[r][a] = h[a] . X[r] for the nr rows h[a] = h + a ldh of one block (nr <= RBMAX); k and
@@ -63,6 +72,7 @@ INLINE void dense_block(int k, int nr, int64_t n, const double *h, int64_t ldh, 
   int64_t j = 0;
   for (; j + VW <= n; j += VW) {
     vd hv[RBMAX];
+    prefetch_rows(h, ldh, nr, j, n);
     for (int a = 0; a < nr; a++) hv[a] = vload(h + a * ldh + j);
     for (int r = 0; r < k; r++) {
       vd xv = vload(X + r * ldx + j);
@@ -140,6 +150,7 @@ INLINE void upper_block(int k, int nr, int64_t n, int64_t i0, const double *H, i
   int64_t j = i0 + nr;
   for (; j + VW <= n; j += VW) {
     vd hv[RB];
+    prefetch_rows(h, ldh, nr, j, n);
     for (int a = 0; a < nr; a++) hv[a] = vload(h + a * ldh + j);
     for (int r = 0; r < k; r++) {
       vd xv = vload(X + r * ldx + j), yv = vload(Y + r * ldy + j);
