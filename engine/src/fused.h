@@ -1,6 +1,6 @@
 /*
  * Fused matrix kernels for the unrolls of linear dynamics (stable.c, the forward fast path in
- * fused_forward.c): a state and its tangents are k vectors multiplied by the SAME matrix every
+ * forward_fast.c): a state and its tangents are k vectors multiplied by the SAME matrix every
  * step, so one pass over the matrix serves all of them. A matrix of d = 4000 is 128 MB: the
  * unroll is bound by the bytes of the matrix read per step, not by the flops. (BLAS-3 dgemm
  * with k = 2 columns copies the matrix into packed panels on every call and runs 6-8 times
