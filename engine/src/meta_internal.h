@@ -28,6 +28,30 @@ int ms__meta_exact(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
 int ms__meta_stable_applies(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task, char *why,
                             size_t size);
 
+/*
+ * Whether the optimizer of spec is gd, momentum or nesterov with one-element parameters 'lr' or
+ * 'log_lr' (and 'beta'), as the stable method and the forward fast path need (1), with the
+ * parameters' indices (beta: -1 for gd) and whether the step size is stored as its log; 0 if
+ * not. theta may be NULL (the spec's values are read).
+ */
+int ms__meta_linear_params(const ms_meta_spec *spec, ms_tensor *const *theta, int *lr, int *beta,
+                           int *log_lr);
+
+/*
+ * The forward method's fast path (forward_fast.c): gd, momentum or nesterov (ms__meta_linear_
+ * params) on an untraced quadratic or least-squares objective, a built-in meta-objective on the
+ * training loss, no truncation, no freeze_norm, at least one selected parameter, nothing traced
+ * by an outer level. Sets *handled to 1 and returns the method's status (out filled as the
+ * generic forward mode fills it) when it covers (spec, task); else *handled = 0 and MS_OK with
+ * out untouched.
+ */
+int ms__meta_forward_fast(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
+                          ms_tensor *const *theta, const int *sel, ms_meta_out *out, int *handled);
+
+/* objective.c: how many eigendecompositions of the quadratic obj's H were computed (the cache
+ * behind ms_objective_quadratic_eigh and ms_objective_check_psd: one per version of H). */
+int64_t ms__objective_eigh_count(const ms_objective *obj);
+
 /* optim.c: the optimizer's init (zeros like w when it has none) and one checked step that
  * replaces state[] (old entries released); the seed of a stochastic optimizer. */
 int ms__optim_init(ms_ctx *ctx, ms_optim *opt, ms_tensor *w, ms_tensor *const *mapped,

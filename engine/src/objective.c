@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "meta_internal.h"
 #include "metastep/autodiff.h"
 #include "metastep/linalg.h"
 #include "metastep/ops.h"
@@ -24,8 +25,12 @@ struct ms_objective {
   ms_objective_def def;
   char name[64];
   ms_objective_kind kind;
-  /* a quadratic's eigendecomposition (ms_objective_quadratic_eigh), computed on first use */
+  /* a quadratic's eigendecomposition (ms_objective_quadratic_eigh), computed on first use and
+   * again once H's storage version moved past eig_version (H written in place); eig_count
+   * counts the decompositions (ms__objective_eigh_count) */
   ms_tensor *eig_val, *eig_vec;
+  uint64_t eig_version;
+  int64_t eig_count;
 };
 
 /* ---- handles ---- */
@@ -54,6 +59,8 @@ int ms_objective_new(ms_ctx *ctx, const ms_objective_def *def, ms_objective **ou
   o->def = *def;
   o->kind = MS_OBJECTIVE_CUSTOM;
   o->eig_val = o->eig_vec = NULL;
+  o->eig_version = 0;
+  o->eig_count = 0;
   snprintf(o->name, sizeof o->name, "%s", name);
   o->def.name = o->name;
   *out = o;
@@ -756,8 +763,9 @@ int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lamb
   if (obj->kind != MS_OBJECTIVE_QUADRATIC)
     return ms_ctx_fail(ctx, MS_EARG, "quadratic_eigh: objective '%s' is not a quadratic",
                        obj->name);
-  if (obj->eig_val == NULL) {
-    const builtin *q = obj->def.ud;
+  const builtin *q = obj->def.ud;
+  uint64_t version = ms_tensor_version(q->a);
+  if (obj->eig_val == NULL || obj->eig_version != version) {
     /* H may be tracked (copied from a tracked argument while a level was active): the
      * spectrum is a constant, taken from an untracked copy */
     ms_tensor *h = NULL, *val = NULL, *vec = NULL;
@@ -765,13 +773,19 @@ int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lamb
     if (st == MS_OK) st = ms_eigh(ctx, h, &val, &vec);
     ms_tensor_release(h);
     if (st) return st;
+    ms_tensor_release(obj->eig_val);
+    ms_tensor_release(obj->eig_vec);
     obj->eig_val = val;
     obj->eig_vec = vec;
+    obj->eig_version = version;
+    obj->eig_count++;
   }
   if (lambda) *lambda = obj->eig_val;
   if (Q) *Q = obj->eig_vec;
   return MS_OK;
 }
+
+int64_t ms__objective_eigh_count(const ms_objective *obj) { return obj->eig_count; }
 
 int ms_objective_check_psd(ms_ctx *ctx, ms_objective *obj, const char *what) {
   if (what == NULL) what = "check_psd";

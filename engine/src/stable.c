@@ -22,7 +22,9 @@
  * 1e-8 relative in the loss at T = 1e5). The loss of step t is 2^(2 scale) q(u) with q the
  * block's quadratic form, and d log l_t / d theta_j = 2 <Q u, v_j> / <Q u, u>.
  * The state and its tangents are the k rows of one matrix, so every product with H or X is
- * one CBLAS call reading the matrix once.
+ * one fused kernel call (fused.h) reading the matrix once: H u and H v_j in one pass over H,
+ * over its upper triangle only when H is exactly symmetric; for least squares the residual
+ * step r' = r - X s and the next gradient X^T r' / n in one pass over X.
  */
 #include <cblas.h>
 #include <float.h>
@@ -31,6 +33,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "fused.h"
 #include "meta_internal.h"
 
 static const double LOG_DBL_MAX = 709.782712893384;
@@ -178,6 +181,7 @@ enum { PAR_LR = 0, PAR_BETA = 1 };
  * residual (A = X [len,d]); both matrices contiguous row-major. */
 typedef struct lin_block {
   int ls;
+  int sym; /* H equals its transpose exactly: products read its upper triangle only */
   int64_t len;
   const double *A;
   double half; /* the loss is half * e^T H e, or half * |r|^2 with half = 1/(2n) */
@@ -219,24 +223,15 @@ static double dotp(const double *a, const double *b, int64_t n) {
   return s;
 }
 
-/* out[i] = H rows[i] for k rows of length d (leading dimension ld); H is read as given, so an
- * H symmetric only up to rounding gives exactly the objective's gradient H e. */
-static void mul_h(int k, int64_t d, const double *rows, int64_t ld, const double *H, double *out) {
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, (int)d, (int)d, 1.0, rows, (int)ld, H,
-              (int)d, 0.0, out, (int)d);
-}
-
-/* out[i] = alpha X^T rows[i] ([d]) for residual rows of length n. */
-static void mul_xt(int k, int64_t n, int64_t d, double alpha, const double *rows, int64_t ld,
-                   const double *X, double *out) {
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, k, (int)d, (int)n, alpha, rows, (int)ld, X,
-              (int)d, 0.0, out, (int)d);
-}
-
-/* out[i] = X rows[i] ([n]) for rows of length d. */
-static void mul_x(int k, int64_t n, int64_t d, const double *rows, const double *X, double *out) {
-  cblas_dgemm(CblasRowMajor, CblasNoTrans, CblasTrans, k, (int)n, (int)d, 1.0, rows, (int)d, X,
-              (int)d, 0.0, out, (int)n);
+/* out[i] = H rows[i] for k rows of length d (leading dimension ld), one pass over H; H is read
+ * as given (in full unless exactly symmetric), so an H symmetric only up to rounding gives
+ * exactly the objective's gradient H e up to the rounding of the sums. */
+static void mul_h(const lin_block *b, int k, int64_t d, const double *rows, int64_t ld,
+                  double *out) {
+  if (b->sym)
+    ms__fused_hmul_upper(k, d, b->A, d, rows, ld, out, d);
+  else
+    ms__fused_gemv(k, d, d, b->A, d, rows, ld, out, d);
 }
 
 static int work_alloc(ms_ctx *ctx, const lin_problem *pb, lin_work *wk) {
@@ -266,13 +261,15 @@ static int work_alloc(ms_ctx *ctx, const lin_problem *pb, lin_work *wk) {
   return MS_OK;
 }
 
-/* g rows = gradient of the training block of every row of z. */
+/* g rows = gradient of the training block of every row of z (least squares: alpha X^T r, one
+ * pass over X with nothing added to r). */
 static void grad_rows(const lin_problem *pb, lin_work *wk) {
   const lin_block *b = &pb->train;
   if (b->ls)
-    mul_xt(wk->k, b->len, wk->d, 2.0 * b->half, wk->z, wk->N, b->A, wk->g);
+    ms__fused_ls(wk->k, b->len, wk->d, b->A, wk->d, 0.0, NULL, wk->d, wk->z, wk->N, 2.0 * b->half,
+                 wk->g, wk->d);
   else
-    mul_h(wk->k, wk->d, wk->z, wk->N, b->A, wk->g);
+    mul_h(b, wk->k, wk->d, wk->z, wk->N, wk->g);
 }
 
 /* The momentum rows of zn and the direction rows (tangent rows add d(beta)/d theta terms). */
@@ -301,7 +298,9 @@ static void directions(const lin_problem *pb, lin_work *wk) {
 
 /* Moves one block (offset off in the rows) by the steps: e' = e - s or r' = r - X s, where
  * s = lr_t dir and its tangent lr_t d dir + [d lr] factor_t dir. A quadratic block subtracts
- * the two terms one after the other, in the order of the original GD/momentum routine. */
+ * the two terms one after the other, in the order of the original GD/momentum routine. The
+ * training least-squares block also leaves the next gradient rows alpha X^T r' in g (the same
+ * pass over X); the caller scales them with the state. */
 static void move_block(const lin_problem *pb, lin_work *wk, const lin_block *b, int64_t off,
                        double lrt, double f) {
   int64_t d = wk->d, N = wk->N;
@@ -319,13 +318,13 @@ static void move_block(const lin_problem *pb, lin_work *wk, const lin_block *b, 
     const double *dir = wk->dir + i * d;
     double *s = wk->s + i * d;
     for (int64_t l = 0; l < d; l++) s[l] = lrt * dir[l] + (dlr ? f * wk->dir[l] : 0.0);
+    memcpy(wk->zn + i * N + off, wk->z + i * N + off, sizeof(double) * (size_t)b->len);
   }
-  mul_x(wk->k, b->len, d, wk->s, b->A, wk->y);
-  for (int i = 0; i < wk->k; i++) {
-    const double *z = wk->z + i * N + off, *y = wk->y + i * b->len;
-    double *zn = wk->zn + i * N + off;
-    for (int64_t l = 0; l < b->len; l++) zn[l] = z[l] - y[l];
-  }
+  if (b == &pb->train)
+    ms__fused_ls(wk->k, b->len, d, b->A, d, -1.0, wk->s, d, wk->zn + off, N, 2.0 * b->half, wk->g,
+                 d);
+  else
+    ms__fused_ls(wk->k, b->len, d, b->A, d, -1.0, wk->s, d, wk->zn + off, N, 0.0, NULL, d);
 }
 
 /* sum_l a_l b_l, with both factors scaled by 2^-e2 (exact) when e2 != 0. */
@@ -355,7 +354,7 @@ static double block_log_loss(const lin_problem *pb, lin_work *wk, double *dll) {
     qrows = wk->g;
     qld = wk->d;
   } else if (!b->ls) {
-    mul_h(wk->k, wk->d, wk->z + off, N, b->A, wk->y);
+    mul_h(b, wk->k, wk->d, wk->z + off, N, wk->y);
     qrows = wk->y;
     qld = wk->d;
   }
@@ -376,22 +375,26 @@ static double block_log_loss(const lin_problem *pb, lin_work *wk, double *dll) {
 /*
  * Divides the k rows of the state by 2^e, e the binary exponent of the norm of row 0 (so
  * |u| lands in [1/2, 1)), and adds e to *scale. Scaling by a power of two is exact, and the
- * scale is an integer: no rounding accumulates in it over any T. Returns 1, or 0 when the norm
- * is 0 (*zero set) or not finite.
+ * scale is an integer: no rounding accumulates in it over any T. With_g: the gradient rows in
+ * g, computed from the unscaled state, are divided by the same 2^e (exactly what computing
+ * them from the scaled state gives). Returns 1, or 0 when the norm is 0 (*zero set) or not
+ * finite.
  */
-static int renormalize(lin_work *wk, const double *src, int64_t *scale, int *zero) {
+static int renormalize(lin_work *wk, const double *src, int with_g, int64_t *scale, int *zero) {
   double r = sqrt(dotp(src, src, wk->N));
   *zero = r == 0;
   if (!(r > 0) || !isfinite(r)) return 0;
   int e;
   (void)frexp(r, &e);
-  int64_t n = wk->k * wk->N;
+  int64_t n = wk->k * wk->N, ng = with_g ? wk->k * wk->d : 0;
   if (e > -1000) {
     /* 2^-e is a double: multiplying by it is ldexp's exact scaling, without the calls */
     double p = ldexp(1.0, -e);
     for (int64_t i = 0; i < n; i++) wk->z[i] = src[i] * p;
+    for (int64_t i = 0; i < ng; i++) wk->g[i] *= p;
   } else {
     for (int64_t i = 0; i < n; i++) wk->z[i] = ldexp(src[i], -e);
+    for (int64_t i = 0; i < ng; i++) wk->g[i] = ldexp(wk->g[i], -e);
   }
   *scale += e;
   return 1;
@@ -402,7 +405,7 @@ static int first_state(const lin_problem *pb, lin_work *wk, int64_t *scale, ms_m
   memcpy(wk->zn, pb->a0, sizeof(double) * (size_t)wk->na);
   if (wk->nb) memcpy(wk->zn + wk->na + wk->nm, pb->b0, sizeof(double) * (size_t)wk->nb);
   int zero;
-  if (renormalize(wk, wk->zn, scale, &zero)) return 1;
+  if (renormalize(wk, wk->zn, 0, scale, &zero)) return 1;
   /* zero: w0 minimizes every block, so every loss is exactly zero */
   if (!zero)
     set_status(res, MS_META_NAN, 0);
@@ -441,7 +444,7 @@ static int lin_run(ms_ctx *ctx, const lin_problem *pb, ms_meta_result *res) {
     directions(pb, &wk);
     move_block(pb, &wk, &pb->train, 0, lrt, f);
     if (wk.nb) move_block(pb, &wk, &pb->valid, wk.na + wk.nm, lrt, f);
-    if (!renormalize(&wk, wk.zn, &scale, &zero)) {
+    if (!renormalize(&wk, wk.zn, pb->train.ls, &scale, &zero)) {
       if (zero) {
         /* the state reached zero exactly: every later loss is zero */
         ll = -INFINITY;
@@ -452,7 +455,7 @@ static int lin_run(ms_ctx *ctx, const lin_problem *pb, ms_meta_result *res) {
       }
       goto out;
     }
-    grad_rows(pb, &wk);
+    if (!pb->train.ls) grad_rows(pb, &wk); /* least squares: move_block made them */
     if (!sum && t < pb->T) continue;
     /* l_t = 2^(2 scale) q(u) */
     ll = block_log_loss(pb, &wk, dll);
@@ -541,7 +544,12 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
                     .d = d,
                     .T = T,
                     .kind = kind,
-                    .train = {.ls = 0, .len = d, .A = MS_TENSOR_DATA(Hc), .half = 0.5},
+                    .train = {.ls = 0,
+                              .sym = d >= MS_FUSED_SYM_MIN_DIM &&
+                                     ms__fused_is_symmetric(d, MS_TENSOR_DATA(Hc), d),
+                              .len = d,
+                              .A = MS_TENSOR_DATA(Hc),
+                              .half = 0.5},
                     .a0 = e0,
                     .ntan = mom ? 2 : 1,
                     .par = {PAR_LR, PAR_BETA},
@@ -609,6 +617,19 @@ static int params_gap(const ms_meta_spec *spec, ms_tensor *const *theta, int wit
     return 1;
   }
   return 0;
+}
+
+int ms__meta_linear_params(const ms_meta_spec *spec, ms_tensor *const *theta, int *lr, int *beta,
+                           int *log_lr) {
+  char what[256];
+  param_roles roles;
+  ms_optim_kind k = ms_optim_kind_of(spec->optimizer);
+  if (k != MS_OPTIM_GD && k != MS_OPTIM_MOMENTUM && k != MS_OPTIM_NESTEROV) return 0;
+  if (params_gap(spec, theta, k != MS_OPTIM_GD, &roles, what, sizeof what)) return 0;
+  *lr = roles.lr;
+  *beta = roles.beta;
+  *log_lr = roles.log_lr;
+  return 1;
 }
 
 /* Whether obj is a quadratic with fstar = 0 or least squares; role names it in what[]. */
@@ -722,6 +743,7 @@ static int block_of(ms_ctx *ctx, ms_objective *obj, lin_block *b, ms_tensor **ho
   b->len = ms_tensor_dim(A, 0);
   b->A = ms_tensor_data(*hold);
   b->half = ls ? 0.5 / (double)b->len : 0.5;
+  b->sym = !ls && b->len >= MS_FUSED_SYM_MIN_DIM && ms__fused_is_symmetric(b->len, b->A, b->len);
   return MS_OK;
 }
 

@@ -1356,7 +1356,10 @@ static int forward_pass(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *ta
 
 static int method_forward(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
                           ms_tensor *const *theta, const int *sel, ms_meta_out *out) {
-  int np = ms_optim_nparams(spec->optimizer), passes = 0, st = MS_OK;
+  int np = ms_optim_nparams(spec->optimizer), passes = 0, handled;
+  /* gd, momentum, nesterov on a quadratic or least squares: one fused pass per step */
+  int st = ms__meta_forward_fast(ctx, spec, task, theta, sel, out, &handled);
+  if (handled) return st;
   ms_traj fail;
   memset(&fail, 0, sizeof fail);
   for (int i = 0; !st && i < np; i++) {

@@ -105,14 +105,16 @@ int ms_objective_subset(ms_ctx *ctx, const ms_objective *obj, int64_t n, const i
                         ms_objective **out);
 
 /*
- * Positive semi-definiteness of a quadratic's H, checked once (eigenvalues computed on the
- * first call and cached): MS_EARG "<what>: needs a positive semi-definite H (smallest
- * eigenvalue -3, largest 10)" when the smallest eigenvalue is below -1e-12 max(1, |largest|).
- * Least squares is always fine; other kinds are MS_EARG naming `what` and the kind.
+ * Positive semi-definiteness of a quadratic's H, checked once per version of H (the eigenvalues
+ * of ms_objective_quadratic_eigh, cached): MS_EARG "<what>: needs a positive semi-definite H
+ * (smallest eigenvalue -3, largest 10)" when the smallest eigenvalue is below -1e-12 max(1,
+ * |largest|). Least squares is always fine; other kinds are MS_EARG naming `what` and the kind.
  */
 int ms_objective_check_psd(ms_ctx *ctx, ms_objective *obj, const char *what);
 /* A quadratic's eigendecomposition, computed once and cached: eigenvalues ascending ([d])
- * and eigenvectors as columns ([d,d]); both BORROWED (valid while obj lives). */
+ * and eigenvectors as columns ([d,d]); both BORROWED (valid while obj lives and H, the tensor
+ * of ms_objective_quadratic_parts, is not written). Writing H in place (any in-place tensor
+ * operation bumps its version) makes the next call, and the next PSD check, recompute it. */
 int ms_objective_quadratic_eigh(ms_ctx *ctx, ms_objective *obj, ms_tensor **lambda, ms_tensor **Q);
 
 /* f(w) as a 0-d tensor (new reference). w: [d], borrowed. */
