@@ -39,6 +39,8 @@ ms.optim = {}
 ms.meta = {}
 ms.plot = {}
 ms.linalg = {}
+ms.nn = {}
+ms.data = {}
 
 ---@alias shape integer[] a shape such as {2, 3}; constructors also take the sizes as separate integers
 ---@alias tensorish Tensor|number a tensor, or a number (a 0-d tensor)
@@ -1133,6 +1135,44 @@ local QuadraticTasksOptions = {}
 ---@return function sampler() -> task
 function ms.tasks.quadratic(opts) end
 
+---The number of tasks a sampler made by ms.tasks has drawn, so a run can be continued
+---(meta.train's checkpoints save it). Nil for any other function.
+---
+---Example: `local s = ms.tasks.quadratic{d = 3}; s(); s(); print(ms.tasks.position(s)) --> 2`
+---@param sampler function a sampler from ms.tasks.least_squares or ms.tasks.quadratic
+---@return integer|nil the number of tasks drawn so far (nil: not an ms.tasks sampler)
+function ms.tasks.position(sampler) end
+
+---Sets a sampler's position: the next task it draws is task n + 1 (the same task as in a fresh
+---sampler's (n + 1)-th draw). Raises for a function not made by ms.tasks or a bad n.
+---
+---Example: `local s = ms.tasks.quadratic{d = 3}; ms.tasks.set_position(s, 4); print(s().index) --> 5`
+---@param sampler function a sampler from ms.tasks.least_squares or ms.tasks.quadratic
+---@param n integer the number of tasks already drawn, >= 0
+function ms.tasks.set_position(sampler, n) end
+
+---@class metastep.MlpObjectiveOptions
+---@field layers integer[] the sizes {n0, n1, ..., nL}: inputs, hidden layers, classes (2..16 sizes, each >= 1)
+---@field X Tensor inputs [n, n0], one sample per row (copied)
+---@field y Tensor labels [n], class indices 0..nL-1 as numbers (copied)
+local MlpObjectiveOptions = {}
+
+---The mean softmax cross-entropy of an MLP classifier (ReLU hidden layers, logits out) as an
+---objective of its flat parameter vector w (layout: see ms.nn.mlp_init; dim = ms.nn.mlp_size(layers)).
+---Its samples are the rows of X, so ms.optim.sgd mini-batches and obj:grad_batch work; the
+---gradient is back-propagation written with differentiable engine operations, so meta-gradients
+---go through it. Same as ms.nn.objective_mlp.
+---
+---Example:
+---```lua
+---local X, y = ms.data.synthetic{n = 40, side = 4, classes = 3, seed = 1}
+---local obj = ms.objective.mlp{layers = {16, 8, 3}, X = X, y = y}
+---print(obj:value(ms.nn.mlp_init({16, 8, 3}, {seed = 2})))
+---```
+---@param opts metastep.MlpObjectiveOptions layers, inputs and labels
+---@return Objective kind "mlp", dim mlp_size(layers), one sample per row of X
+function ms.objective.mlp(opts) end
+
 -- ============================================================ optimizers
 
 ---@class metastep.Optimizer An optimizer with meta-parameters theta (a table).
@@ -1320,10 +1360,21 @@ function ms.meta.unroll(spec) end
 ---@field callback? function f(k, record), return true to stop (default: none)
 ---@field sample? function f(k, i) -> task, the i-th task of iteration k (default: none)
 ---@field batch? integer sampled tasks per iteration (default 1)
+---@field checkpoint? string|integer a file: save the run there every `every` iterations and at the end; a number: the reverse method's recompute stride (default: none)
+---@field every? integer with checkpoint = "file": save every k iterations, >= 1 (default 1)
+---@field resume? string a checkpoint file: continue that run, given the same options (default: none)
 local TrainOptions = {}
 
 ---Meta-gradient descent on the optimizer's meta-parameters, in the engine. Ctrl-C returns the
 ---history so far (stopped = "interrupt").
+---
+---checkpoint = "file" saves the whole run (theta, the meta-optimizer's moments and step count,
+---the engine's generator, the history, the best so far, the position of an ms.tasks sampler)
+---atomically every `every` iterations and at the end; resume = "file" continues it, and the rest
+---of the run, its history, result and CSV log (rows past the checkpoint dropped, then appended)
+---equal an uninterrupted run's bit for bit. A sampler of your own must give the same task for
+---the same (k, i) (or draw from ms.randn, whose generator is saved). A missing or damaged
+---checkpoint raises, naming the file.
 ---
 ---Example:
 ---```lua
@@ -1334,6 +1385,238 @@ local TrainOptions = {}
 ---@param opts metastep.TrainOptions the run and the meta-training options
 ---@return table {theta, history = {{k, theta, value, grad, status}, ...}, optimizer, best_theta, best_value, best_k, stopped}
 function ms.meta.train(opts) end
+
+-- ============================================================ networks (ms.nn)
+
+---A dense layer x W + b, written with the engine's differentiable operations (tapes and
+---forward levels see it).
+---
+---Example: `ms.nn.dense(ms.ones{2, 3}, ms.ones{3, 4}, ms.zeros{4})`
+---@param x Tensor inputs [n, in] (or one input [in])
+---@param W Tensor weights [in, out]
+---@param b? Tensor bias [out] (default: none)
+---@return Tensor [n, out] (or [out])
+function ms.nn.dense(x, W, b) end
+
+---One LSTM step for a batch of n rows. z = x Wx + h Wh + b is split into the gates i, f, g, o
+---(column blocks of H, in that order); c' = sigmoid(f) c + sigmoid(i) tanh(g),
+---h' = sigmoid(o) tanh(c'). Differentiable.
+---
+---Example:
+---```lua
+---local H = 5
+---local h, c = ms.nn.lstm_cell(ms.ones{2, 3}, ms.zeros{2, H}, ms.zeros{2, H},
+---  ms.randn({3, 4 * H}, {seed = 1}), ms.randn({H, 4 * H}, {seed = 2}), ms.zeros{4 * H})
+---```
+---@param x Tensor inputs [n, in]
+---@param h Tensor hidden state [n, H]
+---@param c Tensor cell state [n, H]
+---@param Wx Tensor input weights [in, 4H]
+---@param Wh Tensor recurrent weights [H, 4H]
+---@param b? Tensor bias [4H] (default: none)
+---@return Tensor h' [n, H]
+---@return Tensor c' [n, H]
+function ms.nn.lstm_cell(x, h, c, Wx, Wh, b) end
+
+---The length of an MLP's flat parameter vector: sum over layers of (n_{l-1} + 1) n_l.
+---
+---Example: `ms.nn.mlp_size{4, 3, 2} --> 23`
+---@param layers integer[] the sizes {n0, n1, ..., nL}: inputs, hidden layers, outputs (2..16 sizes, each >= 1)
+---@return integer the number of parameters
+function ms.nn.mlp_size(layers) end
+
+---@class metastep.MlpInitOptions
+---@field seed? integer the generator's seed, >= 0 (default 0)
+---@field scale? number the weights' scale (default 1.2, good for ReLU)
+local MlpInitOptions = {}
+
+---A fresh flat parameter vector for an MLP: W1 ([n0, n1], row-major), b1, W2, b2, ... in that
+---order; weights N(0, 1) scale / sqrt(fan_in) from a seeded generator, biases 0.
+---
+---Example: `local w = ms.nn.mlp_init({4, 3, 2}, {seed = 1})`
+---@param layers integer[] the sizes {n0, n1, ..., nL} (2..16 sizes, each >= 1)
+---@param opts? metastep.MlpInitOptions seed and scale
+---@return Tensor w [mlp_size(layers)]
+function ms.nn.mlp_init(layers, opts) end
+
+---Layer l's weights and bias as views into the flat vector w (sharing its storage when w is
+---contiguous; differentiable).
+---
+---Example: `local W, b = ms.nn.mlp_layer({4, 3, 2}, ms.nn.mlp_init{4, 3, 2}, 2) -- [3, 2], [2]`
+---@param layers integer[] the sizes {n0, n1, ..., nL}
+---@param w Tensor the flat parameters [mlp_size(layers)]
+---@param l integer the layer, 1 .. #layers - 1 (a Lua integer)
+---@return Tensor W_l [n_{l-1}, n_l]
+---@return Tensor b_l [n_l]
+function ms.nn.mlp_layer(layers, w, l) end
+
+---The MLP's logits for the rows of X: ReLU hidden layers, a linear last layer. Reads w through
+---views; differentiable in w and X.
+---
+---Example: `ms.nn.mlp_forward({4, 3, 2}, ms.nn.mlp_init{4, 3, 2}, ms.ones{5, 4}) -- [5, 2]`
+---@param layers integer[] the sizes {n0, n1, ..., nL}
+---@param w Tensor the flat parameters [mlp_size(layers)]
+---@param X Tensor inputs [n, n0]
+---@return Tensor logits [n, nL]
+function ms.nn.mlp_forward(layers, w, X) end
+
+---The share of rows of X whose largest logit (the first on ties) is at the label. Not
+---differentiable.
+---
+---Example: `ms.nn.mlp_accuracy({4, 3, 2}, ms.nn.mlp_init{4, 3, 2}, ms.ones{5, 4}, ms.zeros{5})`
+---@param layers integer[] the sizes {n0, n1, ..., nL}
+---@param w Tensor the flat parameters [mlp_size(layers)]
+---@param X Tensor inputs [n, n0]
+---@param y Tensor labels [n], class indices 0..nL-1
+---@return number the accuracy in [0, 1]
+function ms.nn.mlp_accuracy(layers, w, X, y) end
+
+---The mean softmax cross-entropy of an MLP as an objective of its flat w; the same as
+---ms.objective.mlp (see there).
+---
+---Example:
+---```lua
+---local X, y = ms.data.synthetic{n = 40, side = 4, classes = 3, seed = 1}
+---local obj = ms.nn.objective_mlp{layers = {16, 8, 3}, X = X, y = y}
+---```
+---@param opts metastep.MlpObjectiveOptions layers, inputs and labels
+---@return Objective kind "mlp", dim mlp_size(layers), one sample per row of X
+function ms.nn.objective_mlp(opts) end
+
+---The tensors of a (nested) table as one flat vector, in a fixed order (integer keys ascending,
+---then string keys sorted), plus the spec that rebuilds the table with ms.nn.unflatten. flat is
+---a fresh tensor (a differentiable concatenation), never a view of the tree.
+---
+---Example: `local flat, spec = ms.nn.flatten{W = ms.ones{2, 3}, b = ms.zeros{3}} -- flat [9]`
+---@param tree Tensor|table a tensor or a table (possibly nested) of tensors, keys strings or integers
+---@return Tensor flat [P], P the total number of elements
+---@return table spec the tree's structure, for unflatten
+function ms.nn.flatten(tree) end
+
+---The table flatten was given, rebuilt from a flat vector: its tensors are views into flat
+---(slices and reshapes, differentiable).
+---
+---Example:
+---```lua
+---local flat, spec = ms.nn.flatten{W = ms.ones{2, 3}, b = ms.zeros{3}}
+---local p = ms.nn.unflatten(flat * 2, spec) -- p.W [2, 3], p.b [3]
+---```
+---@param flat Tensor a vector [P] (P = the spec's element count)
+---@param spec table the spec returned by ms.nn.flatten
+---@return table tree the table of views, shaped like flatten's argument
+function ms.nn.unflatten(flat, spec) end
+
+---@class metastep.TreeObjectiveOptions
+---@field name? string the objective's name (default "tree")
+local TreeObjectiveOptions = {}
+
+---An objective of the flat vector of a parameter table: f receives the table (views into w,
+---see ms.nn.unflatten) and returns a scalar; gradient and Hessian-vector products come from
+---autodiff, so optimizers and meta-gradient methods take a network given as a table.
+---
+---Example:
+---```lua
+---local obj, spec = ms.nn.tree_objective(function(p) return ms.sum(ms.square(p.W)) + ms.sum(p.b) end,
+---  {W = ms.ones{2, 3}, b = ms.zeros{3}})
+---print(obj:dim()) --> 9
+---```
+---@param f function f(tree) -> a one-element tensor
+---@param tree Tensor|table the parameters' shapes (a table of tensors, as for flatten; values unused)
+---@param opts? metastep.TreeObjectiveOptions the name
+---@return Objective kind "function", dim the number of parameters
+---@return table spec the flatten spec (ms.nn.unflatten(w, spec) gives the table of a point w)
+function ms.nn.tree_objective(f, tree, opts) end
+
+-- ============================================================ data (ms.data)
+
+---Reads an IDX file (the MNIST family's format; gzip-compressed or plain, through zlib) of
+---unsigned bytes. A file that cannot be read or is malformed gives nil and a message.
+---
+---Example: `local labels = ms.data.idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")`
+---@param path string the file
+---@return Tensor|nil a tensor of the file's shape, the bytes 0..255 as numbers
+---@return string? the error message (naming the path)
+function ms.data.idx(path) end
+
+---@class metastep.FashionMnistOptions
+---@field split? string "train" (60000 images, the default) or "test" (10000)
+---@field dir? string the directory of the IDX files (default "/usr/share/datasets/fashion-mnist")
+local FashionMnistOptions = {}
+
+---Fashion-MNIST from Debian's dataset-fashion-mnist package (files <train|t10k>-images-idx3-ubyte.gz
+---and -labels-idx1-ubyte.gz, or without .gz). When the files are absent or disagree: nil and a
+---message (naming the package to install).
+---
+---Example: `local X, y = ms.data.fashion_mnist{split = "test"} -- [10000, 784], [10000]`
+---@param opts? metastep.FashionMnistOptions split and directory
+---@return Tensor|nil images [n, 784] in [0, 1]
+---@return Tensor|string labels [n] (0..9), or the error message
+function ms.data.fashion_mnist(opts) end
+
+---@class metastep.SyntheticOptions
+---@field n integer the number of images, >= 1
+---@field seed? integer the seed, >= 0 (default 0); the same seed gives the same set on every machine
+---@field side? integer images are side x side pixels, 2..64 (default 8)
+---@field classes? integer the number of classes, 2..100 (default 10)
+local SyntheticOptions = {}
+
+---A small seeded image set: each image is the prototype (a smooth blob) of a uniformly drawn
+---class, mixed with up to 40% of another class's prototype, plus noise, clamped to [0, 1].
+---The prototypes come from the seed, so held-out images are a part of the same set: split it
+---with ms.data.task.
+---
+---Example: `local X, y = ms.data.synthetic{n = 600, side = 8, classes = 4, seed = 1} -- [600, 64], [600]`
+---@param opts metastep.SyntheticOptions size, image side, classes and seed
+---@return Tensor images [n, side^2] in [0, 1]
+---@return Tensor labels [n] (0..classes-1)
+function ms.data.synthetic(opts) end
+
+---@class metastep.DataTaskOptions
+---@field images Tensor the images [N, D]
+---@field labels Tensor the labels [N], integers >= 0 (classes 0..max(labels))
+---@field n_train integer training rows, >= 1
+---@field n_valid? integer validation rows, >= 0, n_train + n_valid <= N (default 0)
+---@field label_noise? number p in [0, 1]: each label of both subsets is replaced with probability p by a uniformly drawn class (default 0)
+---@field seed? integer the draws' seed, >= 0 (default 0)
+local DataTaskOptions = {}
+
+---A task: disjoint random training and validation subsets of an image set (a seeded
+---permutation), optionally with label noise. The tensors are fresh copies.
+---
+---Example:
+---```lua
+---local X, y = ms.data.synthetic{n = 600, side = 8, classes = 4, seed = 1}
+---local task = ms.data.task{images = X, labels = y, n_train = 400, n_valid = 200, label_noise = 0.2, seed = 1}
+---```
+---@param opts metastep.DataTaskOptions the set, sizes, noise and seed
+---@return table {X = [n_train, D], y = [n_train], X_valid = [n_valid, D], y_valid = [n_valid]}
+function ms.data.task(opts) end
+
+-- ============================================================ saving and loading
+
+---Saves a value to a file in metastep's binary format (docs/format.md): tensors, numbers
+---(integers stay integers), strings, booleans and nested tables of these (string or integer
+---keys), bit for bit. The file is written to a temporary beside it, fsync'd and renamed, so it
+---is never left half written. Functions, userdata, tables with a metatable, cycles and nil
+---are refused (an error naming the offending path); a file that cannot be written gives nil
+---and a message.
+---
+---Example: `ms.save("run.msa", {theta = {lr = 0.1}, w = ms.ones{3}, note = "exp 1"})`
+---@param path string the file
+---@param value Tensor|number|string|boolean|table the value to save
+---@return boolean|nil true on success
+---@return string? the error message
+function ms.save(path, value) end
+
+---Loads a value saved by ms.save. The whole file is checked (magic, version, sizes, CRC-32)
+---before anything is returned; a missing, truncated or corrupted file gives nil and a message
+---naming the file and what is wrong.
+---
+---Example: `local saved = assert(ms.load("run.msa"))`
+---@param path string the file
+---@return any|nil the value, as saved (tensors are fresh)
+---@return string? the error message
+function ms.load(path) end
 
 -- ============================================================ plots and tables
 

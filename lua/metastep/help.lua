@@ -178,9 +178,12 @@ function M.format(e, aliases)
         lines[#lines + 1] = ""
         lines[#lines + 1] = ("Options (%s, a table):"):format(p.name)
         local frows = {}
-        local depth = 0
+        local depth, seen = 0, {}
         while class and depth < 4 do -- the class's fields, then its parent's ("@class A : B")
-          for _, f in ipairs(class.fields) do frows[#frows + 1] = {f.name, f.type, f.desc} end
+          for _, f in ipairs(class.fields) do -- a field the class redefines hides the parent's
+            if not seen[f.name] then frows[#frows + 1] = {f.name, f.type, f.desc} end
+            seen[f.name] = true
+          end
           class, depth = class.parent and docs.classes[class.parent], depth + 1
         end
         for _, l in ipairs(aligned(frows, "  ")) do lines[#lines + 1] = l end

@@ -43,7 +43,9 @@ M.plot = require "metastep.plot"
 --- Networks (layers, MLP over a flat vector, parameter trees) and data (Fashion-MNIST, synthetic
 -- images, tasks).
 M.nn = require "metastep.nn"
-M.data = M.nn.data
+-- the data functions are defined in nn.lua (they share its argument checks); their one public
+-- name is ms.data, so the table is moved out of ms.nn
+M.data, M.nn.data = M.nn.data, nil
 
 --- Linear algebra, also available at the top level.
 M.linalg = {

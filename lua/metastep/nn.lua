@@ -2,7 +2,7 @@
 -- parameter trees, Fashion-MNIST, a synthetic image set and tasks.
 -- Every layer is built from the engine's differentiable operations (engine/src/nn.c), so
 -- grad, jvp, hvp and the meta-gradient methods see through it; a mini-batch step is a few
--- BLAS calls. ms.nn.data is ms.data.
+-- BLAS calls. The data functions are published as ms.data (init.lua moves them out of ms.nn).
 local core = require "metastep.core"
 local util = require "metastep.util"
 

@@ -155,6 +155,10 @@ describe("help(f)", function()
     assert.truthy(text:find("iterations%s+integer%s+meta%-iterations %(default 100%)"))
     assert.truthy(text:find("steps%s+integer")) -- the spec fields of the parent class
     assert.truthy(text:find("Example:", 1, true))
+    -- a field the options class redefines (checkpoint: a file or the spec's stride) is shown once
+    local _, count = text:gsub("\n  checkpoint%s+string|integer%s", "")
+    assert.are.equal(1, count)
+    assert.falsy(text:find("\n  checkpoint%s+integer%s"))
   end)
 
   it("finds a function under any of its names (ms.grad is ms.autodiff.grad, t:abs is ms.abs)", function()

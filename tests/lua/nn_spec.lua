@@ -235,6 +235,12 @@ describe("data", function()
 
   teardown(function() os.remove(dir) end)
 
+  it("is ms.data only (not also ms.nn.data)", function()
+    assert.is_function(ms.data.task)
+    assert.is_nil(ms.nn.data)
+    assert.is_nil(require("metastep.nn").data)
+  end)
+
   it("idx reads a plain IDX file written here, byte for byte", function()
     local f = assert(io.open(dir, "wb"))
     local bytes = {}
