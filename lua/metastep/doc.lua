@@ -800,6 +800,22 @@ function ms.memory() end
 ---@param bytes integer the limit in bytes, >= 0
 function ms.set_memory_limit(bytes) end
 
+---Sets the BLAS threads of matrix products: n >= 1 runs every product on n threads; 0 (the
+---default) chooses by size, one thread below 512 x 512 multiply-adds and all cores above (small
+---products are slower on two threads). Unless set here, OPENBLAS_NUM_THREADS or OMP_NUM_THREADS
+---in the environment is obeyed.
+---
+---Example: `ms.set_threads(1)`
+---@param n integer threads per product, 0..4096 (0 = by size)
+function ms.set_threads(n) end
+
+---The BLAS thread setting (0 = by size), or the threads a product of `work` multiply-adds gets.
+---
+---Example: `print(ms.threads(), ms.threads(1000 * 1000))`
+---@param work? integer multiply-adds of a product, >= 0
+---@return integer the setting, or the thread count for that work
+function ms.threads(work) end
+
 ---Prints help: the modules (no argument), a submodule's fields (a table or its name),
 ---or a function's documentation (signature, parameters, options with defaults, an example).
 ---
