@@ -14,5 +14,6 @@
 #include "metastep/optim.h"
 #include "metastep/tensor.h"
 #include "metastep/train.h"
+#include "metastep/learned.h"
 
 #endif
