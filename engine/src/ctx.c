@@ -27,6 +27,8 @@ const char *ms_status_name(int status) {
       return "interrupted";
     case MS_ECALLBACK:
       return "callback failed";
+    case MS_EIO:
+      return "input/output error";
     default:
       return "unknown status";
   }

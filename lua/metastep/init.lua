@@ -39,6 +39,10 @@ M.tasks = M.objective.tasks
 M.optim = require "metastep.optim"
 M.meta = require "metastep.meta"
 M.plot = require "metastep.plot"
+--- Networks (layers, MLP over a flat vector, parameter trees) and data (Fashion-MNIST, synthetic
+-- images, tasks).
+M.nn = require "metastep.nn"
+M.data = M.nn.data
 
 --- Linear algebra, also available at the top level.
 M.linalg = {

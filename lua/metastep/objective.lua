@@ -180,4 +180,8 @@ function M.tasks.quadratic(opts)
   end
 end
 
+--- mlp{layers =, X =, y =}: the mean softmax cross-entropy of an MLP classifier over its flat
+-- parameter vector (see ms.nn.objective_mlp); mini-batches are rows of X.
+function M.mlp(opts) return require("metastep.nn").objective_mlp(opts) end
+
 return M

@@ -111,5 +111,10 @@ int lms_ad_hiding(lua_State *L);
 void lms_open_objective(lua_State *L);
 /* Adds the optimizer, meta-gradient and meta-training bindings (lms_l2l.c). */
 void lms_open_l2l(lua_State *L);
+/* An empty Objective box pushed on the stack (lms_objective.c), for constructors in other
+ * binding files: the engine fills *box; the box owns the reference. */
+ms_objective **lms_newobjective(lua_State *L);
+/* Adds the network and data bindings (lms_nn.c). */
+void lms_open_nn(lua_State *L);
 
 #endif

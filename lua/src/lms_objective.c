@@ -229,6 +229,8 @@ static int l_logistic(lua_State *L) {
   return lms_result(L, ms_objective_logistic(lms_ctx(L), X, y, l2, &b->obj), 1);
 }
 
+ms_objective **lms_newobjective(lua_State *L) { return &newbox(L)->obj; }
+
 /* ---- objectives with Lua callbacks ---- */
 
 typedef struct callargs {

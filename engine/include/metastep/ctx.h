@@ -27,7 +27,8 @@ typedef enum ms_status {
   MS_ENUMERIC,   /* numerical failure (singular matrix, not positive definite, LAPACK info) */
   MS_ESTATE,     /* object in the wrong state (released, modified in place after being saved) */
   MS_EINTERRUPT, /* the computation was interrupted through ms_ctx_interrupt */
-  MS_ECALLBACK   /* a user callback reported an error */
+  MS_ECALLBACK,  /* a user callback reported an error */
+  MS_EIO         /* a file could not be opened or read, or its contents are malformed */
 } ms_status;
 
 /* The library's version: "0.2.0", and as a number major * 10000 + minor * 100 + patch. A host

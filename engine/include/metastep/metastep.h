@@ -7,8 +7,10 @@
 
 #include "metastep/autodiff.h"
 #include "metastep/ctx.h"
+#include "metastep/data.h"
 #include "metastep/linalg.h"
 #include "metastep/meta.h"
+#include "metastep/nn.h"
 #include "metastep/objective.h"
 #include "metastep/ops.h"
 #include "metastep/optim.h"
