@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "meta_internal.h"
+#include "train_ckpt.h"
 
 /* The history array carries its capacity in a header just before the first record, so
  * ms_train_result_clear can hand the allocator the exact size. */
@@ -70,6 +71,10 @@ static int hist_push(ms_ctx *ctx, ms_train_result *res, int64_t count, ms_train_
   res->history[count] = *rec;
   memset(rec, 0, sizeof *rec);
   return MS_OK;
+}
+
+int ms__train_hist_push(ms_ctx *ctx, ms_train_result *res, int64_t count, ms_train_record *rec) {
+  return hist_push(ctx, res, count, rec);
 }
 
 /* A fresh contiguous copy that no autodiff level tracks. */
@@ -153,6 +158,14 @@ static int check_options(ms_ctx *ctx, const ms_train_options *o, const ms_optim 
   if (o->segments < 0)
     return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'segments' must be >= 0, got %lld",
                        (long long)o->segments);
+  if (o->every < 0)
+    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'every' must be >= 0, got %lld",
+                       (long long)o->every);
+  /* a checkpoint does not hold the runs' states between segments (yet) */
+  if (o->segments > 1 && (o->checkpoint || o->resume))
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta.train: option 'segments' > 1 cannot be combined with 'checkpoint' or "
+                       "'resume' (the checkpoint does not hold the inner runs' states)");
   if (o->sample && o->batch < 1)
     return ms_ctx_fail(ctx, MS_EARG,
                        "meta.train: option 'batch' must be >= 1 with a sampler, got %d", o->batch);
@@ -424,7 +437,10 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
   }
 
   int stop_cb = 0;
-  for (int64_t k = 1; k <= opts->iterations; k++) {
+  int64_t k0 = 0;
+  ms__train_state ck = {r.opt, r.np, r.cur, r.m, r.v, total, &r.updates, result};
+  if (opts->resume && (st = ms__train_resume(ctx, opts, &ck, &k0))) goto done;
+  for (int64_t k = k0 + 1; k <= opts->iterations; k++) {
     if ((st = ms_ctx_check_interrupt(ctx, "meta.train"))) break;
     ms_meta_out out;
     if ((st = meta_grad(&r, k, &out))) break;
@@ -493,6 +509,9 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
                        "meta.train: iteration %lld: meta-gradient status %s (step %lld)",
                        (long long)k, ms_meta_status_name(rec->status), (long long)rec->fail_step);
     if (!opts->keep_history) record_clear(&tmp);
+    if (st == MS_OK && opts->checkpoint &&
+        (k % (opts->every > 0 ? opts->every : 1) == 0 || k == opts->iterations || stop_cb))
+      st = ms__train_checkpoint(ctx, opts, &ck, k);
     if (st || stop_cb) break;
   }
   if (st == MS_OK) result->stopped = stop_cb ? MS_STOP_CALLBACK : MS_STOP_DONE;

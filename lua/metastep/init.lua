@@ -19,6 +19,7 @@ local PUBLIC = {
   "outer", "eigh", "solve", "cholesky", "qr", "inv", "det", "sum_to", "log_softmax", "softmax_xent",
   "stop_gradient", "ad_push", "ad_depth", "seed", "memory", "set_memory_limit", "version",
   "Tensor", "Objective", "Objective_mt",
+  "save", "load",
 }
 for _, k in ipairs(PUBLIC) do M[k] = core[k] end
 --- The C core itself, for internals and tests.

@@ -40,7 +40,7 @@ local SPEC_OPTIONS = {"objective", "task", "tasks", "optimizer", "w0", "steps", 
                       "checkpoint", "freeze_norm", "theta", "params", "fd_step", "allow_zero_loss",
                       "keep_iterates"}
 local TRAIN_OPTIONS = {"iterations", "meta_lr", "schedule", "meta_optimizer", "clip", "bounds", "on_failure",
-                       "progress", "log", "callback", "sample", "batch"}
+                       "progress", "log", "callback", "sample", "batch", "every", "resume"}
 
 -- ---------------------------------------------------------------- checking inputs
 
@@ -351,6 +351,41 @@ local function check_train_number(opts, key, default, lo, lo_open)
   return v
 end
 
+-- A resumed run's log: keeps the header and the whole rows of iterations 1..k0 (dropping rows
+-- written after the checkpoint and a row cut short by a kill), rewritten through a temporary
+-- file, and returns it opened for appending.
+local function reopen_log(path, header, k0)
+  local f, err = io.open(path, "r")
+  if not f then fail("meta.train: ", "cannot resume the log: %s", err) end
+  local text = f:read("a")
+  f:close()
+  local keep = {}
+  for line in text:gmatch("([^\n]*)\n") do
+    if #keep == 0 then
+      if line ~= header then fail("meta.train: ", "cannot resume the log '%s': its header is not this run's", path) end
+    else
+      local k = math.tointeger(tonumber(line:match("^(%d+),")))
+      if k == nil or k > k0 or k ~= #keep then break end
+    end
+    keep[#keep + 1] = line
+  end
+  if #keep - 1 ~= k0 then
+    fail("meta.train: ", "cannot resume the log '%s': it holds %d whole rows, the checkpoint is at iteration %d",
+         path, math.max(#keep - 1, 0), k0)
+  end
+  local tmp = path .. ".tmp"
+  local g
+  g, err = io.open(tmp, "w")
+  if not g then fail("meta.train: ", "cannot rewrite the log: %s", err) end
+  g:write(table.concat(keep, "\n"), "\n")
+  g:close()
+  local ok, rerr = os.rename(tmp, path)
+  if not ok then fail("meta.train: ", "cannot rewrite the log: %s", rerr) end
+  f, err = io.open(path, "a")
+  if not f then fail("meta.train: ", "cannot append to the log: %s", err) end
+  return f
+end
+
 --- train(opts): meta-gradient descent on theta.
 -- opts: the spec fields (objective/w0, or sample = a task sampler with batch = tasks per
 -- iteration; optimizer; steps; meta; method) plus
@@ -361,7 +396,12 @@ end
 --   skip the update, use 0 for non-finite entries as the authors' TensorFlow code did, or raise),
 --   progress = false (no progress line on stderr; on by default), log = "file.csv",
 --   callback = f(k, record) (return true to stop), sample = f(k, i) -> task (the i-th task of
---   iteration k; w0 defaults to the spec's).
+--   iteration k; w0 defaults to the spec's),
+--   checkpoint = "file" (a string; an integer stays the reverse method's recompute stride),
+--   every = k (1) : save the whole run there every k iterations and at the end (theta, the
+--   meta-optimizer's state, the generator, the history, the best so far, the position of an
+--   ms.tasks sampler); resume = "file": continue such a run bit for bit (the log, if any, keeps
+--   its rows up to the checkpoint and is appended to).
 -- Runs in the engine (ms_meta_train). Returns {theta =, history = {{k =, theta =, value =,
 -- grad =, status =}, ...}, optimizer =, best_theta =, best_value =, best_k =, stopped =}:
 -- stopped is "done", "callback" (callback returned true) or "interrupt" (Ctrl-C: the history so
@@ -412,6 +452,16 @@ function M.train(opts)
   end
   check_train_type(opts, "theta", "table", "'theta' must be a table of meta-parameter values, got %s")
   check_train_type(opts, "log", "string", "option 'log' must be a file name, got %s")
+  -- checkpoint = "file" saves the run; checkpoint = K (a number) is the reverse method's stride
+  local ckpt = type(opts.checkpoint) == "string" and opts.checkpoint or nil
+  if ckpt then spec.checkpoint = nil end
+  check_train_type(opts, "resume", "string", "option 'resume' must be a checkpoint file name, got %s")
+  if opts.every ~= nil then
+    if not ckpt then fail("meta.train: ", "option 'every' needs checkpoint = \"file\"") end
+    if math.type(opts.every) == nil or math.tointeger(opts.every) == nil or opts.every < 1 then
+      fail("meta.train: ", "option 'every' must be an integer >= 1, got %s", show(opts.every))
+    end
+  end
   if opts.sample and (opts.objective ~= nil or opts.task ~= nil or opts.tasks ~= nil) then
     fail("meta.train: ", "'sample' draws the tasks: give it instead of 'objective', 'task' or 'tasks'")
   end
@@ -448,17 +498,21 @@ function M.train(opts)
     end
     return t
   end
-  local logf
+  local logf, header
   if opts.log then
-    local err
-    logf, err = io.open(opts.log, "w")
-    if not logf then fail("meta.train: ", "cannot write the log: %s", err) end
     local cols = {"iter"}
     for _, k in ipairs(names) do cols[#cols + 1] = k end
     cols[#cols + 1] = "meta_loss"
     for _, k in ipairs(names) do cols[#cols + 1] = "grad_" .. k end
     cols[#cols + 1] = "status"
-    logf:write(table.concat(cols, ","), "\n")
+    header = table.concat(cols, ",")
+  end
+  if opts.log and not opts.resume then
+    local err
+    logf, err = io.open(opts.log, "w")
+    if not logf then fail("meta.train: ", "cannot write the log: %s", err) end
+    logf:write(header, "\n")
+    logf:flush()
   end
   local function cell(v)
     if is_tensor(v) then
@@ -476,7 +530,7 @@ function M.train(opts)
   end
   local start = os.clock()
   local last_progress = start
-  local shown_progress, last_k = false, 0
+  local shown_progress, last_k, start_k = false, 0, 0
   local sample = opts.sample
   local copts = {iterations = K, meta_lr = base_lr, schedule = sched, clip = clip,
                  meta_optimizer = meta_opt, on_failure = on_failure, batch = batch,
@@ -504,18 +558,29 @@ function M.train(opts)
       for _, n in ipairs(names) do row[#row + 1] = cell(rec.grad[n]) end
       row[#row + 1] = r.status
       logf:write(table.concat(row, ","), "\n")
+      logf:flush() -- a killed run leaves whole rows
     end
     -- at most about two progress updates a second, plus the first and the last
     if opts.progress ~= false and (r.k == 1 or r.k == K or os.clock() - last_progress >= 0.5) then
       last_progress = os.clock()
       shown_progress = true
-      local rate = r.k / math.max(os.clock() - start, 1e-9)
+      local rate = (r.k - start_k) / math.max(os.clock() - start, 1e-9)
       io.stderr:write(("\rmeta %d/%d  %s  meta=%.6g  %s  %.1f it/s  %.0fs left   "):format(
         r.k, K, fmt_theta(named(theta_list), names), r.value, r.status, rate, (K - r.k) / rate))
       if r.k == K then io.stderr:write("\n") end
     end
     if opts.callback then return opts.callback(r.k, rec) == true end
     return false
+  end
+  if ckpt or opts.resume then
+    copts.checkpoint, copts.every, copts.resume = ckpt, opts.every or 1, opts.resume
+    local tasks = require("metastep.objective").tasks
+    copts.save_state = function() return {sampler = sample and tasks.position(sample) or nil} end
+    copts.load_state = function(host, k0)
+      if type(host) == "table" and host.sampler then tasks.set_position(sample, host.sampler) end
+      if opts.log then logf = reopen_log(opts.log, header, k0) end
+      start_k = k0
+    end
   end
   core.meta_train_last() -- nothing left over from an earlier run
   local ok, res = pcall(engine, core.meta_train, cspec, copts)

@@ -121,6 +121,27 @@ end
 --- Task distributions.
 M.tasks = {}
 
+-- The position of each built-in sampler (how many tasks it has drawn), so a meta-training
+-- checkpoint can save it and a resume can continue the same sequence of tasks.
+local positions = setmetatable({}, {__mode = "k"})
+
+--- tasks.position(sampler): the number of tasks a built-in sampler has drawn (nil for any
+-- other function).
+function M.tasks.position(sampler)
+  local p = positions[sampler]
+  return p and p.get() or nil
+end
+
+--- tasks.set_position(sampler, n): the next task drawn is task n + 1 (built-in samplers only).
+function M.tasks.set_position(sampler, n)
+  local p = positions[sampler]
+  if not p then raise("", "%s", "tasks.set_position: not a sampler made by ms.tasks") end
+  if math.type(n) ~= "integer" or n < 0 then
+    raise("", "tasks.set_position: position must be an integer >= 0, got %s", tostring(n))
+  end
+  p.set(n)
+end
+
 --- tasks.least_squares{d =, n_train =, n_valid = 0, n_test = 1000, sigma = 1, seed = 0,
 --   wstar = "sphere" | "gaussian"}: a sampler; sampler() returns a fresh task:
 -- {wstar, train = {X, y}, valid = {X, y}, test = {X, y}, objective (train), valid_objective,
@@ -152,7 +173,7 @@ function M.tasks.least_squares(opts)
     local y = core.matvec(X, wstar) + core.randn({n}, {seed = s + 1, std = sigma})
     return {X = X, y = y}
   end
-  return function()
+  local function sampler()
     count = count + 1
     local base = seed * 1000003 + count * 16
     local wstar = core.randn({d}, {seed = base})
@@ -165,6 +186,8 @@ function M.tasks.least_squares(opts)
     if task.test then task.test_objective = M.least_squares(task.test.X, task.test.y) end
     return task
   end
+  positions[sampler] = {get = function() return count end, set = function(n) count = n end}
+  return sampler
 end
 
 --- tasks.quadratic{d =, eigenvalues = {lo, hi}, seed =}: a sampler of random quadratics with
@@ -172,12 +195,14 @@ end
 function M.tasks.quadratic(opts)
   if type(opts) ~= "table" then raise("", "%s", "tasks.quadratic: expected an options table") end
   local seed, count = opts.seed or 0, 0
-  return function()
+  local function sampler()
     count = count + 1
     local s = seed * 1000003 + count * 16
     local obj = M.random_quadratic{d = opts.d, eigenvalues = opts.eigenvalues, seed = s}
     return {index = count, objective = obj, w0 = core.randn({obj:dim()}, {seed = s + 3})}
   end
+  positions[sampler] = {get = function() return count end, set = function(n) count = n end}
+  return sampler
 end
 
 --- mlp{layers =, X =, y =}: the mean softmax cross-entropy of an MLP classifier over its flat

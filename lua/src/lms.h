@@ -116,5 +116,14 @@ void lms_open_l2l(lua_State *L);
 ms_objective **lms_newobjective(lua_State *L);
 /* Adds the network and data bindings (lms_nn.c). */
 void lms_open_nn(lua_State *L);
+/* Adds save and load (lms_archive.c). */
+void lms_open_archive(lua_State *L);
+/* Stores the Lua value at idx in a under the name prefix ("" = the top: a table's entries
+ * are then named by their keys alone), as docs/format.md lays out; raises "<who>: ..." for a
+ * value that cannot be stored (function, cycle, float key, ...). */
+void lms_archive_encode(lua_State *L, int idx, ms_archive *a, const char *prefix, const char *who);
+/* Pushes the value stored under prefix (nil when there is none); raises "<who>: ..." for
+ * entries that do not form a value. */
+void lms_archive_decode(lua_State *L, const ms_archive *a, const char *prefix, const char *who);
 
 #endif

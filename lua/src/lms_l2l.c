@@ -752,6 +752,8 @@ static int l_meta_unroll(lua_State *L) {
 
 typedef struct ltrain {
   int sched, sample, callback; /* registry references or LUA_NOREF */
+  int save_state, load_state;  /* checkpoints: the front's functions, or LUA_NOREF */
+  int save_k, load_k;          /* host_save / host_load below, when those are set */
   int hosts;                   /* the spec's task table list (borrowed reference) */
   int nparams;
 } ltrain;
@@ -865,6 +867,56 @@ static int lt_callback(ms_ctx *ctx, void *ud, const ms_train_record *rec, ms_ten
   return stop ? 1 : 0;
 }
 
+/* Checkpoints: the front library's save_state() -> value is stored under "host/" of the
+ * checkpoint, and load_state(value, k) gets it back on resume. Both run inside one protected
+ * call (lms_callback) with the encoding or decoding, which may raise. */
+typedef struct hostargs {
+  int fn;
+  void *a;
+  int64_t k;
+} hostargs;
+
+static int push_host(lua_State *L, void *ud) {
+  const hostargs *h = ud;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, h->fn);
+  lua_pushlightuserdata(L, h->a);
+  lua_pushinteger(L, h->k);
+  return 3;
+}
+
+/* host_save(save_state, archive) */
+static int host_save(lua_State *L) {
+  lua_settop(L, 2);
+  ms_archive *a = lua_touserdata(L, 2);
+  lua_pushvalue(L, 1);
+  lua_call(L, 0, 1);
+  lms_archive_encode(L, 3, a, "host", "meta.train: checkpoint");
+  return 0;
+}
+
+/* host_load(load_state, archive, k) */
+static int host_load(lua_State *L) {
+  lua_settop(L, 3);
+  const ms_archive *a = lua_touserdata(L, 2);
+  lua_pushvalue(L, 1);
+  lms_archive_decode(L, a, "host", "meta.train: resume");
+  lua_pushvalue(L, 3);
+  lua_call(L, 2, 0);
+  return 0;
+}
+
+static int lt_save_state(ms_ctx *ctx, void *ud, ms_archive *a) {
+  ltrain *t = ud;
+  hostargs h = {t->save_state, a, 0};
+  return call_lua(ctx, lms_running(ctx), t->save_k, push_host, &h, 0);
+}
+
+static int lt_load_state(ms_ctx *ctx, void *ud, const ms_archive *a, int64_t k) {
+  ltrain *t = ud;
+  hostargs h = {t->load_state, (void *)a, k};
+  return call_lua(ctx, lms_running(ctx), t->load_k, push_host, &h, 0);
+}
+
 static int funcref(lua_State *L, int t, const char *k) {
   lua_getfield(L, t, k);
   if (lua_isnil(L, -1)) {
@@ -888,6 +940,11 @@ static int trainbox_gc(lua_State *L) {
   luaL_unref(L, LUA_REGISTRYINDEX, b->t.sample);
   luaL_unref(L, LUA_REGISTRYINDEX, b->t.callback);
   b->t.sched = b->t.sample = b->t.callback = LUA_NOREF;
+  luaL_unref(L, LUA_REGISTRYINDEX, b->t.save_state);
+  luaL_unref(L, LUA_REGISTRYINDEX, b->t.load_state);
+  luaL_unref(L, LUA_REGISTRYINDEX, b->t.save_k);
+  luaL_unref(L, LUA_REGISTRYINDEX, b->t.load_k);
+  b->t.save_state = b->t.load_state = b->t.save_k = b->t.load_k = LUA_NOREF;
   if (b->has_res) ms_train_result_clear(b->ctx, &b->res);
   b->has_res = 0;
   return 0;
@@ -906,6 +963,7 @@ static int l_meta_train(lua_State *L) {
   trainbox *b = lua_newuserdatauv(L, sizeof *b, 0); /* 4 */
   memset(b, 0, sizeof *b);
   b->t.sched = b->t.sample = b->t.callback = LUA_NOREF;
+  b->t.save_state = b->t.load_state = b->t.save_k = b->t.load_k = LUA_NOREF;
   b->ctx = lms_ctx(L);
   luaL_setmetatable(L, "metastep.TrainRun");
   ms_train_options o;
@@ -951,6 +1009,25 @@ static int l_meta_train(lua_State *L) {
     o.release_task = lt_release;
   }
   if (b->t.callback != LUA_NOREF) o.callback = lt_callback;
+  /* checkpoints: the paths stay alive in the options table (argument 2) */
+  lua_getfield(L, 2, "checkpoint");
+  o.checkpoint = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+  lua_getfield(L, 2, "resume");
+  o.resume = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+  lua_pop(L, 2);
+  o.every = intfield(L, 2, "every", 0);
+  b->t.save_state = funcref(L, 2, "save_state");
+  b->t.load_state = funcref(L, 2, "load_state");
+  if (b->t.save_state != LUA_NOREF) {
+    lua_pushcfunction(L, host_save);
+    b->t.save_k = luaL_ref(L, LUA_REGISTRYINDEX);
+    o.save_state = lt_save_state;
+  }
+  if (b->t.load_state != LUA_NOREF) {
+    lua_pushcfunction(L, host_load);
+    b->t.load_k = luaL_ref(L, LUA_REGISTRYINDEX);
+    o.load_state = lt_load_state;
+  }
   o.ud = &b->t;
   o.keep_history = 1;
   lms_entry e;

@@ -1088,6 +1088,7 @@ int luaopen_metastep_core(lua_State *L) {
   lms_open_objective(L);
   lms_open_l2l(L);
   lms_open_nn(L);
+  lms_open_archive(L);
   lua_pushliteral(L, METASTEP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -5,6 +5,7 @@
 #define METASTEP_VERSION "0.2.0"
 #define METASTEP_VERSION_NUMBER 200
 
+#include "metastep/archive.h"
 #include "metastep/autodiff.h"
 #include "metastep/ctx.h"
 #include "metastep/data.h"

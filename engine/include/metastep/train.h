@@ -31,6 +31,7 @@
 #ifndef METASTEP_TRAIN_H
 #define METASTEP_TRAIN_H
 
+#include "metastep/archive.h"
 #include "metastep/meta.h"
 
 #ifdef __cplusplus
@@ -123,6 +124,27 @@ typedef struct ms_train_options {
    * at the next one. With a sampler, a task is kept (release_task not called) until its run
    * ends. 0 or 1: every iteration starts from the tasks' w0. */
   int64_t segments;
+  /* Checkpoints (one archive, docs/format.md). When checkpoint is not NULL, the whole state of
+   * the run is saved there after every `every`-th iteration (0 = every iteration), after the
+   * last one and after a callback's stop: theta, the meta-optimizer's moments and update count,
+   * the context's generator, the iteration count, the best theta so far, the history kept so
+   * far, the options that shape the trajectory, and what save_state (if not NULL) adds under
+   * names starting "host/" (a task sampler's position, say). Each save writes a temporary file
+   * and renames it, so a run killed at any instant leaves the last complete checkpoint.
+   * A failed save stops the run with its error (the result keeps the history so far).
+   * When resume is not NULL, the run continues from that checkpoint: everything above is
+   * restored (the generator too) and load_state (if not NULL) gets the archive and the
+   * iteration the checkpoint was made at, before the first new iteration; with the same spec
+   * and options the rest of the run, its history and its result equal those of an
+   * uninterrupted run bit for bit. The checkpoint is validated completely (file, optimizer,
+   * shapes, options) before anything changes: a bad one is MS_EARG ("meta.train: cannot
+   * resume from 'run.ckpt': checksum mismatch ...") with the context's generator untouched.
+   * resume may equal checkpoint. */
+  const char *checkpoint;
+  int64_t every;
+  const char *resume;
+  int (*save_state)(ms_ctx *ctx, void *ud, ms_archive *a);
+  int (*load_state)(ms_ctx *ctx, void *ud, const ms_archive *a, int64_t k);
 } ms_train_options;
 
 typedef struct ms_train_result {
