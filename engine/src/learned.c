@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "meta_internal.h"
+#include "metastep/archive.h"
 
 #define NDECAY 5
 #define NTIME 11
@@ -440,4 +441,119 @@ static const learned *learned_of(const ms_optim *opt) {
 const ms_learned_options *ms_learned_options_of(const ms_optim *opt) {
   const learned *L = learned_of(opt);
   return L ? &L->o : NULL;
+}
+
+/* ---- saving and loading (an archive, docs/format.md) ----
+ * Entries: "format" = "metastep.learned_optimizer", "version" = 1, "kind" ("learned_mlp" or
+ * "learned_lstm"), the options ("seed", "hidden", "layers", "batch", "batch_seed" integers;
+ * "step_scale", "exp_scale" numbers) and "theta/<name>" for each meta-parameter. */
+
+#define LEARNED_FORMAT "metastep.learned_optimizer"
+#define LEARNED_VERSION 1
+
+int ms_optim_save(ms_ctx *ctx, const ms_optim *opt, ms_tensor *const *theta, const char *path) {
+  const learned *L = learned_of(opt);
+  if (L == NULL)
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "optim.save: optimizer '%s' is not a learned optimizer (learned_mlp or "
+                       "learned_lstm)",
+                       ms_optim_name(opt));
+  if (path == NULL) return ms_ctx_fail(ctx, MS_EARG, "optim.save: path is NULL");
+  int st = ms_optim_check_theta(ctx, opt, "optim.save", theta);
+  if (st) return st;
+  ms_archive *a = NULL;
+  if ((st = ms_archive_new(ctx, &a))) return st;
+  const ms_learned_options *o = &L->o;
+  if (!(st = ms_archive_put_string(a, "format", LEARNED_FORMAT)) &&
+      !(st = ms_archive_put_integer(a, "version", LEARNED_VERSION)) &&
+      !(st = ms_archive_put_string(a, "kind", ms_optim_name(opt))) &&
+      !(st = ms_archive_put_integer(a, "seed", (int64_t)o->seed)) &&
+      !(st = ms_archive_put_integer(a, "hidden", o->hidden)) &&
+      !(st = ms_archive_put_integer(a, "layers", o->layers)) &&
+      !(st = ms_archive_put_number(a, "step_scale", o->step_scale)) &&
+      !(st = ms_archive_put_number(a, "exp_scale", o->exp_scale)) &&
+      !(st = ms_archive_put_integer(a, "batch", o->batch)))
+    st = ms_archive_put_integer(a, "batch_seed", (int64_t)o->batch_seed);
+  for (int i = 0; !st && i < ms_optim_nparams(opt); i++) {
+    const ms_optim_param *p = ms_optim_param_at(opt, i);
+    char name[64];
+    snprintf(name, sizeof name, "theta/%.31s", p->name);
+    st = ms_archive_put_tensor(a, name, theta && theta[i] ? theta[i] : p->init);
+  }
+  if (!st) st = ms_archive_save(a, path);
+  ms_archive_free(a);
+  return st;
+}
+
+/* Re-words an archive failure as optim.load's, naming the path. */
+static int load_fail(ms_ctx *ctx, int st, const char *path) {
+  char msg[400];
+  snprintf(msg, sizeof msg, "%s", ms_ctx_error(ctx));
+  return ms_ctx_fail(ctx, st, "optim.load: '%s': %s", path, msg);
+}
+
+int ms_optim_load(ms_ctx *ctx, const char *path, ms_optim **out) {
+  *out = NULL;
+  if (path == NULL) return ms_ctx_fail(ctx, MS_EARG, "optim.load: path is NULL");
+  ms_archive *a = NULL;
+  int st = ms_archive_load(ctx, path, &a);
+  if (st) return st; /* the archive's message names the path */
+  const char *format = NULL, *kind = NULL;
+  int64_t version = 0, seed = 0, hidden = 0, layers = 0, batch = 0, batch_seed = 0;
+  ms_learned_options o;
+  memset(&o, 0, sizeof o);
+  if (ms_archive_find(a, "format") != MS_ARCHIVE_STRING ||
+      ms_archive_get_string(a, "format", &format, NULL) || strcmp(format, LEARNED_FORMAT) != 0) {
+    st = ms_ctx_fail(ctx, MS_EARG, "optim.load: '%s' is not a saved learned optimizer", path);
+    goto done;
+  }
+  if ((st = ms_archive_get_integer(a, "version", &version))) goto fail;
+  if (version != LEARNED_VERSION) {
+    st = ms_ctx_fail(ctx, MS_EARG,
+                     "optim.load: '%s' has format version %lld, this build reads version %d", path,
+                     (long long)version, LEARNED_VERSION);
+    goto done;
+  }
+  if ((st = ms_archive_get_string(a, "kind", &kind, NULL)) ||
+      (st = ms_archive_get_integer(a, "seed", &seed)) ||
+      (st = ms_archive_get_integer(a, "hidden", &hidden)) ||
+      (st = ms_archive_get_integer(a, "layers", &layers)) ||
+      (st = ms_archive_get_number(a, "step_scale", &o.step_scale)) ||
+      (st = ms_archive_get_number(a, "exp_scale", &o.exp_scale)) ||
+      (st = ms_archive_get_integer(a, "batch", &batch)) ||
+      (st = ms_archive_get_integer(a, "batch_seed", &batch_seed)))
+    goto fail;
+  learned_kind lk = strcmp(kind, "learned_mlp") == 0    ? LEARNED_MLP
+                    : strcmp(kind, "learned_lstm") == 0 ? LEARNED_LSTM
+                                                        : (learned_kind)0;
+  if (lk == 0 || hidden < 1 || hidden > 4096 || layers < 0 || layers > 2) {
+    st = ms_ctx_fail(ctx, MS_EARG, "optim.load: '%s': unknown kind '%s' or options out of range",
+                     path, kind);
+    goto done;
+  }
+  o.seed = (uint64_t)seed;
+  o.hidden = (int)hidden;
+  o.layers = (int)layers;
+  o.batch = batch;
+  o.batch_seed = (uint64_t)batch_seed;
+  pspec ps[MS_OPTIM_MAXPARAMS];
+  int np = param_specs(lk, &o, ps);
+  ms_tensor *theta[MS_OPTIM_MAXPARAMS] = {0};
+  for (int i = 0; !st && i < np; i++) {
+    char name[64];
+    snprintf(name, sizeof name, "theta/%.15s", ps[i].name);
+    st = ms_archive_get_tensor(a, name, &theta[i]);
+  }
+  if (!st) {
+    o.theta = theta;
+    st = make(ctx, lk, &o, out);
+  }
+  for (int i = 0; i < MS_OPTIM_MAXPARAMS; i++) ms_tensor_release(theta[i]);
+  if (st) goto fail;
+  goto done;
+fail:
+  st = load_fail(ctx, st, path);
+done:
+  ms_archive_free(a);
+  return st;
 }
