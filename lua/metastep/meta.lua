@@ -40,7 +40,7 @@ local SPEC_OPTIONS = {"objective", "task", "tasks", "optimizer", "w0", "steps", 
                       "checkpoint", "freeze_norm", "theta", "params", "fd_step", "allow_zero_loss",
                       "keep_iterates"}
 local TRAIN_OPTIONS = {"iterations", "meta_lr", "schedule", "meta_optimizer", "clip", "bounds", "on_failure",
-                       "progress", "log", "callback", "sample", "batch", "every", "resume"}
+                       "progress", "log", "callback", "sample", "batch", "every", "resume", "segments"}
 
 -- ---------------------------------------------------------------- checking inputs
 
@@ -401,7 +401,10 @@ end
 --   every = k (1) : save the whole run there every k iterations and at the end (theta, the
 --   meta-optimizer's state, the generator, the history, the best so far, the position of an
 --   ms.tasks sampler); resume = "file": continue such a run bit for bit (the log, if any, keeps
---   its rows up to the checkpoint and is appended to).
+--   its rows up to the checkpoint and is appended to);
+--   segments = S (1): truncated back-propagation through a long inner run: each task's run
+--   continues over S consecutive iterations (each unrolls `steps` more steps from where the
+--   last stopped, optimizer state and step count carried over), then fresh tasks are drawn.
 -- Runs in the engine (ms_meta_train). Returns {theta =, history = {{k =, theta =, value =,
 -- grad =, status =}, ...}, optimizer =, best_theta =, best_value =, best_k =, stopped =}:
 -- stopped is "done", "callback" (callback returned true) or "interrupt" (Ctrl-C: the history so
@@ -460,6 +463,14 @@ function M.train(opts)
     if not ckpt then fail("meta.train: ", "option 'every' needs checkpoint = \"file\"") end
     if math.type(opts.every) == nil or math.tointeger(opts.every) == nil or opts.every < 1 then
       fail("meta.train: ", "option 'every' must be an integer >= 1, got %s", show(opts.every))
+    end
+  end
+  if opts.segments ~= nil then
+    if math.type(opts.segments) == nil or math.tointeger(opts.segments) == nil or opts.segments < 1 then
+      fail("meta.train: ", "option 'segments' must be an integer >= 1, got %s", show(opts.segments))
+    end
+    if opts.segments > 1 and (ckpt or opts.resume) then
+      fail("meta.train: ", "option 'segments' > 1 cannot be combined with 'checkpoint' or 'resume'")
     end
   end
   if opts.sample and (opts.objective ~= nil or opts.task ~= nil or opts.tasks ~= nil) then
@@ -532,7 +543,7 @@ function M.train(opts)
   local last_progress = start
   local shown_progress, last_k, start_k = false, 0, 0
   local sample = opts.sample
-  local copts = {iterations = K, meta_lr = base_lr, schedule = sched, clip = clip,
+  local copts = {iterations = K, meta_lr = base_lr, schedule = sched, clip = clip, segments = opts.segments,
                  meta_optimizer = meta_opt, on_failure = on_failure, batch = batch,
                  bounds = {}}
   if sample then

@@ -125,5 +125,11 @@ void lms_archive_encode(lua_State *L, int idx, ms_archive *a, const char *prefix
 /* Pushes the value stored under prefix (nil when there is none); raises "<who>: ..." for
  * entries that do not form a value. */
 void lms_archive_decode(lua_State *L, const ms_archive *a, const char *prefix, const char *who);
+/* The optimizer at arg (raises when it is not a live one) and an empty Optim box pushed on
+ * the stack for the engine to fill (lms_l2l.c); the learned optimizers' bindings
+ * (lms_learned.c), added by lms_open_learned. */
+ms_optim *lms_checkoptim(lua_State *L, int arg);
+ms_optim **lms_newoptim(lua_State *L);
+void lms_open_learned(lua_State *L);
 
 #endif

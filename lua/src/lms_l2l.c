@@ -1016,6 +1016,7 @@ static int l_meta_train(lua_State *L) {
   o.resume = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
   lua_pop(L, 2);
   o.every = intfield(L, 2, "every", 0);
+  o.segments = intfield(L, 2, "segments", 0);
   b->t.save_state = funcref(L, 2, "save_state");
   b->t.load_state = funcref(L, 2, "load_state");
   if (b->t.save_state != LUA_NOREF) {
@@ -1112,3 +1113,6 @@ void lms_open_l2l(lua_State *L) {
   lua_pop(L, 1);
   luaL_setfuncs(L, functions, 0);
 }
+
+ms_optim *lms_checkoptim(lua_State *L, int arg) { return checkoptim(L, arg); }
+ms_optim **lms_newoptim(lua_State *L) { return &newoptbox(L)->opt; }
