@@ -308,7 +308,9 @@ local function learned(kind, opts)
   if opts.exp_scale ~= nil then args.exp_scale = check_number(fname, opts, "exp_scale", nil, 0, true) end
   local c = core.optim_learned(kind, args)
   if opts.theta ~= nil then
-    if type(opts.theta) ~= "table" then fail(fname, "option 'theta' must be a table of tensors by name, got %s", type(opts.theta)) end
+    if type(opts.theta) ~= "table" then
+      fail(fname, "option 'theta' must be a table of tensors by name, got %s", type(opts.theta))
+    end
     local list, names = {}, {}
     for i, p in ipairs(c:params()) do
       names[p.name] = true
