@@ -38,7 +38,7 @@ local BUILTIN = {
 -- The options of value_and_grad, value and unroll; train adds its own.
 local SPEC_OPTIONS = {"objective", "task", "tasks", "optimizer", "w0", "steps", "meta", "method", "truncate",
                       "checkpoint", "freeze_norm", "theta", "params", "fd_step", "allow_zero_loss",
-                      "keep_iterates"}
+                      "keep_iterates", "start"}
 local TRAIN_OPTIONS = {"iterations", "meta_lr", "schedule", "meta_optimizer", "clip", "bounds", "on_failure",
                        "progress", "log", "callback", "sample", "batch", "every", "resume", "segments"}
 
@@ -287,7 +287,13 @@ end
 
 --- value_and_grad(spec): the meta-objective and its meta-gradient (averaged over spec.tasks
 -- when given). See the module comment for the spec and the result.
+-- 'start' continues a run: meta.unroll only (the meta-gradient methods start each run afresh).
+local function no_start(spec)
+  if type(spec) == "table" and spec.start ~= nil then spec_error("'start' applies to meta.unroll only") end
+end
+
 function M.value_and_grad(spec)
+  no_start(spec)
   local theta, T, meta = check_spec(spec)
   local method = spec.method or "reverse"
   if type(method) ~= "string" or not methods_ok(method) then
@@ -301,6 +307,7 @@ end
 
 --- value(spec): the meta-objective only (a number), with its status.
 function M.value(spec)
+  no_start(spec)
   local theta, T, meta = check_spec(spec)
   local entries = tasks_of(spec)
   local method = spec.method or "reverse"
@@ -310,15 +317,20 @@ function M.value(spec)
   return engine(core.meta_value, engine_spec(spec, theta, T, meta, entries, method, true))
 end
 
---- unroll(spec): runs the optimizer on the spec's (first) task; returns the trajectory:
+--- unroll(spec): runs the optimizer on the spec's (first) task (continuing from spec.start, a
+-- trajectory's stop, when given); returns the trajectory:
 -- {T, losses = {f(w_1), ..., f(w_T)} (0-d tensors), loss0 = f(w_0), w_T, w = {[0] = w_0, ...}
---  (when spec.keep_iterates), status, fail_step}. The run stops at the first step whose iterate
+--  (when spec.keep_iterates), status, fail_step, stop = {w =, state =, t =} (where the run stopped:
+--  spec.start of the next piece of a long run)}. The run stops at the first step whose iterate
 -- or loss is not a faithful double.
 function M.unroll(spec)
   local theta, T, meta = check_spec(spec)
   local entries = tasks_of(spec)
+  if spec.start ~= nil and (type(spec.start) ~= "table" or not is_tensor(spec.start.w)) then
+    spec_error("'start' must be a trajectory's stop {w =, state =, t =}, got %s", type(spec.start))
+  end
   local traj = engine(core.meta_unroll, engine_spec(spec, theta, T, meta, entries, "reverse", true), 1,
-                      spec.keep_iterates)
+                      spec.keep_iterates, spec.start)
   traj.objective, traj.task, traj.theta = entries[1].objective, entries[1].task, theta
   return traj
 end
@@ -412,6 +424,7 @@ end
 function M.train(opts)
   if type(opts) ~= "table" then fail("meta.train: ", "expected an options table, got %s", type(opts)) end
   check_known(opts, {SPEC_OPTIONS, TRAIN_OPTIONS}, "meta.train: ")
+  if opts.start ~= nil then fail("meta.train: ", "'start' applies to meta.unroll only (see 'segments')") end
   local K = opts.iterations or 100
   if math.type(K) == nil or math.tointeger(K) == nil or K < 0 then
     fail("meta.train: ", "option 'iterations' must be an integer >= 0, got %s", show(K))

@@ -69,6 +69,24 @@ describe("learned optimizers", function()
     assert.is_true(traj.losses[60]:item() < 0.9 * traj.loss0:item())
   end)
 
+  it("meta.unroll continues a run from a trajectory's stop, bit for bit", function()
+    local images, labels = ms.data.synthetic{seed = 2, n = 100, side = 5, classes = 3}
+    local layers = {25, 6, 3}
+    local obj = ms.objective.mlp{layers = layers, X = images, y = labels}
+    local w0 = ms.nn.mlp_init(layers, {seed = 2})
+    local opt = ms.optim.learned_mlp{seed = 1, batch = 8, batch_seed = 3}
+    local whole = ms.meta.unroll{objective = obj, optimizer = opt, w0 = w0, steps = 9}
+    local first = ms.meta.unroll{objective = obj, optimizer = opt, w0 = w0, steps = 4}
+    local rest = ms.meta.unroll{objective = obj, optimizer = opt, w0 = w0, steps = 5, start = first.stop}
+    assert.are.equal(4, first.stop.t)
+    assert.are.equal(9, rest.stop.t)
+    assert.are.equal(0, ms.max_abs_diff(whole.w_T, rest.w_T))
+    assert.are.equal(whole.losses[9]:item(), rest.losses[5]:item())
+    assert.are.equal("meta: 'start' applies to meta.unroll only",
+                     err_of(ms.meta.value_and_grad, {objective = obj, optimizer = opt, w0 = w0, steps = 2,
+                                                     start = first.stop}))
+  end)
+
   it("meta.train continues runs over segments", function()
     local obj = logistic(40, 5, 3)
     local opt = ms.optim.learned_mlp{seed = 1, hidden = 4}
