@@ -117,7 +117,7 @@ end
 local function meta_train(ms, S, D, cfg, c)
   local opt = ms.optim.learned_mlp{seed = cfg.seed, batch = S.batch, batch_seed = cfg.seed}
   local drawn = 0
-  local meter = report.meter(cfg.progress, c.what, S.iterations, 10)
+  local meter = report.meter(cfg.progress, c.what, c.iterations or S.iterations, 10)
   local rows = {}
   local res = ms.meta.train{
     sample = function()
@@ -299,12 +299,13 @@ function M.write(data, cfg, ms)
       header[#header + 1] = name .. "_train_loss"
       header[#header + 1] = name .. "_test_loss"
     end
-    local means = {}
+    local means, train_series = {}, {}
     for _, name in ipairs(NAMES) do
       means[name] = {mean_curve(level.curves[name], 3), mean_curve(level.curves[name], 5),
                      mean_curve(level.curves[name], 2), mean_curve(level.curves[name], 4)}
-      series[#series + 1] = {x = steps, y = means[name][2], label = label(S, name) .. " (test)"}
-      series[#series + 1] = {x = steps, y = means[name][1], label = label(S, name) .. " (train)", dash = true}
+      local learned = name ~= "sgd" and name ~= "adam"
+      series[#series + 1] = {x = steps, y = means[name][2], label = label(S, name), dash = not learned}
+      train_series[#train_series + 1] = {x = steps, y = means[name][1], label = label(S, name), dash = not learned}
     end
     for i = 1, #steps do
       local row = {steps[i]}
@@ -314,11 +315,14 @@ function M.write(data, cfg, ms)
       crow[i] = row
     end
     report.csv(ms, cfg.out, ("exp5_curves_%s.csv"):format(pname(level.p)), header, crow)
-    report.figure(ms, cfg.out, {file = ("exp5_acc_%s.png"):format(pname(level.p)),
-      title = ("Accuracy over inner steps, label noise %g%% (mean of %d runs; meta-trained on %d-step unrolls)")
-        :format(100 * level.p, S.runs, S.T * S.segments),
-      xlabel = "inner step", ylabel = "accuracy (solid: test, dashed: train)", key = "bottom right",
-      series = series, vlines = {{x = S.T * S.segments, label = "meta-training horizon"}}})
+    for _, which in ipairs{"test", "train"} do
+      report.figure(ms, cfg.out, {file = ("exp5_%s_acc_%s.png"):format(which, pname(level.p)),
+        title = ("%s accuracy over inner steps, label noise %g%% (mean of %d runs)"):format(
+          which == "test" and "Test" or "Training", 100 * level.p, S.runs),
+        xlabel = "inner step", ylabel = which .. " accuracy", key = "bottom right",
+        series = which == "test" and series or train_series,
+        vlines = {{x = S.T * S.segments, label = "meta-training horizon"}}})
+    end
     -- meta-training curves
     local mrows = {}
     for _, name in ipairs{"tbt_small", "tbt_large", "tbv"} do
@@ -350,7 +354,7 @@ end
 -- ---------------------------------------------------------------- the section
 
 --- The report section: claim, settings, evidence, criteria, tables and figures.
-function M.describe(data, cfg)
+function M.describe(data)
   local S = data.S
   local F = {}
   for i, level in ipairs(data.levels) do
@@ -441,10 +445,14 @@ function M.describe(data, cfg)
     criteria = criteria,
     tables = tables,
     figures = {
-      {file = "exp5_acc_p00.png", data = "exp5_curves_p00.csv",
-       caption = "Accuracy over inner steps on fresh tasks, no label noise"},
-      {file = "exp5_acc_p20.png", data = "exp5_curves_p20.csv",
-       caption = "Accuracy over inner steps on fresh tasks, 20% label noise"},
+      {file = "exp5_test_acc_p00.png", data = "exp5_curves_p00.csv",
+       caption = "Test accuracy over inner steps on fresh tasks, no label noise"},
+      {file = "exp5_train_acc_p00.png", data = "exp5_curves_p00.csv",
+       caption = "Training accuracy over inner steps on fresh tasks, no label noise"},
+      {file = "exp5_test_acc_p20.png", data = "exp5_curves_p20.csv",
+       caption = "Test accuracy over inner steps on fresh tasks, 20% label noise"},
+      {file = "exp5_train_acc_p20.png", data = "exp5_curves_p20.csv",
+       caption = "Training accuracy over inner steps on fresh tasks, 20% label noise"},
       {file = "exp5_grad_norms.png", data = "exp5_grad_norms.csv",
        caption = "Meta-gradient norms over meta-training, naive vs log meta-objective"},
     },
