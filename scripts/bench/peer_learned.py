@@ -5,7 +5,7 @@ units, update d * exp(0.001 s) * 0.001), CPU, float64, one thread; without autog
 optimizer (torch.no_grad for the update), and with it (create_graph, backward of the summed
 losses through T steps, per step).
 
-    python3 scripts/bench/peer_learned.py [T] [rounds]
+    /usr/bin/python3 scripts/bench/peer_learned.py [T] [rounds]   (Debian's python3-torch)
 """
 import math
 import sys
@@ -60,6 +60,13 @@ for t in theta:
 def step(w, m, v, k, create_graph):
     idx = torch.randint(0, 1000, (32,), generator=g)
     gw, = torch.autograd.grad(loss(w, X[idx], Y[idx]), w, create_graph=create_graph)
+    if not create_graph:
+        with torch.no_grad():
+            return update(w, gw, m, v, k)
+    return update(w, gw, m, v, k)
+
+
+def update(w, gw, m, v, k):
     gc, wc = gw.view(-1, 1), w.view(-1, 1)
     m = m * DECAYS + gc * (1 - DECAYS)
     v = v * DECAYS + gc * gc * (1 - DECAYS)
