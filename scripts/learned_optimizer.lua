@@ -24,7 +24,7 @@ accuracy and loss, table and plots), clean and with 20% label noise; and records
 meta-gradient norms of the naive and log meta-objectives.
 
   (default)  about 20 minutes on 2 cores: images average-pooled to 14x14, a 196-64-10 network,
-             40-step unrolls continued over 10 segments, 200 meta-iterations, 1600 test steps,
+             25-step unrolls continued over 8 segments, 150 meta-iterations, 1200 test steps,
              3 runs
   --quick    synthetic 8x8 images (no data set needed), under a minute
   --full     the paper's settings: 28x28 images, 784-100-20-10, mini-batches of 32, 100-step
