@@ -9,6 +9,7 @@
 #include "metastep/autodiff.h"
 #include "metastep/ctx.h"
 #include "metastep/data.h"
+#include "metastep/learned.h"
 #include "metastep/linalg.h"
 #include "metastep/meta.h"
 #include "metastep/nn.h"
@@ -17,6 +18,5 @@
 #include "metastep/optim.h"
 #include "metastep/tensor.h"
 #include "metastep/train.h"
-#include "metastep/learned.h"
 
 #endif
