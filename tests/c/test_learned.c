@@ -474,6 +474,62 @@ out:
   ms_objective_release(obj);
 }
 
+/* With a sampler and segments = 3, tasks are drawn at iterations 1, 4, 7 only, kept alive
+ * (not released) while their runs continue, and all released by the end. */
+typedef struct sampler {
+  ms_objective *obj;
+  int drawn, released, live;
+} sampler;
+
+static int sample_fn(ms_ctx *c, void *ud, int64_t k, int i, ms_task *task) {
+  (void)c, (void)i;
+  sampler *s = ud;
+  CHECK((k - 1) % 3 == 0);
+  s->drawn++;
+  s->live++;
+  task->objective = s->obj;
+  return MS_OK;
+}
+
+static void release_fn(ms_ctx *c, void *ud, ms_task *task) {
+  (void)c;
+  sampler *s = ud;
+  CHECK(task->objective == s->obj);
+  s->released++;
+  s->live--;
+}
+
+static void test_train_segments_sampler(void) {
+  ms_learned_options o;
+  memset(&o, 0, sizeof o);
+  o.hidden = 3;
+  ms_optim *opt = NULL;
+  OK(ms_optim_learned_mlp(ctx, &o, &opt));
+  sampler sm = {logistic(16, 4, 51), 0, 0, 0};
+  if (!opt || !sm.obj) goto out;
+  ms_meta_spec spec = ms_meta_spec_one(opt, NULL, 2, MS_META_SUM, MS_METHOD_REVERSE);
+  spec.ntasks = 0;
+  ms_train_options to;
+  memset(&to, 0, sizeof to);
+  to.iterations = 7;
+  to.meta_lr = 1e-3;
+  to.meta_optimizer = MS_METAOPT_RMSPROP;
+  to.segments = 3;
+  to.sample = sample_fn;
+  to.release_task = release_fn;
+  to.batch = 2;
+  to.ud = &sm;
+  to.keep_history = 1;
+  ms_train_result res;
+  OK(ms_meta_train(ctx, &spec, &to, &res));
+  CHECK(res.n == 7 && res.stopped == MS_STOP_DONE);
+  CHECK(sm.drawn == 6 && sm.released == 6 && sm.live == 0);
+  ms_train_result_clear(ctx, &res);
+out:
+  ms_optim_release(opt);
+  ms_objective_release(sm.obj);
+}
+
 /* ---- saving and loading ---- */
 
 static int same_bits(const ms_tensor *a, const ms_tensor *b) {
@@ -602,6 +658,7 @@ int main(void) {
   run(test_options, "options");
   run(test_continue, "continue");
   run(test_train_segments, "train_segments");
+  run(test_train_segments_sampler, "train_segments_sampler");
   run(test_save_load, "save_load");
   CHECK(ms_ctx_bytes(ctx) == 0);
   ms_ctx_free(ctx);
