@@ -5,9 +5,8 @@
  * Nothing here has a derivative rule of its own: every layer is a composition of the
  * engine's differentiable primitives (matmul, broadcasting add, the element-wise
  * nonlinearities, slices and views, softmax cross-entropy), so the tape records it and the
- * primitives' rules give first and higher derivatives. The MLP's gradient is the engine's
- * reverse mode over the loss: a handful of tape nodes per layer, each a BLAS call, which
- * costs little next to the products themselves and keeps one definition of the network.
+ * primitives' rules give first and higher derivatives. The MLP objective's gradient is
+ * written out (mlp_grad_rows) with the same differentiable operations, for speed: see there.
  */
 #include "metastep/nn.h"
 
@@ -22,6 +21,18 @@
   do {                                     \
     if ((st = (call)) != MS_OK) goto done; \
   } while (0)
+
+/* Releases the tensors and sets the variables to NULL. */
+#define DROP(...)                         \
+  drop_all((ms_tensor **[]){__VA_ARGS__}, \
+           sizeof((ms_tensor **[]){__VA_ARGS__}) / sizeof(ms_tensor **))
+
+static inline void drop_all(ms_tensor ***ps, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    ms_tensor_release(*ps[i]);
+    *ps[i] = NULL;
+  }
+}
 
 #define RELEASE(...)                        \
   release_all((ms_tensor *[]){__VA_ARGS__}, \
@@ -222,6 +233,26 @@ static int check_y(ms_ctx *ctx, const char *fn, const ms_tensor *y, int64_t n, i
   return MS_OK;
 }
 
+int ms_mlp_layer(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_tensor *w, int l,
+                 ms_tensor **W, ms_tensor **b) {
+  *W = *b = NULL;
+  int64_t P;
+  int st = ms_mlp_size(ctx, layers, nlayers, &P);
+  if (st == MS_OK) st = check_w(ctx, "mlp_layer", w, P);
+  if (st) return st;
+  if (l < 1 || l > nlayers - 1)
+    return ms_ctx_fail(ctx, MS_EINDEX, "mlp_layer: layer %d out of range 1..%d", l, nlayers - 1);
+  int64_t off = 0;
+  for (int k = 1; k < l; k++) off += (layers[k - 1] + 1) * layers[k];
+  st = layer_params(ctx, layers, l, off, w, W, b);
+  if (st) {
+    ms_tensor_release(*W);
+    ms_tensor_release(*b);
+    *W = *b = NULL;
+  }
+  return st;
+}
+
 static int mlp_forward(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_tensor *w,
                        const ms_tensor *X, ms_tensor **logits) {
   ms_tensor *h = ms_tensor_retain((ms_tensor *)X), *W = NULL, *b = NULL, *z = NULL;
@@ -262,18 +293,19 @@ int ms_mlp_forward(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_ten
   return mlp_forward(ctx, layers, nlayers, w, X, logits);
 }
 
-/* The network and its data. */
+/* The network and its data; onehot [n,k] holds the labels as indicator rows. */
 typedef struct mlp {
   ms_ctx *ctx;
   int nlayers;
   int64_t layers[MS_MLP_MAXLAYERS];
-  ms_tensor *X, *y;
+  ms_tensor *X, *y, *onehot;
 } mlp;
 
 static void mlp_free(void *ud) {
   mlp *m = ud;
   ms_tensor_release(m->X);
   ms_tensor_release(m->y);
+  ms_tensor_release(m->onehot);
   ms_ctx_dealloc(m->ctx, m, sizeof *m);
 }
 
@@ -295,36 +327,86 @@ static int mlp_value(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
   return mean_loss(ctx, m, w, m->X, m->y, out);
 }
 
-/* The network with a mini-batch's rows, for ms_grad over it. */
-typedef struct batch {
-  const mlp *m;
-  ms_tensor *X, *y;
-} batch;
-
-static int batch_value(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
-  const batch *b = ud;
-  return mean_loss(ctx, b->m, w, b->X, b->y, out);
+/*
+ * The gradient of the mean loss over the rows of X (onehot: their labels), back-propagated by
+ * hand: dz_L = (softmax(z_L) - onehot) / n; dW_l = a_{l-1}^T dz_l, db_l = the column sums of
+ * dz_l, dz_{l-1} = (dz_l W_l^T) * [z_{l-1} > 0]. Why not reverse mode over the value: the
+ * tape's rule for a view of w scatters into a zero vector of w's full length, once per
+ * layer parameter, which for a 784-100-20-10 network costs more than the products. Here the
+ * pieces are joined by one concatenation. Every step is a differentiable engine operation
+ * (the ReLU mask is a comparison, a constant), so tapes and forward levels see through it:
+ * meta-gradients through unrolled steps and the derived hvp work as before.
+ */
+static int mlp_grad_rows(ms_ctx *ctx, const mlp *m, ms_tensor *w, ms_tensor *X, ms_tensor *onehot,
+                         ms_tensor **out) {
+  int L = m->nlayers - 1, st = MS_OK;
+  const int64_t *ly = m->layers;
+  double n = (double)ms_tensor_dim(X, 0);
+  ms_tensor *a[MS_MLP_MAXLAYERS] = {NULL}, *z[MS_MLP_MAXLAYERS] = {NULL};
+  ms_tensor *W[MS_MLP_MAXLAYERS] = {NULL}, *b[MS_MLP_MAXLAYERS] = {NULL};
+  ms_tensor *parts[2 * MS_MLP_MAXLAYERS] = {NULL};
+  ms_tensor *dz = NULL, *ls = NULL, *sm = NULL, *diff = NULL, *at = NULL, *dw = NULL, *wt = NULL;
+  ms_tensor *da = NULL, *mask = NULL;
+  a[0] = ms_tensor_retain(X);
+  int64_t off = 0;
+  for (int l = 1; l <= L; l++) {
+    TRY(layer_params(ctx, ly, l, off, w, &W[l], &b[l]));
+    TRY(dense(ctx, a[l - 1], W[l], b[l], &z[l]));
+    if (l < L) TRY(ms_unary(ctx, MS_RELU, z[l], &a[l]));
+    off += (ly[l - 1] + 1) * ly[l];
+  }
+  TRY(ms_log_softmax(ctx, z[L], 1, &ls));
+  TRY(ms_unary(ctx, MS_EXP, ls, &sm));
+  TRY(ms_binary(ctx, MS_SUB, sm, onehot, &diff));
+  TRY(ms_binary_scalar(ctx, MS_DIV, diff, n, 0, &dz));
+  for (int l = L; l >= 1; l--) {
+    int64_t nw = ly[l - 1] * ly[l];
+    TRY(ms_tensor_transpose(ctx, a[l - 1], 0, 1, &at));
+    TRY(ms_matmul(ctx, at, dz, &dw));
+    TRY(ms_tensor_reshape(ctx, dw, 1, &nw, &parts[2 * (l - 1)]));
+    TRY(ms_reduce(ctx, MS_SUM, dz, 0, 0, &parts[2 * (l - 1) + 1]));
+    if (l > 1) {
+      TRY(ms_tensor_transpose(ctx, W[l], 0, 1, &wt));
+      TRY(ms_matmul(ctx, dz, wt, &da));
+      TRY(ms_binary_scalar(ctx, MS_GT, z[l - 1], 0.0, 0, &mask));
+      ms_tensor_release(dz);
+      dz = NULL;
+      TRY(ms_binary(ctx, MS_MUL, da, mask, &dz));
+    }
+    DROP(&at, &dw, &wt, &da, &mask);
+  }
+  TRY(ms_tensor_cat(ctx, 2 * L, parts, 0, out));
+done:
+  for (int l = 0; l <= L; l++) RELEASE(a[l], z[l], W[l], b[l]);
+  for (int k = 0; k < 2 * L; k++) ms_tensor_release(parts[k]);
+  RELEASE(dz, ls, sm, diff, at, dw, wt, da, mask);
+  return st;
 }
 
-/* The rows idx of X and y (untracked: a batch's data are constants of the step). */
+static int mlp_grad(ms_ctx *ctx, void *ud, ms_tensor *w, ms_tensor **out) {
+  const mlp *m = ud;
+  return mlp_grad_rows(ctx, m, w, m->X, m->onehot, out);
+}
+
+/* The rows idx of X and onehot (untracked: a batch's data are constants of the step). */
 static int mlp_grad_batch(ms_ctx *ctx, void *ud, ms_tensor *w, int64_t k, const int64_t *idx,
                           ms_tensor **out) {
   const mlp *m = ud;
-  int64_t D = m->layers[0], xs[2] = {k, D};
-  batch b = {m, NULL, NULL};
-  int st = ms_tensor_empty(ctx, 2, xs, &b.X);
-  if (st == MS_OK) st = ms_tensor_empty(ctx, 1, &k, &b.y);
+  int64_t D = m->layers[0], C = m->layers[m->nlayers - 1], xs[2] = {k, D}, os[2] = {k, C};
+  ms_tensor *Xb = NULL, *Ob = NULL;
+  int st = ms_tensor_empty(ctx, 2, xs, &Xb);
+  if (st == MS_OK) st = ms_tensor_empty(ctx, 2, os, &Ob);
   if (st == MS_OK) {
-    const double *x = ms_tensor_data(m->X), *y = ms_tensor_data(m->y);
-    double *xo = ms_tensor_data(b.X), *yo = ms_tensor_data(b.y);
+    const double *x = ms_tensor_data(m->X), *o = ms_tensor_data(m->onehot);
+    double *xo = ms_tensor_data(Xb), *oo = ms_tensor_data(Ob);
     for (int64_t r = 0; r < k; r++) {
       memcpy(xo + r * D, x + idx[r] * D, (size_t)D * sizeof *x);
-      yo[r] = y[idx[r]];
+      memcpy(oo + r * C, o + idx[r] * C, (size_t)C * sizeof *o);
     }
-    st = ms_grad(ctx, batch_value, &b, w, NULL, out);
+    st = mlp_grad_rows(ctx, m, w, Xb, Ob, out);
   }
-  ms_tensor_release(b.X);
-  ms_tensor_release(b.y);
+  ms_tensor_release(Xb);
+  ms_tensor_release(Ob);
   return st;
 }
 
@@ -343,16 +425,22 @@ int ms_objective_mlp(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_t
   m->ctx = ctx;
   m->nlayers = nlayers;
   memcpy(m->layers, layers, (size_t)nlayers * sizeof *layers);
-  m->X = m->y = NULL;
+  m->X = m->y = m->onehot = NULL;
   /* contiguous copies: grad_batch gathers rows from the raw data */
   st = ms_tensor_copy(ctx, X, &m->X);
   if (st == MS_OK) st = ms_stop_gradient(ctx, (ms_tensor *)y, &m->y);
+  int64_t n = ms_tensor_dim(X, 0), C = layers[nlayers - 1], os[2] = {n, C};
+  if (st == MS_OK) st = ms_tensor_zeros(ctx, 2, os, &m->onehot);
+  if (st == MS_OK) {
+    const double *yd = ms_tensor_data(m->y);
+    double *o = ms_tensor_data(m->onehot);
+    for (int64_t i = 0; i < n; i++) o[i * C + (int64_t)yd[i]] = 1.0;
+  }
   if (st) {
     mlp_free(m);
     return st;
   }
-  ms_objective_def def = {"mlp",    P, mlp_value,           NULL,          NULL,
-                          mlp_free, m, ms_tensor_dim(X, 0), mlp_grad_batch};
+  ms_objective_def def = {"mlp", P, mlp_value, mlp_grad, NULL, mlp_free, m, n, mlp_grad_batch};
   st = ms_objective_new(ctx, &def, out);
   if (st) mlp_free(m);
   return st;

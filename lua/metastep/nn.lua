@@ -58,18 +58,22 @@ local function check_args(fname, names, optional, ...)
   end
 end
 
--- layers: a sequence of 2..16 positive integers.
+-- layers: a sequence of 2..16 positive integers (floats with integer values too); returns a
+-- copy holding Lua integers.
 local function check_layers(fname, layers)
   if type(layers) ~= "table" then fail(fname, "layers must be a table of sizes, got %s", type(layers)) end
   if #layers < 2 or #layers > 16 then
     fail(fname, "layers must list 2..16 sizes (input, hidden..., output), got %d", #layers)
   end
+  local out = {}
   for i = 1, #layers do
     local v = layers[i]
-    if math.type(v) ~= "integer" or v < 1 then
+    out[i] = type(v) == "number" and math.tointeger(v) or nil
+    if out[i] == nil or out[i] < 1 then
       fail(fname, "layers[%d] must be a positive integer, got %s", i, util.show(v))
     end
   end
+  return out
 end
 
 -- Calls a C function whose errors should be blamed on the user's line: the location the
@@ -103,14 +107,14 @@ end
 
 --- mlp_size(layers) -> the length of the flat parameter vector.
 function M.mlp_size(layers)
-  check_layers("nn.mlp_size", layers)
+  layers = check_layers("nn.mlp_size", layers)
   return call(core.mlp_size, layers)
 end
 
 --- mlp_init(layers [, {seed = 0, scale = 1.2}]) -> flat w: W ~ N(0,1) scale / sqrt(fan_in), b = 0.
 function M.mlp_init(layers, opts)
   opts = opts or {}
-  check_layers("nn.mlp_init", layers)
+  layers = check_layers("nn.mlp_init", layers)
   check_opts("nn.mlp_init", opts, {"seed", "scale"})
   local seed = check_int("nn.mlp_init", opts, "seed", 0, 0)
   local scale = opts.scale or 1.2
@@ -118,16 +122,26 @@ function M.mlp_init(layers, opts)
   return call(core.mlp_init, layers, seed, scale)
 end
 
+--- mlp_layer(layers, w, l) -> W_l [n_{l-1}, n_l], b_l [n_l]: views into w (l = 1 .. #layers - 1).
+function M.mlp_layer(layers, w, l)
+  layers = check_layers("nn.mlp_layer", layers)
+  check_args("nn.mlp_layer", {"w"}, nil, w)
+  if math.type(l) ~= "integer" or l < 1 or l >= #layers then
+    fail("nn.mlp_layer", "l must be an integer in 1..%d, got %s", #layers - 1, util.show(l))
+  end
+  return call(core.mlp_layer, layers, w, l)
+end
+
 --- mlp_forward(layers, w, X [n,n0]) -> logits [n,nL] (differentiable in w and X).
 function M.mlp_forward(layers, w, X)
-  check_layers("nn.mlp_forward", layers)
+  layers = check_layers("nn.mlp_forward", layers)
   check_args("nn.mlp_forward", {"w", "X"}, nil, w, X)
   return call(core.mlp_forward, layers, w, X)
 end
 
 --- mlp_accuracy(layers, w, X, y) -> share of rows whose largest logit is the label y (0-based class).
 function M.mlp_accuracy(layers, w, X, y)
-  check_layers("nn.mlp_accuracy", layers)
+  layers = check_layers("nn.mlp_accuracy", layers)
   check_args("nn.mlp_accuracy", {"w", "X", "y"}, nil, w, X, y)
   return call(core.mlp_accuracy, layers, w, X, y)
 end
@@ -137,9 +151,9 @@ end
 -- obj:grad_batch(w, idx)). Labels y are class indices 0..nL-1. Also ms.objective.mlp.
 function M.objective_mlp(opts)
   check_opts("objective.mlp", opts, {"layers", "X", "y"})
-  check_layers("objective.mlp", opts.layers)
+  local layers = check_layers("objective.mlp", opts.layers)
   local X, y = check_tensor("objective.mlp", opts, "X"), check_tensor("objective.mlp", opts, "y")
-  return call(core.objective_mlp, opts.layers, X, y)
+  return call(core.objective_mlp, layers, X, y)
 end
 
 -- ---------------------------------------------------------------------------------------
@@ -180,7 +194,7 @@ end
 
 --- flatten(tree) -> flat [P], spec: the tensors of a (nested) table, in a fixed order
 -- (integer keys ascending, then string keys sorted), reshaped and concatenated; spec
--- rebuilds the tree with unflatten. Differentiable (flat is a concatenation).
+-- rebuilds the tree with unflatten. Differentiable (flat is a concatenation, a fresh tensor).
 function M.flatten(tree)
   local leaves = {}
   local root = collect(tree, "nn.flatten", "", leaves)
@@ -188,7 +202,7 @@ function M.flatten(tree)
   for i, t in ipairs(leaves) do parts[i] = t:reshape(t:numel()) end
   local total = 0
   for _, t in ipairs(leaves) do total = total + t:numel() end
-  local flat = #parts == 1 and parts[1] or core.cat(parts, 1)
+  local flat = core.cat(parts, 1) -- fresh storage even for one leaf: flat never aliases the tree
   return flat, {root = root, numel = total}
 end
 

@@ -6,6 +6,7 @@
  *   nn_lstm_cell(x, h, c, Wx, Wh [, b])           -> h', c'
  *   mlp_size(layers)                              -> integer
  *   mlp_init(layers, seed, scale)                 -> flat w
+ *   mlp_layer(layers, w, l)                       -> W_l, b_l (views into w; l 1-based)
  *   mlp_forward(layers, w, X)                     -> logits
  *   mlp_accuracy(layers, w, X, y)                 -> number
  *   objective_mlp(layers, X, y)                   -> Objective
@@ -82,6 +83,18 @@ static int l_mlp_init(lua_State *L) {
   double scale = luaL_checknumber(L, 3);
   ms_tensor **box = lms_newbox(L);
   return lms_result(L, ms_mlp_init(lms_ctx(L), layers, n, (uint64_t)seed, scale, box), 1);
+}
+
+static int l_mlp_layer(lua_State *L) {
+  int64_t layers[MS_MLP_MAXLAYERS];
+  lua_settop(L, 3);
+  int n = checklayers(L, 1, layers);
+  lua_Integer l = luaL_checkinteger(L, 3);
+  luaL_argcheck(L, l >= 1 && l < n, 3,
+                lua_pushfstring(L, "layer %d out of range 1..%d", (int)l, n - 1));
+  ms_tensor **Wb = lms_newbox(L), **bb = lms_newbox(L);
+  ms_tensor *w = lms_checktensor(L, 2);
+  return lms_result(L, ms_mlp_layer(lms_ctx(L), layers, n, w, (int)l, Wb, bb), 2);
 }
 
 static int l_mlp_forward(lua_State *L) {
@@ -161,6 +174,7 @@ static const luaL_Reg functions[] = {{"nn_dense", l_dense},
                                      {"nn_lstm_cell", l_lstm_cell},
                                      {"mlp_size", l_mlp_size},
                                      {"mlp_init", l_mlp_init},
+                                     {"mlp_layer", l_mlp_layer},
                                      {"mlp_forward", l_mlp_forward},
                                      {"mlp_accuracy", l_mlp_accuracy},
                                      {"objective_mlp", l_objective_mlp},

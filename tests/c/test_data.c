@@ -101,6 +101,20 @@ static void test_idx_large(void) {
   int same = 1;
   for (int i = 0; i < N; i++) same &= d[i] == (double)data[i];
   CHECK(same);
+  {
+    /* the gzip stream cut in half: the truncation is reported, not a short tensor */
+    char cut[512];
+    path_of(cut, sizeof cut, "cut.gz");
+    FILE *f = fopen(path, "rb");
+    unsigned char *gz = malloc(N);
+    size_t len = f && gz ? fread(gz, 1, N, f) : 0;
+    if (f) fclose(f);
+    CHECK(len > 100 && write_file(cut, 0, gz, len / 2, NULL, 0));
+    free(gz);
+    ms_tensor *u = NULL;
+    CHECK_FAILS(ctx, ms_idx_load(ctx, cut, &u), MS_EIO, "truncated data (");
+    CHECK(u == NULL && strstr(ms_ctx_error(ctx), cut) != NULL);
+  }
 out:
   ms_tensor_release(t);
   free(data);
@@ -335,6 +349,7 @@ static void cleanup(void) {
   static const char *names[] = {"a.idx",
                                 "a.idx.gz",
                                 "big.gz",
+                                "cut.gz",
                                 "trunc_data.gz",
                                 "trunc_plain",
                                 "trunc_head.gz",
@@ -360,6 +375,39 @@ static void cleanup(void) {
   rmdir(dir);
 }
 
+/* An allocation failure at every point of the loaders and tasks: MS_ENOMEM, nothing leaked. */
+static void test_alloc_failures(void) {
+  check_alloc fs = {0, -1, 0};
+  ms_ctx *c = ms_ctx_new(check_failing_alloc, &fs);
+  char path[512], sub[512];
+  path_of(path, sizeof path, "a.idx.gz");
+  path_of(sub, sizeof sub, "fm");
+  size_t base = ms_ctx_bytes(c);
+  int ok = 0, wrong = 0, leaks = 0;
+  long k = 0;
+  for (; k < 10000 && !ok; k++) {
+    fs.n = 0, fs.fail_at = k;
+    ms_tensor *t = NULL, *X = NULL, *y = NULL, *a = NULL, *b = NULL, *d = NULL, *e = NULL;
+    int st = ms_idx_load(c, path, &t);
+    if (st == MS_OK) st = ms_fashion_mnist_load(c, sub, "test", &X, &y);
+    if (st == MS_OK) st = ms_image_task(c, X, y, 2, 2, 0.5, 1, &a, &b, &d, &e);
+    CHECK_RELEASE(t, X, y, a, b, d, e);
+    if (st == MS_OK)
+      ok = 1;
+    else if (st != MS_ENOMEM) {
+      if (!wrong) fprintf(stderr, "failing allocation %ld gave %d: %s\n", k, st, ms_ctx_error(c));
+      wrong++;
+    }
+    if (check_sweep_leaked(c, base, 0, k, &leaks)) break;
+  }
+  fs.fail_at = -1;
+  CHECK(ok);
+  CHECK(k > 10);
+  CHECK(wrong == 0);
+  CHECK(leaks == 0);
+  check_ctx_free(c);
+}
+
 int main(void) {
   const char *tmp = getenv("TMPDIR");
   snprintf(dir, sizeof dir, "%s/metastep_test_data_XXXXXX", tmp && *tmp ? tmp : "/tmp");
@@ -367,9 +415,9 @@ int main(void) {
     perror("mkdtemp");
     return 1;
   }
-  static const check_test tests[] = {
-      test_idx_roundtrip,     test_idx_large, test_idx_errors, test_fashion,
-      test_fashion_installed, test_synthetic, test_task,       NULL};
+  static const check_test tests[] = {test_idx_roundtrip, test_idx_large,         test_idx_errors,
+                                     test_fashion,       test_fashion_installed, test_synthetic,
+                                     test_task,          test_alloc_failures,    NULL};
   int rc = check_main(&ctx, tests);
   cleanup();
   return rc;

@@ -414,6 +414,18 @@ static void test_mlp(void) {
   m.mode = 2;
   grad_check("mlp through two mini-batch steps", mlp_fn, &m, w, 1e-6, 1e-6);
 
+  /* layer views: layer 2's W starts at entry (5 + 1) * 4 = 24, its b at 24 + 12 = 36 */
+  {
+    ms_tensor *W2 = NULL, *b2 = NULL;
+    OK(ms_mlp_layer(ctx, LAYERS, 3, w, 2, &W2, &b2));
+    CHECK(ms_tensor_ndim(W2) == 2 && ms_tensor_dim(W2, 0) == 4 && ms_tensor_dim(W2, 1) == 3);
+    CHECK(ms_tensor_ndim(b2) == 1 && ms_tensor_dim(b2, 0) == 3);
+    CHECK(ms_tensor_data(W2) == wd + 24 && ms_tensor_data(b2) == wd + 36);
+    CHECK(ms_tensor_shares_storage(W2, w));
+    CHECK_RELEASE(W2, b2);
+    CHECK_FAILS(ctx, ms_mlp_layer(ctx, LAYERS, 3, w, 3, &W2, &b2), MS_EINDEX,
+                "mlp_layer: layer 3 out of range 1..2");
+  }
   /* accuracy: argmax of the reference logits */
   double acc = -1;
   int right = 0;
@@ -520,7 +532,80 @@ out:
   ms_objective_release(obj);
 }
 
+/* Everything once, in context c: returns the first failing status (all temporaries released). */
+static int exercise_once(ms_ctx *c) {
+  int64_t layers[3] = {4, 3, 2}, idx[2] = {1, 3}, xs[2] = {5, 4}, hs[2] = {5, 2}, n = 5;
+  ms_tensor *X = NULL, *y = NULL, *w = NULL, *o = NULL, *g = NULL, *hv = NULL, *h1 = NULL,
+            *c1 = NULL, *Wx = NULL, *Wh = NULL, *hh = NULL, *Xt = NULL, *yt = NULL, *Xv = NULL,
+            *yv = NULL, *f = NULL;
+  ms_objective *obj = NULL;
+  double labels[5] = {0, 1, 1, 0, 1}, acc;
+  int st;
+#define T(call) \
+  if ((st = (call)) != MS_OK) goto done
+  T(ms_tensor_full(c, 2, xs, 0.3, &X));
+  T(ms_tensor_from_data(c, 1, &n, labels, &y));
+  T(ms_mlp_init(c, layers, 3, 1, 1.2, &w));
+  T(ms_dense(c, X, X, NULL, &o) == MS_ESHAPE ? MS_OK : MS_EARG);
+  T(ms_mlp_forward(c, layers, 3, w, X, &o));
+  T(ms_objective_mlp(c, layers, 3, X, y, &obj));
+  T(ms_objective_value(c, obj, w, &f));
+  T(ms_objective_grad(c, obj, w, &g));
+  T(ms_objective_hvp(c, obj, w, g, &hv));
+  ms_tensor_release(g);
+  g = NULL;
+  T(ms_objective_grad_batch(c, obj, w, 2, idx, &g));
+  T(ms_mlp_accuracy(c, layers, 3, w, X, y, &acc));
+  {
+    mlp_case m = {obj, {0, 1, 2}, {4, 3, 2}, 0.5, 2};
+    ms_tensor_release(g);
+    g = NULL;
+    T(ms_grad(c, mlp_fn, &m, w, NULL, &g));
+  }
+  int64_t ws[2] = {4, 8}, whs[2] = {2, 8};
+  T(ms_tensor_full(c, 2, ws, 0.1, &Wx));
+  T(ms_tensor_full(c, 2, whs, -0.1, &Wh));
+  T(ms_tensor_full(c, 2, hs, 0.2, &hh));
+  T(ms_lstm_cell(c, X, hh, hh, Wx, Wh, NULL, &h1, &c1));
+  ms_tensor_release(X), ms_tensor_release(y);
+  X = y = NULL;
+  T(ms_synthetic_images(c, 1, 6, 3, 2, &X, &y));
+  T(ms_image_task(c, X, y, 2, 3, 0.5, 1, &Xt, &yt, &Xv, &yv));
+#undef T
+done:
+  CHECK_RELEASE(X, y, w, o, g, hv, h1, c1, Wx, Wh, hh, Xt, yt, Xv, yv, f);
+  ms_objective_release(obj);
+  return st;
+}
+
+/* An allocation failure at every point: MS_ENOMEM, nothing leaked, no level left pushed. */
+static void test_alloc_failures(void) {
+  check_alloc fs = {0, -1, 0};
+  ms_ctx *c = ms_ctx_new(check_failing_alloc, &fs);
+  size_t base = ms_ctx_bytes(c);
+  int ok = 0, wrong = 0, leaks = 0;
+  long k = 0;
+  for (; k < 100000 && !ok; k++) {
+    fs.n = 0, fs.fail_at = k;
+    int st = exercise_once(c);
+    if (st == MS_OK)
+      ok = 1;
+    else if (st != MS_ENOMEM) {
+      if (!wrong) fprintf(stderr, "failing allocation %ld gave %d: %s\n", k, st, ms_ctx_error(c));
+      wrong++;
+    }
+    if (check_sweep_leaked(c, base, 0, k, &leaks)) break;
+  }
+  fs.fail_at = -1;
+  CHECK(ok);
+  CHECK(k > 300); /* the sweep went through the whole exercise, not an early exit */
+  CHECK(wrong == 0);
+  CHECK(leaks == 0);
+  check_ctx_free(c);
+}
+
 int main(void) {
-  static const check_test tests[] = {test_dense, test_lstm, test_mlp, test_init, test_learns, NULL};
+  static const check_test tests[] = {test_dense,  test_lstm,           test_mlp, test_init,
+                                     test_learns, test_alloc_failures, NULL};
   return check_main(&ctx, tests);
 }

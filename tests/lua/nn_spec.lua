@@ -126,6 +126,7 @@ describe("nn MLP", function()
 
   it("mlp_size, mlp_init (biases 0, reproducible) and mlp_forward against plain Lua", function()
     assert.are.equal(39, ms.nn.mlp_size(layers))
+    assert.are.equal(39, ms.nn.mlp_size({5.0, 4, 3.0}))
     local w0 = ms.nn.mlp_init(layers, {seed = 4})
     assert.are.equal(0, ms.max_abs_diff(w0, ms.nn.mlp_init(layers, {seed = 4})))
     assert.is_true(ms.max_abs_diff(w0, ms.nn.mlp_init(layers, {seed = 5})) > 0)
@@ -135,6 +136,11 @@ describe("nn MLP", function()
     local wt, Xt = w:totable(), X:totable()
     for i = 1, 8 do for _, v in ipairs(mlp_ref(layers, wt, Xt[i])) do want[#want + 1] = v end end
     assert_close(flat(ms.nn.mlp_forward(layers, w, X)), want, 1e-14)
+    -- layer 2: W at entries 25..36, b at 37..39 (1-based)
+    local W2, b2 = ms.nn.mlp_layer(layers, w, 2)
+    assert.are.same({4, 3}, W2:shape())
+    assert.are.same(w:slice(1, 25, 36):totable(), W2:reshape(12):totable())
+    assert.are.same(w:slice(1, 37, 39):totable(), b2:totable())
   end)
 
   it("objective.mlp: value, grad, grad_batch on rows and accuracy", function()
@@ -194,6 +200,10 @@ describe("parameter trees", function()
     assert.are.same(tree.W1:totable(), back.W1:totable())
     assert.are.same(tree.layers[1]:totable(), back.layers[1]:totable())
     assert.is_true(back.W1:shares_storage(flat))
+    assert.is_false(flat:shares_storage(tree.W1))
+    local one = ms.nn.flatten(tree.b1)
+    assert.is_false(one:shares_storage(tree.b1))
+    assert.are.same(tree.b1:totable(), one:totable())
   end)
 
   it("the gradient through unflatten is the flattened gradient of the tree", function()
@@ -294,11 +304,13 @@ describe("nn and data errors", function()
     {"nn.mlp_init: layers must list 2..16 sizes (input, hidden..., output), got 1",
      function() ms.nn.mlp_init({3}) end},
     {"nn.mlp_init: layers[2] must be a positive integer, got 0", function() ms.nn.mlp_init({3, 0}) end},
+    {"nn.mlp_size: layers[1] must be a positive integer, got 2.5", function() ms.nn.mlp_size({2.5, 1}) end},
     {"nn.mlp_init: unknown option 'sed' (did you mean 'seed'?) (expected seed, scale)",
      function() ms.nn.mlp_init({3, 2}, {sed = 1}) end},
     {"mlp_init: scale must be finite and > 0, got 0", function() ms.nn.mlp_init({3, 2}, {scale = 0}) end},
     {"mlp_forward: w has shape [4,3], expected [8] (the flat parameters of the layers)",
      function() ms.nn.mlp_forward({3, 2}, X, X) end},
+    {"nn.mlp_layer: l must be an integer in 1..1, got 2", function() ms.nn.mlp_layer({3, 2}, ms.zeros({8}), 2) end},
     {"objective.mlp: option 'y' must be a tensor, got nil", function() ms.objective.mlp{layers = {3, 2}, X = X} end},
     {"objective_mlp: label 2 of row 1 is not a class index in 0..1",
      function() ms.objective.mlp{layers = {3, 2}, X = X, y = ms.full({4}, 2)} end},
@@ -325,4 +337,47 @@ describe("nn and data errors", function()
     assert.is_false(ok)
     assert.is_truthy(msg:find("nn_spec.lua:%d+: mlp_forward"))
   end)
+end)
+
+-- The C bindings behind ms.nn and ms.data, called with odd arguments inside pcall: each
+-- call must return, with a string message when it fails (a crash or sanitizer report fails
+-- the ctest entry). A smaller cousin of fuzz_spec.lua, for these core functions.
+describe("nn and data bindings with odd arguments", function()
+  local core = ms.core
+  local odd = {
+    function() return nil end, function() return true end, function() return 0 end,
+    function() return -1 end, function() return 2.5 end, function() return 0 / 0 end,
+    function() return math.maxinteger end, function() return 1 << 40 end, function() return "x" end,
+    function() return {} end, function() return {3, 2} end, function() return {2, 0} end,
+    function() return {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1} end,
+    function() return {1 << 40, 1 << 40} end, function() return {"a", 2} end,
+    function() return ms.tensor(3) end, function() return ms.zeros(0) end, function() return ms.zeros(0, 3) end,
+    function() return ms.tensor{1, 0} end, function() return ms.tensor{{1, 2, 3}, {4, 5, 6}} end,
+    function() return ms.zeros(3, 8) end, function() return ms.zeros(8) end,
+    function() return ms.tensor{{1, 2, 3}, {4, 5, 6}}:t() end, function() return ms.tensor{0 / 0, 1} end,
+    h.released,
+  }
+  local names = {"nn_dense", "nn_lstm_cell", "mlp_size", "mlp_init", "mlp_layer", "mlp_forward", "mlp_accuracy",
+                 "objective_mlp", "data_idx", "data_fashion_mnist", "data_synthetic", "data_task"}
+  for _, name in ipairs(names) do
+    it(name, function()
+      ms.set_memory_limit(64 << 20)
+      local rng = 12345
+      local function pick()
+        rng = (rng * 1103515245 + 12345) % 2147483648
+        return odd[rng % #odd + 1]()
+      end
+      local bad = {}
+      for n = 0, 6 do
+        for _ = 1, (n == 0 and 1 or 120) do
+          local args = {}
+          for i = 1, n do args[i] = pick() end
+          local ok, err = pcall(core[name], table.unpack(args, 1, n))
+          if not ok and type(err) ~= "string" then bad[#bad + 1] = tostring(err) end
+        end
+      end
+      ms.set_memory_limit(0)
+      assert.are.same({}, bad)
+    end)
+  end
 end)

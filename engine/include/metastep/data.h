@@ -49,8 +49,10 @@ int ms_fashion_mnist_load(ms_ctx *ctx, const char *dir, const char *split, ms_te
  * A small synthetic image set, the same for the same seed on every machine: `classes`
  * prototype images of side x side pixels (smooth random blobs), and n images each made
  * from the prototype of a uniformly drawn class, mixed with up to 40% of another class's
- * prototype, plus Gaussian pixel noise (std 0.25), clamped to [0,1]. Linear models reach
- * well above chance but not 100%. *images [n, side*side], *labels [n] (0..classes-1 as
+ * prototype, plus Gaussian pixel noise (std 0.25), clamped to [0,1]. Learnable but not
+ * trivially: with seed 1, 500 training images of side 8 and 10 classes, a linear classifier
+ * (300 Adam steps) gets 89% of 1000 held-out images right and a 64-32-10 MLP 86%, while
+ * both fit the training images (99-100%). *images [n, side*side], *labels [n] (0..classes-1 as
  * doubles). n >= 1, 2 <= side <= 64, 2 <= classes <= 100 (MS_EARG otherwise). The
  * prototypes come from the seed too: held-out images are a part of the same set (split it
  * with ms_image_task), not a set made with another seed.

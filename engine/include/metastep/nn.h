@@ -57,6 +57,13 @@ int ms_mlp_init(ms_ctx *ctx, const int64_t *layers, int nlayers, uint64_t seed, 
                 ms_tensor **w);
 
 /*
+ * Views into w of layer l's parameters (1 <= l <= nlayers - 1): *W [n_{l-1}, n_l] and
+ * *b [n_l] (new references, sharing w's storage when w is contiguous; differentiable).
+ */
+int ms_mlp_layer(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_tensor *w, int l,
+                 ms_tensor **W, ms_tensor **b);
+
+/*
  * Logits [n, n_L] of the rows of X ([n, n_0]) under the flat parameters w ([P]). The layers
  * read w through views (a contiguous w is not copied), so the result is differentiable with
  * respect to w and X.
@@ -68,9 +75,10 @@ int ms_mlp_forward(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_ten
  * The mean softmax cross-entropy of the MLP over the rows of X ([n, n_0]) with labels y ([n],
  * class indices 0..n_L-1 as doubles), as an objective of the flat w (dim P, "mlp"). Its
  * samples are the rows (nsamples = n): grad_batch gathers the rows idx and differentiates
- * the mean loss over them, so sgd and ms_objective_grad_batch work. grad is reverse mode
- * over value and hvp forward mode over grad (both derived by the engine), and everything runs
- * on the caller's active levels, so meta-gradients through unrolled steps work. X and y are
+ * the mean loss over them, so sgd and ms_objective_grad_batch work. grad and grad_batch are
+ * back-propagation written with differentiable engine operations (two products per layer,
+ * one concatenation), hvp is forward mode over grad (derived by the engine), and everything
+ * runs on the caller's active levels, so meta-gradients through unrolled steps work. X and y are
  * copied; labels out of range are MS_EARG here (not at the first call).
  */
 int ms_objective_mlp(ms_ctx *ctx, const int64_t *layers, int nlayers, const ms_tensor *X,
