@@ -223,7 +223,7 @@ int ms_archive_put_tensor(ms_archive *a, const char *name, const ms_tensor *t) {
   entry *e;
   int st = add(a, "ms_archive_put_tensor", name, MS_ARCHIVE_TENSOR, &e);
   if (st) return st;
-  st = ms_tensor_copy(a->ctx, t, &e->t);
+  st = ms__tensor_plain_copy(a->ctx, t, &e->t);
   if (st) drop_last(a);
   return st;
 }
@@ -329,7 +329,7 @@ int ms_archive_get_tensor(const ms_archive *a, const char *name, ms_tensor **out
   *out = NULL;
   const entry *e;
   int st = get(a, "ms_archive_get_tensor", name, MS_ARCHIVE_TENSOR, &e);
-  return st ? st : ms_tensor_copy(a->ctx, e->t, out);
+  return st ? st : ms__tensor_plain_copy(a->ctx, e->t, out);
 }
 
 int ms_archive_get_number(const ms_archive *a, const char *name, double *out) {

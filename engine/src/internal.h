@@ -59,6 +59,9 @@ int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **ou
 /* New view sharing t's storage with the given geometry. */
 int ms__tensor_view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                     const int64_t *strides, int64_t offset, ms_tensor **out);
+/* A fresh contiguous copy of t's values that no autodiff level tracks (for state kept
+ * outside the tape: meta-training's theta, archive entries). */
+int ms__tensor_plain_copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out);
 /* Bumps the storage version after an in-place write. */
 void ms__tensor_touch(ms_tensor *t);
 /* Checks ndim/shape entries for a constructor; message names `what`. */

@@ -620,3 +620,16 @@ int ms_tensor_copy_(ms_ctx *ctx, ms_tensor *dst, const ms_tensor *src) {
   ms__tensor_touch(dst);
   return MS_OK;
 }
+
+int ms__tensor_plain_copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
+  ms_tensor *c = NULL;
+  *out = NULL;
+  int st = ms_tensor_empty(ctx, t->ndim, t->shape, &c);
+  if (st == MS_OK) st = ms_tensor_read(ctx, t, MS_TENSOR_DATA(c), c->numel);
+  if (st) {
+    ms_tensor_release(c);
+    return st;
+  }
+  *out = c;
+  return MS_OK;
+}

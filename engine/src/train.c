@@ -77,20 +77,6 @@ int ms__train_hist_push(ms_ctx *ctx, ms_train_result *res, int64_t count, ms_tra
   return hist_push(ctx, res, count, rec);
 }
 
-/* A fresh contiguous copy that no autodiff level tracks. */
-static int plain_copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out) {
-  ms_tensor *c = NULL;
-  *out = NULL;
-  int st = ms_tensor_empty(ctx, ms_tensor_ndim(t), ms_tensor_shape(t), &c);
-  if (st == MS_OK) st = ms_tensor_read(ctx, t, ms_tensor_data(c), ms_tensor_numel(c));
-  if (st) {
-    ms_tensor_release(c);
-    return st;
-  }
-  *out = c;
-  return MS_OK;
-}
-
 /* ---- options ---- */
 
 static int check_unit(ms_ctx *ctx, const char *name, double x, double def) {
@@ -229,7 +215,7 @@ static int update(train_run *r, ms_tensor *const *grad, double lr, int64_t k) {
   for (int i = 0; i < r->np && st == MS_OK; i++) {
     /* a project callback may write in place: it gets copies, never the recorded tensors */
     if ((r->sel[i] && grad[i]) || o->project)
-      st = plain_copy(ctx, r->cur[i], &next[i]);
+      st = ms__tensor_plain_copy(ctx, r->cur[i], &next[i]);
     else
       next[i] = ms_tensor_retain(r->cur[i]);
   }
@@ -399,7 +385,7 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
   for (int i = 0; i < r.np; i++) {
     const ms_optim_param *p = ms_optim_param_at(r.opt, i);
     const ms_tensor *t0 = spec->theta && spec->theta[i] ? spec->theta[i] : p->init;
-    if ((st = plain_copy(ctx, t0, &r.cur[i]))) {
+    if ((st = ms__tensor_plain_copy(ctx, t0, &r.cur[i]))) {
       for (int j = 0; j < i; j++) ms_tensor_release(r.cur[j]), r.cur[j] = NULL;
       goto done;
     }

@@ -133,9 +133,12 @@ int ms__train_checkpoint(ms_ctx *ctx, const ms_train_options *o, const ms__train
   if (!w.st && o->save_state) w.st = o->save_state(ctx, o->ud, w.a);
   if (!w.st) {
     w.st = ms_archive_save(w.a, o->checkpoint);
-    if (w.st)
+    if (w.st) {
+      char msg[512];
+      snprintf(msg, sizeof msg, "%s", ms_ctx_error(ctx)); /* the context's buffer is rewritten */
       w.st = ms_ctx_fail(ctx, w.st, "meta.train: iteration %lld: cannot save the checkpoint: %s",
-                         (long long)k, ms_ctx_error(ctx));
+                         (long long)k, msg);
+    }
   }
   ms_archive_free(w.a);
   return w.st;

@@ -601,8 +601,13 @@ function M.train(opts)
     local tasks = require("metastep.objective").tasks
     copts.save_state = function() return {sampler = sample and tasks.position(sample) or nil} end
     copts.load_state = function(host, k0)
-      if type(host) == "table" and host.sampler then tasks.set_position(sample, host.sampler) end
+      local pos = type(host) == "table" and host.sampler or nil
+      if pos and not (sample and tasks.position(sample)) then
+        fail("meta.train: ", "cannot resume: the checkpoint holds the position of an ms.tasks sampler, "
+             .. "option 'sample' is not one")
+      end
       if opts.log then logf = reopen_log(opts.log, header, k0) end
+      if pos then tasks.set_position(sample, pos) end
       start_k = k0
     end
   end

@@ -269,6 +269,7 @@ void lms_archive_decode(lua_State *L, const ms_archive *a, const char *prefix, c
     const char *rest;
     if (plen == 0) {
       if (name[0] == '\0') {
+        if (kind == MS_ARCHIVE_TABLE) continue; /* the top table itself */
         luaL_error(L, "%s: the top-level value '' appears beside other entries", who);
       }
       rest = name;

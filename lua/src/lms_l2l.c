@@ -801,8 +801,10 @@ static int l_meta_unroll(lua_State *L) {
  * meta_train(spec, opts) with opts = {iterations =, meta_lr =, schedule = "inv_sqrt"|"constant"
  * | f(k), meta_optimizer = "gd"|"adam"|"rmsprop", clip =, on_failure = "skip"|"zero"|"error",
  * bounds = {[i] = {lo, hi}}, sample = f(k, i) -> task table, batch =, callback = f(rec, theta_list)
- * -> true to stop}. Returns {theta =, best_theta =, best_value =, best_k =, stopped =,
- * history = {{k, value, status, fail_step, updated, lr, theta = {...}, grad = {...}}}}. */
+ * -> true to stop, checkpoint = "file", every =, resume = "file", save_state = f() -> value
+ * (stored under "host/"), load_state = f(value, k)}. Returns {theta =, best_theta =,
+ * best_value =, best_k =, stopped =, history = {{k, value, status, fail_step, updated, lr,
+ * theta = {...}, grad = {...}}}}. */
 
 typedef struct ltrain {
   int sched, sample, callback; /* registry references or LUA_NOREF */

@@ -126,7 +126,9 @@ local function sorted_functions(t, skip)
   return names
 end
 
-local skip = {}
+-- ms.save writes the file its first argument names (odd values would litter the working
+-- directory with files "x", "1", ...): archive_spec fuzzes it into a scratch file instead.
+local skip = {save = true}
 
 describe("fuzz", function()
   setup(function()
