@@ -19,6 +19,7 @@ local ms = require "metastep"
 -- wherever the command is run from.
 local here = (arg and arg[0] or "scripts/reproduce.lua"):match("^(.*)/[^/]*$") or "."
 package.path = here .. "/experiments/?.lua;" .. package.path
+local report = require "lib.report"
 
 local function usage(msg)
   io.stderr:write("reproduce: ", msg, "\n",
@@ -131,44 +132,7 @@ for _, s in ipairs(sections) do
   lines[#lines + 1] = ""
   lines[#lines + 1] = ("## %d. %s — %s"):format(s.index, s.title, s.verdict)
   lines[#lines + 1] = ""
-  if s.error then
-    lines[#lines + 1] = "The experiment failed with an error:"
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = "```"
-    lines[#lines + 1] = tostring(s.error)
-    lines[#lines + 1] = "```"
-  end
-  if s.claim then lines[#lines + 1] = "**Claim.** " .. s.claim; lines[#lines + 1] = "" end
-  if s.settings then lines[#lines + 1] = "**Settings.** " .. s.settings; lines[#lines + 1] = "" end
-  if s.evidence and #s.evidence > 0 then
-    lines[#lines + 1] = "**Evidence.**"
-    lines[#lines + 1] = ""
-    for _, e in ipairs(s.evidence) do lines[#lines + 1] = "- " .. e end
-    lines[#lines + 1] = ""
-  end
-  if s.criteria and #s.criteria > 0 then
-    lines[#lines + 1] = "**Criteria.**"
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = "| criterion | measured | holds |"
-    lines[#lines + 1] = "|---|---|---|"
-    for _, c in ipairs(s.criteria) do
-      lines[#lines + 1] = ("| %s | %s | %s |"):format(c.text, c.value or "", c.pass and "yes" or "**no**")
-    end
-    lines[#lines + 1] = ""
-  end
-  for _, t in ipairs(s.tables or {}) do
-    if t.title then lines[#lines + 1] = "**" .. t.title .. "** (data: `" .. t.file .. "`)" end
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = t.markdown or ""
-    lines[#lines + 1] = ""
-  end
-  for _, f in ipairs(s.figures or {}) do
-    lines[#lines + 1] = ("![%s](%s)"):format(f.caption or f.file, f.file)
-    lines[#lines + 1] = ""
-    lines[#lines + 1] = ("*%s* (data: `%s`)"):format(f.caption or "", f.data or (f.file:gsub("%.png$", ".csv")))
-    lines[#lines + 1] = ""
-  end
-  if s.notes then lines[#lines + 1] = s.notes; lines[#lines + 1] = "" end
+  lines[#lines + 1] = report.section_markdown(s)
 end
 
 local path = cfg.out .. "/report.md"

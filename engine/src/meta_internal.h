@@ -59,5 +59,9 @@ int ms__optim_init(ms_ctx *ctx, ms_optim *opt, ms_tensor *w, ms_tensor *const *m
 int ms__optim_step(ms_ctx *ctx, ms_optim *opt, const ms_optim_io *io, ms_tensor **state,
                    ms_tensor **w_next);
 uint64_t ms__optim_seed(const ms_optim *opt);
+/* The optimizer's callback data when its step is `step` (how learned.c recognises its own
+ * optimizers), else NULL. */
+void *ms__optim_ud_if(const ms_optim *opt, int (*step)(ms_ctx *, void *, const ms_optim_io *,
+                                                       ms_tensor **, ms_tensor **));
 
 #endif

@@ -191,6 +191,10 @@ int ms_optim_param_index(const ms_optim *opt, const char *name) {
 }
 const ms_optim_options *ms_optim_options_of(const ms_optim *opt) { return &opt->opts; }
 uint64_t ms__optim_seed(const ms_optim *opt) { return opt->def.seed; }
+void *ms__optim_ud_if(const ms_optim *opt, int (*step)(ms_ctx *, void *, const ms_optim_io *,
+                                                       ms_tensor **, ms_tensor **)) {
+  return opt->def.step == step ? opt->def.ud : NULL;
+}
 
 /* ---- theta ---- */
 

@@ -141,9 +141,17 @@ static int check_options(ms_ctx *ctx, const ms_train_options *o, const ms_optim 
           "got [%g, %g]",
           ms_optim_param_at(opt, i)->name, lo, hi);
   }
+  if (o->segments < 0)
+    return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'segments' must be >= 0, got %lld",
+                       (long long)o->segments);
   if (o->every < 0)
     return ms_ctx_fail(ctx, MS_EARG, "meta.train: option 'every' must be >= 0, got %lld",
                        (long long)o->every);
+  /* a checkpoint does not hold the runs' states between segments (yet) */
+  if (o->segments > 1 && (o->checkpoint || o->resume))
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "meta.train: option 'segments' > 1 cannot be combined with 'checkpoint' or "
+                       "'resume' (the checkpoint does not hold the inner runs' states)");
   if (o->sample && o->batch < 1)
     return ms_ctx_fail(ctx, MS_EARG,
                        "meta.train: option 'batch' must be >= 1 with a sampler, got %d", o->batch);
@@ -168,6 +176,11 @@ typedef struct train_run {
   size_t block_bytes;
   int64_t updates; /* updates made so far (Adam's bias correction) */
   ms_task *tasks;  /* batch entries when sampling */
+  int drawn;       /* tasks drawn and not yet released */
+  /* segments > 1: the runs' states, two arrays of ntask entries (where the last segment
+   * stopped, and where the next one records its stop); restart after a failed segment */
+  ms_run_state *rs;
+  int ntask, flip, restart;
 } train_run;
 
 static int schedule_factor(train_run *r, int64_t k, double *factor) {
@@ -287,24 +300,41 @@ fail:
   return st;
 }
 
-/* Draws the batch, computes the meta-gradient at r->cur, releases the tasks. */
+/* Releases the tasks drawn and forgets the runs' states (the next iteration starts afresh). */
+static void drop_tasks(train_run *r) {
+  if (r->o->release_task)
+    for (int i = 0; i < r->drawn; i++) r->o->release_task(r->ctx, r->o->ud, &r->tasks[i]);
+  r->drawn = 0;
+  for (int i = 0; r->rs && i < 2 * r->ntask; i++) ms_run_state_clear(&r->rs[i]);
+}
+
+/* Draws the batch (or continues the runs), computes the meta-gradient at r->cur, releases the
+ * tasks whose runs are over. */
 static int meta_grad(train_run *r, int64_t k, ms_meta_out *out) {
   const ms_train_options *o = r->o;
   ms_meta_spec s = *r->spec;
   s.theta = r->cur;
-  int drawn = 0, st = MS_OK;
+  int st = MS_OK;
+  int64_t S = o->segments > 1 ? o->segments : 1;
+  int fresh = S == 1 || (k - 1) % S == 0 || r->restart;
   memset(out, 0, sizeof *out);
+  if (fresh) drop_tasks(r);
   if (o->sample) {
-    for (; drawn < o->batch; drawn++) {
-      memset(&r->tasks[drawn], 0, sizeof r->tasks[drawn]);
-      if ((st = o->sample(r->ctx, o->ud, k, drawn, &r->tasks[drawn]))) break;
+    for (; fresh && r->drawn < o->batch; r->drawn++) {
+      memset(&r->tasks[r->drawn], 0, sizeof r->tasks[r->drawn]);
+      if ((st = o->sample(r->ctx, o->ud, k, r->drawn, &r->tasks[r->drawn]))) break;
     }
     s.ntasks = o->batch;
     s.tasks = r->tasks;
   }
+  if (S > 1) {
+    s.start = fresh ? NULL : &r->rs[r->flip * r->ntask];
+    s.stop = &r->rs[(1 - r->flip) * r->ntask];
+    r->flip = 1 - r->flip;
+  }
   if (st == MS_OK) st = ms_meta_value_and_grad(r->ctx, &s, out);
-  if (o->release_task)
-    for (int i = 0; i < drawn; i++) o->release_task(r->ctx, o->ud, &r->tasks[i]);
+  r->restart = st != MS_OK || out->status != MS_META_OK;
+  if (S == 1 || st) drop_tasks(r);
   if (st) ms_meta_out_clear(out);
   return st;
 }
@@ -381,6 +411,15 @@ int ms_meta_train(ms_ctx *ctx, const ms_meta_spec *spec, const ms_train_options 
       st = MS_ENOMEM;
       goto done;
     }
+  }
+  if (opts->segments > 1) {
+    r.ntask = opts->sample ? opts->batch : spec->ntasks;
+    r.rs = ms_ctx_alloc(ctx, (size_t)(2 * r.ntask) * sizeof *r.rs);
+    if (!r.rs) {
+      st = MS_ENOMEM;
+      goto done;
+    }
+    memset(r.rs, 0, (size_t)(2 * r.ntask) * sizeof *r.rs);
   }
 
   int stop_cb = 0;
@@ -469,6 +508,8 @@ done:
   else if (st)
     result->stopped = MS_STOP_ERROR;
   for (int i = 0; i < r.np; i++) result->theta[i] = r.cur[i];
+  drop_tasks(&r);
+  if (r.rs) ms_ctx_dealloc(ctx, r.rs, (size_t)(2 * r.ntask) * sizeof *r.rs);
   if (r.m) ms_ctx_dealloc(ctx, r.m, r.block_bytes);
   if (r.tasks) ms_ctx_dealloc(ctx, r.tasks, (size_t)opts->batch * sizeof *r.tasks);
   return st;

@@ -57,6 +57,30 @@ static void out_init(ms_meta_out *out, int nparams) {
 
 static int shape_is(const ms_tensor *t, int64_t d) { return t->ndim == 1 && t->shape[0] == d; }
 
+void ms_run_state_clear(ms_run_state *rs) {
+  if (rs == NULL) return;
+  ms_tensor_release(rs->w);
+  for (int i = 0; i < MS_OPTIM_MAXSTATE; i++) ms_tensor_release(rs->state[i]);
+  memset(rs, 0, sizeof *rs);
+}
+
+/* Index of task in spec->tasks, or -1 (a task given separately, as to ms_meta_unroll). */
+static int task_index(const ms_meta_spec *spec, const ms_task *task) {
+  for (int i = 0; spec->tasks && i < spec->ntasks; i++)
+    if (&spec->tasks[i] == task) return i;
+  return -1;
+}
+
+/* Where task's run starts (NULL: w0 and a fresh init) and where it records its stop. */
+static const ms_run_state *start_of(const ms_meta_spec *spec, const ms_task *task) {
+  int i = spec->start ? task_index(spec, task) : -1;
+  return i >= 0 && spec->start[i].w ? &spec->start[i] : NULL;
+}
+static ms_run_state *stop_of(const ms_meta_spec *spec, const ms_task *task) {
+  int i = spec->stop ? task_index(spec, task) : -1;
+  return i >= 0 ? &spec->stop[i] : NULL;
+}
+
 static int check_task(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task, int i) {
   char b[MS_SHAPE_STRLEN];
   ms_objective *obj = task->objective;
@@ -80,6 +104,19 @@ static int check_task(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task
           "meta: task %d's validation objective has dimension %lld, its objective %lld", i + 1,
           (long long)ms_objective_dim(task->valid), (long long)d);
   }
+  const ms_run_state *rs = start_of(spec, task);
+  if (rs && !shape_is(rs->w, d))
+    return ms_ctx_fail(ctx, MS_ESHAPE,
+                       "meta: 'start' of task %d has w of shape %s but the objective has "
+                       "dimension %lld",
+                       i + 1, ms_shape_str(rs->w->ndim, rs->w->shape, b, sizeof b), (long long)d);
+  if (rs && rs->t < 0)
+    return ms_ctx_fail(ctx, MS_EARG, "meta: 'start' of task %d has t = %lld, expected >= 0", i + 1,
+                       (long long)rs->t);
+  for (int k = 0; rs && k < ms_optim_nstate(spec->optimizer); k++)
+    if (rs->state[k] == NULL)
+      return ms_ctx_fail(ctx, MS_EARG, "meta: 'start' of task %d has no state entry %d", i + 1,
+                         k + 1);
   if (ms_optim_batch(spec->optimizer) > 0 && ms_objective_nsamples(obj) < 1)
     return ms_ctx_fail(
         ctx, MS_EARG,
@@ -132,6 +169,12 @@ int ms_meta_check_spec(ms_ctx *ctx, const ms_meta_spec *spec) {
     return ms_ctx_fail(ctx, MS_EARG,
                        "meta: 'fd_step' must be finite and > 0 (or 0 = relative), got %g",
                        spec->fd_step);
+  if ((spec->start || spec->stop) &&
+      (spec->method == MS_METHOD_STABLE || spec->method == MS_METHOD_EXACT))
+    return ms_ctx_fail(ctx, MS_EARG, "meta: method '%s' does not continue runs ('start', 'stop')",
+                       method);
+  if (spec->start && spec->start == spec->stop)
+    return ms_ctx_fail(ctx, MS_EARG, "meta: 'stop' must not be the 'start' array");
   if (spec->fd_step > 0 && spec->method != MS_METHOD_FD)
     return ms_ctx_fail(ctx, MS_EARG, "meta: 'fd_step' applies to method 'fd', not '%s'", method);
   int st = ms_optim_check_theta(ctx, spec->optimizer, "meta", spec->theta);
@@ -169,7 +212,8 @@ typedef struct run {
   ms_tensor *w, *fw, *vl;   /* current point, its training loss, its validation loss (or NULL) */
   ms_tensor *g;             /* grad f(w) made with an untraced loss (fuse), for the next step */
   ms_tensor *state[MS_OPTIM_MAXSTATE];
-  int64_t k; /* updates made */
+  int64_t k;  /* updates made */
+  int64_t t0; /* steps made before this run (a continued run) */
   int frozen;
   int zero_is_failure;    /* a loss of 0 breaks LOG and LOGSUM on the training loss */
   int valid_zero_failure; /* ... and on the validation loss */
@@ -200,6 +244,9 @@ static int run_setup(run *r, ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
   r->opt = spec->optimizer;
   r->obj = task->objective;
   r->mapped = mapped;
+  const ms_run_state *rs = start_of(spec, task);
+  r->t0 = rs ? rs->t : 0;
+  r->k = r->t0;
   ms_meta_kind kind = spec->meta.kind;
   r->zero_is_failure = !spec->allow_zero_loss && spec->meta.on == MS_META_TRAIN &&
                        (kind == MS_META_LOG || kind == MS_META_LOGSUM);
@@ -225,7 +272,10 @@ static int run_setup(run *r, ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
 static int run_start(run *r) {
   ms_ctx *ctx = r->ctx;
   int st;
-  if (r->task->w0) {
+  const ms_run_state *rs = start_of(r->spec, r->task);
+  if (rs) {
+    r->w = ms_tensor_retain(rs->w);
+  } else if (r->task->w0) {
     r->w = ms_tensor_retain(r->task->w0);
   } else {
     int64_t d = ms_objective_dim(r->obj);
@@ -233,7 +283,29 @@ static int run_start(run *r) {
   }
   if ((st = ms_objective_value(ctx, r->obj, r->w, &r->fw))) return st;
   if (r->valid_each && (st = ms_objective_value(ctx, r->task->valid, r->w, &r->vl))) return st;
+  if (rs) {
+    for (int i = 0; i < ms_optim_nstate(r->opt); i++) r->state[i] = ms_tensor_retain(rs->state[i]);
+    return MS_OK;
+  }
   return ms__optim_init(ctx, r->opt, r->w, r->mapped, r->state);
+}
+
+/* Stores where the run stopped in the spec's stop entry of the task (untraced copies). */
+static int run_end(run *r, int64_t done) {
+  ms_run_state *end = stop_of(r->spec, r->task), e;
+  if (end == NULL) return MS_OK;
+  memset(&e, 0, sizeof e);
+  e.nstate = ms_optim_nstate(r->opt);
+  e.t = r->t0 + done;
+  int st = ms_stop_gradient(r->ctx, r->w, &e.w);
+  for (int i = 0; !st && i < e.nstate; i++) st = ms_stop_gradient(r->ctx, r->state[i], &e.state[i]);
+  if (st) {
+    ms_run_state_clear(&e);
+    return st;
+  }
+  ms_run_state_clear(end);
+  *end = e;
+  return MS_OK;
 }
 
 static void replace(ms_tensor **slot, ms_tensor *t) {
@@ -348,9 +420,9 @@ static int advance(run *r, int64_t t, int *mstatus) {
   if (r->cut && t == r->cut && (st = hold(r))) return st;
   if (!r->frozen) {
     ms_tensor *gw = NULL, *wn = NULL;
-    ms_optim_io io = {t, r->k + 1, 1.0, r->w, r->fw, NULL, r->mapped, r->state};
-    if ((st = ms_optim_factor(ctx, r->opt, t, &io.factor))) return st;
-    if ((st = step_gradient(r, t, &gw))) return st;
+    ms_optim_io io = {r->t0 + t, r->k + 1, 1.0, r->w, r->fw, NULL, r->mapped, r->state};
+    if ((st = ms_optim_factor(ctx, r->opt, io.t, &io.factor))) return st;
+    if ((st = step_gradient(r, io.t, &gw))) return st;
     io.gw = gw;
     st = ms__optim_step(ctx, r->opt, &io, r->state, &wn);
     ms_tensor_release(gw);
@@ -466,6 +538,7 @@ static int unroll(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
     if (keep_w) traj->w[t] = ms_tensor_retain(r.w);
   }
   if (!st) traj->w_T = ms_tensor_retain(r.w);
+  if (!st) st = run_end(&r, traj->done);
   run_clear(&r);
   if (st) ms_traj_clear(ctx, traj);
   return st;
@@ -1233,6 +1306,7 @@ static int method_checkpoint(ms_ctx *ctx, const ms_meta_spec *spec, const ms_tas
   }
   if (st) goto done;
   wT = ms_tensor_retain(r.w);
+  if ((st = run_end(&r, T))) goto done;
   run_clear(&r);
   if ((st = meta_adjoints(ctx, spec, task, theta, lv, vv, wT, &sw, direct, &out->value))) goto done;
   for (int64_t c = nck - 1; !st && c >= 0; c--) {
@@ -1277,7 +1351,7 @@ static int plain_value(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *tas
   int np = ms_optim_nparams(spec->optimizer);
   int nosel[MS_OPTIM_MAXPARAMS] = {0};
   *fail_step = -1;
-  if (ms__meta_stable_applies(ctx, spec, task, NULL, 0)) {
+  if (!spec->start && !spec->stop && ms__meta_stable_applies(ctx, spec, task, NULL, 0)) {
     ms_meta_out o;
     out_init(&o, np);
     int st = ms__meta_stable(ctx, spec, task, theta, nosel, &o);
@@ -1411,6 +1485,8 @@ static int method_fd(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
   if (st) return st;
   set_status(out, status, fs);
   ms_tensor *th[MS_OPTIM_MAXPARAMS], *pert = NULL;
+  ms_meta_spec quiet = *spec; /* the perturbed runs leave spec->stop alone */
+  quiet.stop = NULL;
   for (int i = 0; !st && i < np; i++) {
     if (!sel[i]) continue;
     const ms_optim_param *p = ms_optim_param_at(spec->optimizer, i);
@@ -1429,7 +1505,7 @@ static int method_fd(ms_ctx *ctx, const ms_meta_spec *spec, const ms_task *task,
       for (int s = 0; !st && s < npts; s++) {
         pp[e] = dir ? x + dir * side[s] * h : x + central[s] * h;
         int pst;
-        st = plain_value(ctx, spec, task, th, &vals[s], &pst, &fs);
+        st = plain_value(ctx, &quiet, task, th, &vals[s], &pst, &fs);
         if (!st) set_status(out, pst, fs);
       }
       pp[e] = x;

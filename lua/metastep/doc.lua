@@ -1286,6 +1286,55 @@ local AdamOptions = {}
 ---@return metastep.Optimizer the optimizer
 function ms.optim.adam(opts) end
 
+---@class metastep.LearnedMlpOptions
+---@field seed? integer seed of the initial theta (default 0)
+---@field hidden? integer hidden ReLU units (default 32)
+---@field step_scale? number the update is w - step_scale * d * exp(exp_scale * s) (default 0.001)
+---@field exp_scale? number see step_scale (default 0.001)
+---@field batch? integer > 0: mini-batch gradients of that many samples (default: full batch)
+---@field batch_seed? integer seed of the mini-batch draws (default 0)
+---@field theta? table initial meta-parameters by name {w1 =, w1t =, b1 =, w2 =, b2 =} (default: seeded)
+local LearnedMlpOptions = {}
+
+---The per-parameter MLP optimizer after Metz et al. (2019), a C optimizer applied to every
+---coordinate with shared weights theta: inputs are the gradient, the parameter, momentum and
+---second-moment averages at decays 0.5..0.9999, 1/sqrt(v) and m/sqrt(v), each normalised over
+---the coordinates, and tanh embeddings of the step count; one hidden ReLU layer; outputs d and
+---s; w' = w - step_scale * d * exp(exp_scale * s). One matrix product per layer over all
+---coordinates; every meta-gradient method sees through it. `opt:save(path [, theta])` writes it.
+---
+---Example: `local opt = ms.optim.learned_mlp{seed = 1, batch = 32}`
+---@param opts? metastep.LearnedMlpOptions seed, sizes, scales, mini-batches and theta
+---@return metastep.Optimizer the optimizer (with a save method)
+function ms.optim.learned_mlp(opts) end
+
+---@class metastep.LearnedLstmOptions
+---@field seed? integer seed of the initial theta (default 0)
+---@field hidden? integer LSTM units per layer (default 20)
+---@field layers? integer 1 or 2 LSTM layers (default 2)
+---@field step_scale? number w' = w + step_scale * output (default 0.1)
+---@field batch? integer > 0: mini-batch gradients of that many samples (default: full batch)
+---@field batch_seed? integer seed of the mini-batch draws (default 0)
+---@field theta? table initial meta-parameters by name (default: seeded)
+local LearnedLstmOptions = {}
+
+---The per-parameter LSTM optimizer after Andrychowicz et al. (2016), with the log-magnitude
+---and sign preprocessing of the gradient (p = 10) and a hidden state per coordinate; shared
+---weights theta, one matrix product per gate block over all coordinates.
+---
+---Example: `local opt = ms.optim.learned_lstm{seed = 1, layers = 1}`
+---@param opts? metastep.LearnedLstmOptions seed, sizes, scale, mini-batches and theta
+---@return metastep.Optimizer the optimizer (with a save method)
+function ms.optim.learned_lstm(opts) end
+
+---A learned optimizer saved by `opt:save(path)`, with the saved theta as its initial values.
+---
+---Example: `local opt = assert(ms.optim.load("learned.msa"))`
+---@param path string the file written by opt:save
+---@return metastep.Optimizer|nil the optimizer, or nil when the file cannot be read or is not one
+---@return string? the message when nil
+function ms.optim.load(path) end
+
 ---@class metastep.OptimizerDef
 ---@field name? string its name (default "custom")
 ---@field theta table initial meta-parameters (numbers or tensors)
@@ -1324,6 +1373,7 @@ function ms.optim.new(def) end
 ---@field fd_step? number the fd method's relative step (default: automatic)
 ---@field allow_zero_loss? boolean allow log of a zero loss (default false)
 ---@field keep_iterates? boolean unroll: keep every w_t (default false)
+---@field start? table unroll: continue from a trajectory's stop {w =, state =, t =} (default: w0, fresh state)
 local MetaSpec = {}
 
 ---@class metastep.MetaResult
@@ -1379,6 +1429,7 @@ function ms.meta.unroll(spec) end
 ---@field checkpoint? string|integer a file: save the run there every `every` iterations and at the end; a number: the reverse method's recompute stride (default: none)
 ---@field every? integer with checkpoint = "file": save every k iterations, >= 1 (default 1)
 ---@field resume? string a checkpoint file: continue that run, given the same options (default: none)
+---@field segments? integer truncated back-propagation through a long inner run: each task's run continues over this many iterations before fresh tasks are drawn (default 1)
 local TrainOptions = {}
 
 ---Meta-gradient descent on the optimizer's meta-parameters, in the engine. Ctrl-C returns the

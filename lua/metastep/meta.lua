@@ -38,9 +38,9 @@ local BUILTIN = {
 -- The options of value_and_grad, value and unroll; train adds its own.
 local SPEC_OPTIONS = {"objective", "task", "tasks", "optimizer", "w0", "steps", "meta", "method", "truncate",
                       "checkpoint", "freeze_norm", "theta", "params", "fd_step", "allow_zero_loss",
-                      "keep_iterates"}
+                      "keep_iterates", "start"}
 local TRAIN_OPTIONS = {"iterations", "meta_lr", "schedule", "meta_optimizer", "clip", "bounds", "on_failure",
-                       "progress", "log", "callback", "sample", "batch", "every", "resume"}
+                       "progress", "log", "callback", "sample", "batch", "every", "resume", "segments"}
 
 -- ---------------------------------------------------------------- checking inputs
 
@@ -287,7 +287,13 @@ end
 
 --- value_and_grad(spec): the meta-objective and its meta-gradient (averaged over spec.tasks
 -- when given). See the module comment for the spec and the result.
+-- 'start' continues a run: meta.unroll only (the meta-gradient methods start each run afresh).
+local function no_start(spec)
+  if type(spec) == "table" and spec.start ~= nil then spec_error("'start' applies to meta.unroll only") end
+end
+
 function M.value_and_grad(spec)
+  no_start(spec)
   local theta, T, meta = check_spec(spec)
   local method = spec.method or "reverse"
   if type(method) ~= "string" or not methods_ok(method) then
@@ -301,6 +307,7 @@ end
 
 --- value(spec): the meta-objective only (a number), with its status.
 function M.value(spec)
+  no_start(spec)
   local theta, T, meta = check_spec(spec)
   local entries = tasks_of(spec)
   local method = spec.method or "reverse"
@@ -310,15 +317,20 @@ function M.value(spec)
   return engine(core.meta_value, engine_spec(spec, theta, T, meta, entries, method, true))
 end
 
---- unroll(spec): runs the optimizer on the spec's (first) task; returns the trajectory:
+--- unroll(spec): runs the optimizer on the spec's (first) task (continuing from spec.start, a
+-- trajectory's stop, when given); returns the trajectory:
 -- {T, losses = {f(w_1), ..., f(w_T)} (0-d tensors), loss0 = f(w_0), w_T, w = {[0] = w_0, ...}
---  (when spec.keep_iterates), status, fail_step}. The run stops at the first step whose iterate
+--  (when spec.keep_iterates), status, fail_step, stop = {w =, state =, t =} (where the run stopped:
+--  spec.start of the next piece of a long run)}. The run stops at the first step whose iterate
 -- or loss is not a faithful double.
 function M.unroll(spec)
   local theta, T, meta = check_spec(spec)
   local entries = tasks_of(spec)
+  if spec.start ~= nil and (type(spec.start) ~= "table" or not is_tensor(spec.start.w)) then
+    spec_error("'start' must be a trajectory's stop {w =, state =, t =}, got %s", type(spec.start))
+  end
   local traj = engine(core.meta_unroll, engine_spec(spec, theta, T, meta, entries, "reverse", true), 1,
-                      spec.keep_iterates)
+                      spec.keep_iterates, spec.start)
   traj.objective, traj.task, traj.theta = entries[1].objective, entries[1].task, theta
   return traj
 end
@@ -401,7 +413,10 @@ end
 --   every = k (1) : save the whole run there every k iterations and at the end (theta, the
 --   meta-optimizer's state, the generator, the history, the best so far, the position of an
 --   ms.tasks sampler); resume = "file": continue such a run bit for bit (the log, if any, keeps
---   its rows up to the checkpoint and is appended to).
+--   its rows up to the checkpoint and is appended to);
+--   segments = S (1): truncated back-propagation through a long inner run: each task's run
+--   continues over S consecutive iterations (each unrolls `steps` more steps from where the
+--   last stopped, optimizer state and step count carried over), then fresh tasks are drawn.
 -- Runs in the engine (ms_meta_train). Returns {theta =, history = {{k =, theta =, value =,
 -- grad =, status =}, ...}, optimizer =, best_theta =, best_value =, best_k =, stopped =}:
 -- stopped is "done", "callback" (callback returned true) or "interrupt" (Ctrl-C: the history so
@@ -409,6 +424,7 @@ end
 function M.train(opts)
   if type(opts) ~= "table" then fail("meta.train: ", "expected an options table, got %s", type(opts)) end
   check_known(opts, {SPEC_OPTIONS, TRAIN_OPTIONS}, "meta.train: ")
+  if opts.start ~= nil then fail("meta.train: ", "'start' applies to meta.unroll only (see 'segments')") end
   local K = opts.iterations or 100
   if math.type(K) == nil or math.tointeger(K) == nil or K < 0 then
     fail("meta.train: ", "option 'iterations' must be an integer >= 0, got %s", show(K))
@@ -460,6 +476,14 @@ function M.train(opts)
     if not ckpt then fail("meta.train: ", "option 'every' needs checkpoint = \"file\"") end
     if math.type(opts.every) == nil or math.tointeger(opts.every) == nil or opts.every < 1 then
       fail("meta.train: ", "option 'every' must be an integer >= 1, got %s", show(opts.every))
+    end
+  end
+  if opts.segments ~= nil then
+    if math.type(opts.segments) == nil or math.tointeger(opts.segments) == nil or opts.segments < 1 then
+      fail("meta.train: ", "option 'segments' must be an integer >= 1, got %s", show(opts.segments))
+    end
+    if opts.segments > 1 and (ckpt or opts.resume) then
+      fail("meta.train: ", "option 'segments' > 1 cannot be combined with 'checkpoint' or 'resume'")
     end
   end
   if opts.sample and (opts.objective ~= nil or opts.task ~= nil or opts.tasks ~= nil) then
@@ -537,7 +561,7 @@ function M.train(opts)
   local last_progress = start
   local shown_progress, last_k, start_k = false, 0, 0
   local sample = opts.sample
-  local copts = {iterations = K, meta_lr = base_lr, schedule = sched, clip = clip,
+  local copts = {iterations = K, meta_lr = base_lr, schedule = sched, clip = clip, segments = opts.segments,
                  meta_optimizer = meta_opt, on_failure = on_failure, batch = batch,
                  bounds = {}}
   if sample then

@@ -248,4 +248,106 @@ function M.new(def)
   return o
 end
 
+-- ---------------------------------------------------------------- learned optimizers
+
+local LEARNED_KNOWN = {
+  mlp = {"seed", "hidden", "step_scale", "exp_scale", "batch", "batch_seed", "theta"},
+  lstm = {"seed", "hidden", "layers", "step_scale", "batch", "batch_seed", "theta"},
+}
+
+local function check_integer(fname, opts, key, lo, hi)
+  local v = opts[key]
+  if v == nil then return nil end
+  if math.type(v) ~= "integer" and not (type(v) == "number" and math.tointeger(v)) then
+    fail(fname, "option '%s' must be an integer, got %s", key, util.show(v))
+  end
+  v = math.tointeger(v)
+  if v < lo or (hi and v > hi) then
+    fail(fname, "option '%s' must be in [%d, %s], got %d", key, lo, hi and tostring(hi) or "inf", v)
+  end
+  return v
+end
+
+-- A learned optimizer's table: the engine handle plus save (its theta by name, or given ones).
+local function wrap_learned(c, kind)
+  local o = wrap(c, "learned_" .. kind)
+  o.options = core.optim_learned_options(c)
+  --- opt:save(path [, theta]): writes the optimizer (kind, options, theta: the given values by
+  -- name, e.g. meta.train's result.theta, else its own) to path. Returns true, or nil and a
+  -- message when the file cannot be written. ms.optim.load(path) reads it back.
+  function o.save(self, path, theta)
+    if type(self) ~= "table" or self.c == nil then fail("optim.save", "call it as opt:save(path)") end
+    if type(path) ~= "string" then fail("optim.save", "path must be a string, got %s", type(path)) end
+    if theta ~= nil and type(theta) ~= "table" then
+      fail("optim.save", "theta must be a table of tensors by name, got %s", type(theta))
+    end
+    local list = {}
+    for i, name in ipairs(self.params) do
+      local v = theta and theta[name] or self.theta[name]
+      if not is_tensor(v) then fail("optim.save", "theta '%s' must be a tensor, got %s", name, type(v)) end
+      list[i] = v
+    end
+    return core.optim_save(self.c, path, list)
+  end
+  return o
+end
+
+local function learned(kind, opts)
+  local fname = "optim.learned_" .. kind
+  opts = opts or {}
+  if type(opts) ~= "table" then fail(fname, "expected an options table, got %s", type(opts)) end
+  check_known(fname, opts, LEARNED_KNOWN[kind])
+  local args = {
+    seed = check_integer(fname, opts, "seed", 0),
+    hidden = check_integer(fname, opts, "hidden", kind == "mlp" and 2 or 1, 4096),
+    layers = check_integer(fname, opts, "layers", 1, 2),
+    batch = check_integer(fname, opts, "batch", 0),
+    batch_seed = check_integer(fname, opts, "batch_seed", 0),
+  }
+  if opts.step_scale ~= nil then args.step_scale = check_number(fname, opts, "step_scale", nil, 0, true) end
+  if opts.exp_scale ~= nil then args.exp_scale = check_number(fname, opts, "exp_scale", nil, 0, true) end
+  local c = core.optim_learned(kind, args)
+  if opts.theta ~= nil then
+    if type(opts.theta) ~= "table" then
+      fail(fname, "option 'theta' must be a table of tensors by name, got %s", type(opts.theta))
+    end
+    local list, names = {}, {}
+    for i, p in ipairs(c:params()) do
+      names[p.name] = true
+      local v = opts.theta[p.name]
+      if not is_tensor(v) then fail(fname, "option 'theta' needs a tensor '%s', got %s", p.name, type(v)) end
+      list[i] = v
+    end
+    for k in pairs(opts.theta) do
+      if not names[k] then fail(fname, "option 'theta' has an unknown meta-parameter '%s'", tostring(k)) end
+    end
+    args.theta = list
+    c = core.optim_learned(kind, args)
+  end
+  return wrap_learned(c, kind)
+end
+
+--- learned_mlp{seed =, hidden = 32, step_scale = 0.001, exp_scale = 0.001, batch =, batch_seed =,
+-- theta = {w1 =, w1t =, b1 =, w2 =, b2 =}}: the per-parameter MLP optimizer after Metz et al.
+-- (2019), applied to every coordinate with shared weights (engine/include/metastep/learned.h):
+-- inputs g, w, momentum and second-moment averages at decays 0.5..0.9999, 1/sqrt(v), m/sqrt(v),
+-- each normalised over the coordinates, and tanh embeddings of the step count; one hidden ReLU
+-- layer; w' = w - step_scale d exp(exp_scale s). Seeded, descent-like initial theta. batch > 0:
+-- mini-batch gradients of that many samples (the objective must have samples).
+function M.learned_mlp(opts) return learned("mlp", opts) end
+
+--- learned_lstm{seed =, hidden = 20, layers = 2, step_scale = 0.1, batch =, batch_seed =, theta =}:
+-- the per-parameter LSTM optimizer after Andrychowicz et al. (2016), with the log-magnitude and
+-- sign preprocessing of the gradient (p = 10); w' = w + step_scale * output.
+function M.learned_lstm(opts) return learned("lstm", opts) end
+
+--- load(path): the learned optimizer saved by opt:save(path), with the saved theta as its
+-- initial values; nil and a message when the file cannot be read or is not one.
+function M.load(path)
+  if type(path) ~= "string" then fail("optim.load", "path must be a string, got %s", type(path)) end
+  local c, err = core.optim_load(path)
+  if not c then return nil, err end
+  return wrap_learned(c, c:name() == "learned_mlp" and "mlp" or "lstm")
+end
+
 return M

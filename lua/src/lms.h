@@ -136,5 +136,11 @@ void lms_open_nn(lua_State *L);
 /* Adds spawn, spawn_pipes, wait, isatty, front_source, clock, the thread setting and the
  * product counter (lms_sys.c). */
 void lms_open_sys(lua_State *L);
+/* The optimizer at arg (raises when it is not a live one) and an empty Optim box pushed on
+ * the stack for the engine to fill (lms_l2l.c); the learned optimizers' bindings
+ * (lms_learned.c), added by lms_open_learned. */
+ms_optim *lms_checkoptim(lua_State *L, int arg);
+ms_optim **lms_newoptim(lua_State *L);
+void lms_open_learned(lua_State *L);
 
 #endif

@@ -693,25 +693,76 @@ static int l_meta_value(lua_State *L) {
 }
 
 /* meta_unroll(spec, task_index, keep_iterates) -> traj table */
+/* Reads a run state {w =, state = {tensors}, t =} at idx into rs (borrowed: the table keeps
+ * the tensors alive). */
+static void read_run_state(lua_State *L, int idx, int nstate, ms_run_state *rs) {
+  memset(rs, 0, sizeof *rs);
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_getfield(L, idx, "w");
+  rs->w = lms_checktensor(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "t");
+  rs->t = (int64_t)luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  lua_getfield(L, idx, "state");
+  luaL_checktype(L, -1, LUA_TTABLE);
+  for (int i = 0; i < nstate && i < MS_OPTIM_MAXSTATE; i++) {
+    lua_geti(L, -1, i + 1);
+    rs->state[i] = lms_checktensor(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  rs->nstate = nstate;
+}
+
+/* Pushes a run state as {w =, state = {...}, t =}. */
+static void push_run_state(lua_State *L, const ms_run_state *rs) {
+  lua_createtable(L, 0, 3);
+  lms_pushref(L, rs->w);
+  lua_setfield(L, -2, "w");
+  setinteger(L, "t", rs->t);
+  lua_createtable(L, rs->nstate, 0);
+  for (int i = 0; i < rs->nstate; i++) {
+    lms_pushref(L, rs->state[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "state");
+}
+
+/* meta_unroll(spec, k, keep_iterates, start) -> trajectory; start (optional): a run state
+ * {w, state, t} (a trajectory's `stop`) that task k's run continues from. The trajectory's
+ * `stop` is where the run stopped. */
 static int l_meta_unroll(lua_State *L) {
-  lua_settop(L, 3);
+  lua_settop(L, 4);
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_Integer k = luaL_optinteger(L, 2, 1);
   int keep = lua_toboolean(L, 3);
-  cspec *c = newspec(L);
+  cspec *c = newspec(L); /* 5 */
   read_spec(L, 1, c);
-  lua_settop(L, 4);
+  lua_settop(L, 5);
   if (k < 1 || k > c->s.ntasks) {
     cspec_unref(L, c);
     cspec_release(c);
     return luaL_argerror(L, 2, "task index out of range");
   }
+  /* one entry per task (the engine finds a task's entry by its position); only k's is set */
+  size_t bytes = (size_t)c->s.ntasks * sizeof(ms_run_state);
+  ms_run_state *start = lua_newuserdatauv(L, bytes, 0); /* 6 */
+  ms_run_state *stop = lua_newuserdatauv(L, bytes, 0);  /* 7 */
+  memset(start, 0, bytes);
+  memset(stop, 0, bytes);
+  if (!lua_isnil(L, 4)) {
+    read_run_state(L, 4, ms_optim_nstate(c->s.optimizer), &start[k - 1]);
+    c->s.start = start;
+  }
+  c->s.stop = stop;
   lms_entry e;
   lms_enter(L, &e);
   ms_traj traj;
   int st = ms_meta_unroll(e.ctx, &c->s, &c->tasks[k - 1], keep, &traj);
   lms_leave(&e);
   if (st != MS_OK) {
+    ms_run_state_clear(&stop[k - 1]);
     cspec_unref(L, c);
     cspec_release(c);
     return lms_error(L);
@@ -737,6 +788,9 @@ static int l_meta_unroll(lua_State *L) {
     lua_setfield(L, -2, "w");
   }
   setstatus(L, traj.status, traj.fail_step);
+  push_run_state(L, &stop[k - 1]);
+  lua_setfield(L, -2, "stop");
+  ms_run_state_clear(&stop[k - 1]);
   ms_traj_clear(e.ctx, &traj);
   cspec_unref(L, c);
   cspec_release(c);
@@ -1018,6 +1072,7 @@ static int l_meta_train(lua_State *L) {
   o.resume = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
   lua_pop(L, 2);
   o.every = intfield(L, 2, "every", 0);
+  o.segments = intfield(L, 2, "segments", 0);
   b->t.save_state = funcref(L, 2, "save_state");
   b->t.load_state = funcref(L, 2, "load_state");
   if (b->t.save_state != LUA_NOREF) {
@@ -1114,3 +1169,6 @@ void lms_open_l2l(lua_State *L) {
   lua_pop(L, 1);
   luaL_setfuncs(L, functions, 0);
 }
+
+ms_optim *lms_checkoptim(lua_State *L, int arg) { return checkoptim(L, arg); }
+ms_optim **lms_newoptim(lua_State *L) { return &newoptbox(L)->opt; }

@@ -1104,6 +1104,7 @@ int luaopen_metastep_core(lua_State *L) {
   lms_open_archive(L);
   lms_open_nn(L);
   lms_open_sys(L);
+  lms_open_learned(L);
   lua_pushliteral(L, METASTEP_VERSION);
   lua_setfield(L, -2, "version");
   return 1;

@@ -138,6 +138,18 @@ typedef struct ms_meta_objective {
   const char *name; /* for messages; NULL = "custom" */
 } ms_meta_objective;
 
+/* Where a run stands: the iterate, the optimizer's state there and the steps made so far. The
+ * tensors are owned by whoever filled it (the engine hands out new, untraced references). */
+typedef struct ms_run_state {
+  ms_tensor *w;
+  ms_tensor *state[MS_OPTIM_MAXSTATE];
+  int nstate;
+  int64_t t;
+} ms_run_state;
+
+/* Releases what a run state holds and zeroes it (safe on a zeroed one). */
+void ms_run_state_clear(ms_run_state *rs);
+
 typedef enum ms_meta_method {
   MS_METHOD_REVERSE = 0, /* back-propagation through the unroll (truncate, checkpoint) */
   MS_METHOD_FORWARD,     /* forward mode, one pass per entry of the differentiated theta */
@@ -176,6 +188,17 @@ typedef struct ms_meta_spec {
   double fd_step;
   /* A loss of exactly 0 is a status "underflow" for LOG and LOGSUM; nonzero: accept it. */
   int allow_zero_loss;
+  /* Continuing longer runs (truncated back-propagation through a long inner run, one segment
+   * per unroll). start: NULL, or ntasks entries (borrowed); an entry with w != NULL starts task
+   * i's run there, with the optimizer's state start[i].state (nstate tensors) and start[i].t
+   * steps already made (the optimizer sees steps t + 1 .. t + T, its update count continues
+   * from t, and mini-batches are drawn for those steps), instead of w0 with a fresh init.
+   * stop: NULL, or ntasks entries receiving where each run stopped (earlier contents
+   * released); it must not be the start array. With several passes (forward, fd) stop is the
+   * run at the unperturbed theta. The stable and exact methods refuse start and stop;
+   * ms_meta_unroll reads start for a task of spec->tasks (by address). */
+  const ms_run_state *start;
+  ms_run_state *stop;
 } ms_meta_spec;
 
 /* Result of ms_meta_value_and_grad. */

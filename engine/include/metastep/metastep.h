@@ -9,6 +9,7 @@
 #include "metastep/autodiff.h"
 #include "metastep/ctx.h"
 #include "metastep/data.h"
+#include "metastep/learned.h"
 #include "metastep/linalg.h"
 #include "metastep/meta.h"
 #include "metastep/nn.h"

@@ -115,6 +115,15 @@ typedef struct ms_train_options {
   void *ud;         /* passed to every callback above */
   int keep_history; /* nonzero: keep every record (0: the callback still gets
                      * each record, and result->n counts them) */
+  /* Truncated back-propagation through a long inner run: > 1 continues each task's run over
+   * `segments` consecutive iterations. Iteration k unrolls spec->steps more steps from where
+   * the previous one stopped (point, optimizer state and step count carried over through
+   * spec->start and spec->stop, which the driver sets itself), the meta-gradient taken
+   * through that segment only; every `segments` iterations fresh tasks are drawn (or the
+   * spec's tasks start again from w0). An iteration whose status is not ok restarts the runs
+   * at the next one. With a sampler, a task is kept (release_task not called) until its run
+   * ends. 0 or 1: every iteration starts from the tasks' w0. */
+  int64_t segments;
   /* Checkpoints (one archive, docs/format.md). When checkpoint is not NULL, the whole state of
    * the run is saved there after every `every`-th iteration (0 = every iteration), after the
    * last one and after a callback's stop: theta, the meta-optimizer's moments and update count,

@@ -87,4 +87,38 @@ function M.meter(say, label, total, every, out)
   return m
 end
 
+--- The Markdown body of an experiment's section (error, claim, settings, evidence, criteria,
+-- tables, figures, notes), as scripts/reproduce.lua and scripts/learned_optimizer.lua print it.
+function M.section_markdown(s)
+  local lines = {}
+  local function add(x) lines[#lines + 1] = x end
+  if s.error then
+    add("The experiment failed with an error:"); add(""); add("```"); add(tostring(s.error)); add("```")
+  end
+  if s.claim then add("**Claim.** " .. s.claim); add("") end
+  if s.settings then add("**Settings.** " .. s.settings); add("") end
+  if s.evidence and #s.evidence > 0 then
+    add("**Evidence.**"); add("")
+    for _, e in ipairs(s.evidence) do add("- " .. e) end
+    add("")
+  end
+  if s.criteria and #s.criteria > 0 then
+    add("**Criteria.**"); add(""); add("| criterion | measured | holds |"); add("|---|---|---|")
+    for _, c in ipairs(s.criteria) do
+      add(("| %s | %s | %s |"):format(c.text, c.value or "", c.pass and "yes" or "**no**"))
+    end
+    add("")
+  end
+  for _, t in ipairs(s.tables or {}) do
+    if t.title then add("**" .. t.title .. "** (data: `" .. t.file .. "`)") end
+    add(""); add(t.markdown or ""); add("")
+  end
+  for _, f in ipairs(s.figures or {}) do
+    add(("![%s](%s)"):format(f.caption or f.file, f.file)); add("")
+    add(("*%s* (data: `%s`)"):format(f.caption or "", f.data or (f.file:gsub("%.png$", ".csv")))); add("")
+  end
+  if s.notes then add(s.notes); add("") end
+  return table.concat(lines, "\n")
+end
+
 return M
