@@ -12,11 +12,17 @@ local function is_tensor(v)
 end
 
 -- Replaces every tensor (or number) leaf of a structure by f(leaf), keeping the structure.
-local function map_leaves(x, f, path)
+-- open holds the tables being walked: a table inside itself is refused ("cyclic table at
+-- argument[1][2]") instead of recursing until memory or the C stack runs out.
+local function map_leaves(x, f, path, open)
   if is_tensor(x) or type(x) == "number" then return f(x, path) end
   if type(x) == "table" then
+    open = open or {}
+    if open[x] then error(("cyclic table at argument%s"):format(path or ""), 0) end
+    open[x] = true
     local out = {}
-    for k, v in pairs(x) do out[k] = map_leaves(v, f, (path or "") .. "[" .. tostring(k) .. "]") end
+    for k, v in pairs(x) do out[k] = map_leaves(v, f, (path or "") .. "[" .. tostring(k) .. "]", open) end
+    open[x] = nil
     return out
   end
   error(("expected a tensor, a number or a table of them at argument%s, got %s"):format(path or "", type(x)), 0)

@@ -83,6 +83,8 @@ function M.help_text()
     "local ms = require \"metastep\"",
     "  constructors: tensor, zeros, ones, full, eye, diag, arange, linspace, rand, randn",
     "  methods:      t:shape() t:numel() t:item() t:totable() t[i] t[{i, j}] t:t() t:view(...)",
+    "  eigh, cholesky: the matrix must be symmetric within 1e-10 * max|a| (else an error naming",
+    "                the largest |a - a^T|); an expand view is read-only (clone() it to write)",
   }
   local fns = sorted_keys(M, function(_, v) return type(v) == "function" end)
   -- submodules only: not the method tables and metatables of the userdata types
