@@ -41,7 +41,12 @@ local function watch_args(level, args, argnums, tangents, fname)
     local ok, res = pcall(map_leaves, args[i], function(leaf, path)
       local v = tan
       if tan ~= nil and path then
-        for key in path:gmatch("%[([^%]]+)%]") do v = v[tonumber(key) or key] end
+        for key in path:gmatch("%[([^%]]+)%]") do
+          if type(v) ~= "table" or is_tensor(v) then
+            error(("the tangent has no entry at %s (its structure must match the argument's)"):format(path), 0)
+          end
+          v = v[tonumber(key) or key]
+        end
       end
       if type(v) == "number" then v = core.tensor(v) end
       local w = level:watch(leaf, v)
@@ -70,6 +75,9 @@ local function rebuild(args, argnums, values)
 end
 
 local function normalize_argnums(opts, fname)
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("", "%s: options must be a table, got %s", fname, type(opts))
+  end
   local argnums = opts and opts.argnums or 1
   if type(argnums) == "number" then argnums = {argnums} end
   if type(argnums) ~= "table" then
@@ -196,6 +204,12 @@ M.custom = core.custom
 -- ok means max_error <= 1; report lists the worst element.
 function M.check_grad(f, x, opts)
   check_fn(f, "check_grad")
+  if type(x) ~= "number" and not is_tensor(x) then
+    raise("", "check_grad: x must be a tensor or a number, got %s", type(x))
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("", "check_grad: options must be a table, got %s", type(opts))
+  end
   opts = opts or {}
   local eps, rtol, atol = opts.eps or 1e-6, opts.rtol or 1e-6, opts.atol or 1e-8
   local scalar = type(x) == "number"

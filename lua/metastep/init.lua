@@ -59,7 +59,12 @@ function M.allclose(a, b, rtol, atol)
     raise("", "allclose: expected two tensors, got %s and %s", type(a), type(b))
   end
   rtol, atol = rtol or 1e-9, atol or 1e-12
-  local sa, sb = a:shape(), b:shape()
+  if type(rtol) ~= "number" or type(atol) ~= "number" then
+    raise("", "allclose: rtol and atol must be numbers, got %s and %s", type(rtol), type(atol))
+  end
+  local oka, sa = pcall(a.shape, a)
+  local okb, sb = pcall(b.shape, b)
+  if not (oka and okb) then raise("", "allclose: argument %d: tensor has been released", oka and 2 or 1) end
   if #sa ~= #sb then return false end
   for i = 1, #sa do if sa[i] ~= sb[i] then return false end end
   if a:numel() == 0 then return true end

@@ -49,6 +49,8 @@ function M.random_quadratic(opts)
   local d = opts.d
   if getmetatable(lam) == core.Tensor_mt then
     d = lam:numel()
+  elseif type(lam) ~= "table" then
+    raise("", "objective.random_quadratic: eigenvalues must be {lo, hi} or a tensor, got %s", type(lam))
   else
     if type(d) ~= "number" or d < 1 or math.floor(d) ~= d then
       raise("", "objective.random_quadratic: d must be a positive integer, got %s", tostring(d))

@@ -28,6 +28,11 @@ int lms_error(lua_State *L);
 /* Registry key of a kept callback error object (nil when none is pending). */
 #define LMS_CALLBACK_ERROR "metastep.callback_error"
 
+/* Like luaL_where, but skips C frames from `level` up: pushes "chunk:line: " of the nearest
+ * Lua function (for bindings reached through another C function, such as a string
+ * library metamethod), or "" when there is none. */
+void lms_where(lua_State *L, int level);
+
 /* Argument arg must be a live tensor; raises "bad argument #arg to 'fname' (tensor expected, got
  * T)". */
 ms_tensor *lms_checktensor(lua_State *L, int arg);

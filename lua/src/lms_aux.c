@@ -61,6 +61,18 @@ lua_State *lms_mainthread(lua_State *L) {
 
 /* ---- errors ---- */
 
+void lms_where(lua_State *L, int level) {
+  lua_Debug ar;
+  for (; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0) {
+      lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  lua_pushliteral(L, "");
+}
+
 /*
  * Pushes msg with its element indices 1-based: the engine numbers elements from 0, Lua
  * users from 1. Rewritten are the messages that name elements as "name[i,j]" (integers in

@@ -371,7 +371,9 @@ static int64_t *checkindices(lua_State *L, int arg, const ms_objective *o, int64
   luaL_checktype(L, arg, LUA_TTABLE);
   lua_Integer len = (lua_Integer)luaL_len(L, arg);
   if (len < 1) luaL_argerror(L, arg, "expected a non-empty table of sample indices");
-  if (len > ((lua_Integer)1 << 40)) /* (size_t)len * 8 below must not wrap */
+  size_t budget = ms_ctx_limit(lms_ctx(L));
+  /* (size_t)len * 8 below must not wrap, nor pass the memory budget */
+  if (len > ((lua_Integer)1 << 40) || (budget > 0 && (size_t)len > budget / sizeof(int64_t)))
     luaL_argerror(L, arg, lua_pushfstring(L, "too many sample indices (%I)", len));
   int64_t ns = ms_objective_nsamples(o);
   int64_t *idx = lua_newuserdatauv(L, (size_t)len * sizeof *idx, 0);

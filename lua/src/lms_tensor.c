@@ -164,6 +164,12 @@ static int l_tensor(lua_State *L) {
       return luaL_error(L, "tensor: nested table has more than 2^50 elements");
     n *= shape[i];
   }
+  /* __len may also claim more elements than the budget allows: say so before staging them */
+  size_t budget = ms_ctx_limit(ctx);
+  if (budget > 0 && (uint64_t)n > budget / sizeof(double))
+    return luaL_error(L,
+                      "tensor: nested table claims %I elements, past the memory budget of %I bytes",
+                      (lua_Integer)n, (lua_Integer)budget);
   /* Stage the numbers in a Lua-owned buffer so an error while reading leaks nothing. */
   double *buf = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(double), 0);
   int bufidx = lua_gettop(L);
@@ -817,6 +823,17 @@ static int m_assign(lua_State *L) {
 /* A tensor-or-number argument: raises on any other type and on a released tensor. */
 static void checkoperand(lua_State *L, int arg) {
   if (lua_type(L, arg) == LUA_TNUMBER) return;
+  lua_Debug ar;
+  if (lua_type(L, arg) == LUA_TSTRING && lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar) &&
+      ar.currentline <= 0) {
+    /* `"x" + t` reaches us through the string library's own __add (a C function), so
+     * luaL_argerror would name '?' and no line: blame the nearest Lua caller instead */
+    lms_where(L, 1);
+    lua_pushfstring(L, "tensor arithmetic: operand %d must be a tensor or a number, got string",
+                    arg);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
   if (!luaL_testudata(L, arg, LMS_TENSOR)) luaL_typeerror(L, arg, "tensor or number");
   if (lms_isreleased(L, arg)) luaL_argerror(L, arg, "tensor has been released");
 }
