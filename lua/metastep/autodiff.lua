@@ -3,7 +3,8 @@
 -- tensor operation is recorded without the user writing anything special. Transforms
 -- nest to any order: grad(grad(f)), a grad inside a function passed to grad, jvp of grad.
 local core = require "metastep.core"
-local raise = require("metastep.util").raise
+local util = require "metastep.util"
+local raise = util.raise
 
 local M = {}
 
@@ -119,7 +120,7 @@ function M.value_and_grad(f, opts)
     end
     local xs = {}
     for k, l in ipairs(leaves) do xs[k] = l[1] end
-    local gs = tape:gradient(y, xs)
+    local gs = util.engine(tape.gradient, tape, y, xs) -- a backward failure blames the caller
     local vals = {}
     for k, l in ipairs(leaves) do vals[k] = l[2] and {is_number = true, t = gs[k]} or gs[k] end
     local g = rebuild(args, argnums, vals)
@@ -131,6 +132,7 @@ end
 --- grad(f [, {argnums = 1}]) -> function returning only the gradient.
 function M.grad(f, opts)
   check_fn(f, "grad")
+  normalize_argnums(opts, "grad") -- checked here to name grad in the message
   local vg = M.value_and_grad(f, opts)
   return function(...)
     return select(2, vg(...))
@@ -150,7 +152,7 @@ function M.jvp(f, x, v)
   if not is_tensor(y) then
     raise("", "jvp: the function must return a tensor or a number, got %s", type(y))
   end
-  return y, level:tangent(y)
+  return y, util.engine(level.tangent, level, y)
 end
 
 --- vjp(f, x) -> f(x), pullback; pullback(gy) returns J^T gy in the structure of x.
@@ -175,7 +177,7 @@ function M.vjp(f, x)
     if type(gy) == "number" then gy = core.full(y:shape(), gy) end
     local xs = {}
     for k, l in ipairs(leaves) do xs[k] = l[1] end
-    local gs = tape:gradient(y, xs, gy)
+    local gs = util.engine(tape.gradient, tape, y, xs, gy)
     local vals = {}
     for k, l in ipairs(leaves) do vals[k] = l[2] and {is_number = true, t = gs[k]} or gs[k] end
     return rebuild(args, {1}, vals)[1]

@@ -19,6 +19,7 @@ local PUBLIC = {
   "outer", "eigh", "solve", "cholesky", "qr", "inv", "det", "sum_to", "log_softmax", "softmax_xent",
   "stop_gradient", "ad_push", "ad_depth", "seed", "memory", "set_memory_limit", "version",
   "Tensor", "Objective", "Objective_mt",
+  "set_check_numerics",
 }
 for _, k in ipairs(PUBLIC) do M[k] = core[k] end
 --- The C core itself, for internals and tests.
@@ -62,8 +63,9 @@ function M.allclose(a, b, rtol, atol)
   if type(rtol) ~= "number" or type(atol) ~= "number" then
     raise("", "allclose: rtol and atol must be numbers, got %s and %s", type(rtol), type(atol))
   end
-  local oka, sa = pcall(a.shape, a)
-  local okb, sb = pcall(b.shape, b)
+  -- indexing a released tensor raises too: both inside pcall
+  local oka, sa = pcall(function() return a:shape() end)
+  local okb, sb = pcall(function() return b:shape() end)
   if not (oka and okb) then raise("", "allclose: argument %d: tensor has been released", oka and 2 or 1) end
   if #sa ~= #sb then return false end
   for i = 1, #sa do if sa[i] ~= sb[i] then return false end end

@@ -305,6 +305,16 @@ static int l_set_memory_limit(lua_State *L) {
   return 0;
 }
 
+/* set_check_numerics(on): the first primitive producing NaN or inf from finite inputs
+ * raises (ms_ctx_set_check_numerics); returns the previous setting. */
+static int l_set_check_numerics(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  ms_ctx *ctx = lms_ctx(L);
+  lua_pushboolean(L, ms_ctx_check_numerics(ctx));
+  ms_ctx_set_check_numerics(ctx, lua_toboolean(L, 1));
+  return 1;
+}
+
 /* ---- inspection ---- */
 
 static int m_shape(lua_State *L) {
@@ -1037,6 +1047,7 @@ static const luaL_Reg functions[] = {{"tensor", l_tensor},
                                      {"qr", l_qr},
                                      {"memory", l_memory},
                                      {"set_memory_limit", l_set_memory_limit},
+                                     {"set_check_numerics", l_set_check_numerics},
                                      {NULL, NULL}};
 
 static const luaL_Reg methods[] = {{"shape", m_shape},

@@ -189,3 +189,52 @@ describe("bounded memory (item 2)", function()
     assert.are.same({1, 1}, g[2]:totable())
   end)
 end)
+
+describe("errors found by the fuzzer point at the caller (item 4)", function()
+  -- each raised a raw Lua error inside the library ("attempt to index a number value") or
+  -- one with no position ("bad argument #1 to '?'") before
+  local h = dofile((debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "tests/lua") .. "/helpers.lua")
+
+  it("string arithmetic with a tensor", function()
+    assert.are.equal("tensor arithmetic: operand 1 must be a tensor or a number, got string",
+      err_of(function() return "x" + ms.ones(2) end))
+    assert.are.equal("bad argument #2 to 'add' (tensor or number expected, got string)",
+      err_of(function() return ms.ones(2) + "x" end))
+  end)
+
+  it("autodiff transforms with options, x or tangents of the wrong type", function()
+    local f = function(x) return (x * x):sum() end
+    assert.are.equal("grad: options must be a table, got number", err_of(ms.grad, f, 0.5))
+    assert.are.equal("value_and_grad: options must be a table, got boolean", err_of(ms.value_and_grad, f, true))
+    assert.are.equal("check_grad: x must be a tensor or a number, got nil", err_of(ms.check_grad, f, nil))
+    assert.are.equal("check_grad: options must be a table, got string", err_of(ms.check_grad, f, 1, "x"))
+    assert.are.equal("jvp: argument 1: the tangent has no entry at [1] (its structure must match the "
+      .. "argument's)", err_of(ms.jvp, function(x) return x[1]:sum() end, {ms.ones(2)}, 1))
+  end)
+
+  it("random_quadratic with eigenvalues of the wrong type, allclose with a released tensor", function()
+    assert.are.equal("objective.random_quadratic: eigenvalues must be {lo, hi} or a tensor, got number",
+      err_of(ms.objective.random_quadratic, {d = 2, eigenvalues = 3}))
+    assert.are.equal("allclose: argument 1: tensor has been released", err_of(ms.allclose, h.released(), ms.ones(2)))
+    assert.are.equal("allclose: argument 2: tensor has been released", err_of(ms.allclose, ms.ones(2), h.released()))
+  end)
+end)
+
+describe("check mode (item 6)", function()
+  after_each(function() ms.set_check_numerics(false) end)
+
+  it("reports the first primitive producing NaN or inf, with its inputs' shapes", function()
+    assert.is_false(ms.set_check_numerics(true)) -- off by default; returns the previous setting
+    assert.are.equal("check_numerics: log produced -inf at out[2] from finite inputs of shape [3]",
+      err_of(ms.log, ms.tensor{1, 0, 2}))
+    assert.are.equal("check_numerics: div produced inf at out[2,1] from finite inputs of shapes [2,2] and [2,2]",
+      err_of(function() return ms.tensor{{1, 2}, {3, 4}} / ms.tensor{{1, 2}, {0, 4}} end))
+    -- inside a gradient: the backward's reciprocal of sqrt(0), blamed on this line
+    has("check_numerics: reciprocal produced inf at out[1]",
+      function() return ms.grad(function(x) return ms.sqrt(x):sum() end)(ms.tensor{0, 1}) end)
+    -- a NaN that came in is not reported again
+    assert.is_true(ms.exp(ms.tensor{0 / 0}):totable()[1] ~= ms.exp(ms.tensor{0 / 0}):totable()[1])
+    assert.is_true(ms.set_check_numerics(false))
+    assert.are.equal(-math.huge, ms.log(ms.tensor{0}):totable()[1])
+  end)
+end)

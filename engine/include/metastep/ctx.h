@@ -115,6 +115,16 @@ void ms_ctx_clear_interrupt(ms_ctx *ctx);
 /* Returns MS_EINTERRUPT (with a message naming `where`) and clears the flag if it was set. */
 int ms_ctx_check_interrupt(ms_ctx *ctx, const char *where);
 
+/*
+ * Check mode (off by default; costs one test per operation when off): every differentiable
+ * primitive routes through the autodiff dispatch, which checks its output. The first one that
+ * produces NaN or inf from finite inputs fails with MS_ENUMERIC and a message naming the
+ * primitive and its input shapes ("check_numerics: log produced -inf from finite inputs of
+ * shape [3]"). Non-finite values already in an input are not reported again.
+ */
+void ms_ctx_set_check_numerics(ms_ctx *ctx, int on);
+int ms_ctx_check_numerics(const ms_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every C test under valgrind (memcheck, full leak check): any invalid access,
+# uninitialized read or leak fails. Usage: bash tests/valgrind.sh [build-dir] (default build/,
+# a Release or Debug build WITHOUT the sanitizers, which valgrind cannot run).
+set -u
+cd "$(dirname "$0")/.."
+dir=${1:-build}
+command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 2; }
+ls "$dir"/test_* >/dev/null 2>&1 || { echo "no C tests in $dir: build first (cmake --build $dir)"; exit 2; }
+# OpenBLAS's thread pool keeps per-thread buffers until exit: one thread keeps reports clean.
+export OPENBLAS_NUM_THREADS=1
+failed=0
+for t in "$dir"/test_*; do
+  [ -x "$t" ] || continue
+  log=$(mktemp)
+  if valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+      --errors-for-leak-kinds=definite,indirect "$t" >"$log" 2>&1; then
+    echo "ok   - $(basename "$t"): $(tail -n 1 "$log")"
+  else
+    failed=$((failed + 1))
+    echo "FAIL - $(basename "$t")"
+    grep -v '^[0-9]* passed' "$log" | head -n 40 | sed 's/^/       /'
+  fi
+  rm -f "$log"
+done
+echo "valgrind: $failed test program(s) failed"
+[ "$failed" -eq 0 ]
