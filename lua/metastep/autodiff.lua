@@ -79,6 +79,7 @@ local function normalize_argnums(opts, fname)
   if opts ~= nil and type(opts) ~= "table" then
     raise("", "%s: options must be a table, got %s", fname, type(opts))
   end
+  util.check_keys(opts, {"argnums"}, fname)
   local argnums = opts and opts.argnums or 1
   if type(argnums) == "number" then argnums = {argnums} end
   if type(argnums) ~= "table" then
@@ -213,7 +214,15 @@ function M.check_grad(f, x, opts)
     raise("", "check_grad: options must be a table, got %s", type(opts))
   end
   opts = opts or {}
+  util.check_keys(opts, {"eps", "rtol", "atol"}, "check_grad")
   local eps, rtol, atol = opts.eps or 1e-6, opts.rtol or 1e-6, opts.atol or 1e-8
+  for _, k in ipairs{"eps", "rtol", "atol"} do
+    local v = ({eps = eps, rtol = rtol, atol = atol})[k]
+    if type(v) ~= "number" or not (v >= 0) or v == math.huge or (k == "eps" and v == 0) then
+      raise("", "check_grad: option '%s' must be a finite number %s, got %s", k, k == "eps" and "> 0" or ">= 0",
+        util.show(v))
+    end
+  end
   local scalar = type(x) == "number"
   local x0 = scalar and core.tensor(x) or x:clone()
   -- f sees the same kind of argument (number or tensor) here as in the differences below

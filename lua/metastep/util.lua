@@ -30,6 +30,20 @@ function M.engine(f, ...)
   error(err, 0)
 end
 
+--- Raises "<fname>: unknown option 'k' (did you mean ...?)" for a key of opts (a table or nil)
+-- not in known (a list of names), blamed on the first caller outside the library.
+function M.check_keys(opts, known, fname)
+  if type(opts) ~= "table" then return end
+  local set = {}
+  for _, k in ipairs(known) do set[k] = true end
+  for k in pairs(opts) do
+    if not set[k] then
+      M.raise(fname, ": unknown option '%s'%s (expected %s)", tostring(k), M.suggest(k, known),
+        table.concat(known, ", "))
+    end
+  end
+end
+
 --- A number for a message: NaN prints as "nan" on every platform (tostring gives "-nan" on x86).
 function M.show(v)
   if type(v) == "number" and v ~= v then return "nan" end

@@ -58,6 +58,10 @@ int lms_result(lua_State *L, int st, int nret);
  * a sibling argument, and C leaves the order of evaluation unspecified), stored in box. */
 int lms_finish(lua_State *L, ms_tensor **box, int st, ms_tensor **t);
 
+/* Raises "bad argument #arg (unknown option 'k' (expected a, b))" for a key of the options
+ * table at arg (nothing if it is not a table) missing from known (a NULL-terminated list). */
+void lms_checkoptions(lua_State *L, int arg, const char *const *known);
+
 /* Reads a shape from a table {2, 3} or from integer arguments starting at arg. */
 int lms_checkshape(lua_State *L, int arg, int64_t *shape);
 

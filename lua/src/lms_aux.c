@@ -146,6 +146,31 @@ int lms_error(lua_State *L) {
   return lua_error(L);
 }
 
+void lms_checkoptions(lua_State *L, int arg, const char *const *known) {
+  if (!lua_istable(L, arg)) return;
+  arg = lua_absindex(L, arg);
+  lua_pushnil(L);
+  while (lua_next(L, arg)) {
+    lua_pop(L, 1);
+    int ok = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (const char *const *k = known; *k && !ok; k++) ok = strcmp(lua_tostring(L, -1), *k) == 0;
+    if (!ok) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (const char *const *k = known; *k; k++) {
+        if (k != known) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, *k);
+      }
+      luaL_pushresult(&b);
+      const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2);
+      luaL_argerror(
+          L, arg,
+          lua_pushfstring(L, "unknown option '%s' (expected %s)", key, lua_tostring(L, -1)));
+    }
+  }
+}
+
 /* ---- tensor boxes ---- */
 
 ms_tensor **lms_newbox(lua_State *L) {

@@ -194,6 +194,8 @@ static int l_quadratic(lua_State *L) {
     lua_pushnil(L); /* 3: wstar */
   } else {
     luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const known[] = {"wstar", "fstar", NULL};
+    lms_checkoptions(L, 2, known);
     checkfieldtensor(L, 2, "wstar"); /* 3 */
     int t = lua_getfield(L, 2, "fstar");
     if (t != LUA_TNIL && t != LUA_TNUMBER)

@@ -261,6 +261,9 @@ static int random_tensor(lua_State *L, int normal) {
   ms_rng local, *rng = NULL;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const known[2][4] = {{"seed", "lo", "hi", NULL},
+                                            {"seed", "mean", "std", NULL}};
+    lms_checkoptions(L, 2, known[normal]);
     if (lua_getfield(L, 2, "seed") != LUA_TNIL) {
       int isint;
       lua_Integer seed = lua_tointegerx(L, -1, &isint);

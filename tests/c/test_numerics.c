@@ -75,6 +75,15 @@ static void test_check_numerics(void) {
   ms_tensor_release(val);
   ms_tensor_release(g);
 
+  /* views compute nothing and are not scanned: a 2^40-element expand of one element */
+  const int64_t huge[2] = {INT64_C(1) << 20, INT64_C(1) << 20};
+  ms_tensor *one = NULL, *big = NULL;
+  CHECK(ms_tensor_scalar(ctx, 1.0, &one) == MS_OK);
+  CHECK(ms_tensor_expand(ctx, one, 2, huge, &big) == MS_OK);
+  CHECK(big != NULL && ms_tensor_numel(big) == INT64_C(1) << 40);
+  ms_tensor_release(big);
+  ms_tensor_release(one);
+
   ms_ctx_set_check_numerics(ctx, 0);
   CHECK(ms_unary(ctx, MS_LOG, a, &out) == MS_OK);
   ms_tensor_release(out);

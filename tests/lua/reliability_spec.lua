@@ -98,6 +98,27 @@ describe("options are validated (item 3)", function()
     has("unknown option 'lrr'", ms.optim.gd, {lrr = 0.1})
   end)
 
+  it("misspelled option keys of the constructors and transforms are refused too", function()
+    assert.are.equal("bad argument #2 to 'randn' (unknown option 'sed' (expected seed, mean, std))",
+      err_of(function() return (ms.randn({2}, {sed = 1})) end))
+    has("bad argument #2 to 'rand' (unknown option 'low' (expected seed, lo, hi))",
+      function() return (ms.rand({2}, {low = 1})) end)
+    has("unknown option 'wstr' (expected wstar, fstar)",
+      function() return (ms.objective.quadratic(ms.eye(2), {wstr = ms.ones(2)})) end)
+    assert.are.equal("objective.random_quadratic: unknown option 'sed' (did you mean 'seed'?) "
+      .. "(expected d, eigenvalues, spacing, seed, wstar)", err_of(ms.objective.random_quadratic, {d = 2, sed = 1}))
+    has("tasks.least_squares: unknown option 'n_trian' (did you mean 'n_train'?)",
+      ms.tasks.least_squares, {d = 2, n_trian = 3})
+    has("tasks.quadratic: unknown option 'eigenvalue'", ms.tasks.quadratic, {d = 2, eigenvalue = {1, 2}})
+    local f = function(x) return x:sum() end
+    assert.are.equal("grad: unknown option 'argnum' (did you mean 'argnums'?) (expected argnums)",
+      err_of(ms.grad, f, {argnum = 1}))
+    has("check_grad: unknown option 'rtl'", ms.check_grad, f, ms.ones(2), {rtl = 1})
+    assert.are.equal("check_grad: option 'eps' must be a finite number > 0, got 0",
+      err_of(ms.check_grad, f, ms.ones(2), {eps = 0}))
+    has("objective.from_function: unknown option 'dimm'", ms.objective.from_function, f, {dimm = 2})
+  end)
+
   it("the stable method refuses an indefinite H (its loss goes negative)", function()
     local indef = ms.objective.quadratic(ms.tensor{{1, 0}, {0, -1}})
     has("needs a positive semi-definite H (smallest eigenvalue -1, largest 1)",
