@@ -17,7 +17,8 @@ struct ms_ctx {
   ms_rng rng;
   int status;
   volatile sig_atomic_t interrupted;
-  int check_numerics; /* ms_ctx_set_check_numerics: every primitive's output checked */
+  /* ms_ctx_set_check_numerics: every primitive's output checked */
+  int check_numerics;
   void *host; /* ms_ctx_userdata */
   char err[512];
   /* autodiff: the stack of active levels, innermost last */
