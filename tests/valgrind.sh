@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Runs every C test under valgrind (memcheck, full leak check): any invalid access,
-# uninitialized read or leak fails. Usage: bash tests/valgrind.sh [build-dir] (default build/,
-# a Release or Debug build WITHOUT the sanitizers, which valgrind cannot run).
+# uninitialized read or leak fails. Usage: bash tests/valgrind.sh [build-dir [test_name...]]
+# (default build/, a Release or Debug build WITHOUT the sanitizers, which valgrind cannot run;
+# default: every test_* program there). The whole set takes several minutes.
 set -u
 cd "$(dirname "$0")/.."
 dir=${1:-build}
+shift $(($# > 0 ? 1 : 0))
 command -v valgrind >/dev/null || { echo "valgrind is not installed (apt-get install valgrind)"; exit 2; }
 ls "$dir"/test_* >/dev/null 2>&1 || { echo "no C tests in $dir: build first (cmake --build $dir)"; exit 2; }
 # OpenBLAS's thread pool keeps per-thread buffers until exit: one thread keeps reports clean.
 export OPENBLAS_NUM_THREADS=1
 failed=0
-for t in "$dir"/test_*; do
+tests=("$dir"/test_*)
+if [ $# -gt 0 ]; then tests=(); for n in "$@"; do tests+=("$dir/$n"); done; fi
+for t in "${tests[@]}"; do
   [ -x "$t" ] || continue
   log=$(mktemp)
   if valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
