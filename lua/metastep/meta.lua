@@ -87,7 +87,7 @@ local function check_spec(spec, who)
   if type(spec) ~= "table" then spec_error("expected a spec table, got %s", type(spec)) end
   if who ~= "train" then check_known(spec, {SPEC_OPTIONS}, "meta: ") end
   local opt = spec.optimizer
-  if type(opt) ~= "table" or opt.c == nil then
+  if type(opt) ~= "table" or type(opt.c) ~= "userdata" or type(opt.theta) ~= "table" then
     spec_error("'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opt))
   end
   if opt._invalid then spec_error("%s", opt._invalid) end
@@ -407,7 +407,8 @@ function M.train(opts)
   end
   local spec = {}
   for _, k in ipairs(SPEC_OPTIONS) do spec[k] = opts[k] end
-  if type(opts.optimizer) ~= "table" or opts.optimizer.c == nil then
+  local o = opts.optimizer
+  if type(o) ~= "table" or type(o.c) ~= "userdata" or type(o.theta) ~= "table" then
     fail("meta.train: ", "'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opts.optimizer))
   end
   check_train_type(opts, "theta", "table", "'theta' must be a table of meta-parameter values, got %s")

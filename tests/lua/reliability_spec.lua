@@ -233,6 +233,16 @@ describe("errors found by the fuzzer point at the caller (item 4)", function()
       .. "argument's)", err_of(ms.jvp, function(x) return x[1]:sum() end, {ms.ones(2)}, 1))
   end)
 
+  it("meta with a table posing as an optimizer", function()
+    local fake = setmetatable({}, {__index = function() return 5 end}) -- every field is 5
+    local spec = {objective = ms.objective.quadratic(ms.eye(2)), optimizer = fake, w0 = ms.ones(2), steps = 3}
+    assert.are.equal("meta: 'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got table",
+      err_of(ms.meta.value_and_grad, spec))
+    spec.iterations, spec.meta_lr = 1, 0.1
+    assert.are.equal("meta.train: 'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got table",
+      err_of(ms.meta.train, spec))
+  end)
+
   it("random_quadratic with eigenvalues of the wrong type, allclose with a released tensor", function()
     assert.are.equal("objective.random_quadratic: eigenvalues must be {lo, hi} or a tensor, got number",
       err_of(ms.objective.random_quadratic, {d = 2, eigenvalues = 3}))
