@@ -36,6 +36,14 @@ describe("shape arithmetic (item 1)", function()
       function() return ms.zeros{0, 4}:reshape{0, 2, big} end)
   end)
 
+  it("a sample-index table whose __len is 2^62 (the byte count wrapped: a heap overflow)", function()
+    -- found by tests/fuzz/fuzz.lua --seed 2 on the code before this fix (a segfault)
+    local obj = ms.objective.least_squares(ms.ones(3, 2), ms.tensor{1, 2, 3})
+    local idx = setmetatable({}, {__len = function() return 1 << 62 end, __index = function() return 3 end})
+    has("bad argument #1 to 'minibatch' (too many sample indices (4611686018427387904))",
+      function() return (obj:minibatch(idx)) end)
+  end)
+
   it("the largest valid empty shapes still work, and their views", function()
     local half = 1 << 49
     local e = ms.zeros{0, 1, half}
