@@ -347,7 +347,7 @@ local function reproducer(seed, index, line, what)
 end
 
 local counts = {caller = 0, library = 0, raw = 0, lua = 0, callback = 0, guard = 0, memory = 0,
-                unexpected = 0, ok = 0, syntax = 0}
+                unexpected = 0, ok = 0}
 local samples = {library = {}, raw = {}, guard = {}, memory = {}, lua = {}}
 local unexpected = {}
 
@@ -382,9 +382,9 @@ local function run_one(index, line)
     if v == nil then v = _G[k] end
     return v
   end}))
-  if not chunk then
-    counts.syntax = counts.syntax + 1
-    if opts.verbose then io.stderr:write("syntax: ", cerr, "\n") end
+  if not chunk then -- the generator's own bug: reported like any unexpected outcome
+    counts.unexpected = counts.unexpected + 1
+    unexpected[#unexpected + 1] = reproducer(opts.seed, index, line, "does not compile: " .. cerr)
     return
   end
   ms.set_memory_limit(BUDGET)
