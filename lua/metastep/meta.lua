@@ -146,7 +146,7 @@ end
 local function tasks_of(spec)
   local list = {}
   local function add(task, obj, w0)
-    if getmetatable(obj) == nil or type(obj.value) ~= "function" or type(obj.dim) ~= "function" then
+    if getmetatable(obj) ~= core.Objective_mt then -- (indexing a released tensor would raise)
       spec_error("'objective' must be an objective (ms.objective.quadratic(H), ...), got %s", type(obj))
     end
     if w0 ~= nil and not is_tensor(w0) then spec_error("'w0' must be a tensor, got %s", type(w0)) end

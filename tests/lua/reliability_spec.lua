@@ -249,6 +249,10 @@ describe("errors found by the fuzzer point at the caller (item 4)", function()
     spec.iterations, spec.meta_lr = 1, 0.1
     assert.are.equal("meta.train: 'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got table",
       err_of(ms.meta.train, spec))
+    -- a released tensor as the objective: indexing it raised inside meta.lua
+    spec.optimizer, spec.objective = ms.optim.gd{lr = 0.1}, h.released()
+    assert.are.equal("meta: 'objective' must be an objective (ms.objective.quadratic(H), ...), got userdata",
+      err_of(ms.meta.train, spec))
   end)
 
   it("random_quadratic with eigenvalues of the wrong type, allclose with a released tensor", function()
