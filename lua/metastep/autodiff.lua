@@ -224,7 +224,8 @@ function M.check_grad(f, x, opts)
     end
   end
   local scalar = type(x) == "number"
-  local x0 = scalar and core.tensor(x) or x:clone()
+  local ok, x0 = pcall(function() return scalar and core.tensor(x) or x:clone() end)
+  if not ok then raise("", "check_grad: x: %s", tostring(x0):gsub("^[^\n]-:%d+: ", "")) end
   -- f sees the same kind of argument (number or tensor) here as in the differences below
   local g = M.grad(f)(scalar and x or x0)
   if scalar then g = core.tensor(g) end

@@ -237,6 +237,8 @@ describe("errors found by the fuzzer point at the caller (item 4)", function()
     assert.are.equal("value_and_grad: options must be a table, got boolean", err_of(ms.value_and_grad, f, true))
     assert.are.equal("check_grad: x must be a tensor or a number, got nil", err_of(ms.check_grad, f, nil))
     assert.are.equal("check_grad: options must be a table, got string", err_of(ms.check_grad, f, 1, "x"))
+    assert.are.equal("check_grad: x: bad argument #1 to 'index' (tensor has been released)",
+      err_of(ms.check_grad, f, h.released()))
     assert.are.equal("jvp: argument 1: the tangent has no entry at [1] (its structure must match the "
       .. "argument's)", err_of(ms.jvp, function(x) return x[1]:sum() end, {ms.ones(2)}, 1))
   end)
