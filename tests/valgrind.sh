@@ -17,12 +17,19 @@ if [ $# -gt 0 ]; then tests=(); for n in "$@"; do tests+=("$dir/$n"); done; fi
 for t in "${tests[@]}"; do
   [ -x "$t" ] || continue
   log=$(mktemp)
-  if valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
-      --errors-for-leak-kinds=definite,indirect "$t" >"$log" 2>&1; then
+  valgrind --quiet --error-exitcode=99 --leak-check=full --show-leak-kinds=definite,indirect \
+    --errors-for-leak-kinds=definite,indirect "$t" >"$log" 2>&1
+  rc=$?
+  if [ "$rc" -eq 0 ]; then
     echo "ok   - $(basename "$t"): $(tail -n 1 "$log")"
+  elif [ "$rc" -eq 1 ] && ! grep -q '^==[0-9]*==' "$log"; then
+    # The test's own checks failed with no memcheck report: valgrind computes long double in
+    # 64 bits (test_stable's long double references then overflow), so only memcheck counts.
+    echo "note - $(basename "$t"): no memcheck error; its own checks failed under valgrind" \
+      "($(tail -n 1 "$log"); valgrind has no 80-bit long double)"
   else
     failed=$((failed + 1))
-    echo "FAIL - $(basename "$t")"
+    echo "FAIL - $(basename "$t") (status $rc)"
     grep -v '^[0-9]* passed' "$log" | head -n 40 | sed 's/^/       /'
   fi
   rm -f "$log"
