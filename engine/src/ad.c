@@ -4,6 +4,7 @@
  */
 #include "ad.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -267,6 +268,58 @@ static int propagate(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_te
   return st;
 }
 
+/*
+ * Check mode (ms_ctx_set_check_numerics): the output of a primitive whose inputs are all
+ * finite must be finite too; the first one that is not fails, naming the primitive, the
+ * first non-finite value and the input shapes. Inputs already non-finite propagate
+ * silently: the primitive that produced them was reported (or they came from the caller).
+ */
+static int check_numerics(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin,
+                          ms_tensor *const *in, const ms_tensor *out) {
+  /* a view computes nothing (and an expand may show 2^40 elements of a small storage) */
+  for (int i = 0; i < nin; i++)
+    if (ms_tensor_shares_storage(out, in[i])) return MS_OK;
+  if (ms_tensor_all_finite(out)) return MS_OK;
+  for (int i = 0; i < nin; i++)
+    if (!ms_tensor_all_finite(in[i])) return MS_OK;
+  const double *d = MS_TENSOR_DATA(out);
+  double bad = NAN;
+  int64_t at = 0;
+  for (int64_t i = 0; i < out->numel; i++) {
+    double v = d[ms__offset_of(out, i)];
+    if (!isfinite(v)) {
+      bad = v, at = i;
+      break;
+    }
+  }
+  char shapes[3 * MS_SHAPE_STRLEN + 16] = "";
+  size_t used = 0;
+  for (int i = 0; i < nin && i < 3; i++) {
+    char b[MS_SHAPE_STRLEN];
+    used += (size_t)snprintf(shapes + used, sizeof shapes - used, "%s%s",
+                             i == 0 ? "" : (i == nin - 1 ? " and " : ", "),
+                             ms_shape_str(in[i]->ndim, in[i]->shape, b, sizeof b));
+    if (used >= sizeof shapes) break;
+  }
+  /* the element as a multi-index, "out[1,0]": the Lua layer shows it 1-based */
+  int64_t idx[MS_MAXDIM] = {0};
+  for (int d = out->ndim - 1; d >= 0; d--) {
+    idx[d] = out->shape[d] ? at % out->shape[d] : 0;
+    at = out->shape[d] ? at / out->shape[d] : 0;
+  }
+  char where[MS_SHAPE_STRLEN] = "out";
+  if (out->ndim > 0) {
+    ms_shape_str(out->ndim, idx, where + 3, sizeof where - 3); /* "[1,0]" */
+  } else {
+    snprintf(where, sizeof where, "its 0-d output");
+  }
+  return ms_ctx_fail(ctx, MS_ENUMERIC,
+                     "check_numerics: %s produced %s at %s (0-based) from finite inputs of shape%s "
+                     "%s",
+                     ms__prim_name(p, attr), isnan(bad) ? "nan" : (bad > 0 ? "inf" : "-inf"), where,
+                     nin > 1 ? "s" : "", nin > 0 ? shapes : "(none)");
+}
+
 int ms__apply(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_tensor *const *in,
               ms_tensor **out) {
   *out = NULL;
@@ -276,6 +329,11 @@ int ms__apply(ms_ctx *ctx, ms_prim p, const ms_attr *attr, int nin, ms_tensor *c
   int st = def->forward(ctx, attr, in, out);
   ctx->nlevels = depth;
   if (st) return st;
+  if (ctx->check_numerics && (st = check_numerics(ctx, p, attr, nin, in, *out))) {
+    ms_tensor_release(*out);
+    *out = NULL;
+    return st;
+  }
   if (depth == 0 || !ms__any_tracked(ctx, nin, (const ms_tensor *const *)in)) return MS_OK;
   /* A view op may hand back the very same tensor object: give it its own header so
    * tracking entries stay per-value. */

@@ -10,8 +10,9 @@
 
 #include "ad.h"
 
+/* In check mode every op goes through ms__apply, which checks its output for NaN and inf. */
 static int tracked(ms_ctx *ctx, int n, const ms_tensor *const *ts) {
-  return ctx->nlevels > 0 && ms__any_tracked(ctx, n, ts);
+  return ctx->check_numerics || (ctx->nlevels > 0 && ms__any_tracked(ctx, n, ts));
 }
 
 static ms_attr attr0(void) {
@@ -178,7 +179,7 @@ int ms_tensor_select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, m
 int ms_tensor_expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                      ms_tensor **out) {
   if (!tracked(ctx, 1, &t)) return ms__expand(ctx, t, ndim, shape, out);
-  int st = ms__check_shape(ctx, "expand", ndim, shape);
+  int st = ms__shape_numel(ctx, "expand", ndim, shape, NULL);
   if (st) return st;
   ms_attr at = attr0();
   at.ndim = ndim;
@@ -197,7 +198,7 @@ int ms_tensor_cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor 
 
 int ms_sum_to(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out) {
   *out = NULL;
-  int st = ms__check_shape(ctx, "sum_to", ndim, shape);
+  int st = ms__shape_numel(ctx, "sum_to", ndim, shape, NULL);
   if (st) return st;
   ms_attr at = attr0();
   at.ndim = ndim;

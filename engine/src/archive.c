@@ -636,7 +636,7 @@ static int read_entry(reader *r, ms_archive *a) {
   switch (kind) {
     case MS_ARCHIVE_TENSOR: {
       ms_tensor *t;
-      if ((st = ms__check_shape(a->ctx, "ms_archive_load", ndim, shape))) return st;
+      if ((st = ms__shape_numel(a->ctx, "ms_archive_load", ndim, shape, NULL))) return st;
       if ((st = ms_tensor_empty(a->ctx, ndim, shape, &t))) return st;
       double *d = ms_tensor_data(t);
       for (int64_t i = 0, n = ms_tensor_numel(t); i < n; i++) d[i] = bitsd(get_u64(data + 8 * i));

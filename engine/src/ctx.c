@@ -210,3 +210,6 @@ void ms_ctx_reset_peak(ms_ctx *ctx) { ctx->peak = ctx->bytes; }
 
 const char *ms_version(void) { return METASTEP_VERSION; }
 int ms_version_number(void) { return METASTEP_VERSION_NUMBER; }
+
+void ms_ctx_set_check_numerics(ms_ctx *ctx, int on) { ctx->check_numerics = on != 0; }
+int ms_ctx_check_numerics(const ms_ctx *ctx) { return ctx->check_numerics; }

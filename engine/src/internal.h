@@ -20,6 +20,8 @@ struct ms_ctx {
   /* ms_ctx_set_poll: asked by ms_ctx_check_interrupt whether to stop (host budgets) */
   int (*poll)(void *ud);
   void *poll_ud;
+  /* ms_ctx_set_check_numerics: every primitive's output checked */
+  int check_numerics;
   void *host; /* ms_ctx_userdata */
   char err[512];
   /* autodiff: the stack of active levels, innermost last */
@@ -50,6 +52,7 @@ struct ms_tensor {
   int64_t numel;
   int64_t shape[MS_MAXDIM];
   int64_t strides[MS_MAXDIM]; /* in elements; may be 0 (expanded) */
+  int readonly; /* an expand that repeats elements, or a view of one: in-place writes refuse it */
   /* autodiff: one entry per level this tensor is tracked on (see ad.c) */
   int ntrack;
   struct ms_track {
@@ -72,8 +75,13 @@ int ms__tensor_view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *sh
 int ms__tensor_plain_copy(ms_ctx *ctx, const ms_tensor *t, ms_tensor **out);
 /* Bumps the storage version after an in-place write. */
 void ms__tensor_touch(ms_tensor *t);
-/* Checks ndim/shape entries for a constructor; message names `what`. */
-int ms__check_shape(ms_ctx *ctx, const char *what, int ndim, const int64_t *shape);
+/* The one check of shape arithmetic (tensor.c): ndim in range, sizes >= 0, and the product of
+ * the nonzero sizes at most 2^50, so numel, strides and offsets cannot overflow however many
+ * sizes are 0. *numel (if not NULL) gets the element count. Message names `what`. */
+int ms__shape_numel(ms_ctx *ctx, const char *what, int ndim, const int64_t *shape, int64_t *numel);
+/* Fails with MS_EARG unless the square matrix a is symmetric within 1e-10 * max|a| (linalg.c);
+ * the message names `what`, the argument `arg`, the largest asymmetry and its position. */
+int ms__check_symmetric(ms_ctx *ctx, const char *what, const char *arg, const ms_tensor *a);
 /* Normalizes a possibly negative axis for an ndim-dimensional tensor; message names `what`. */
 int ms__axis(ms_ctx *ctx, const char *what, int axis, int ndim, int *out);
 /* Row-major strided iteration helper: offset of the element at flat row-major index i. */

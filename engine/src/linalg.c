@@ -69,6 +69,32 @@ static int check_square(ms_ctx *ctx, const char *what, const ms_tensor *a) {
 }
 
 /*
+ * The one symmetry check (eigh, cholesky, the stable unroll): LAPACK's symmetric routines read
+ * one triangle, so a non-symmetric matrix would be silently replaced by a symmetric one.
+ * Tolerance: 1e-10 * max |a_ij| (rounding in a product like X^T X stays far below it). The
+ * message gives the largest asymmetry and where it is. Non-finite entries are left to the
+ * caller's finiteness check.
+ */
+int ms__check_symmetric(ms_ctx *ctx, const char *what, const char *arg, const ms_tensor *a) {
+  const double *p = MS_TENSOR_DATA(a);
+  int64_t n = a->shape[0], s0 = a->strides[0], s1 = a->strides[1], bi = 0, bj = 0;
+  double big = 0, asym = 0;
+  for (int64_t i = 0; i < n; i++)
+    for (int64_t j = 0; j < n; j++) {
+      double x = p[i * s0 + j * s1], y = p[j * s0 + i * s1], d = fabs(x - y);
+      if (fabs(x) > big) big = fabs(x);
+      if (d > asym) asym = d, bi = i, bj = j;
+    }
+  if (asym > 1e-10 * big)
+    return ms_ctx_fail(ctx, MS_EARG,
+                       "%s: %s must be symmetric, max |%s - %s^T| = %g at %s[%lld,%lld] (0-based; "
+                       "tolerance 1e-10 * max|%s| = %g)",
+                       what, arg, arg, arg, asym, arg, (long long)(bi < bj ? bi : bj),
+                       (long long)(bi < bj ? bj : bi), arg, 1e-10 * big);
+  return MS_OK;
+}
+
+/*
  * LAPACKE rejects NaN inputs as an invalid argument (its NaN check), and an infinity
  * silently turns the factorization into NaNs, so non-finite entries are refused up
  * front with the position of the first one. t is contiguous.
@@ -430,6 +456,7 @@ int ms_eigh(ms_ctx *ctx, const ms_tensor *a, ms_tensor **w, ms_tensor **v) {
   int64_t n = a->shape[0];
   ms_tensor *vec = NULL, *val = NULL;
   st = lapack_copy(ctx, "eigh", "matrix", a, &vec);
+  if (st == MS_OK) st = ms__check_symmetric(ctx, "eigh", "a", vec);
   if (st == MS_OK) st = ms__tensor_alloc(ctx, 1, &n, &val);
   if (st == MS_OK && n > 0) {
     /* Row-major 'L' reads the lower triangle of the matrix as the caller sees it. */
@@ -510,6 +537,10 @@ int ms_cholesky(ms_ctx *ctx, const ms_tensor *a, ms_tensor **l) {
   int64_t n = a->shape[0];
   ms_tensor *r = NULL;
   if ((st = lapack_copy(ctx, "cholesky", "matrix", a, &r)) != MS_OK) return st;
+  if ((st = ms__check_symmetric(ctx, "cholesky", "a", r)) != MS_OK) {
+    ms_tensor_release(r);
+    return st;
+  }
   if (n > 0) {
     use_threads(ctx, n * n * n);
     lapack_int info =

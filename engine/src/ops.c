@@ -75,7 +75,7 @@ static int broadcast_n(ms_ctx *ctx, const char *what, int n, const int *nds,
                            (long long)shapes[k][i], i + 1);
     if (nds[k] > out_nd) out_nd = nds[k];
   }
-  int64_t res[MS_MAXDIM];
+  int64_t res[MS_MAXDIM] = {0};
   for (int i = 0; i < out_nd; i++) {
     int64_t size = 1;
     for (int k = 0; k < n; k++) {
@@ -89,6 +89,9 @@ static int broadcast_n(ms_ctx *ctx, const char *what, int n, const int *nds,
     }
     res[i] = size;
   }
+  /* [2^40, 1] and [1, 2^40] broadcast to 2^80 elements: the result must be a valid shape */
+  int st = ms__shape_numel(ctx, what, out_nd, res, NULL);
+  if (st) return st;
   *nd = out_nd;
   if (out_nd > 0) memcpy(shape, res, (size_t)out_nd * sizeof(int64_t));
   return MS_OK;
@@ -550,8 +553,9 @@ int ms_max_abs_diff(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, double 
   int st = broadcast_tensors(ctx, "max_abs_diff", 2, ts, &nd, shape);
   if (st) return st;
   double m = 0.0;
-  int64_t numel = 1;
-  for (int i = 0; i < nd; i++) numel *= shape[i];
+  int64_t numel = 0;
+  st = ms__shape_numel(ctx, "max_abs_diff", nd, shape, &numel);
+  if (st) return st;
   if (numel > 0) {
     loop lp;
     loop_tensors(&lp, nd, shape, 2, ts);

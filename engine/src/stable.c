@@ -483,21 +483,30 @@ out:
  * ms_meta_stable_quadratic: GD or momentum on one quadratic, through the general unroll
  * ====================================================================================== */
 
-static int check_symmetric(ms_ctx *ctx, const char *what, const ms_tensor *H) {
-  /* the loss f = 1/2 e^T H e and its derivative assume a symmetric H */
-  const double *h = MS_TENSOR_DATA(H);
-  int64_t d = H->shape[0];
-  double big = 0, asym = 0;
-  for (int64_t i = 0; i < d; i++)
-    for (int64_t j = 0; j < d; j++) {
-      double a = h[i * H->strides[0] + j * H->strides[1]],
-             b = h[j * H->strides[0] + i * H->strides[1]];
-      if (fabs(a) > big) big = fabs(a);
-      if (fabs(a - b) > asym) asym = fabs(a - b);
-    }
-  if (asym > 1e-10 * (big > 1 ? big : 1))
-    return ms_ctx_fail(ctx, MS_EARG, "%s: H must be symmetric (max |H - H^T| = %g)", what, asym);
-  return MS_OK;
+/*
+ * The loss f = 1/2 e^T H e and its derivative assume a symmetric H, and the log-domain state
+ * assumes f >= 0: with an indefinite H the loss goes negative (its log is NaN) and the run
+ * reported 0 with status underflow. Both are refused, as ms_objective_check_psd does for
+ * the meta-gradient methods.
+ */
+static int check_symmetric_psd(ms_ctx *ctx, const char *what, const ms_tensor *H) {
+  int st = ms__check_symmetric(ctx, what, "H", H);
+  if (st || H->shape[0] == 0) return st;
+  ms_tensor *h = NULL, *lam = NULL, *vec = NULL;
+  st = ms_stop_gradient(ctx, (ms_tensor *)H, &h);
+  if (!st) st = ms_eigh(ctx, h, &lam, &vec);
+  if (!st) {
+    const double *l = MS_TENSOR_DATA(lam);
+    double lo = l[0], hi = l[lam->numel - 1];
+    if (lo < -1e-12 * fmax(1.0, fabs(hi)))
+      st = ms_ctx_fail(ctx, MS_EARG,
+                       "%s: needs a positive semi-definite H (smallest eigenvalue %g, largest %g)",
+                       what, lo, hi);
+  }
+  ms_tensor_release(h);
+  ms_tensor_release(lam);
+  ms_tensor_release(vec);
+  return st;
 }
 
 int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w0,
@@ -519,7 +528,7 @@ int ms_meta_stable_quadratic(ms_ctx *ctx, const ms_tensor *H, const ms_tensor *w
                        ms_shape_str(H->ndim, H->shape, b, sizeof b));
   if (!ms_tensor_all_finite(H))
     return ms_ctx_fail(ctx, MS_EARG, "%s: H has non-finite entries", what);
-  if ((st = check_symmetric(ctx, what, H))) return st;
+  if ((st = check_symmetric_psd(ctx, what, H))) return st;
   int64_t d = H->shape[0];
   if (d > INT_MAX)
     return ms_ctx_fail(ctx, MS_EARG, "%s: H is too large for BLAS (%lld rows)", what, (long long)d);

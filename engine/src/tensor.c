@@ -20,19 +20,37 @@ char *ms_shape_str(int ndim, const int64_t *shape, char *buf, size_t size) {
   return buf;
 }
 
-int ms__check_shape(ms_ctx *ctx, const char *what, int ndim, const int64_t *shape) {
+/*
+ * The one check of shape arithmetic, called wherever a shape is made (construction, views,
+ * reshape, expand, broadcasting, cat). Every size must be >= 0 and the product of the
+ * NONZERO sizes at most MS_MAX_NUMEL: then numel, every contiguous stride, every offset
+ * and numel * sizeof(double) fit their types. Zero sizes are left out of the product on
+ * purpose: [0, 2^62, 2] holds no element, yet its contiguous strides (2^63, 2, 1) overflow,
+ * and a later expand, permute or cat computes with the other sizes too.
+ */
+int ms__shape_numel(ms_ctx *ctx, const char *what, int ndim, const int64_t *shape, int64_t *numel) {
   if (ndim < 0 || ndim > MS_MAXDIM)
     return ms_ctx_fail(ctx, MS_EARG, "%s: expected at most %d dimensions, got %d", what, MS_MAXDIM,
                        ndim);
-  int64_t n = 1;
+  int64_t extent = 1, n = 1;
   for (int i = 0; i < ndim; i++) {
     if (shape[i] < 0)
       return ms_ctx_fail(ctx, MS_EARG, "%s: size %lld of dimension %d is negative", what,
                          (long long)shape[i], i + 1);
-    if (shape[i] > 0 && n > MS_MAX_NUMEL / shape[i])
-      return ms_ctx_fail(ctx, MS_EARG, "%s: shape has more than 2^50 elements", what);
-    n *= shape[i];
+    if (shape[i] > 0 && extent > MS_MAX_NUMEL / shape[i]) {
+      char b[MS_SHAPE_STRLEN];
+      ms_shape_str(ndim, shape, b, sizeof b);
+      if (n == 0)
+        return ms_ctx_fail(ctx, MS_EARG,
+                           "%s: shape %s is too large (its nonzero sizes multiply to more than "
+                           "2^50)",
+                           what, b);
+      return ms_ctx_fail(ctx, MS_EARG, "%s: shape %s has more than 2^50 elements", what, b);
+    }
+    if (shape[i] > 0) extent *= shape[i];
+    n = shape[i] == 0 ? 0 : n * shape[i]; /* <= extent: cannot overflow */
   }
+  if (numel) *numel = n;
   return MS_OK;
 }
 
@@ -43,12 +61,6 @@ int ms__axis(ms_ctx *ctx, const char *what, int axis, int ndim, int *out) {
                        ndim);
   *out = a;
   return MS_OK;
-}
-
-static int64_t shape_numel(int ndim, const int64_t *shape) {
-  int64_t n = 1;
-  for (int i = 0; i < ndim; i++) n *= shape[i];
-  return n;
 }
 
 static void contiguous_strides(int ndim, const int64_t *shape, int64_t *strides) {
@@ -69,22 +81,22 @@ static ms_tensor *header_new(ms_ctx *ctx) {
   return t;
 }
 
-int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **out) {
-  *out = NULL;
-  int st = ms__check_shape(ctx, "tensor", ndim, shape);
-  if (st) return st;
-  int64_t n = shape_numel(ndim, shape);
-  ms_storage *s = ms_ctx_alloc(ctx, sizeof(ms_storage) + (size_t)n * sizeof(double));
+/* A contiguous tensor over new storage of n = numel(shape) doubles (checked by the caller):
+ * owned (allocated after the header) when data is NULL, else the host's memory at data. */
+static int tensor_new(ms_ctx *ctx, double *data, int ndim, const int64_t *shape, int64_t n,
+                      ms_tensor **out) {
+  size_t bytes = sizeof(ms_storage) + (data ? 0 : (size_t)n * sizeof(double));
+  ms_storage *s = ms_ctx_alloc(ctx, bytes);
   if (s == NULL) return MS_ENOMEM;
   s->ctx = ctx;
   s->refcount = 1;
   s->version = 0;
   s->n = n;
-  s->data = (double *)(s + 1);
-  s->external = 0;
+  s->data = data ? data : (double *)(s + 1);
+  s->external = data != NULL;
   ms_tensor *t = header_new(ctx);
   if (t == NULL) {
-    ms_ctx_dealloc(ctx, s, sizeof(ms_storage) + (size_t)n * sizeof(double));
+    ms_ctx_dealloc(ctx, s, bytes);
     return MS_ENOMEM;
   }
   t->st = s;
@@ -96,34 +108,22 @@ int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **ou
   return MS_OK;
 }
 
+int ms__tensor_alloc(ms_ctx *ctx, int ndim, const int64_t *shape, ms_tensor **out) {
+  *out = NULL;
+  int64_t n = 0;
+  int st = ms__shape_numel(ctx, "tensor", ndim, shape, &n);
+  return st ? st : tensor_new(ctx, NULL, ndim, shape, n, out);
+}
+
 int ms_tensor_wrap(ms_ctx *ctx, double *data, int ndim, const int64_t *shape, ms_tensor **out) {
   *out = NULL;
-  int st = ms__check_shape(ctx, "ms_tensor_wrap", ndim, shape);
+  int64_t n = 0;
+  int st = ms__shape_numel(ctx, "ms_tensor_wrap", ndim, shape, &n);
   if (st) return st;
-  int64_t n = shape_numel(ndim, shape);
   if (data == NULL && n > 0)
     return ms_ctx_fail(ctx, MS_EARG, "ms_tensor_wrap: data is NULL for %lld elements",
                        (long long)n);
-  ms_storage *s = ms_ctx_alloc(ctx, sizeof(ms_storage));
-  if (s == NULL) return MS_ENOMEM;
-  s->ctx = ctx;
-  s->refcount = 1;
-  s->version = 0;
-  s->n = n;
-  s->data = data;
-  s->external = 1;
-  ms_tensor *t = header_new(ctx);
-  if (t == NULL) {
-    ms_ctx_dealloc(ctx, s, sizeof(ms_storage));
-    return MS_ENOMEM;
-  }
-  t->st = s;
-  t->ndim = ndim;
-  t->numel = n;
-  if (ndim > 0) memcpy(t->shape, shape, (size_t)ndim * sizeof(int64_t));
-  contiguous_strides(ndim, shape, t->strides);
-  *out = t;
-  return MS_OK;
+  return tensor_new(ctx, data, ndim, shape, n, out);
 }
 
 void ms_tensor_touch(ms_tensor *t) { ms__tensor_touch(t); }
@@ -131,13 +131,18 @@ void ms_tensor_touch(ms_tensor *t) { ms__tensor_touch(t); }
 int ms__tensor_view(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                     const int64_t *strides, int64_t offset, ms_tensor **out) {
   *out = NULL;
+  int64_t n = 0;
+  /* views keep the invariant of ms__shape_numel: an expand can grow the sizes */
+  int st = ms__shape_numel(ctx, "view", ndim, shape, &n);
+  if (st) return st;
   ms_tensor *v = header_new(ctx);
   if (v == NULL) return MS_ENOMEM;
   v->st = t->st;
   v->st->refcount++;
   v->offset = offset;
   v->ndim = ndim;
-  v->numel = shape_numel(ndim, shape);
+  v->numel = n;
+  v->readonly = t->readonly;
   if (ndim > 0) {
     memcpy(v->shape, shape, (size_t)ndim * sizeof(int64_t));
     memcpy(v->strides, strides, (size_t)ndim * sizeof(int64_t));
@@ -377,20 +382,19 @@ static int resolve_shape(ms_ctx *ctx, const char *what, const ms_tensor *t, int 
     return ms_ctx_fail(ctx, MS_EARG, "%s: expected at most %d dimensions, got %d", what, MS_MAXDIM,
                        ndim);
   int infer = -1;
-  int64_t n = 1;
   for (int i = 0; i < ndim; i++) {
+    res[i] = shape[i];
     if (shape[i] == -1 && infer < 0) {
       infer = i;
-      continue;
-    }
-    if (shape[i] < 0)
+      res[i] = 1; /* checked below as a size of 1, then replaced */
+    } else if (shape[i] < 0) {
       return ms_ctx_fail(ctx, MS_EARG, "%s: invalid size %lld in shape %s", what,
                          (long long)shape[i], ms_shape_str(ndim, shape, b1, sizeof b1));
-    if (shape[i] > 0 && n > MS_MAX_NUMEL / shape[i])
-      return ms_ctx_fail(ctx, MS_EARG, "%s: shape has more than 2^50 elements", what);
-    n *= shape[i];
-    res[i] = shape[i];
+    }
   }
+  int64_t n = 0;
+  int st = ms__shape_numel(ctx, what, ndim, res, &n);
+  if (st) return st;
   if (infer >= 0) {
     if (n == 0 || t->numel % n != 0)
       return ms_ctx_fail(ctx, MS_ESHAPE, "%s: cannot infer -1 in %s for %lld elements", what,
@@ -480,7 +484,9 @@ int ms__slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, int64_t 
   memcpy(shape, t->shape, sizeof shape);
   memcpy(strides, t->strides, sizeof strides);
   shape[a] = stop == start ? 0 : (stop - start - 1) / step + 1; /* no overflow for huge step */
-  strides[a] = t->strides[a] * step;
+  /* A step past the axis leaves at most one element, whose stride is never used: clamp it so
+   * stride * step stays within the storage's extent (both <= 2^50 by ms__shape_numel). */
+  strides[a] = t->strides[a] * (step < n ? step : 1);
   return ms__tensor_view(ctx, t, t->ndim, shape, strides, t->offset + start * t->strides[a], out);
 }
 
@@ -506,10 +512,11 @@ int ms__select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tens
 int ms__expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, ms_tensor **out) {
   char b1[MS_SHAPE_STRLEN], b2[MS_SHAPE_STRLEN];
   *out = NULL;
-  int st = ms__check_shape(ctx, "expand", ndim, shape);
+  int st = ms__shape_numel(ctx, "expand", ndim, shape, NULL);
   if (st) return st;
   if (ndim < t->ndim) goto bad;
-  int64_t strides[MS_MAXDIM];
+  int64_t strides[MS_MAXDIM] = {0};
+  int repeats = 0;
   for (int i = 0; i < ndim; i++) {
     int j = i - (ndim - t->ndim);
     if (j < 0) {
@@ -521,8 +528,11 @@ int ms__expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape, 
     } else {
       goto bad;
     }
+    if (strides[i] == 0 && shape[i] > 1) repeats = 1;
   }
-  return ms__tensor_view(ctx, t, ndim, shape, strides, t->offset, out);
+  st = ms__tensor_view(ctx, t, ndim, shape, strides, t->offset, out);
+  if (st == MS_OK && repeats) (*out)->readonly = 1;
+  return st;
 bad:
   return ms_ctx_fail(ctx, MS_ESHAPE, "expand: cannot broadcast %s to %s",
                      ms_shape_str(t->ndim, t->shape, b1, sizeof b1),
@@ -550,6 +560,9 @@ int ms__cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out)
       return ms_ctx_fail(ctx, MS_ESHAPE, "cat: tensor %d has shape %s, incompatible with %s", k + 1,
                          ms_shape_str(t->ndim, t->shape, b1, sizeof b1),
                          ms_shape_str(t0->ndim, t0->shape, b2, sizeof b2));
+    if (t->shape[a] > MS_MAX_NUMEL - shape[a]) /* each size <= 2^50: no overflow */
+      return ms_ctx_fail(ctx, MS_EARG, "cat: the sizes along axis %d add up to more than 2^50",
+                         a + 1);
     shape[a] += t->shape[a];
   }
   st = ms__tensor_alloc(ctx, t0->ndim, shape, out);
@@ -573,6 +586,20 @@ int ms__cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor **out)
 
 /* ---- element access ---- */
 
+/*
+ * An expand that repeats elements (stride 0 on an axis of size > 1) and every view taken of
+ * it are read-only: one write through them would change every aliased row of the source at
+ * once. In-place writes refuse them; clone() gives a writable copy.
+ */
+static int check_writable(ms_ctx *ctx, const char *what, const ms_tensor *t) {
+  if (!t->readonly) return MS_OK;
+  char b[MS_SHAPE_STRLEN];
+  return ms_ctx_fail(ctx, MS_ESTATE,
+                     "%s: cannot write into a view of an expanded tensor (shape %s shares "
+                     "its elements with other positions; clone it first)",
+                     what, ms_shape_str(t->ndim, t->shape, b, sizeof b));
+}
+
 static int element_offset(ms_ctx *ctx, const ms_tensor *t, const int64_t *index, int64_t *off) {
   int64_t o = t->offset;
   for (int d = 0; d < t->ndim; d++) {
@@ -595,7 +622,8 @@ int ms_tensor_get(ms_ctx *ctx, const ms_tensor *t, const int64_t *index, double 
 
 int ms_tensor_set(ms_ctx *ctx, ms_tensor *t, const int64_t *index, double value) {
   int64_t off = 0;
-  int st = element_offset(ctx, t, index, &off);
+  int st = check_writable(ctx, "set", t);
+  if (!st) st = element_offset(ctx, t, index, &off);
   if (st) return st;
   t->st->data[off] = value;
   ms__tensor_touch(t);
@@ -621,7 +649,8 @@ int ms_tensor_read(ms_ctx *ctx, const ms_tensor *t, double *buf, int64_t n) {
 }
 
 int ms_tensor_fill_(ms_ctx *ctx, ms_tensor *t, double value) {
-  (void)ctx;
+  int st = check_writable(ctx, "fill", t);
+  if (st) return st;
   double *p = MS_TENSOR_DATA(t);
   for (int64_t i = 0; i < t->numel; i++) p[ms__offset_of(t, i)] = value;
   ms__tensor_touch(t);
@@ -632,6 +661,7 @@ int ms_tensor_copy_(ms_ctx *ctx, ms_tensor *dst, const ms_tensor *src) {
   ms_tensor *e, *tmp = NULL;
   /* an in-place copy is not recorded: refuse to drop a derivative silently */
   int st = ms__not_differentiable(ctx, "in-place copy (assign)", 1, &src);
+  if (!st) st = check_writable(ctx, "assign", dst);
   if (st) return st;
   st = ms__expand(ctx, src, dst->ndim, dst->shape, &e);
   if (st) return st;

@@ -3,7 +3,8 @@
 -- tensor operation is recorded without the user writing anything special. Transforms
 -- nest to any order: grad(grad(f)), a grad inside a function passed to grad, jvp of grad.
 local core = require "metastep.core"
-local raise = require("metastep.util").raise
+local util = require "metastep.util"
+local raise = util.raise
 
 local M = {}
 
@@ -12,11 +13,17 @@ local function is_tensor(v)
 end
 
 -- Replaces every tensor (or number) leaf of a structure by f(leaf), keeping the structure.
-local function map_leaves(x, f, path)
+-- open holds the tables being walked: a table inside itself is refused ("cyclic table at
+-- argument[1][2]") instead of recursing until memory or the C stack runs out.
+local function map_leaves(x, f, path, open)
   if is_tensor(x) or type(x) == "number" then return f(x, path) end
   if type(x) == "table" then
+    open = open or {}
+    if open[x] then error(("cyclic table at argument%s"):format(path or ""), 0) end
+    open[x] = true
     local out = {}
-    for k, v in pairs(x) do out[k] = map_leaves(v, f, (path or "") .. "[" .. tostring(k) .. "]") end
+    for k, v in pairs(x) do out[k] = map_leaves(v, f, (path or "") .. "[" .. tostring(k) .. "]", open) end
+    open[x] = nil
     return out
   end
   error(("expected a tensor, a number or a table of them at argument%s, got %s"):format(path or "", type(x)), 0)
@@ -35,7 +42,12 @@ local function watch_args(level, args, argnums, tangents, fname)
     local ok, res = pcall(map_leaves, args[i], function(leaf, path)
       local v = tan
       if tan ~= nil and path then
-        for key in path:gmatch("%[([^%]]+)%]") do v = v[tonumber(key) or key] end
+        for key in path:gmatch("%[([^%]]+)%]") do
+          if type(v) ~= "table" or is_tensor(v) then
+            error(("the tangent has no entry at %s (its structure must match the argument's)"):format(path), 0)
+          end
+          v = v[tonumber(key) or key]
+        end
       end
       if type(v) == "number" then v = core.tensor(v) end
       local w = level:watch(leaf, v)
@@ -64,6 +76,10 @@ local function rebuild(args, argnums, values)
 end
 
 local function normalize_argnums(opts, fname)
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("", "%s: options must be a table, got %s", fname, type(opts))
+  end
+  util.check_keys(opts, {"argnums"}, fname)
   local argnums = opts and opts.argnums or 1
   if type(argnums) == "number" then argnums = {argnums} end
   if type(argnums) ~= "table" then
@@ -105,7 +121,7 @@ function M.value_and_grad(f, opts)
     end
     local xs = {}
     for k, l in ipairs(leaves) do xs[k] = l[1] end
-    local gs = tape:gradient(y, xs)
+    local gs = util.engine(tape.gradient, tape, y, xs) -- a backward failure blames the caller
     local vals = {}
     for k, l in ipairs(leaves) do vals[k] = l[2] and {is_number = true, t = gs[k]} or gs[k] end
     local g = rebuild(args, argnums, vals)
@@ -117,6 +133,7 @@ end
 --- grad(f [, {argnums = 1}]) -> function returning only the gradient.
 function M.grad(f, opts)
   check_fn(f, "grad")
+  normalize_argnums(opts, "grad") -- checked here to name grad in the message
   local vg = M.value_and_grad(f, opts)
   return function(...)
     return select(2, vg(...))
@@ -136,7 +153,7 @@ function M.jvp(f, x, v)
   if not is_tensor(y) then
     raise("", "jvp: the function must return a tensor or a number, got %s", type(y))
   end
-  return y, level:tangent(y)
+  return y, util.engine(level.tangent, level, y)
 end
 
 --- vjp(f, x) -> f(x), pullback; pullback(gy) returns J^T gy in the structure of x.
@@ -161,7 +178,7 @@ function M.vjp(f, x)
     if type(gy) == "number" then gy = core.full(y:shape(), gy) end
     local xs = {}
     for k, l in ipairs(leaves) do xs[k] = l[1] end
-    local gs = tape:gradient(y, xs, gy)
+    local gs = util.engine(tape.gradient, tape, y, xs, gy)
     local vals = {}
     for k, l in ipairs(leaves) do vals[k] = l[2] and {is_number = true, t = gs[k]} or gs[k] end
     return rebuild(args, {1}, vals)[1]
@@ -190,10 +207,25 @@ M.custom = core.custom
 -- ok means max_error <= 1; report lists the worst element.
 function M.check_grad(f, x, opts)
   check_fn(f, "check_grad")
+  if type(x) ~= "number" and not is_tensor(x) then
+    raise("", "check_grad: x must be a tensor or a number, got %s", type(x))
+  end
+  if opts ~= nil and type(opts) ~= "table" then
+    raise("", "check_grad: options must be a table, got %s", type(opts))
+  end
   opts = opts or {}
+  util.check_keys(opts, {"eps", "rtol", "atol"}, "check_grad")
   local eps, rtol, atol = opts.eps or 1e-6, opts.rtol or 1e-6, opts.atol or 1e-8
+  for _, k in ipairs{"eps", "rtol", "atol"} do
+    local v = ({eps = eps, rtol = rtol, atol = atol})[k]
+    if type(v) ~= "number" or not (v >= 0) or v == math.huge or (k == "eps" and v == 0) then
+      raise("", "check_grad: option '%s' must be a finite number %s, got %s", k, k == "eps" and "> 0" or ">= 0",
+        util.show(v))
+    end
+  end
   local scalar = type(x) == "number"
-  local x0 = scalar and core.tensor(x) or x:clone()
+  local ok, x0 = pcall(function() return scalar and core.tensor(x) or x:clone() end)
+  if not ok then raise("", "check_grad: x: %s", tostring(x0):gsub("^[^\n]-:%d+: ", "")) end
   -- f sees the same kind of argument (number or tensor) here as in the differences below
   local g = M.grad(f)(scalar and x or x0)
   if scalar then g = core.tensor(g) end

@@ -816,6 +816,16 @@ function ms.set_threads(n) end
 ---@return integer the setting, or the thread count for that work
 function ms.threads(work) end
 
+---Check mode (off by default): when on, the first primitive that turns finite inputs into NaN
+---or inf fails, naming the op, the position and the input shapes (e.g. "check_numerics: div
+---produced inf at out[2,1] from finite inputs of shapes [2,2] and [2,2]"), including ops run
+---by a backward pass.
+---
+---Example: `ms.set_check_numerics(true)`
+---@param on boolean true to check every primitive's output
+---@return boolean the previous setting
+function ms.set_check_numerics(on) end
+
 ---Prints help: the modules (no argument), a submodule's fields (a table or its name),
 ---or a function's documentation (signature, parameters, options with defaults, an example).
 ---

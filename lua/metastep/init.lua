@@ -20,6 +20,7 @@ local PUBLIC = {
   "stop_gradient", "ad_push", "ad_depth", "seed", "memory", "set_memory_limit", "version",
   "Tensor", "Objective", "Objective_mt",
   "save", "load",
+  "set_check_numerics",
 }
 for _, k in ipairs(PUBLIC) do M[k] = core[k] end
 --- The C core itself, for internals and tests.
@@ -73,7 +74,13 @@ function M.allclose(a, b, rtol, atol)
     raise("", "allclose: expected two tensors, got %s and %s", type(a), type(b))
   end
   rtol, atol = rtol or 1e-9, atol or 1e-12
-  local sa, sb = a:shape(), b:shape()
+  if type(rtol) ~= "number" or type(atol) ~= "number" then
+    raise("", "allclose: rtol and atol must be numbers, got %s and %s", type(rtol), type(atol))
+  end
+  -- indexing a released tensor raises too: both inside pcall
+  local oka, sa = pcall(function() return a:shape() end)
+  local okb, sb = pcall(function() return b:shape() end)
+  if not (oka and okb) then raise("", "allclose: argument %d: tensor has been released", oka and 2 or 1) end
   if #sa ~= #sb then return false end
   for i = 1, #sa do if sa[i] ~= sb[i] then return false end end
   if a:numel() == 0 then return true end
@@ -97,6 +104,8 @@ function M.help_text()
     "local ms = require \"metastep\"",
     "  constructors: tensor, zeros, ones, full, eye, diag, arange, linspace, rand, randn",
     "  methods:      t:shape() t:numel() t:item() t:totable() t[i] t[{i, j}] t:t() t:view(...)",
+    "  eigh, cholesky: the matrix must be symmetric within 1e-10 * max|a| (else an error naming",
+    "                the largest |a - a^T|); an expand view is read-only (clone() it to write)",
   }
   local fns = sorted_keys(M, function(_, v) return type(v) == "function" end)
   -- submodules only: not the method tables and metatables of the userdata types

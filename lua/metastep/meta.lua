@@ -87,7 +87,7 @@ local function check_spec(spec, who)
   if type(spec) ~= "table" then spec_error("expected a spec table, got %s", type(spec)) end
   if who ~= "train" then check_known(spec, {SPEC_OPTIONS}, "meta: ") end
   local opt = spec.optimizer
-  if type(opt) ~= "table" or opt.c == nil then
+  if type(opt) ~= "table" or type(opt.c) ~= "userdata" or type(opt.theta) ~= "table" then
     spec_error("'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opt))
   end
   if opt._invalid then spec_error("%s", opt._invalid) end
@@ -146,7 +146,7 @@ end
 local function tasks_of(spec)
   local list = {}
   local function add(task, obj, w0)
-    if getmetatable(obj) == nil or type(obj.value) ~= "function" or type(obj.dim) ~= "function" then
+    if getmetatable(obj) ~= core.Objective_mt then -- (indexing a released tensor would raise)
       spec_error("'objective' must be an objective (ms.objective.quadratic(H), ...), got %s", type(obj))
     end
     if w0 ~= nil and not is_tensor(w0) then spec_error("'w0' must be a tensor, got %s", type(w0)) end
@@ -463,7 +463,8 @@ function M.train(opts)
   end
   local spec = {}
   for _, k in ipairs(SPEC_OPTIONS) do spec[k] = opts[k] end
-  if type(opts.optimizer) ~= "table" or opts.optimizer.c == nil then
+  local o = opts.optimizer
+  if type(o) ~= "table" or type(o.c) ~= "userdata" or type(o.theta) ~= "table" then
     fail("meta.train: ", "'optimizer' must be an optimizer (ms.optim.gd{...}, ...), got %s", type(opts.optimizer))
   end
   check_train_type(opts, "theta", "table", "'theta' must be a table of meta-parameter values, got %s")

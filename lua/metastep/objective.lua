@@ -11,7 +11,8 @@
 -- logistic; l2 for logistic only). Any other field can be set (obj.eigenvalues = ...).
 -- C hosts add objectives with ms_objective_new; Lua code with from_function.
 local core = require "metastep.core"
-local raise = require("metastep.util").raise
+local util = require "metastep.util"
+local raise = util.raise
 
 local M = {}
 
@@ -44,11 +45,14 @@ end
 -- The objective also carries .eigenvalues (tensor) and .Q.
 function M.random_quadratic(opts)
   if type(opts) ~= "table" then raise("", "%s", "objective.random_quadratic: expected an options table") end
+  util.check_keys(opts, {"d", "eigenvalues", "spacing", "seed", "wstar"}, "objective.random_quadratic")
   local seed = opts.seed or 0
   local lam = opts.eigenvalues or {1, 10}
   local d = opts.d
   if getmetatable(lam) == core.Tensor_mt then
     d = lam:numel()
+  elseif type(lam) ~= "table" then
+    raise("", "objective.random_quadratic: eigenvalues must be {lo, hi} or a tensor, got %s", type(lam))
   else
     if type(d) ~= "number" or d < 1 or math.floor(d) ~= d then
       raise("", "objective.random_quadratic: d must be a positive integer, got %s", tostring(d))
@@ -86,6 +90,7 @@ function M.from_function(f, opts)
     raise("", "objective.from_function: options must be a table, got %s", type(opts))
   end
   opts = opts or {}
+  util.check_keys(opts, {"dim", "name", "grad", "hvp"}, "objective.from_function")
   local d = opts.dim
   if type(d) ~= "number" or d < 1 or math.floor(d) ~= d then
     raise("", "objective.from_function: option 'dim' must be a positive integer, got %s", tostring(d))
@@ -150,6 +155,7 @@ end
 -- on every machine for the same seed.
 function M.tasks.least_squares(opts)
   if type(opts) ~= "table" then raise("", "%s", "tasks.least_squares: expected an options table") end
+  util.check_keys(opts, {"d", "n_train", "n_valid", "n_test", "sigma", "seed", "wstar"}, "tasks.least_squares")
   local function int(key, default, lo)
     local v = opts[key] == nil and default or opts[key]
     if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then
@@ -194,6 +200,7 @@ end
 -- a random w0 ~ N(0, I): sampler() returns {objective, w0, index}.
 function M.tasks.quadratic(opts)
   if type(opts) ~= "table" then raise("", "%s", "tasks.quadratic: expected an options table") end
+  util.check_keys(opts, {"d", "eigenvalues", "seed"}, "tasks.quadratic")
   local seed, count = opts.seed or 0, 0
   local function sampler()
     count = count + 1

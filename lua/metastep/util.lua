@@ -18,6 +18,34 @@ function M.raise(prefix, fmt, ...)
   error(msg, level)
 end
 
+--- Calls an engine binding f(...): its own messages (positioned inside the library, or not at
+-- all) are raised again at the first caller outside the library; an error with a position of
+-- its own (a callback's) or a non-string error object passes through unchanged.
+function M.engine(f, ...)
+  local r = table.pack(pcall(f, ...))
+  if r[1] then return table.unpack(r, 2, r.n) end
+  local err = r[2]
+  if type(err) == "string" then
+    local msg = err:match("^metastep/[%w_]+%.lua:%d+: (.*)$") or (not err:match("^[^\n]-:%d+: ") and err)
+    if msg then M.raise("", "%s", msg) end
+  end
+  error(err, 0)
+end
+
+--- Raises "<fname>: unknown option 'k' (did you mean ...?)" for a key of opts (a table or nil)
+-- not in known (a list of names), blamed on the first caller outside the library.
+function M.check_keys(opts, known, fname)
+  if type(opts) ~= "table" then return end
+  local set = {}
+  for _, k in ipairs(known) do set[k] = true end
+  for k in pairs(opts) do
+    if not set[k] then
+      M.raise(fname, ": unknown option '%s'%s (expected %s)", tostring(k), M.suggest(k, known),
+        table.concat(known, ", "))
+    end
+  end
+end
+
 --- A number for a message: NaN prints as "nan" on every platform (tostring gives "-nan" on x86).
 function M.show(v)
   if type(v) == "number" and v ~= v then return "nan" end

@@ -34,6 +34,11 @@ int lms_take_raised(lua_State *L);
 /* Registry key of a kept callback error object (nil when none is pending). */
 #define LMS_CALLBACK_ERROR "metastep.callback_error"
 
+/* Like luaL_where, but skips C frames from `level` up: pushes "chunk:line: " of the nearest
+ * Lua function (for bindings reached through another C function, such as a string
+ * library metamethod), or "" when there is none. */
+void lms_where(lua_State *L, int level);
+
 /* Argument arg must be a live tensor; raises "bad argument #arg to 'fname' (tensor expected, got
  * T)". */
 ms_tensor *lms_checktensor(lua_State *L, int arg);
@@ -58,6 +63,10 @@ int lms_result(lua_State *L, int st, int nret);
 /* lms_result for one result t (passed by address: the engine call that sets it is usually
  * a sibling argument, and C leaves the order of evaluation unspecified), stored in box. */
 int lms_finish(lua_State *L, ms_tensor **box, int st, ms_tensor **t);
+
+/* Raises "bad argument #arg (unknown option 'k' (expected a, b))" for a key of the options
+ * table at arg (nothing if it is not a table) missing from known (a NULL-terminated list). */
+void lms_checkoptions(lua_State *L, int arg, const char *const *known);
 
 /* Reads a shape from a table {2, 3} or from integer arguments starting at arg. */
 int lms_checkshape(lua_State *L, int arg, int64_t *shape);

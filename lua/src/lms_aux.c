@@ -67,6 +67,18 @@ lua_State *lms_mainthread(lua_State *L) {
 
 /* ---- errors ---- */
 
+void lms_where(lua_State *L, int level) {
+  lua_Debug ar;
+  for (; lua_getstack(L, level, &ar); level++) {
+    lua_getinfo(L, "Sl", &ar);
+    if (ar.currentline > 0) {
+      lua_pushfstring(L, "%s:%d: ", ar.short_src, ar.currentline);
+      return;
+    }
+  }
+  lua_pushliteral(L, "");
+}
+
 /*
  * Pushes msg with its element indices 1-based: the engine numbers elements from 0, Lua
  * users from 1. Rewritten are the messages that name elements as "name[i,j]" (integers in
@@ -146,6 +158,31 @@ int lms_error(lua_State *L) {
   ms_ctx_clear_error(ctx);
   lua_concat(L, 2);
   return lua_error(L);
+}
+
+void lms_checkoptions(lua_State *L, int arg, const char *const *known) {
+  if (!lua_istable(L, arg)) return;
+  arg = lua_absindex(L, arg);
+  lua_pushnil(L);
+  while (lua_next(L, arg)) {
+    lua_pop(L, 1);
+    int ok = 0;
+    if (lua_type(L, -1) == LUA_TSTRING)
+      for (const char *const *k = known; *k && !ok; k++) ok = strcmp(lua_tostring(L, -1), *k) == 0;
+    if (!ok) {
+      luaL_Buffer b;
+      luaL_buffinit(L, &b);
+      for (const char *const *k = known; *k; k++) {
+        if (k != known) luaL_addstring(&b, ", ");
+        luaL_addstring(&b, *k);
+      }
+      luaL_pushresult(&b);
+      const char *key = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : luaL_typename(L, -2);
+      luaL_argerror(
+          L, arg,
+          lua_pushfstring(L, "unknown option '%s' (expected %s)", key, lua_tostring(L, -1)));
+    }
+  }
 }
 
 /* ---- tensor boxes ---- */

@@ -227,9 +227,11 @@ static int l_optim_new(lua_State *L) {
   ms_ctx *ctx = lms_ctx(L);
   lua_getfield(L, 1, "params"); /* 2 */
   luaL_checktype(L, 2, LUA_TTABLE);
-  int np = (int)luaL_len(L, 2);
-  if (np > MS_OPTIM_MAXPARAMS)
-    return luaL_error(L, "optim.new: at most %d meta-parameters, got %d", MS_OPTIM_MAXPARAMS, np);
+  lua_Integer nparams = luaL_len(L, 2); /* checked before narrowing: __len may say 2^32 + 1 */
+  if (nparams < 0 || nparams > MS_OPTIM_MAXPARAMS)
+    return luaL_error(L, "optim.new: at most %d meta-parameters, got %I", MS_OPTIM_MAXPARAMS,
+                      nparams);
+  int np = (int)nparams;
   lua_getfield(L, 1, "step"); /* 3 */
   luaL_checktype(L, 3, LUA_TFUNCTION);
   lua_getfield(L, 1, "init"); /* 4 */
@@ -548,8 +550,10 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
   lua_pop(L, 1);
   lua_getfield(L, idx, "select");
   if (lua_istable(L, -1)) {
-    int n = (int)luaL_len(L, -1);
-    if (n > np) luaL_error(L, "meta: 'params' names %d parameters, the optimizer has %d", n, np);
+    lua_Integer nsel = luaL_len(L, -1);
+    if (nsel < 0 || nsel > np)
+      luaL_error(L, "meta: 'params' names %I parameters, the optimizer has %d", nsel, np);
+    int n = (int)nsel;
     for (int i = 0; i < n; i++) {
       lua_geti(L, -1, i + 1);
       lua_Integer k = luaL_checkinteger(L, -1);
@@ -564,7 +568,10 @@ static void read_spec(lua_State *L, int idx, cspec *c) {
   lua_pop(L, 1);
   lua_getfield(L, idx, "tasks");
   luaL_checktype(L, -1, LUA_TTABLE);
-  int nt = (int)luaL_len(L, -1);
+  lua_Integer ntasks = luaL_len(L, -1);
+  if (ntasks < 0 || ntasks > INT_MAX / (lua_Integer)sizeof(ms_task))
+    luaL_error(L, "meta: 'tasks' has %I entries", ntasks);
+  int nt = (int)ntasks;
   c->ctx = lms_ctx(L);
   c->tasks = ms_ctx_alloc(c->ctx, (size_t)(nt > 0 ? nt : 1) * sizeof(ms_task));
   if (c->tasks == NULL) lms_error(L);

@@ -202,6 +202,8 @@ static int l_quadratic(lua_State *L) {
     lua_pushnil(L); /* 3: wstar */
   } else {
     luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const known[] = {"wstar", "fstar", NULL};
+    lms_checkoptions(L, 2, known);
     checkfieldtensor(L, 2, "wstar"); /* 3 */
     int t = lua_getfield(L, 2, "fstar");
     if (t != LUA_TNIL && t != LUA_TNUMBER)
@@ -381,6 +383,10 @@ static int64_t *checkindices(lua_State *L, int arg, const ms_objective *o, int64
   luaL_checktype(L, arg, LUA_TTABLE);
   lua_Integer len = (lua_Integer)luaL_len(L, arg);
   if (len < 1) luaL_argerror(L, arg, "expected a non-empty table of sample indices");
+  size_t budget = ms_ctx_limit(lms_ctx(L));
+  /* (size_t)len * 8 below must not wrap, nor pass the memory budget */
+  if (len > ((lua_Integer)1 << 40) || (budget > 0 && (size_t)len > budget / sizeof(int64_t)))
+    luaL_argerror(L, arg, lua_pushfstring(L, "too many sample indices (%I)", len));
   int64_t ns = ms_objective_nsamples(o);
   int64_t *idx = lua_newuserdatauv(L, (size_t)len * sizeof *idx, 0);
   for (lua_Integer k = 1; k <= len; k++) {

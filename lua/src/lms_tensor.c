@@ -35,9 +35,11 @@ static int tensor_gc(lua_State *L) {
 int lms_checkshape(lua_State *L, int arg, int64_t *shape) {
   int n;
   if (lua_istable(L, arg)) {
-    n = (int)luaL_len(L, arg);
-    if (n > MS_MAXDIM)
-      luaL_argerror(L, arg, lua_pushfstring(L, "at most %d dimensions, got %d", MS_MAXDIM, n));
+    /* compared before narrowing: a __len of 2^32 + 1 must not pass as 1 */
+    lua_Integer len = luaL_len(L, arg);
+    if (len < 0 || len > MS_MAXDIM)
+      luaL_argerror(L, arg, lua_pushfstring(L, "at most %d dimensions, got %I", MS_MAXDIM, len));
+    n = (int)len;
     for (int i = 0; i < n; i++) {
       lua_geti(L, arg, i + 1);
       int isint;
@@ -162,6 +164,12 @@ static int l_tensor(lua_State *L) {
       return luaL_error(L, "tensor: nested table has more than 2^50 elements");
     n *= shape[i];
   }
+  /* __len may also claim more elements than the budget allows: say so before staging them */
+  size_t budget = ms_ctx_limit(ctx);
+  if (budget > 0 && (uint64_t)n > budget / sizeof(double))
+    return luaL_error(L,
+                      "tensor: nested table claims %I elements, past the memory budget of %I bytes",
+                      (lua_Integer)n, (lua_Integer)budget);
   /* Stage the numbers in a Lua-owned buffer so an error while reading leaks nothing. */
   double *buf = lua_newuserdatauv(L, (size_t)(n > 0 ? n : 1) * sizeof(double), 0);
   int bufidx = lua_gettop(L);
@@ -253,6 +261,9 @@ static int random_tensor(lua_State *L, int normal) {
   ms_rng local, *rng = NULL;
   if (!lua_isnoneornil(L, 2)) {
     luaL_checktype(L, 2, LUA_TTABLE);
+    static const char *const known[2][4] = {{"seed", "lo", "hi", NULL},
+                                            {"seed", "mean", "std", NULL}};
+    lms_checkoptions(L, 2, known[normal]);
     if (lua_getfield(L, 2, "seed") != LUA_TNIL) {
       int isint;
       lua_Integer seed = lua_tointegerx(L, -1, &isint);
@@ -305,6 +316,16 @@ static int l_set_memory_limit(lua_State *L) {
   lua_pop(L, 1);
   ms_ctx_set_limit(lms_ctx(L), (size_t)n);
   return 0;
+}
+
+/* set_check_numerics(on): the first primitive producing NaN or inf from finite inputs
+ * raises (ms_ctx_set_check_numerics); returns the previous setting. */
+static int l_set_check_numerics(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TBOOLEAN);
+  ms_ctx *ctx = lms_ctx(L);
+  lua_pushboolean(L, ms_ctx_check_numerics(ctx));
+  ms_ctx_set_check_numerics(ctx, lua_toboolean(L, 1));
+  return 1;
 }
 
 /* ---- inspection ---- */
@@ -380,6 +401,36 @@ static void push_nested(lua_State *L, const double *data, int nd, const int64_t 
   }
 }
 
+/*
+ * totable builds one Lua table per row at every depth, also when the last axis is empty: a
+ * [1, 2^40, 4, 0] tensor has no element but 5 * 2^40 tables. The tables and numbers are
+ * counted first and the call refused when their estimated size (a table header is ~56 bytes,
+ * an array slot 16) exceeds the engine's memory budget, or 1 GiB when none is set.
+ */
+#define TOTABLE_DEFAULT_LIMIT ((int64_t)1 << 30)
+
+static int check_totable_size(lua_State *L, const ms_tensor *t) {
+  int nd = ms_tensor_ndim(t);
+  const int64_t *shape = ms_tensor_shape(t);
+  int64_t tables = 1, rows = 1; /* shape products <= 2^50 (the engine's shape invariant) */
+  for (int d = 0; d + 1 < nd && rows > 0; d++) {
+    rows *= shape[d];
+    tables += rows;
+  }
+  int64_t numel = ms_tensor_numel(t);
+  int64_t bytes = 56 * tables + 16 * (tables - 1 + numel);
+  size_t budget = ms_ctx_limit(lms_ctx(L));
+  int64_t limit =
+      budget > 0 && budget < (size_t)INT64_MAX ? (int64_t)budget : TOTABLE_DEFAULT_LIMIT;
+  if (bytes <= limit) return 0;
+  char b[MS_SHAPE_STRLEN];
+  return luaL_error(L,
+                    "totable: a tensor of shape %s makes %I Lua tables and %I numbers (about %I "
+                    "MiB), past the limit of %I MiB (the memory budget, or 1 GiB when none is set)",
+                    ms_shape_str(nd, shape, b, sizeof b), (lua_Integer)tables, (lua_Integer)numel,
+                    (lua_Integer)(bytes >> 20), (lua_Integer)(limit >> 20));
+}
+
 static int m_totable(lua_State *L) {
   lua_settop(L, 1);
   /* Keep c owned by the stack while building tables (they may raise on memory errors). */
@@ -389,6 +440,7 @@ static int m_totable(lua_State *L) {
     lua_pushnumber(L, ms_tensor_data(t)[0]);
     return 1;
   }
+  check_totable_size(L, t); /* raises: no resource held yet (the box is empty) */
   ms_tensor *c;
   if (ms_tensor_contiguous(lms_ctx(L), t, &c) != MS_OK) return lms_error(L);
   *box = c;
@@ -455,7 +507,7 @@ static int reshape_impl(lua_State *L, int is_view) {
    * other negative size together with the whole shape. */
   if (lua_istable(L, 2)) {
     lua_Integer n = luaL_len(L, 2);
-    if (n > MS_MAXDIM)
+    if (n < 0 || n > MS_MAXDIM)
       return luaL_argerror(L, 2, lua_pushfstring(L, "at most %d dimensions, got %I", MS_MAXDIM, n));
     nd = (int)n;
     for (int i = 0; i < nd; i++) {
@@ -798,6 +850,17 @@ static int m_assign(lua_State *L) {
 /* A tensor-or-number argument: raises on any other type and on a released tensor. */
 static void checkoperand(lua_State *L, int arg) {
   if (lua_type(L, arg) == LUA_TNUMBER) return;
+  lua_Debug ar;
+  if (lua_type(L, arg) == LUA_TSTRING && lua_getstack(L, 1, &ar) && lua_getinfo(L, "l", &ar) &&
+      ar.currentline <= 0) {
+    /* `"x" + t` reaches us through the string library's own __add (a C function), so
+     * luaL_argerror would name '?' and no line: blame the nearest Lua caller instead */
+    lms_where(L, 1);
+    lua_pushfstring(L, "tensor arithmetic: operand %d must be a tensor or a number, got string",
+                    arg);
+    lua_concat(L, 2);
+    lua_error(L);
+  }
   if (!luaL_testudata(L, arg, LMS_TENSOR)) luaL_typeerror(L, arg, "tensor or number");
   if (lms_isreleased(L, arg)) luaL_argerror(L, arg, "tensor has been released");
 }
@@ -1001,6 +1064,7 @@ static const luaL_Reg functions[] = {{"tensor", l_tensor},
                                      {"qr", l_qr},
                                      {"memory", l_memory},
                                      {"set_memory_limit", l_set_memory_limit},
+                                     {"set_check_numerics", l_set_check_numerics},
                                      {NULL, NULL}};
 
 static const luaL_Reg methods[] = {{"shape", m_shape},

@@ -665,6 +665,21 @@ static void test_stable_quadratic(void) {
   ms_tensor_release(ws);
   ms_tensor_release(w0t);
   ms_objective_release(q.obj);
+
+  /* An indefinite H (issue 14): the loss goes negative, which the log-domain state cannot
+   * hold; the routine returned 0 with status underflow. Refused, as is an asymmetric H. */
+  const double hind[4] = {1, 0, 0, -1}, hasym[4] = {2, 1, 0, 2}, w2[2] = {1, 1};
+  ms_tensor *Hi = tensor(2, 2, 2, hind), *Ha = tensor(2, 2, 2, hasym), *w2t = tensor(1, 2, 0, w2);
+  ms_meta_optimizer gd = {MS_META_GD, 0.1, 0};
+  ms_meta_result r;
+  CHECK_FAILS(ctx, ms_meta_stable_quadratic(ctx, Hi, w2t, NULL, &gd, 10, MS_META_NAIVE, &r),
+              MS_EARG,
+              "meta_stable: needs a positive semi-definite H (smallest eigenvalue -1, largest 1)");
+  CHECK_FAILS(ctx, ms_meta_stable_quadratic(ctx, Ha, w2t, NULL, &gd, 10, MS_META_NAIVE, &r),
+              MS_EARG, "meta_stable: H must be symmetric, max |H - H^T| = 1 at H[0,1]");
+  ms_tensor_release(Hi);
+  ms_tensor_release(Ha);
+  ms_tensor_release(w2t);
 }
 
 /* ---- selections, exact zeros, interrupts, memory ---- */

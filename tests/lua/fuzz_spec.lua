@@ -106,8 +106,10 @@ local function try(name, f, idx)
   if not ok and type(err) ~= "string" then
     problems[#problems + 1] = ("%s(%s): non-string error %s"):format(name, label(idx), tostring(err))
   end
-  -- a fuzzed set_memory_limit must not lift the budget for the following calls
+  -- a fuzzed set_memory_limit must not lift the budget for the following calls, nor a fuzzed
+  -- set_check_numerics change how they behave
   ms.set_memory_limit(BUDGET)
+  ms.set_check_numerics(false)
 end
 
 -- The crash surface is C: every C function is fuzzed, and of the Lua functions only

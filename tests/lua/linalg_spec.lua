@@ -96,10 +96,19 @@ describe("eigh", function()
     end
   end)
 
-  it("reads only the lower triangle", function()
-    local B = lmat(2, 2, function(i, j) return i >= j and ({{2, 0}, {1, 2}})[i][j] or 100 end)
-    local w = ms.eigh(ms.tensor(B)):totable() -- symmetric part [[2,1],[1,2]]: eigenvalues 1, 3
-    assert.is_true(max_abs_diff({1, 3}, w) <= 1e-14)
+  it("refuses a non-symmetric matrix, naming the largest asymmetry (eigh and cholesky)", function()
+    -- LAPACK would read one triangle only and answer for another matrix
+    local B = ms.tensor{{2, 100, 0}, {1, 2, 0}, {0, 0.5, 3}}
+    local ok, err = pcall(ms.eigh, B)
+    assert.is_false(ok)
+    assert.are.equal("eigh: a must be symmetric, max |a - a^T| = 99 at a[1,2] "
+      .. "(tolerance 1e-10 * max|a| = 1e-08)", (err:gsub("^[^:]+:%d+: ", "")))
+    ok, err = pcall(ms.cholesky, B:t())
+    assert.is_false(ok)
+    assert.is_truthy(err:find("cholesky: a must be symmetric, max |a - a^T| = 99 at a[1,2]", 1, true), err)
+    -- within the tolerance: accepted, and the answer is the symmetric matrix's
+    local S = ms.tensor{{2, 1 + 1e-11}, {1, 2}}
+    assert.is_true(max_abs_diff({1, 3}, ms.eigh(S):totable()) <= 1e-10)
   end)
 
   it("handles a transposed view and the empty matrix", function()

@@ -142,6 +142,16 @@ int ms_ctx_set_threads(ms_ctx *ctx, int n);
 /* The setting (0 = by size). */
 int ms_ctx_threads(const ms_ctx *ctx);
 
+/*
+ * Check mode (off by default; costs one test per operation when off): every differentiable
+ * primitive routes through the autodiff dispatch, which checks its output. The first one that
+ * produces NaN or inf from finite inputs fails with MS_ENUMERIC and a message naming the
+ * primitive and its input shapes ("check_numerics: log produced -inf from finite inputs of
+ * shape [3]"). Non-finite values already in an input are not reported again.
+ */
+void ms_ctx_set_check_numerics(ms_ctx *ctx, int on);
+int ms_ctx_check_numerics(const ms_ctx *ctx);
+
 #ifdef __cplusplus
 }
 #endif

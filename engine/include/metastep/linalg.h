@@ -25,12 +25,14 @@ int ms_matmul(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **o
 /* Outer product of two vectors: [m] x [n] -> [m,n]. */
 int ms_outer(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **out);
 
-/* Symmetric eigendecomposition of a [n,n] matrix (lower triangle is read): eigenvalues
+/* Symmetric eigendecomposition of a [n,n] matrix (MS_EARG, naming the largest |a - a^T|, unless
+ * symmetric within 1e-10 * max|a|): eigenvalues
  * ascending in *w ([n]) and orthonormal eigenvectors as the columns of *v ([n,n]). */
 int ms_eigh(ms_ctx *ctx, const ms_tensor *a, ms_tensor **w, ms_tensor **v);
 /* Solves a x = b for square a ([n,n]); b is [n] or [n,k]; x has b's shape. */
 int ms_solve(ms_ctx *ctx, const ms_tensor *a, const ms_tensor *b, ms_tensor **x);
-/* Lower-triangular L with a = L L^T for symmetric positive definite a. */
+/* Lower-triangular L with a = L L^T for symmetric positive definite a (symmetry checked as
+ * for ms_eigh). */
 int ms_cholesky(ms_ctx *ctx, const ms_tensor *a, ms_tensor **l);
 /* Reduced QR of [m,n]: q [m,k], r [k,n], k = min(m,n). */
 int ms_qr(ms_ctx *ctx, const ms_tensor *a, ms_tensor **q, ms_tensor **r);

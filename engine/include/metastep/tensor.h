@@ -117,7 +117,8 @@ int ms_tensor_slice(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t start, in
                     int64_t step, ms_tensor **out);
 /* Index along axis, dropping that axis (view). */
 int ms_tensor_select(ms_ctx *ctx, const ms_tensor *t, int axis, int64_t index, ms_tensor **out);
-/* Broadcast view to shape (stride 0 on expanded axes; read-only by convention). */
+/* Broadcast view to shape (stride 0 on expanded axes). When it repeats elements, it and every
+ * view of it are read-only: ms_tensor_set, _fill_ and _copy_ refuse them with MS_ESTATE. */
 int ms_tensor_expand(ms_ctx *ctx, const ms_tensor *t, int ndim, const int64_t *shape,
                      ms_tensor **out);
 /* Concatenates n tensors along axis (fresh storage). */
@@ -126,7 +127,7 @@ int ms_tensor_cat(ms_ctx *ctx, int n, ms_tensor *const *ts, int axis, ms_tensor 
 /* ---- element access ---- */
 /* Reads the element at a full multi-index (ndim entries, 0-based). */
 int ms_tensor_get(ms_ctx *ctx, const ms_tensor *t, const int64_t *index, double *value);
-/* Writes one element in place (bumps the version). */
+/* Writes one element in place (bumps the version). MS_ESTATE for a read-only expanded view. */
 int ms_tensor_set(ms_ctx *ctx, ms_tensor *t, const int64_t *index, double value);
 /* The single element of a one-element tensor. */
 int ms_tensor_item(ms_ctx *ctx, const ms_tensor *t, double *value);
