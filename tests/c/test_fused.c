@@ -477,8 +477,55 @@ static void test_eigh_cache(void) {
   ms_tensor_release(w0b);
 }
 
+/* The PSD check of stable runs without an eigendecomposition (a Cholesky factorization of
+ * H + tau I); an indefinite H written in place is still refused with its eigenvalues, and a
+ * singular PSD H (rank 1) is accepted. */
+static void test_psd_check(void) {
+  enum { D = 30 };
+  int64_t dd[2] = {D, D}, d1 = D;
+  double h[D * D], u[D];
+  for (int i = 0; i < D; i++) u[i] = cos(0.7 * (i + 1));
+  for (int i = 0; i < D; i++)
+    for (int j = 0; j < D; j++) h[i * D + j] = (i == j ? 1.0 + i : 0.0) + u[i] * u[j];
+  ms_tensor *H = NULL, *w0 = NULL;
+  ms_objective *obj = NULL;
+  OK(ms_tensor_from_data(ctx, 2, dd, h, &H));
+  OK(ms_tensor_ones(ctx, 1, &d1, &w0));
+  OK(ms_objective_quadratic(ctx, H, NULL, 0.0, &obj));
+  ms_task task = {obj, NULL, w0, NULL};
+  ms_optim *opt = make_opt(MS_OPTIM_GD, 0.01, 0.0, 0);
+  ms_meta_spec spec = ms_meta_spec_one(opt, &task, 20, MS_META_LOG, MS_METHOD_STABLE);
+  ms_meta_out a;
+  OK(ms_meta_value_and_grad(ctx, &spec, &a));
+  ms_meta_out_clear(&a);
+  CHECK(ms__objective_eigh_count(obj) == 0);
+  /* indefinite, written in place: the eigenvalues refuse it */
+  ms_tensor *Hq = NULL;
+  OK(ms_objective_quadratic_parts(obj, &Hq, NULL, NULL));
+  int64_t i00[2] = {0, 0};
+  OK(ms_tensor_set(ctx, Hq, i00, -5.0));
+  CHECK(ms_meta_value_and_grad(ctx, &spec, &a) == MS_EARG);
+  CHECK(strstr(ms_ctx_error(ctx), "positive semi-definite") != NULL);
+  CHECK(ms__objective_eigh_count(obj) == 1);
+  ms_objective_release(obj);
+  ms_tensor_release(H);
+  /* rank 1: PSD and singular */
+  for (int i = 0; i < D; i++)
+    for (int j = 0; j < D; j++) h[i * D + j] = u[i] * u[j];
+  OK(ms_tensor_from_data(ctx, 2, dd, h, &H));
+  OK(ms_objective_quadratic(ctx, H, NULL, 0.0, &obj));
+  task.objective = obj;
+  OK(ms_meta_value_and_grad(ctx, &spec, &a));
+  ms_meta_out_clear(&a);
+  ms_objective_release(obj);
+  ms_tensor_release(H);
+  ms_tensor_release(w0);
+  ms_optim_release(opt);
+}
+
 int main(void) {
-  return check_main(&ctx, (const check_test[]){test_gemv, test_upper, test_ls, test_is_symmetric,
-                                               test_forward_fast, test_forward_allocations,
-                                               test_stable_upper, test_eigh_cache, NULL});
+  return check_main(
+      &ctx, (const check_test[]){test_gemv, test_upper, test_ls, test_is_symmetric,
+                                 test_forward_fast, test_forward_allocations, test_stable_upper,
+                                 test_eigh_cache, test_psd_check, NULL});
 }
