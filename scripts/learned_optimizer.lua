@@ -40,22 +40,7 @@ local function usage(msg)
   os.exit(2)
 end
 
-local cfg = {mode = "long", out = "learned_optimizer_report", seed = 1}
-do
-  local i = 1
-  while arg and arg[i] do
-    local a = arg[i]
-    if a == "--help" or a == "-h" then print(HELP); os.exit(0)
-    elseif a == "--quick" then cfg.mode = "quick"
-    elseif a == "--full" then cfg.mode = "full"
-    elseif a == "--out" then i = i + 1; cfg.out = arg[i] or usage("--out needs a directory")
-    elseif a == "--seed" then
-      i = i + 1
-      cfg.seed = math.tointeger(tonumber(arg[i] or "")) or usage("--seed needs an integer")
-    else usage("unknown argument " .. a) end
-    i = i + 1
-  end
-end
+local cfg = report.parse_args(arg, {mode = "long", out = "learned_optimizer_report", seed = 1}, HELP, usage)
 
 local start = os.time()
 cfg.progress = function(fmt, ...)

@@ -38,27 +38,13 @@ Re-runs the paper's experiments and writes DIR/report.md, PNG figures and CSV da
   --seed S      random seed, an integer (default: 1)
   --help        print this help and exit]=]
 
-local cfg = {mode = "default", out = "report", seed = 1}
 local only
-do
-  local i = 1
-  while arg and arg[i] do
-    local a = arg[i]
-    if a == "--help" or a == "-h" then print(HELP); os.exit(0)
-    elseif a == "--quick" then cfg.mode = "quick"
-    elseif a == "--full" then cfg.mode = "full"
-    elseif a == "--out" then i = i + 1; cfg.out = arg[i] or usage("--out needs a directory")
-    elseif a == "--seed" then
-      i = i + 1
-      cfg.seed = math.tointeger(tonumber(arg[i] or "")) or usage("--seed needs an integer")
-    elseif a == "--only" then
-      i = i + 1
-      only = {}
-      for n in (arg[i] or usage("--only needs experiment numbers")):gmatch("%d+") do only[tonumber(n)] = true end
-    else usage("unknown argument " .. a) end
-    i = i + 1
-  end
-end
+local cfg = report.parse_args(arg, {mode = "default", out = "report", seed = 1}, HELP, usage, function(a, nxt)
+  if a ~= "--only" then return false end
+  only = {}
+  for n in (nxt or usage("--only needs experiment numbers")):gmatch("%d+") do only[tonumber(n)] = true end
+  return "arg"
+end)
 
 --- Runs one experiment module: measure, write its files, describe the section.
 local function run_experiment(exp)

@@ -121,4 +121,28 @@ function M.section_markdown(s)
   return table.concat(lines, "\n")
 end
 
+--- Parses the options the experiment scripts share into cfg: --help/-h (prints help, exits 0),
+-- --quick, --full (cfg.mode), --out DIR, --seed S (an integer). extra(a, nxt), when given,
+-- handles a script's own options: it returns true when it took a, "arg" when it also took the
+-- next argument nxt, and false for an unknown one. usage(msg) reports a bad argument and exits.
+function M.parse_args(args, cfg, help, usage, extra)
+  local i = 1
+  while args and args[i] do
+    local a = args[i]
+    if a == "--help" or a == "-h" then print(help); os.exit(0)
+    elseif a == "--quick" then cfg.mode = "quick"
+    elseif a == "--full" then cfg.mode = "full"
+    elseif a == "--out" then i = i + 1; cfg.out = args[i] or usage("--out needs a directory")
+    elseif a == "--seed" then
+      i = i + 1
+      cfg.seed = math.tointeger(tonumber(args[i] or "")) or usage("--seed needs an integer")
+    else
+      local took = extra and extra(a, args[i + 1])
+      if took == "arg" then i = i + 1 elseif not took then usage("unknown argument " .. a) end
+    end
+    i = i + 1
+  end
+  return cfg
+end
+
 return M
